@@ -1,0 +1,34 @@
+# msglab: the README's two commands are `make demo` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+MSGLAB := $(VENV)/bin/msglab
+STAMP := $(VENV)/.msglab-installed
+
+.PHONY: demo test lint unit dev clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	# the compose specification's JSON schema ships in this wheel; its pinned deps are not needed
+	$(PY) -m pip install -q --no-deps docker-compose==1.29.2
+	touch $(STAMP)
+
+dev: $(STAMP)
+
+demo: $(STAMP)
+	$(MSGLAB) infra up
+	$(MSGLAB) infra status
+	$(MSGLAB) infra status --json > .msglab/status.json
+	@echo "report written to .msglab/status.json"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+test: lint
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info

@@ -1,0 +1,3 @@
+"""msglab: compare asynchronous messaging patterns on real servers, including while they break."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from msglab.cli import main
+
+main()

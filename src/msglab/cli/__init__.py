@@ -1,0 +1,46 @@
+"""The ``msglab`` command: the composition root. Nothing imports it.
+
+Each area is a Typer sub-app in its own module; errors become exit codes in one place
+(``main``): a MsglabError prints its message and exits with its ``exit_code``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from msglab.cli import infra
+from msglab.errors import MsglabError
+
+app = typer.Typer(
+    name="msglab",
+    help="Compare asynchronous messaging patterns on real servers, including while they break.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(infra.app, name="infra")
+
+err_console = Console(stderr=True)
+
+
+def main() -> None:
+    """Entry point: run the app; a MsglabError becomes its message and exit code."""
+    try:
+        app(standalone_mode=False)
+    except MsglabError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("aborted")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click's usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

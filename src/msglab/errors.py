@@ -1,0 +1,73 @@
+"""The errors msglab raises. Callers catch these, never a driver's exceptions.
+
+    MsglabError                      every error msglab raises; the CLI maps it to an exit code
+    ├── UsageError                   bad input: an unknown name, an impossible option (exit 2)
+    ├── ConfigError                  settings that cannot work together (exit 2)
+    └── InfraError                   a server could not be installed, started, stopped or reached
+        ├── InstallError             a package, jar or binary could not be installed
+        ├── PortInUseError           a port msglab needs is held by another process
+        ├── ServerStartError         a server did not become ready (carries the tail of its log)
+        ├── NotRunningError          the operation needs a running server that is not running
+        └── ExternalServiceError     the operation is refused on a server msglab does not own
+
+A driver's exception is converted at one boundary per module and chained (``raise ... from exc``).
+"""
+
+from __future__ import annotations
+
+
+class MsglabError(Exception):
+    """Base of every error msglab raises. ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 1
+
+
+class UsageError(MsglabError):
+    """The user asked for something that does not exist or cannot be done; the message says why."""
+
+    exit_code = 2
+
+
+class ConfigError(MsglabError):
+    """Settings that cannot work (a malformed URL, a port out of range, conflicting options)."""
+
+    exit_code = 2
+
+
+class InfraError(MsglabError):
+    """A server could not be installed, started, stopped, killed or reached."""
+
+
+class InstallError(InfraError):
+    """Installing a server's software failed; the message names the command that failed."""
+
+
+class PortInUseError(InfraError):
+    """A port msglab needs is held by a process msglab does not own."""
+
+    def __init__(self, service: str, port: int, holder: str | None) -> None:
+        who = f" by {holder}" if holder else " by another process"
+        super().__init__(
+            f"{service}: port 127.0.0.1:{port} is already in use{who}; "
+            f"stop it or choose another port (MSGLAB_{service.upper()}_PORT)"
+        )
+        self.service = service
+        self.port = port
+        self.holder = holder
+
+
+class ServerStartError(InfraError):
+    """A server did not become ready in time; ``log_tail`` holds the last lines of its log."""
+
+    def __init__(self, message: str, log_tail: str = "") -> None:
+        text = message if not log_tail else f"{message}\n--- last lines of the log ---\n{log_tail}"
+        super().__init__(text)
+        self.log_tail = log_tail
+
+
+class NotRunningError(InfraError):
+    """The operation (kill, a ping) needs a running server and there is none."""
+
+
+class ExternalServiceError(InfraError):
+    """kill / restart / down were asked of a server given by URL, which msglab does not own."""

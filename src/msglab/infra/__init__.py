@@ -1,0 +1,44 @@
+"""Server lifecycle: install, up, down, kill, restart, status, logs.
+
+``backend_for(settings)`` returns the native backend (processes msglab owns) or the compose
+backend (``docker compose`` where an engine answers). infra knows servers, never messages.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from msglab.errors import UsageError
+from msglab.infra.service import StartReport, Status
+from msglab.settings import Settings
+
+
+class Backend(Protocol):
+    """What ``msglab infra`` drives; every method takes service names (all when empty)."""
+
+    name: str
+
+    def install(self, names: list[str]) -> list[str]: ...
+    def up(self, names: list[str]) -> list[StartReport]: ...
+    def down(self, names: list[str]) -> list[str]: ...
+    def kill(self, name: str) -> int: ...
+    def restart(self, name: str) -> StartReport: ...
+    def status(self, names: list[str]) -> list[Status]: ...
+    def logs(self, name: str, lines: int) -> str: ...
+
+
+def backend_for(settings: Settings) -> Backend:
+    if settings.backend == "native":
+        from msglab.infra.native import NativeBackend
+
+        return NativeBackend(settings)
+    if settings.backend == "compose":
+        from msglab.infra.compose import ComposeBackend
+
+        return ComposeBackend(settings)
+    raise UsageError(
+        f"backend {settings.backend!r} is for test fixtures only; use native or compose"
+    )
+
+
+__all__ = ["Backend", "StartReport", "Status", "backend_for"]

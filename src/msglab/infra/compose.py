@@ -1,0 +1,152 @@
+"""The compose backend: the same servers from official images, driven by ``docker compose``.
+
+For users with a Docker engine. ``compose/stack.yml`` publishes the native backend's ports on
+127.0.0.1 with the same server settings, so a test or a lab run cannot tell the two apart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from msglab.errors import InfraError, NotRunningError, ServerStartError
+from msglab.infra import external
+from msglab.infra.service import HOST, StartReport, Status
+from msglab.settings import Settings, check_services
+
+PROJECT = "msglab"
+
+URLS = {
+    "kafka": "{host}:{port}",
+    "rabbitmq": "amqp://guest:guest@{host}:{port}/%2F",
+    "redis": "redis://{host}:{port}/0",
+    "postgres": "postgresql://postgres:msglab@{host}:{port}/msglab",
+}
+
+
+def stack_file() -> Path:
+    """``MSGLAB_COMPOSE_FILE``, else ``compose/stack.yml`` of the checkout msglab runs from."""
+    env = os.environ.get("MSGLAB_COMPOSE_FILE")
+    if env:
+        return Path(env)
+    for base in (Path.cwd(), *Path(__file__).resolve().parents):
+        candidate = base / "compose" / "stack.yml"
+        if candidate.exists():
+            return candidate
+    raise InfraError("compose/stack.yml not found; set MSGLAB_COMPOSE_FILE")
+
+
+class ComposeBackend:
+    name = "compose"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def _compose(self, *args: str, check: bool = True) -> str:
+        docker = shutil.which("docker")
+        if docker is None:
+            raise InfraError("the compose backend needs the docker client; it is not installed")
+        engine = subprocess.run(
+            [docker, "info", "--format", "{{.ServerVersion}}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if engine.returncode != 0:
+            why = (engine.stderr.strip().splitlines() or ["no reply"])[-1]
+            raise InfraError(
+                f"the compose backend needs a Docker engine and none answers ({why}); "
+                "use --backend native"
+            )
+        env = {
+            **os.environ,
+            **{f"MSGLAB_{k.upper()}_PORT": str(v) for k, v in self.settings.ports.items()},
+        }
+        argv = [docker, "compose", "-f", str(stack_file()), "-p", PROJECT, *args]
+        result = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+        if check and result.returncode != 0:
+            raise InfraError(f"`{' '.join(argv[1:])}` failed: {result.stderr.strip()[-2000:]}")
+        return result.stdout
+
+    def install(self, names: list[str]) -> list[str]:
+        self._compose("pull", *check_services(names))
+        return list(check_services(names))
+
+    def up(self, names: list[str]) -> list[StartReport]:
+        began = time.monotonic()
+        services = check_services(names)
+        self._compose("up", "-d", "--wait", *services)
+        seconds = time.monotonic() - began
+        return [StartReport(s, started=True, cold=False, seconds=seconds) for s in services]
+
+    def down(self, names: list[str]) -> list[str]:
+        services = check_services(names)
+        self._compose("stop", *services)
+        return list(services)
+
+    def kill(self, name: str) -> int:
+        (service,) = check_services([name])
+        if not self._container_pid(service):
+            raise NotRunningError(f"{service} is not running; nothing to kill")
+        pid = self._container_pid(service)
+        self._compose("kill", "-s", "SIGKILL", service)
+        return pid
+
+    def restart(self, name: str) -> StartReport:
+        (service,) = check_services([name])
+        began = time.monotonic()
+        self._compose("up", "-d", "--wait", service)
+        return StartReport(service, started=True, cold=False, seconds=time.monotonic() - began)
+
+    def _container_pid(self, service: str) -> int:
+        cid = self._compose("ps", "-q", service).strip()
+        if not cid:
+            return 0
+        out = subprocess.run(
+            ["docker", "inspect", "-f", "{{.State.Pid}}", cid],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        return int(out or 0)
+
+    def status(self, names: list[str]) -> list[Status]:
+        rows = []
+        for service in check_services(names):
+            port = self.settings.ports[service]
+            probe = external.PROBES[service]
+            pid = self._container_pid(service)
+            rows.append(
+                Status(
+                    service=service,
+                    owner="compose",
+                    pid=pid or None,
+                    address=f"{HOST}:{port}",
+                    url=URLS[service].format(host=HOST, port=port),
+                    healthy=bool(pid) and probe(HOST, port, self.settings.connect_timeout_s),
+                    data_dir=f"volume {PROJECT}_{service}",
+                    version=None,
+                )
+            )
+        return rows
+
+    def logs(self, name: str, lines: int) -> str:
+        (service,) = check_services([name])
+        out = self._compose("logs", "--no-color", "--tail", str(lines), service)
+        if not out:
+            raise ServerStartError(f"{service} has no logs in compose project {PROJECT}")
+        return out
+
+
+def ps_json(text: str) -> list[dict[str, object]]:
+    """Parse ``docker compose ps --format json`` (a JSON array, or one object a line)."""
+    text = text.strip()
+    if not text:
+        return []
+    if text.startswith("["):
+        return list(json.loads(text))
+    return [json.loads(line) for line in text.splitlines() if line.strip()]

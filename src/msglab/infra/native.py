@@ -1,0 +1,94 @@
+"""The native backend: real servers as processes msglab owns, plus servers given by URL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from msglab.errors import ExternalServiceError, NotRunningError, ServerStartError
+from msglab.infra import external, process
+from msglab.infra.kafka import Kafka
+from msglab.infra.postgres import Postgres
+from msglab.infra.rabbitmq import RabbitMQ
+from msglab.infra.redis import Redis
+from msglab.infra.service import NativeService, StartReport, Status
+from msglab.settings import Settings, check_services
+
+SERVICE_TYPES: dict[str, type[NativeService]] = {
+    "kafka": Kafka,
+    "rabbitmq": RabbitMQ,
+    "redis": Redis,
+    "postgres": Postgres,
+}
+
+
+class NativeBackend:
+    """Installs, starts, kills and restarts msglab's own servers; probes external ones."""
+
+    name = "native"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def service(self, name: str) -> NativeService:
+        (valid,) = check_services([name])
+        return SERVICE_TYPES[valid](self.settings)
+
+    def _owned(self, name: str, action: str) -> NativeService:
+        url = self.settings.external.get(name)
+        if url is not None:
+            raise ExternalServiceError(
+                f"{name} is external ({url}): msglab does not own it and will not {action} it"
+            )
+        return self.service(name)
+
+    def install(self, names: Iterable[str] = ()) -> list[str]:
+        """Install what is missing; the names of the services installed now."""
+        done = []
+        for name in check_services(list(names)):
+            if name in self.settings.external:
+                continue
+            svc = self.service(name)
+            if not svc.is_installed():
+                svc.install()
+                done.append(name)
+        return done
+
+    def up(self, names: Iterable[str] = ()) -> list[StartReport]:
+        reports = []
+        for name in check_services(list(names)):
+            url = self.settings.external.get(name)
+            if url is None:
+                reports.append(self.service(name).up())
+            elif not external.status(name, url, self.settings.connect_timeout_s).healthy:
+                raise ServerStartError(f"{name} is external ({url}) and does not answer")
+        return reports
+
+    def down(self, names: Iterable[str] = ()) -> list[str]:
+        """Stop gracefully, in reverse start order; the names that were running."""
+        stopped = []
+        for name in reversed(check_services(list(names))):
+            if name not in self.settings.external and self.service(name).down():
+                stopped.append(name)
+        return stopped
+
+    def kill(self, name: str) -> int:
+        return self._owned(name, "kill").kill()
+
+    def restart(self, name: str) -> StartReport:
+        return self._owned(name, "restart").restart()
+
+    def status(self, names: Iterable[str] = ()) -> list[Status]:
+        result = []
+        for name in check_services(list(names)):
+            url = self.settings.external.get(name)
+            if url is None:
+                result.append(self.service(name).status())
+            else:
+                result.append(external.status(name, url, self.settings.connect_timeout_s))
+        return result
+
+    def logs(self, name: str, lines: int = 40) -> str:
+        svc = self._owned(name, "show the logs of")
+        if not svc.log_path.exists():
+            raise NotRunningError(f"{name} has no log yet ({svc.log_path}); run `msglab infra up`")
+        return process.log_tail(svc.log_path, lines)

@@ -1,0 +1,117 @@
+"""Protocol-level readiness probes, written against the wire protocols (no client drivers).
+
+An open port is not readiness: Redis answers ``-LOADING`` while it replays its AOF, Kafka
+accepts connections before it serves requests. Each probe speaks one request of the
+server's own protocol and returns what it learned, or None / False when the server did
+not answer as a ready server does.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import struct
+import subprocess
+
+
+def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("closed by peer")
+        data += chunk
+    return data
+
+
+def kafka_api_versions(host: str, port: int, timeout_s: float) -> bool:
+    """Send an ApiVersions v0 request; True when the broker answers with error code 0."""
+    client_id = b"msglab-probe"
+    correlation = 7
+    body = struct.pack(">hhih", 18, 0, correlation, len(client_id)) + client_id
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            sock.settimeout(timeout_s)
+            sock.sendall(struct.pack(">i", len(body)) + body)
+            (size,) = struct.unpack(">i", _recv_exactly(sock, 4))
+            reply = _recv_exactly(sock, min(size, 6))
+    except OSError:
+        return False
+    got_correlation, error_code = struct.unpack(">ih", reply[:6])
+    return bool(got_correlation == correlation and error_code == 0)
+
+
+def redis_ping(host: str, port: int, timeout_s: float) -> bool:
+    """Send PING; True on ``+PONG`` or ``-NOAUTH`` (up, needs a password), False on ``-LOADING``."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            sock.settimeout(timeout_s)
+            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+            reply = sock.recv(256)
+    except OSError:
+        return False
+    return reply.startswith(b"+PONG") or reply.startswith(b"-NOAUTH")
+
+
+def _amqp_shortstr(buf: bytes, at: int) -> tuple[str, int]:
+    n = buf[at]
+    return buf[at + 1 : at + 1 + n].decode("utf-8", "replace"), at + 1 + n
+
+
+def _amqp_server_version(table: bytes) -> str | None:
+    """Find ``version`` in an AMQP field table (only the value types a server sends at start)."""
+    at = 0
+    while at < len(table):
+        name, at = _amqp_shortstr(table, at)
+        kind = chr(table[at])
+        at += 1
+        if kind in "SF":
+            (n,) = struct.unpack(">I", table[at : at + 4])
+            value = table[at + 4 : at + 4 + n]
+            at += 4 + n
+            if name == "version" and kind == "S":
+                return value.decode("utf-8", "replace")
+        elif kind == "t":
+            at += 1
+        else:
+            return None
+    return None
+
+
+def amqp_handshake(host: str, port: int, timeout_s: float) -> str | None:
+    """Open AMQP 0-9-1 and read Connection.Start; the server's version, or None if not ready."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            sock.settimeout(timeout_s)
+            sock.sendall(b"AMQP\x00\x00\x09\x01")
+            frame_type, _channel, size = struct.unpack(">BHI", _recv_exactly(sock, 7))
+            payload = _recv_exactly(sock, size)
+    except OSError:
+        return None
+    if frame_type != 1 or payload[:4] != b"\x00\x0a\x00\x0a":
+        return None
+    (table_len,) = struct.unpack(">I", payload[6:10])
+    return _amqp_server_version(payload[10 : 10 + table_len]) or "unknown"
+
+
+def postgres_ready(host: str, port: int, timeout_s: float) -> bool:
+    """``pg_isready``: True when the server accepts connections (not starting, not recovering)."""
+    exe = shutil.which("pg_isready")
+    if exe is None:
+        return _postgres_ssl_request(host, port, timeout_s)
+    result = subprocess.run(
+        [exe, "-q", "-h", host, "-p", str(port), "-t", str(max(1, round(timeout_s)))],
+        check=False,
+    )
+    return result.returncode == 0
+
+
+def _postgres_ssl_request(host: str, port: int, timeout_s: float) -> bool:
+    """Fallback when pg_isready is absent: the server answers an SSLRequest with S or N."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            sock.settimeout(timeout_s)
+            sock.sendall(struct.pack(">ii", 8, 80877103))
+            return sock.recv(1) in (b"S", b"N")
+    except OSError:
+        return False

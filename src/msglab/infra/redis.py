@@ -1,0 +1,67 @@
+"""Redis (Debian ``redis-server``) as msglab's own server, append-only file on.
+
+With ``appendfsync always`` every write Redis confirmed is on disk; with ``everysec`` it
+survives a process kill (the page cache) but not a power cut. Pub/sub stores nothing either way.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+from msglab.infra import probes
+from msglab.infra.service import HOST, Launch, NativeService, apt_install
+
+
+class Redis(NativeService):
+    name = "redis"
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.address}/0"
+
+    def is_installed(self) -> bool:
+        return shutil.which("redis-server") is not None
+
+    def install(self) -> None:
+        apt_install(["redis-server"])
+
+    def prepare(self) -> bool:
+        fresh = not self.data_dir.exists()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return fresh
+
+    def launch(self) -> Launch:
+        return Launch(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                HOST,
+                "--dir",
+                str(self.data_dir),
+                "--daemonize",
+                "no",
+                "--logfile",
+                "",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                self.settings.redis_appendfsync,
+            ]
+        )
+
+    def ping(self, timeout_s: float) -> bool:
+        return probes.redis_ping(HOST, self.port, timeout_s)
+
+    def version(self) -> str | None:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            return None
+        out = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
+        match = re.search(r"v=(\S+)", out)
+        return match.group(1) if match else None

@@ -1,0 +1,289 @@
+"""The lifecycle every native server shares: install, prepare, start, wait ready, stop, kill.
+
+A ``NativeService`` owns one folder ``<home>/<name>/`` holding ``data/``, ``server.log``,
+its config files, ``server.pid`` (the *real* server process: the JVM, ``beam.smp``,
+``redis-server``, the postmaster) and ``timings.json`` (cold and warm start times).
+Subclasses say how to install, configure, start and probe their server; this class makes
+``up`` idempotent, refuses ports held by others, and turns a failed start into a
+ServerStartError carrying the tail of the server's log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from msglab.errors import InstallError, NotRunningError, PortInUseError, ServerStartError
+from msglab.infra import process
+from msglab.settings import Settings
+
+HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Status:
+    """What ``msglab infra status`` shows for one service."""
+
+    service: str
+    owner: str  # "msglab" (native), "external" (given by URL) or "compose"
+    pid: int | None
+    address: str  # host:port
+    url: str  # what a plain client connects with
+    healthy: bool
+    data_dir: str | None
+    version: str | None
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class StartReport:
+    """The outcome of ``up`` for one service: ``cold`` is the first start on fresh data."""
+
+    service: str
+    started: bool  # False when it was already running
+    cold: bool
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How to start a server: argv, environment, and the user to run it as (None: ourselves)."""
+
+    argv: Sequence[str]
+    env: Mapping[str, str] | None = None
+    user: str | None = None
+
+
+def apt_install(packages: Sequence[str]) -> None:
+    """Install Debian packages without starting their system services (we run our own)."""
+    if os.geteuid() != 0:
+        raise InstallError(
+            f"{' '.join(packages)} missing and installing needs root: "
+            f"run `sudo apt-get install {' '.join(packages)}`"
+        )
+    policy = Path("/usr/sbin/policy-rc.d")
+    made_policy = not policy.exists()
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        if made_policy:  # exit 101 = "do not start services" for invoke-rc.d
+            policy.write_text("#!/bin/sh\nexit 101\n")
+            policy.chmod(0o755)
+        lists = Path("/var/lib/apt/lists")
+        if not any(lists.glob("*Packages*")):
+            _run(["apt-get", "update", "-qq"], env)
+        _run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages], env)
+    finally:
+        if made_policy:
+            policy.unlink(missing_ok=True)
+
+
+def _run(argv: Sequence[str], env: Mapping[str, str]) -> None:
+    result = subprocess.run(list(argv), env=dict(env), capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
+        raise InstallError(f"`{' '.join(argv)}` failed (exit {result.returncode}):\n{tail}")
+
+
+class NativeService(ABC):
+    """One real server that msglab installs, runs as a process, kills and restarts."""
+
+    name: ClassVar[str]
+    stop_signal: ClassVar[signal.Signals] = signal.SIGTERM
+    stop_timeout_s: ClassVar[float] = 30.0
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.root = settings.home / self.name
+        self.data_dir = self.root / "data"
+        self.log_path = self.root / "server.log"
+        self.pid_path = self.root / "server.pid"
+        self.timings_path = self.root / "timings.json"
+
+    # -- what each server says -------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        return self.settings.ports[self.name]
+
+    @property
+    def owned_ports(self) -> Mapping[str, int]:
+        """Every port this server listens on, by setting name (checked free before a start)."""
+        return {self.name: self.port}
+
+    @property
+    def address(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    @property
+    @abstractmethod
+    def url(self) -> str:
+        """What a plain client of this server connects with."""
+
+    @abstractmethod
+    def is_installed(self) -> bool: ...
+
+    @abstractmethod
+    def install(self) -> None:
+        """Install the server's software (idempotent); raise InstallError naming what failed."""
+
+    @abstractmethod
+    def prepare(self) -> bool:
+        """Write config and initialise data (idempotent); True if the data was created now."""
+
+    @abstractmethod
+    def launch(self) -> Launch: ...
+
+    @abstractmethod
+    def ping(self, timeout_s: float) -> bool:
+        """A protocol-level readiness check of this server."""
+
+    @abstractmethod
+    def version(self) -> str | None: ...
+
+    def server_pid(self, spawned: subprocess.Popen[bytes]) -> int | None:
+        """The real server's PID once known (default: the process we spawned)."""
+        return spawned.pid
+
+    def after_ready(self, cold: bool) -> None:
+        """Hook for one-time setup that needs the running server (roles, databases)."""
+
+    def before_start(self) -> None:
+        """Hook for helper processes the server needs (RabbitMQ's epmd)."""
+
+    def after_stop(self) -> None:
+        """Hook to stop helper processes on ``down``."""
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def pid(self) -> int | None:
+        """The running server's PID, or None (a stale or zombie PID counts as not running)."""
+        try:
+            pid = int(self.pid_path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if process.is_alive(pid) else None
+
+    def status(self) -> Status:
+        pid = self.pid()
+        healthy = pid is not None and self.ping(min(self.settings.connect_timeout_s, 2.0))
+        return Status(
+            service=self.name,
+            owner="msglab",
+            pid=pid,
+            address=self.address,
+            url=self.url,
+            healthy=healthy,
+            data_dir=str(self.data_dir),
+            version=self.version(),
+        )
+
+    def up(self) -> StartReport:
+        """Make the server run and answer; idempotent. Raises PortInUseError, ServerStartError."""
+        began = time.monotonic()
+        pid = self.pid()
+        if pid is not None:
+            self._wait_ready(None, began)
+            return StartReport(self.name, started=False, cold=False, seconds=0.0)
+        self.pid_path.unlink(missing_ok=True)
+        for setting, port in self.owned_ports.items():
+            if process.port_in_use(port):
+                raise PortInUseError(setting, port, process.port_holder(port))
+        if not self.is_installed():
+            self.install()
+        self.root.mkdir(parents=True, exist_ok=True)
+        began = time.monotonic()
+        cold = self.prepare()
+        self.before_start()
+        launch = self.launch()
+        self._mark_log()
+        spawned = process.spawn(launch.argv, self.log_path, launch.env, self.root, launch.user)
+        self._wait_ready(spawned, began)
+        seconds = time.monotonic() - began
+        self.after_ready(cold)
+        self._record_timing(cold, seconds)
+        return StartReport(self.name, started=True, cold=cold, seconds=seconds)
+
+    def _mark_log(self) -> None:
+        with open(self.log_path, "a") as log:
+            log.write(f"\n==== msglab start {time.strftime('%Y-%m-%dT%H:%M:%S')} ====\n")
+
+    def _wait_ready(self, spawned: subprocess.Popen[bytes] | None, began: float) -> None:
+        deadline = began + self.settings.start_timeout_s
+        while time.monotonic() < deadline:
+            if spawned is not None:
+                if spawned.poll() is not None and not self._server_outlived(spawned):
+                    self._fail(f"{self.name} exited with code {spawned.returncode} while starting")
+                pid = self.server_pid(spawned)
+                if pid is not None and not self.pid_path.exists():
+                    self.pid_path.write_text(f"{pid}\n")
+            if self.ping(1.0) and self.pid() is not None:
+                return
+            time.sleep(0.1)
+        if spawned is not None:
+            self._kill_all(spawned)
+        self._fail(f"{self.name} was not ready after {self.settings.start_timeout_s:.0f}s")
+
+    def _server_outlived(self, spawned: subprocess.Popen[bytes]) -> bool:
+        pid = self.server_pid(spawned)
+        return pid is not None and pid != spawned.pid and process.is_alive(pid)
+
+    def _kill_all(self, spawned: subprocess.Popen[bytes]) -> None:
+        for pid in {spawned.pid, self.server_pid(spawned)}:
+            if pid is not None and process.is_alive(pid):
+                process.kill_hard(pid)
+        self.pid_path.unlink(missing_ok=True)
+
+    def _fail(self, message: str) -> None:
+        raise ServerStartError(f"{message} (log: {self.log_path})", process.log_tail(self.log_path))
+
+    def down(self) -> bool:
+        """Stop gracefully (SIGKILL after a timeout); True if it was running."""
+        pid = self.pid()
+        if pid is not None:
+            process.stop(pid, self.stop_signal, self.stop_timeout_s)
+        self.pid_path.unlink(missing_ok=True)
+        self.after_stop()
+        return pid is not None
+
+    def kill(self) -> int:
+        """SIGKILL the real server process, verify it is gone, keep its data; the PID killed."""
+        pid = self.pid()
+        if pid is None:
+            raise NotRunningError(f"{self.name} is not running; nothing to kill")
+        process.crash(pid)
+        return pid
+
+    def restart(self) -> StartReport:
+        """Bring the server back with its data (after ``kill``, or a graceful restart if up)."""
+        if self.pid() is not None:
+            self.down()
+        return self.up()
+
+    def _record_timing(self, cold: bool, seconds: float) -> None:
+        timings = self.timings()
+        timings["cold_start_s" if cold else "warm_start_s"] = round(seconds, 3)
+        self.timings_path.write_text(json.dumps(timings, indent=2) + "\n")
+
+    def timings(self) -> dict[str, float]:
+        try:
+            loaded = json.loads(self.timings_path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {k: float(v) for k, v in loaded.items()}
+
+    def wipe(self) -> None:
+        """Remove all data (the server must be down)."""
+        if self.pid() is not None:
+            raise ServerStartError(f"{self.name} is running; stop it before wiping its data")
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""Test support: session fixtures for the real servers (a pytest plugin) and container specs."""

@@ -1,0 +1,107 @@
+"""Container definitions for ``MSGLAB_BACKEND=testcontainers``: the native servers' settings.
+
+Used only where a Docker engine answers. The specs mirror ``compose/stack.yml`` (a test
+checks both against the native settings), so fixtures built from them behave like the
+native servers: same ports on 127.0.0.1, same durability settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from msglab.settings import Settings
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    image: str
+    port: int
+    env: Mapping[str, str] = field(default_factory=dict)
+    command: Sequence[str] = ()
+
+
+def specs(settings: Settings) -> dict[str, ContainerSpec]:
+    p = settings.ports
+    kafka, ctrl = p["kafka"], p["kafka_controller"]
+    return {
+        "kafka": ContainerSpec(
+            "apache/kafka:4.1.1",
+            kafka,
+            {
+                "CLUSTER_ID": "bXNnbGFiLWNvbXBvc2UtMQ",
+                "KAFKA_NODE_ID": "1",
+                "KAFKA_PROCESS_ROLES": "broker,controller",
+                "KAFKA_LISTENERS": f"PLAINTEXT://0.0.0.0:{kafka},CONTROLLER://0.0.0.0:{ctrl}",
+                "KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://127.0.0.1:{kafka}",
+                "KAFKA_CONTROLLER_QUORUM_VOTERS": f"1@localhost:{ctrl}",
+                "KAFKA_CONTROLLER_LISTENER_NAMES": "CONTROLLER",
+                "KAFKA_INTER_BROKER_LISTENER_NAME": "PLAINTEXT",
+                "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                "KAFKA_NUM_PARTITIONS": "1",
+                "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": "1",
+                "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
+                "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "1",
+                "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR": "1",
+                "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR": "1",
+                "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
+                "KAFKA_AUTO_CREATE_TOPICS_ENABLE": "true",
+                "KAFKA_LOG_DIRS": "/var/lib/kafka/data",
+            },
+        ),
+        "rabbitmq": ContainerSpec(
+            "rabbitmq:3.10", p["rabbitmq"], {"RABBITMQ_NODE_PORT": str(p["rabbitmq"])}
+        ),
+        "redis": ContainerSpec(
+            "redis:7.0",
+            p["redis"],
+            command=[
+                "redis-server",
+                "--port",
+                str(p["redis"]),
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                settings.redis_appendfsync,
+            ],
+        ),
+        "postgres": ContainerSpec(
+            "postgres:15",
+            p["postgres"],
+            {
+                "POSTGRES_USER": "postgres",
+                "POSTGRES_PASSWORD": "msglab",
+                "POSTGRES_DB": "msglab",
+            },
+            [
+                "postgres",
+                "-c",
+                f"port={p['postgres']}",
+                "-c",
+                "wal_level=logical",
+                "-c",
+                "max_replication_slots=10",
+                "-c",
+                "max_wal_senders=10",
+                "-c",
+                "max_connections=200",
+                "-c",
+                "fsync=on",
+            ],
+        ),
+    }
+
+
+def build(spec: ContainerSpec) -> Any:
+    """A testcontainers ``DockerContainer`` for ``spec`` (not started)."""
+    from testcontainers.core.container import DockerContainer
+
+    container = DockerContainer(spec.image)
+    for key, value in spec.env.items():
+        container = container.with_env(key, value)
+    if spec.command:
+        container = container.with_command(list(spec.command))
+    return container.with_bind_ports(spec.port, ("127.0.0.1", spec.port))

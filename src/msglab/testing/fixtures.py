@@ -1,0 +1,103 @@
+"""pytest fixtures for tests on the real servers (registered as the ``msglab`` pytest plugin).
+
+Servers come up once per test run (session scope) and stay up; each test gets isolated names
+(``unique_name``) instead of fresh servers. Under CI (``CI=true``) a server that cannot start
+*fails* the tests that need it; locally they are skipped with the reason.
+``MSGLAB_BACKEND=testcontainers`` starts containers instead, where a Docker engine answers.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from msglab.errors import MsglabError
+from msglab.infra import Backend, Status, backend_for
+from msglab.settings import Settings, in_ci
+
+
+def _unavailable(reason: str) -> None:
+    if in_ci():
+        pytest.fail(f"server unavailable under CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def msglab_settings() -> Settings:
+    return Settings.from_env()
+
+
+@pytest.fixture(scope="session")
+def msglab_infra(msglab_settings: Settings) -> Backend:
+    """The native backend (the default) that owns the servers of this test run."""
+    if msglab_settings.backend == "testcontainers":
+        return backend_for(msglab_settings.with_backend("native"))
+    return backend_for(msglab_settings)
+
+
+_containers: dict[str, Any] = {}
+
+
+def _server(settings: Settings, infra: Backend, name: str) -> Status:
+    if settings.backend == "testcontainers":
+        return _container(settings, infra, name)
+    try:
+        infra.up([name])
+        (status,) = infra.status([name])
+    except MsglabError as exc:
+        _unavailable(f"{name} could not start: {exc}")
+        raise
+    if not status.healthy:
+        _unavailable(f"{name} is not healthy at {status.address}")
+    return status
+
+
+def _container(settings: Settings, infra: Backend, name: str) -> Status:
+    from msglab.testing import containers
+
+    if name not in _containers:
+        try:
+            _containers[name] = containers.build(containers.specs(settings)[name]).start()
+        except Exception as exc:  # no engine: docker's own error types vary by version
+            _unavailable(f"testcontainers could not start {name}: {exc}")
+    (status,) = infra.status([name])
+    return status
+
+
+@pytest.fixture(scope="session")
+def kafka_server(msglab_settings: Settings, msglab_infra: Backend) -> Status:
+    return _server(msglab_settings, msglab_infra, "kafka")
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_server(msglab_settings: Settings, msglab_infra: Backend) -> Status:
+    return _server(msglab_settings, msglab_infra, "rabbitmq")
+
+
+@pytest.fixture(scope="session")
+def redis_server(msglab_settings: Settings, msglab_infra: Backend) -> Status:
+    return _server(msglab_settings, msglab_infra, "redis")
+
+
+@pytest.fixture(scope="session")
+def postgres_server(msglab_settings: Settings, msglab_infra: Backend) -> Status:
+    return _server(msglab_settings, msglab_infra, "postgres")
+
+
+@pytest.fixture
+def unique_name(request: pytest.FixtureRequest) -> str:
+    """A name no other test uses: valid as a Kafka topic, a RabbitMQ queue, a Redis key and a
+    PostgreSQL identifier (lowercase letters, digits, underscores; at most 40 characters)."""
+    base = re.sub(r"[^a-z0-9]+", "_", request.node.name.lower()).strip("_")[:28]
+    return f"{base}_{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_containers() -> Iterator[None]:
+    yield
+    for container in _containers.values():
+        container.stop()

@@ -1,0 +1,32 @@
+"""Shared helpers for msglab's own tests (the server fixtures come from msglab.testing)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+
+def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run ``msglab ARGS`` as a user would, in a separate process."""
+    result = subprocess.run(
+        [sys.executable, "-m", "msglab", *args], capture_output=True, text=True, timeout=300
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"msglab {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+def status_json(service: str) -> dict[str, Any]:
+    (row,) = json.loads(run_cli("infra", "status", service, "--json").stdout)
+    return dict(row)
+
+
+@pytest.fixture
+def cli() -> Any:
+    return run_cli

@@ -1,0 +1,86 @@
+"""The wire-protocol probes against tiny fake servers: ready answers vs. not-ready answers."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from msglab.infra import probes
+from msglab.infra.process import port_holder
+
+
+@pytest.fixture
+def fake_server() -> Iterator[tuple[int, list[bytes]]]:
+    """A one-shot TCP server that replies with replies[0] to whatever it receives."""
+    replies: list[bytes] = []
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            conn.recv(1024)
+            conn.sendall(replies[0])
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield srv.getsockname()[1], replies
+    srv.close()
+
+
+def test_redis_loading_is_not_ready(fake_server: tuple[int, list[bytes]]) -> None:
+    port, replies = fake_server
+    replies.append(b"-LOADING Redis is loading the dataset in memory\r\n")
+    assert probes.redis_ping("127.0.0.1", port, 1) is False
+
+
+def test_redis_pong_is_ready(fake_server: tuple[int, list[bytes]]) -> None:
+    port, replies = fake_server
+    replies.append(b"+PONG\r\n")
+    assert probes.redis_ping("127.0.0.1", port, 1) is True
+
+
+def test_kafka_error_code_is_not_ready(fake_server: tuple[int, list[bytes]]) -> None:
+    port, replies = fake_server
+    replies.append(struct.pack(">iih", 6, 7, 35))  # UNSUPPORTED_VERSION
+    assert probes.kafka_api_versions("127.0.0.1", port, 1) is False
+
+
+def test_kafka_ok_is_ready(fake_server: tuple[int, list[bytes]]) -> None:
+    port, replies = fake_server
+    replies.append(struct.pack(">iih", 6, 7, 0))
+    assert probes.kafka_api_versions("127.0.0.1", port, 1) is True
+
+
+def test_amqp_start_frame_yields_the_server_version(fake_server: tuple[int, list[bytes]]) -> None:
+    port, replies = fake_server
+
+    def field(name: bytes, value: bytes) -> bytes:
+        return bytes([len(name)]) + name + b"S" + struct.pack(">I", len(value)) + value
+
+    table = field(b"product", b"RabbitMQ") + field(b"version", b"3.10.8")
+    payload = b"\x00\x0a\x00\x0a\x00\x09" + struct.pack(">I", len(table)) + table
+    replies.append(struct.pack(">BHI", 1, 0, len(payload)) + payload + b"\xce")
+    assert probes.amqp_handshake("127.0.0.1", port, 1) == "3.10.8"
+
+
+def test_nothing_listening_is_not_ready() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert probes.redis_ping("127.0.0.1", port, 0.5) is False
+    assert probes.amqp_handshake("127.0.0.1", port, 0.5) is None
+    assert probes.kafka_api_versions("127.0.0.1", port, 0.5) is False
+
+
+def test_port_holder_names_this_process() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        assert f"pid {os.getpid()}" in (port_holder(s.getsockname()[1]) or "")

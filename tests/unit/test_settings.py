@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from msglab.errors import ConfigError, UsageError
+from msglab.infra.external import host_port
+from msglab.settings import DEFAULT_PORTS, SERVICES, Settings, check_services
+
+
+def test_defaults_avoid_the_standard_ports() -> None:
+    standard = {9092, 9093, 5672, 25672, 4369, 6379, 5432}
+    assert not standard & set(DEFAULT_PORTS.values())
+    assert len(set(DEFAULT_PORTS.values())) == len(DEFAULT_PORTS)
+
+
+def test_from_env_reads_home_ports_and_external_urls(tmp_path: Path) -> None:
+    s = Settings.from_env(
+        {
+            "MSGLAB_HOME": str(tmp_path),
+            "MSGLAB_KAFKA_PORT": "19092",
+            "MSGLAB_REDIS_URL": "redis://cache.internal:6380/1",
+        }
+    )
+    assert s.home == tmp_path
+    assert s.ports["kafka"] == 19092
+    assert s.ports["redis"] == DEFAULT_PORTS["redis"]
+    assert s.external == {"redis": "redis://cache.internal:6380/1"}
+
+
+@pytest.mark.parametrize("raw", ["x", "0", "70000"])
+def test_bad_port_is_a_config_error_naming_the_variable(raw: str) -> None:
+    with pytest.raises(ConfigError, match="MSGLAB_REDIS_PORT"):
+        Settings.from_env({"MSGLAB_REDIS_PORT": raw})
+
+
+def test_unknown_service_lists_valid_names() -> None:
+    with pytest.raises(UsageError) as caught:
+        check_services(["kafka", "zeromq"])
+    assert all(name in str(caught.value) for name in SERVICES)
+    assert check_services([]) == SERVICES
+
+
+def test_unknown_backend_and_fsync_are_refused() -> None:
+    with pytest.raises(UsageError):
+        Settings(backend="podman")
+    with pytest.raises(ConfigError):
+        Settings.from_env({"MSGLAB_REDIS_APPENDFSYNC": "sometimes"})
+
+
+@pytest.mark.parametrize(
+    ("service", "url", "expected"),
+    [
+        ("kafka", "b1.example:9094,b2.example:9094", ("b1.example", 9094)),
+        ("kafka", "kafka://broker", ("broker", 9092)),
+        ("rabbitmq", "amqp://u:p@mq.example/%2F", ("mq.example", 5672)),
+        ("postgres", "postgresql://u:p@db.example:6543/app", ("db.example", 6543)),
+        ("redis", "redis://:secret@cache.example:6380/0", ("cache.example", 6380)),
+    ],
+)
+def test_external_urls_give_host_and_port(
+    service: str, url: str, expected: tuple[str, int]
+) -> None:
+    assert host_port(service, url) == expected
