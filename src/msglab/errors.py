@@ -3,6 +3,9 @@
     MsglabError                      every error msglab raises; the CLI maps it to an exit code
     ├── UsageError                   bad input: an unknown name, an impossible option (exit 2)
     ├── ConfigError                  settings that cannot work together (exit 2)
+    ├── TransportError               a broker operation failed
+    │   ├── ConnectError             no connection within the connect timeout (names host:port)
+    │   └── PublishError             some messages not confirmed: ``failed`` and ``unknown`` ids
     └── InfraError                   a server could not be installed, started, stopped or reached
         ├── InstallError             a package, jar or binary could not be installed
         ├── PortInUseError           a port msglab needs is held by another process
@@ -32,6 +35,34 @@ class ConfigError(MsglabError):
     """Settings that cannot work (a malformed URL, a port out of range, conflicting options)."""
 
     exit_code = 2
+
+
+class TransportError(MsglabError):
+    """A broker operation failed; the driver's exception is chained as ``__cause__``."""
+
+
+class ConnectError(TransportError):
+    """No connection to ``address`` (host:port) within the connect timeout."""
+
+    def __init__(self, transport: str, address: str, reason: str) -> None:
+        super().__init__(f"{transport}: cannot connect to {address}: {reason}")
+        self.transport = transport
+        self.address = address
+
+
+class PublishError(TransportError):
+    """Some messages were not confirmed.
+
+    ``failed``: ids the broker definitely did not store. ``unknown``: ids whose fate is unknown
+    (a timeout or a connection lost in flight): they may have been stored, so a retry may
+    duplicate them and a reconciliation can find them later.
+    """
+
+    def __init__(self, message: str, failed: tuple[str, ...] = (), unknown: tuple[str, ...] = ()):
+        detail = f"{message} ({len(failed)} failed, {len(unknown)} unknown)"
+        super().__init__(detail)
+        self.failed = failed
+        self.unknown = unknown
 
 
 class InfraError(MsglabError):

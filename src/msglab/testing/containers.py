@@ -46,6 +46,8 @@ def specs(settings: Settings) -> dict[str, ContainerSpec]:
                 "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR": "1",
                 "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR": "1",
                 "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
+                "KAFKA_BROKER_SESSION_TIMEOUT_MS": "3000",
+                "KAFKA_BROKER_HEARTBEAT_INTERVAL_MS": "1000",
                 "KAFKA_AUTO_CREATE_TOPICS_ENABLE": "true",
                 "KAFKA_LOG_DIRS": "/var/lib/kafka/data",
             },

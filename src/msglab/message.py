@@ -1,0 +1,61 @@
+"""Message (a frozen value) and Delivery (a message in the hands of a consumer).
+
+Message ids are assigned by the producer, unique, and the dedup key everywhere.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+
+def new_id() -> str:
+    """A fresh message id (32 hex characters)."""
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """What a producer sends: ``payload`` bytes, an optional ``key`` (ordering and partitioning),
+    string ``headers``, and a unique ``id``. Immutable: headers are a read-only mapping."""
+
+    payload: bytes
+    key: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    id: str = field(default_factory=new_id)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.payload, bytes | bytearray | memoryview):
+            raise TypeError(f"payload must be bytes, not {type(self.payload).__name__}")
+        if not isinstance(self.headers, MappingProxyType):
+            object.__setattr__(self, "headers", MappingProxyType(dict(self.headers)))
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One delivery of a message to a subscriber.
+
+    ``attempt`` counts deliveries of this message to this consumer group (1 = first) where the
+    broker tells (RabbitMQ quorum queues, Redis Streams); elsewhere it is 1, or 2 when the
+    broker says ``redelivered``. Exactly one of ``ack()`` / ``nack()`` settles a delivery;
+    settling twice is ignored. ``nack(requeue=True)`` asks for redelivery.
+    """
+
+    message: Message
+    topic: str
+    attempt: int
+    redelivered: bool
+    _settle: Callable[[bool, bool], None]
+    settled: bool = False
+
+    def ack(self) -> None:
+        if not self.settled:
+            self.settled = True
+            self._settle(True, False)
+
+    def nack(self, requeue: bool = True) -> None:
+        if not self.settled:
+            self.settled = True
+            self._settle(False, requeue)

@@ -1,0 +1,54 @@
+"""The one small interface every transport implements and every pattern uses.
+
+A transport maps msglab's *topic* and *consumer group* onto its broker in one documented
+way (see each module in ``msglab.brokers``), so plain clients of the broker interoperate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol, runtime_checkable
+
+from msglab.message import Delivery, Message
+
+
+@runtime_checkable
+class Publisher(Protocol):
+    """Sends messages to a topic.
+
+    ``publish`` blocks until every message is confirmed as the profile requires (at-most-once:
+    handed to the client; at-least-once: confirmed by the broker), and raises PublishError
+    naming the ids that were not confirmed and whether their fate is *unknown* (a timeout or a
+    connection lost in flight: they may have arrived) or *failed* (definitely not stored).
+    Messages with the same key are sent in order. Thread-safe. ``close()`` flushes what is
+    pending and releases the connection; it is idempotent.
+    """
+
+    def publish(self, topic: str, messages: Iterable[Message]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Subscriber(Protocol):
+    """Receives a topic's messages as a member of one consumer group.
+
+    ``subscribe`` yields deliveries until ``close()`` is called (from any thread); the caller
+    settles each with ``ack()`` or ``nack()``. Every group receives every message; members of
+    one group share them. Unacked deliveries come back to the group after a nack, a lost
+    connection or a crash (where the transport stores messages). Not thread-safe apart from
+    ``close()``: one thread iterates.
+    """
+
+    def subscribe(self, topic: str) -> Iterator[Delivery]: ...
+
+    def close(self) -> None: ...
+
+
+Handler = Callable[[Message], None]
+"""Handles one message; returning means done, raising means it was not handled."""
+
+Middleware = Callable[[Handler], Handler]
+"""Wraps a handler; composed first-listed-outermost."""
+
+__all__ = ["Delivery", "Handler", "Message", "Middleware", "Publisher", "Subscriber"]
