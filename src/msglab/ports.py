@@ -45,10 +45,34 @@ class Subscriber(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class Transport(Protocol):
+    """A broker binding chosen by name (``msglab.brokers.open_transport``): makes publishers and
+    subscribers that share one ClientConfig. ``profile_settings()`` states, per delivery
+    profile, the exact client and server settings it turns on (``msglab profiles``)."""
+
+    name: str
+
+    def publisher(self) -> Publisher: ...
+
+    def subscriber(self, group: str) -> Subscriber: ...
+
+    @classmethod
+    def profile_settings(cls) -> dict[str, dict[str, str]]: ...
+
+
 Handler = Callable[[Message], None]
 """Handles one message; returning means done, raising means it was not handled."""
 
 Middleware = Callable[[Handler], Handler]
 """Wraps a handler; composed first-listed-outermost."""
 
-__all__ = ["Delivery", "Handler", "Message", "Middleware", "Publisher", "Subscriber"]
+__all__ = [
+    "Delivery",
+    "Handler",
+    "Message",
+    "Middleware",
+    "Publisher",
+    "Subscriber",
+    "Transport",
+]

@@ -116,8 +116,8 @@ class Kafka(NativeService):
                 "share.coordinator.state.topic.replication.factor=1",
                 "share.coordinator.state.topic.min.isr=1",
                 "group.initial.rebalance.delay.ms=0",
-                # After a SIGKILL the restarted broker cannot register until the controller expires
-                # the old session (default 9 s): a shorter session makes a restart take ~4 s, not 13.
+                # After a SIGKILL the restarted broker cannot register until the controller
+                # expires the old session (default 9 s): shorter, a restart takes ~6 s, not 13.
                 "broker.session.timeout.ms=3000",
                 "broker.heartbeat.interval.ms=1000",
                 "auto.create.topics.enable=true",

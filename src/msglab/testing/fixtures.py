@@ -18,6 +18,7 @@ import pytest
 from msglab.errors import MsglabError
 from msglab.infra import Backend, Status, backend_for
 from msglab.settings import Settings, in_ci
+from msglab.testing.contract import ContractReport
 
 
 def _unavailable(reason: str) -> None:
@@ -101,3 +102,26 @@ def _stop_containers() -> Iterator[None]:
     yield
     for container in _containers.values():
         container.stop()
+
+
+_REPORT = ContractReport()
+
+
+@pytest.fixture(scope="session")
+def contract_report() -> ContractReport:
+    """Deliveries and duplicates seen by the contract suite, per transport and test."""
+    return _REPORT
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not _REPORT.rows:
+        return
+    path = Settings.from_env().home / "contract-report.json"
+    _REPORT.write(path)
+    terminalreporter.section("msglab contract: duplicates per transport")
+    for name, t in sorted(_REPORT.totals().items()):
+        terminalreporter.write_line(
+            f"{name:<14} published {t['published']:>6}  delivered {t['delivered']:>6}  "
+            f"duplicates {t['duplicates']:>4}"
+        )
+    terminalreporter.write_line(f"(per test: {path})")

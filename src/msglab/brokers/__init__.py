@@ -1,0 +1,49 @@
+"""Transports, chosen by name. Each module maps msglab's topics and groups onto one broker.
+
+The registry imports a transport's module only when it is asked for, so a user without
+``pika`` installed can still use Kafka.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from msglab.config import ClientConfig
+from msglab.errors import UsageError
+from msglab.ports import Transport
+
+TRANSPORTS: dict[str, str] = {
+    "memory": "msglab.brokers.memory:MemoryTransport",
+    "kafka": "msglab.brokers.kafka:KafkaTransport",
+    "rabbitmq": "msglab.brokers.rabbitmq:RabbitMQTransport",
+    "redis-pubsub": "msglab.brokers.redis_pubsub:RedisPubSubTransport",
+    "redis-streams": "msglab.brokers.redis_streams:RedisStreamsTransport",
+}
+
+SERVICE_OF: dict[str, str | None] = {
+    "memory": None,
+    "kafka": "kafka",
+    "rabbitmq": "rabbitmq",
+    "redis-pubsub": "redis",
+    "redis-streams": "redis",
+}
+"""The ``msglab infra`` service each transport talks to."""
+
+
+def transport_class(name: str) -> type[Transport]:
+    if name not in TRANSPORTS:
+        raise UsageError(f"unknown transport {name!r}; valid: {', '.join(TRANSPORTS)}")
+    module, _, attr = TRANSPORTS[name].partition(":")
+    try:
+        cls: type[Transport] = getattr(importlib.import_module(module), attr)
+    except ImportError as exc:
+        raise UsageError(
+            f"transport {name!r} needs a driver that is not installed ({exc.name}); "
+            f"install msglab[{SERVICE_OF[name]}]"
+        ) from exc
+    return cls
+
+
+def open_transport(name: str, config: ClientConfig) -> Transport:
+    """The transport ``name`` configured by ``config``; UsageError lists the valid names."""
+    return transport_class(name)(config)  # type: ignore[call-arg]

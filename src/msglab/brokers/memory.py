@@ -1,0 +1,154 @@
+"""The in-memory reference transport, for unit tests of what is built on the ports.
+
+Mapping: a topic is an append-only log; a consumer group reads it from the beginning, shares
+messages between its members, and keeps what a member received but did not ack (on nack or
+close it is delivered again, ``redelivered`` set and ``attempt`` counted). Everything lives in
+this process (``memory://<name>`` names one broker) and is lost with it: it never stands in
+for a real broker in a test that claims something about that broker.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from msglab.config import ClientConfig, check_name
+from msglab.errors import UsageError
+from msglab.message import Delivery, Message
+from msglab.ports import Publisher, Subscriber
+
+
+@dataclass
+class _Group:
+    next_index: int = 0
+    redeliver: deque[int] = field(default_factory=deque)
+    attempts: dict[int, int] = field(default_factory=dict)
+
+
+class MemoryBroker:
+    """Topics and groups of one in-memory broker; every method is thread-safe."""
+
+    def __init__(self) -> None:
+        self._logs: dict[str, list[Message]] = {}
+        self._groups: dict[tuple[str, str], _Group] = {}
+        self._changed = threading.Condition()
+
+    def append(self, topic: str, messages: list[Message]) -> None:
+        with self._changed:
+            self._logs.setdefault(topic, []).extend(messages)
+            self._changed.notify_all()
+
+    def take(self, topic: str, group: str, timeout_s: float) -> tuple[int, Message, int] | None:
+        """The next message for ``group`` (index, message, attempt), or None after timeout."""
+        with self._changed:
+            g = self._groups.setdefault((topic, group), _Group())
+            log = self._logs.setdefault(topic, [])
+            if not g.redeliver and g.next_index >= len(log):
+                self._changed.wait(timeout_s)
+            if g.redeliver:
+                index = g.redeliver.popleft()
+            elif g.next_index < len(log):
+                index = g.next_index
+                g.next_index += 1
+            else:
+                return None
+            g.attempts[index] = g.attempts.get(index, 0) + 1
+            return index, log[index], g.attempts[index]
+
+    def settle(self, topic: str, group: str, index: int, ok: bool, requeue: bool) -> None:
+        with self._changed:
+            g = self._groups[(topic, group)]
+            if not ok and requeue:
+                g.redeliver.append(index)
+                self._changed.notify_all()
+
+    def wake(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+
+_BROKERS: dict[str, MemoryBroker] = {}
+_BROKERS_LOCK = threading.Lock()
+
+
+def broker(url: str) -> MemoryBroker:
+    with _BROKERS_LOCK:
+        return _BROKERS.setdefault(url, MemoryBroker())
+
+
+class MemoryPublisher:
+    def __init__(self, transport: MemoryTransport) -> None:
+        self._t = transport
+        self._closed = False
+
+    def publish(self, topic: str, messages: Iterable[Message]) -> None:
+        if self._closed:
+            raise UsageError("publisher is closed")
+        check_name("topic", topic)
+        batch = list(messages)
+        for m in batch:
+            self._t.config.check_payload(len(m.payload))
+        self._t.broker.append(topic, batch)
+
+    def close(self) -> None:
+        self._closed = True
+
+
+class MemorySubscriber:
+    def __init__(self, transport: MemoryTransport, group: str) -> None:
+        self._t = transport
+        self._group = check_name("group", group)
+        self._closed = threading.Event()
+        self._unsettled: dict[int, Delivery] = {}
+        self._topic = ""
+
+    def subscribe(self, topic: str) -> Iterator[Delivery]:
+        self._topic = check_name("topic", topic)
+        b = self._t.broker
+        while not self._closed.is_set():
+            taken = b.take(topic, self._group, 0.05)
+            if taken is None:
+                continue
+            index, message, attempt = taken
+            delivery = Delivery(message, topic, attempt, attempt > 1, self._settler(index))
+            self._unsettled[index] = delivery
+            yield delivery
+        self._requeue_unsettled()
+
+    def _settler(self, index: int):  # type: ignore[no-untyped-def]
+        def settle(ok: bool, requeue: bool) -> None:
+            self._unsettled.pop(index, None)
+            self._t.broker.settle(self._topic, self._group, index, ok, requeue)
+
+        return settle
+
+    def _requeue_unsettled(self) -> None:
+        """What this member received but did not settle goes back to its group (a lost
+        connection on a real broker)."""
+        for delivery in list(self._unsettled.values()):
+            delivery.nack(requeue=True)
+
+    def close(self) -> None:
+        self._closed.set()
+        self._t.broker.wake()
+
+
+class MemoryTransport:
+    name = "memory"
+
+    def __init__(self, config: ClientConfig) -> None:
+        self.config = config
+        self.broker = broker(config.url)
+
+    def publisher(self) -> Publisher:
+        return MemoryPublisher(self)
+
+    def subscriber(self, group: str) -> Subscriber:
+        return MemorySubscriber(self, group)
+
+    @classmethod
+    def profile_settings(cls) -> dict[str, dict[str, str]]:
+        same = {"storage": "this process's memory", "ack": "after the handler"}
+        return {"at-most-once": same, "at-least-once": same}

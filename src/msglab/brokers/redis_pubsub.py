@@ -1,0 +1,142 @@
+"""Redis pub/sub: at-most-once by nature (no storage, no acknowledgement).
+
+Mapping: topic T is the channel ``T``. A message is one PUBLISH whose body is a small envelope
+a plain client can read: the line ``msglab/1``, a JSON line ``{"id", "key", "headers"}``, then
+the payload bytes. Consumer groups do not exist: every subscriber receives every message
+published while it is subscribed, and nothing published while nobody listens. ``ack`` and
+``nack`` do nothing. Asking for at-least-once is refused, because nothing could keep the promise.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import redis
+
+from msglab.brokers._redis_common import boundary, connect
+from msglab.config import ClientConfig, check_name
+from msglab.errors import PublishError, TransportError, UsageError
+from msglab.message import Delivery, Message
+from msglab.ports import Publisher, Subscriber
+from msglab.profiles import DeliveryProfile
+
+NAME = "redis-pubsub"
+MAGIC = b"msglab/1\n"
+CHUNK = 500
+
+
+def encode(m: Message) -> bytes:
+    meta = json.dumps({"id": m.id, "key": m.key, "headers": dict(m.headers)}, separators=(",", ":"))
+    return MAGIC + meta.encode() + b"\n" + m.payload
+
+
+def decode(body: bytes) -> Message:
+    if not body.startswith(MAGIC):  # published by a plain client: payload only
+        return Message(payload=body)
+    meta, _, payload = body[len(MAGIC) :].partition(b"\n")
+    fields = json.loads(meta)
+    return Message(payload=payload, key=fields["key"], headers=fields["headers"], id=fields["id"])
+
+
+def _noop(ok: bool, requeue: bool) -> None:
+    """Pub/sub has no acknowledgement."""
+
+
+class PubSubPublisher:
+    def __init__(self, config: ClientConfig) -> None:
+        self._config = config
+        self._client = connect(config, retries=0)
+        self._lock = threading.Lock()
+
+    def publish(self, topic: str, messages: Iterable[Message]) -> None:
+        check_name("topic", topic)
+        batch = list(messages)
+        for m in batch:
+            self._config.check_payload(len(m.payload))
+        with self._lock, boundary(NAME, self._config.url):
+            for start in range(0, len(batch), CHUNK):
+                chunk = batch[start : start + CHUNK]
+                pipe = self._client.pipeline(transaction=False)
+                for m in chunk:
+                    pipe.publish(topic, encode(m))
+                try:
+                    pipe.execute()
+                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    raise PublishError(
+                        f"{NAME}: connection lost while publishing to {topic}: {exc}",
+                        failed=tuple(m.id for m in batch[start + CHUNK :]),
+                        unknown=tuple(m.id for m in chunk),
+                    ) from exc
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class PubSubSubscriber:
+    def __init__(self, config: ClientConfig, group: str) -> None:
+        self._config = config
+        check_name("group", group)
+        self._client = connect(config, retries=0)
+        self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        self._closed = threading.Event()
+
+    def subscribe(self, topic: str) -> Iterator[Delivery]:
+        check_name("topic", topic)
+        with boundary(NAME, self._config.url):
+            self._pubsub.subscribe(topic)
+            deadline = time.monotonic() + self._config.request_timeout_s
+            while not self._pubsub.subscribed:  # the server's confirmation sets the flag
+                if time.monotonic() > deadline:
+                    raise TransportError(f"{NAME}: SUBSCRIBE {topic} was not confirmed")
+                self._pubsub.get_message(timeout=0.1)
+        return self._deliveries(topic)
+
+    def _deliveries(self, topic: str) -> Iterator[Delivery]:
+        try:
+            while not self._closed.is_set():
+                with boundary(NAME, self._config.url):
+                    raw = self._pubsub.get_message(timeout=0.2)
+                if raw is None or raw.get("type") != "message":
+                    continue
+                yield Delivery(decode(raw["data"]), topic, 1, False, _noop)
+        finally:
+            self._pubsub.close()
+            self._client.close()
+
+    def close(self) -> None:
+        self._closed.set()
+
+
+class RedisPubSubTransport:
+    name = NAME
+
+    def __init__(self, config: ClientConfig) -> None:
+        if config.profile is not DeliveryProfile.AT_MOST_ONCE:
+            raise UsageError(
+                f"{NAME} cannot promise {config.profile.value}: pub/sub stores nothing and has "
+                "no acknowledgement, so a message is lost whenever no subscriber is connected "
+                "or a subscriber falls behind; use redis-streams for at-least-once"
+            )
+        self.config = config
+
+    def publisher(self) -> Publisher:
+        return PubSubPublisher(self.config)
+
+    def subscriber(self, group: str) -> Subscriber:
+        return PubSubSubscriber(self.config, group)
+
+    @classmethod
+    def profile_settings(cls) -> dict[str, dict[str, str]]:
+        return {
+            "at-most-once": {
+                "publish": "PUBLISH, pipelined in chunks of 500; no client-side retry",
+                "consume": "SUBSCRIBE; no ack exists",
+                "server": "nothing stored; a slow subscriber is cut off at "
+                "client-output-buffer-limit pubsub",
+            },
+            "at-least-once": {"refused": "pub/sub has no storage and no ack"},
+        }

@@ -1,0 +1,87 @@
+"""Client configuration shared by every transport: explicit, frozen, validated.
+
+Timeouts follow the design notes' client hygiene: connect within 5 s, a request within 10 s,
+a bounded number of reconnects with exponential backoff. A send whose outcome is not known
+when a timeout fires is reported as *unknown*, never as failed or sent.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+
+from msglab.errors import ConfigError, UsageError
+from msglab.profiles import DeliveryProfile
+
+NAME_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+NAME_RULE_TEXT = (
+    "1-200 characters of letters, digits, '.', '_' and '-', starting with a letter or digit"
+)
+
+
+def check_name(kind: str, name: str) -> str:
+    """Return ``name`` if it is a valid topic / group name on every broker, else UsageError."""
+    if not NAME_RULE.match(name):
+        raise UsageError(f"invalid {kind} name {name!r}: use {NAME_RULE_TEXT}")
+    return name
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Reconnect policy: at most ``attempts`` tries, waiting ``first_s`` doubling to ``max_s``."""
+
+    attempts: int = 5
+    first_s: float = 0.2
+    max_s: float = 3.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 0 or self.first_s < 0 or self.max_s < self.first_s:
+            raise ConfigError(f"invalid backoff {self}")
+
+    def delays(self) -> list[float]:
+        return [min(self.max_s, self.first_s * 2**i) for i in range(self.attempts)]
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """How a transport reaches its broker and what it is asked to promise.
+
+    url: the broker (Kafka: a bootstrap list ``host:port[,host:port]``; RabbitMQ ``amqp://``;
+        Redis ``redis://``). profile: the delivery profile.
+    connect_timeout_s: a connection not made within this is an error naming host:port.
+    request_timeout_s: a request (a confirm, a produce) not answered within this is *unknown*.
+    reconnect: backoff for reconnecting after a lost connection.
+    max_payload_bytes: larger payloads are refused before sending.
+    prefetch: how many unacked deliveries a subscriber may hold.
+    claim_idle_s: Redis Streams: pending entries idle this long are claimed from dead consumers.
+    session_timeout_s: Kafka: a consumer silent this long is out of its group.
+    partitions: Kafka: partitions of topics the transport creates.
+    """
+
+    url: str
+    profile: DeliveryProfile = DeliveryProfile.AT_LEAST_ONCE
+    connect_timeout_s: float = 5.0
+    request_timeout_s: float = 10.0
+    reconnect: Backoff = field(default_factory=Backoff)
+    max_payload_bytes: int = 1_000_000
+    prefetch: int = 500
+    claim_idle_s: float = 30.0
+    session_timeout_s: float = 10.0
+    partitions: int = 4
+    client_id: str = "msglab"
+
+    def __post_init__(self) -> None:
+        if self.connect_timeout_s <= 0 or self.request_timeout_s <= 0:
+            raise ConfigError("timeouts must be positive")
+        if self.max_payload_bytes <= 0 or self.prefetch <= 0 or self.partitions <= 0:
+            raise ConfigError("max_payload_bytes, prefetch and partitions must be positive")
+
+    def with_profile(self, profile: DeliveryProfile) -> ClientConfig:
+        return replace(self, profile=profile)
+
+    def check_payload(self, size: int) -> None:
+        if size > self.max_payload_bytes:
+            raise UsageError(
+                f"payload of {size} bytes exceeds the limit of {self.max_payload_bytes} bytes "
+                "(ClientConfig.max_payload_bytes)"
+            )

@@ -1,0 +1,559 @@
+"""The contract every transport must keep, run against the real broker.
+
+A transport's test file subclasses ``TransportContract``, names the transport, declares its
+``Features`` and provides a ``config`` fixture; it contains no test logic of its own (the
+Watermill universal-suite pattern). Beyond Watermill, the suite kills brokers and consumers,
+and counts duplicate deliveries instead of hiding them: every test records what it saw in the
+``contract_report`` (printed at the end of the run and written to
+``$MSGLAB_HOME/contract-report.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from msglab.brokers import open_transport
+from msglab.config import ClientConfig
+from msglab.errors import PublishError, TransportError
+from msglab.message import Delivery, Message
+from msglab.ports import Transport
+from msglab.profiles import DeliveryProfile
+
+
+@dataclass(frozen=True)
+class Features:
+    """What a transport promises; the suite runs the tests its features call for.
+
+    persistent: messages survive a broker restart and wait for absent consumers.
+    consumer_groups: members of one group share the messages (else each gets all).
+    nack_redelivers: ``nack(requeue=True)`` delivers the message again.
+    redelivered_flag: the broker says when a delivery is a redelivery.
+    per_key_order: messages with one key arrive in publish order.
+    service: the ``msglab infra`` service behind it (killed by the broker-kill test).
+    at_least_once: the transport accepts the at-least-once profile.
+    """
+
+    persistent: bool
+    consumer_groups: bool
+    nack_redelivers: bool
+    redelivered_flag: bool
+    per_key_order: bool
+    service: str | None
+    at_least_once: bool = True
+
+
+@dataclass
+class Seen:
+    """What one test observed: deliveries per message id and duplicate deliveries."""
+
+    transport: str
+    test: str
+    published: int = 0
+    delivered: int = 0
+    duplicates: int = 0
+    redelivered_flagged: int = 0
+
+
+@dataclass
+class ContractReport:
+    rows: list[Seen] = field(default_factory=list)
+
+    def totals(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for row in self.rows:
+            t = out.setdefault(row.transport, {"published": 0, "delivered": 0, "duplicates": 0})
+            t["published"] += row.published
+            t["delivered"] += row.delivered
+            t["duplicates"] += row.duplicates
+        return out
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = {"totals": self.totals(), "tests": [asdict(r) for r in self.rows]}
+        path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+class Collector:
+    """Runs a subscriber in a thread, records every delivery, settles each with ``decide``."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        topic: str,
+        group: str,
+        decide: Callable[[Delivery], bool] = lambda d: True,
+    ) -> None:
+        self.sub = transport.subscriber(group)
+        self.deliveries: list[Delivery] = []
+        self.ids: dict[str, int] = {}
+        self._decide = decide
+        self._changed = threading.Condition()
+        self._iterator = self.sub.subscribe(topic)  # the subscription exists from here on
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for delivery in self._iterator:
+                if self._decide(delivery):
+                    delivery.ack()
+                else:
+                    delivery.nack(requeue=True)
+                with self._changed:
+                    self.deliveries.append(delivery)
+                    mid = delivery.message.id
+                    self.ids[mid] = self.ids.get(mid, 0) + 1
+                    self._changed.notify_all()
+        except BaseException as exc:  # surfaced by wait_for
+            self.error = exc
+            with self._changed:
+                self._changed.notify_all()
+
+    def wait_for(self, ids: set[str], timeout_s: float = 30.0) -> bool:
+        """Wait until every id in ``ids`` was delivered; False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while not ids <= self.ids.keys():
+                if self.error is not None:
+                    raise self.error
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(min(left, 0.2))
+        return True
+
+    def quiet(self, seconds: float) -> None:
+        """Let late (duplicate) deliveries arrive."""
+        time.sleep(seconds)
+
+    def stop(self) -> None:
+        self.sub.close()
+        self._thread.join(15)
+
+    def duplicates(self) -> int:
+        return sum(n - 1 for n in self.ids.values())
+
+
+def make_messages(n: int, keys: int = 4, size: int = 32, tag: str = "") -> list[Message]:
+    return [
+        Message(
+            payload=(f"{tag}{i}:".encode() + b"x" * size)[: max(size, 8)],
+            key=f"k{i % keys}",
+            headers={"seq": str(i), "tag": tag},
+        )
+        for i in range(n)
+    ]
+
+
+def publish_with_retries(
+    pub: Any, topic: str, messages: list[Message], tries: int = 30
+) -> set[str]:
+    """Publish, retrying what was not confirmed (as an at-least-once producer does);
+    the ids confirmed."""
+    confirmed: set[str] = set()
+    pending = messages
+    for _ in range(tries):
+        try:
+            pub.publish(topic, pending)
+            confirmed |= {m.id for m in pending}
+            return confirmed
+        except (PublishError, TransportError) as exc:
+            left = set(getattr(exc, "failed", ())) | set(getattr(exc, "unknown", ()))
+            if not left:  # a connection-level error: nothing was confirmed
+                left = {m.id for m in pending}
+            confirmed |= {m.id for m in pending if m.id not in left}
+            pending = [m for m in pending if m.id in left]
+            time.sleep(0.5)
+    raise AssertionError(f"{len(pending)} messages still unconfirmed after {tries} tries")
+
+
+class TransportContract:
+    """Subclass with ``transport_name``, ``features`` and a ``config`` fixture."""
+
+    transport_name: ClassVar[str]
+    features: ClassVar[Features]
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    @pytest.fixture
+    def transport(self, config: ClientConfig) -> Transport:
+        return open_transport(self.transport_name, config)
+
+    @pytest.fixture
+    def seen(self, request: pytest.FixtureRequest, contract_report: ContractReport) -> Seen:
+        row = Seen(self.transport_name, request.node.name)
+        contract_report.rows.append(row)
+        return row
+
+    @pytest.fixture
+    def topic(self, unique_name: str) -> str:
+        return unique_name
+
+    @pytest.fixture
+    def collectors(self) -> Iterator[list[Collector]]:
+        made: list[Collector] = []
+        yield made
+        for c in made:
+            c.stop()
+
+    def _collect(
+        self,
+        made: list[Collector],
+        transport: Transport,
+        topic: str,
+        group: str,
+        decide: Callable[[Delivery], bool] = lambda d: True,
+    ) -> Collector:
+        c = Collector(transport, topic, group, decide)
+        made.append(c)
+        return c
+
+    def _record(self, seen: Seen, published: int, *collectors: Collector) -> None:
+        seen.published += published
+        for c in collectors:
+            seen.delivered += len(c.deliveries)
+            seen.duplicates += c.duplicates()
+            seen.redelivered_flagged += sum(d.redelivered for d in c.deliveries)
+
+    # -- the contract ----------------------------------------------------------------------
+
+    @pytest.mark.parametrize("profile", list(DeliveryProfile))
+    def test_round_trip_keeps_payload_key_and_headers(
+        self,
+        config: ClientConfig,
+        topic: str,
+        collectors: list[Collector],
+        seen: Seen,
+        profile: DeliveryProfile,
+    ) -> None:
+        if profile is DeliveryProfile.AT_LEAST_ONCE and not self.features.at_least_once:
+            pytest.skip("at-least-once is refused by this transport")
+        transport = open_transport(self.transport_name, config.with_profile(profile))
+        c = self._collect(collectors, transport, topic, "g")
+        sent = [
+            Message(
+                b"\x00binary\xff" + bytes(range(50)),
+                key="user-7",
+                headers={"trace": "abc", "unicode": "ü✓"},
+            )
+            for _ in range(3)
+        ]
+        with_close(transport.publisher(), lambda p: p.publish(topic, sent))
+        assert c.wait_for({m.id for m in sent})
+        got = {d.message.id: d.message for d in c.deliveries}
+        for m in sent:
+            assert got[m.id].payload == m.payload
+            assert got[m.id].key == m.key
+            assert dict(got[m.id].headers) == dict(m.headers)
+        self._record(seen, len(sent), c)
+
+    def test_per_key_order(
+        self, transport: Transport, topic: str, collectors: list[Collector], seen: Seen
+    ) -> None:
+        if not self.features.per_key_order:
+            pytest.skip("no per-key order declared")
+        c = self._collect(collectors, transport, topic, "g")
+        sent = make_messages(400, keys=4)
+        with_close(transport.publisher(), lambda p: p.publish(topic, sent))
+        assert c.wait_for({m.id for m in sent})
+        last: dict[str, int] = {}
+        first_seen: set[str] = set()
+        for d in c.deliveries:
+            if d.message.id in first_seen:
+                continue
+            first_seen.add(d.message.id)
+            seq = int(d.message.headers["seq"])
+            assert seq > last.get(d.message.key or "", -1), f"key {d.message.key} reordered"
+            last[d.message.key or ""] = seq
+        self._record(seen, len(sent), c)
+
+    def test_nack_causes_redelivery_with_flag_and_attempt(
+        self, transport: Transport, topic: str, collectors: list[Collector], seen: Seen
+    ) -> None:
+        if not self.features.nack_redelivers:
+            pytest.skip("nack does not redeliver on this transport")
+        nacked: set[str] = set()
+
+        def nack_first(d: Delivery) -> bool:
+            if d.message.id in nacked:
+                return True
+            nacked.add(d.message.id)
+            return False
+
+        c = self._collect(collectors, transport, topic, "g", nack_first)
+        sent = make_messages(5)
+        with_close(transport.publisher(), lambda p: p.publish(topic, sent))
+        assert c.wait_for({m.id for m in sent})
+        deadline = time.monotonic() + 30
+        while any(c.ids.get(m.id, 0) < 2 for m in sent) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for m in sent:
+            attempts = [d for d in c.deliveries if d.message.id == m.id]
+            assert len(attempts) >= 2, f"{m.id} was not redelivered after nack"
+            assert attempts[0].attempt == 1 and not attempts[0].redelivered
+            assert attempts[1].attempt >= 2
+            if self.features.redelivered_flag:
+                assert attempts[1].redelivered
+        self._record(seen, len(sent), c)
+
+    def test_close_flushes(
+        self, transport: Transport, topic: str, collectors: list[Collector], seen: Seen
+    ) -> None:
+        c = self._collect(collectors, transport, topic, "g")
+        sent = make_messages(1000)
+        pub = transport.publisher()
+        pub.publish(topic, sent)
+        pub.close()
+        pub.close()  # idempotent
+        assert c.wait_for({m.id for m in sent}, 60)
+        self._record(seen, len(sent), c)
+
+    def test_two_groups_each_get_everything(
+        self, transport: Transport, topic: str, collectors: list[Collector], seen: Seen
+    ) -> None:
+        a = self._collect(collectors, transport, topic, "group-a")
+        b = self._collect(collectors, transport, topic, "group-b")
+        sent = make_messages(200)
+        with_close(transport.publisher(), lambda p: p.publish(topic, sent))
+        ids = {m.id for m in sent}
+        assert a.wait_for(ids) and b.wait_for(ids)
+        self._record(seen, 2 * len(sent), a, b)
+
+    def test_members_of_one_group_share_the_work(
+        self, transport: Transport, topic: str, collectors: list[Collector], seen: Seen
+    ) -> None:
+        if not self.features.consumer_groups:
+            pytest.skip("no consumer groups: every subscriber gets every message")
+        a = self._collect(collectors, transport, topic, "shared")
+        b = self._collect(collectors, transport, topic, "shared")
+        sent: list[Message] = []
+        pub = transport.publisher()
+        deadline = time.monotonic() + 60
+        while not (a.ids and b.ids) and time.monotonic() < deadline:
+            batch = make_messages(50, keys=16, tag=f"r{len(sent)}-")
+            pub.publish(topic, batch)
+            sent += batch
+            time.sleep(0.2)
+        pub.close()
+        ids = {m.id for m in sent}
+        deadline = time.monotonic() + 30
+        while not ids <= (a.ids.keys() | b.ids.keys()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert ids <= (a.ids.keys() | b.ids.keys()), "the group lost messages"
+        assert a.ids and b.ids, "one member of the group got nothing"
+        self._record(seen, len(sent), a, b)
+
+    def test_restarted_subscriber_resumes_without_loss(
+        self, transport: Transport, topic: str, collectors: list[Collector], seen: Seen
+    ) -> None:
+        if not self.features.persistent:
+            pytest.skip("not persistent: messages published while nobody listens are gone")
+        first = self._collect(collectors, transport, topic, "g")
+        pub = transport.publisher()
+        part1 = make_messages(100, tag="a")
+        pub.publish(topic, part1)
+        assert first.wait_for({m.id for m in part1})
+        first.stop()
+        part2 = make_messages(100, tag="b")
+        pub.publish(topic, part2)  # nobody in the group is listening now
+        pub.close()
+        second = self._collect(collectors, transport, topic, "g")
+        assert second.wait_for({m.id for m in part2}), "messages sent while away were lost"
+        second.quiet(0.5)
+        self._record(seen, 200, first, second)
+        seen.duplicates += len(first.ids.keys() & second.ids.keys())
+
+    def test_topics_are_isolated(
+        self, transport: Transport, topic: str, collectors: list[Collector], seen: Seen
+    ) -> None:
+        c = self._collect(collectors, transport, topic, "g")
+        other = f"{topic}-other"
+        self._collect(collectors, transport, other, "g")
+        mine, theirs = make_messages(20, tag="mine"), make_messages(20, tag="theirs")
+        pub = transport.publisher()
+        pub.publish(other, theirs)
+        pub.publish(topic, mine)
+        pub.close()
+        assert c.wait_for({m.id for m in mine})
+        c.quiet(0.5)
+        assert not c.ids.keys() & {m.id for m in theirs}
+        self._record(seen, len(mine), c)
+
+    def test_publish_to_a_stopped_broker_fails_within_the_connect_timeout(
+        self, config: ClientConfig
+    ) -> None:
+        if self.features.service is None:
+            pytest.skip("no broker")
+        dead = _dead_url(config.url)
+        transport = open_transport(
+            self.transport_name, _replace(config, url=dead, connect_timeout_s=2.0)
+        )
+        began = time.monotonic()
+        with pytest.raises(TransportError) as caught:
+            pub = transport.publisher()
+            try:
+                pub.publish("anything", make_messages(3))
+            finally:
+                pub.close()
+        elapsed = time.monotonic() - began
+        assert elapsed < 2.0 + 2.0, f"took {elapsed:.1f}s for a 2s connect timeout"
+        assert _host_port(dead) in str(caught.value)
+
+    def test_broker_killed_mid_stream_loses_no_confirmed_message(
+        self,
+        transport: Transport,
+        topic: str,
+        collectors: list[Collector],
+        seen: Seen,
+        msglab_infra: Any,
+    ) -> None:
+        if not self.features.persistent or self.features.service is None:
+            pytest.skip("no persistent broker to kill")
+        c = self._collect(collectors, transport, topic, "g")
+        time.sleep(
+            1.2
+        )  # RabbitMQ 3.10 quorum queues lose everything if killed < 0.5s after declare
+        pub = transport.publisher()
+        confirmed: set[str] = set()
+        batches = [make_messages(100, tag=f"b{i}-") for i in range(30)]
+        done = threading.Event()
+
+        def produce() -> None:
+            for batch in batches:
+                confirmed.update(publish_with_retries(pub, topic, batch))
+            done.set()
+
+        producer = threading.Thread(target=produce, daemon=True)
+        producer.start()
+        while len(confirmed) < 500 and producer.is_alive():
+            time.sleep(0.01)
+        msglab_infra.kill(self.features.service)
+        time.sleep(1.0)
+        msglab_infra.restart(self.features.service)
+        producer.join(180)
+        pub.close()
+        assert done.is_set(), "the producer did not finish after the broker came back"
+        assert c.wait_for(confirmed, 120), (
+            f"lost {len(confirmed - c.ids.keys())} of {len(confirmed)} confirmed messages"
+        )
+        c.quiet(1.0)
+        self._record(seen, len(confirmed), c)
+
+    def test_consumer_killed_before_ack_gets_the_message_again(
+        self,
+        config: ClientConfig,
+        transport: Transport,
+        topic: str,
+        collectors: list[Collector],
+        seen: Seen,
+        tmp_path: Path,
+    ) -> None:
+        if not self.features.persistent or self.features.service is None:
+            pytest.skip("no persistent broker shared with another process")
+        out = tmp_path / "handled"
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "msglab.testing.worker",
+                self.transport_name,
+                json.dumps(_config_dict(config)),
+                topic,
+                "g",
+                str(out),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            assert _wait_line(worker, "subscribed", 60), "worker did not subscribe"
+            sent = make_messages(1)
+            with_close(transport.publisher(), lambda p: p.publish(topic, sent))
+            deadline = time.monotonic() + 60
+            while not out.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert out.read_text().strip() == sent[0].id, "worker did not handle the message"
+        finally:
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+        c = self._collect(collectors, transport, topic, "g")
+        assert c.wait_for({sent[0].id}, 90), "the message handled but not acked was lost"
+        again = c.deliveries[0]
+        if self.features.redelivered_flag:
+            assert again.redelivered and again.attempt >= 2
+        self._record(seen, 1, c)
+        seen.duplicates += 1  # handled by the killed worker, then delivered again
+
+
+def with_close(pub: Any, action: Callable[[Any], None]) -> None:
+    try:
+        action(pub)
+    finally:
+        pub.close()
+
+
+def _replace(config: ClientConfig, **changes: Any) -> ClientConfig:
+    from dataclasses import replace
+
+    return replace(config, **changes)
+
+
+def _host_port(url: str) -> str:
+    rest = url.split("://", 1)[-1].rsplit("@", 1)[-1]
+    return rest.split("/", 1)[0].split(",", 1)[0]
+
+
+def _dead_url(url: str) -> str:
+    """``url`` with its port replaced by one nothing listens on."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    hp = _host_port(url)
+    return url.replace(hp, f"127.0.0.1:{port}", 1)
+
+
+def _config_dict(config: ClientConfig) -> dict[str, Any]:
+    return {
+        "url": config.url,
+        "profile": config.profile.value,
+        "claim_idle_s": config.claim_idle_s,
+        "session_timeout_s": config.session_timeout_s,
+        "prefetch": config.prefetch,
+    }
+
+
+def _wait_line(proc: subprocess.Popen[bytes], text: str, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    assert proc.stdout is not None
+    os.set_blocking(proc.stdout.fileno(), False)
+    buf = b""
+    while time.monotonic() < deadline:
+        chunk = proc.stdout.read()
+        if chunk:
+            buf += chunk
+            if text.encode() in buf:
+                return True
+        if proc.poll() is not None:
+            raise AssertionError(f"worker exited: {buf.decode(errors='replace')}")
+        time.sleep(0.05)
+    return False
+
+
+def new_group() -> str:
+    return f"g{uuid.uuid4().hex[:8]}"

@@ -1,0 +1,37 @@
+"""A consumer process for the contract suite's consumer-kill test.
+
+``python -m msglab.testing.worker TRANSPORT CONFIG_JSON TOPIC GROUP OUT``: subscribes, prints
+``subscribed``, handles the first delivery by writing its id to OUT (fsynced), and then hangs
+without acking until it is killed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from msglab.brokers import open_transport
+from msglab.config import ClientConfig
+from msglab.profiles import DeliveryProfile
+
+
+def main(argv: list[str]) -> None:
+    name, raw, topic, group, out = argv
+    fields = json.loads(raw)
+    fields["profile"] = DeliveryProfile(fields["profile"])
+    sub = open_transport(name, ClientConfig(**fields)).subscriber(group)
+    deliveries = sub.subscribe(topic)
+    print("subscribed", flush=True)
+    delivery = next(iter(deliveries))
+    with open(out, "w") as f:
+        f.write(delivery.message.id + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    while True:  # the effect is done; the ack never comes
+        time.sleep(1)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
