@@ -30,7 +30,7 @@ def check_name(kind: str, name: str) -> str:
 class Backoff:
     """Reconnect policy: at most ``attempts`` tries, waiting ``first_s`` doubling to ``max_s``."""
 
-    attempts: int = 5
+    attempts: int = 8
     first_s: float = 0.2
     max_s: float = 3.0
 

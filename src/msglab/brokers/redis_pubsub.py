@@ -13,7 +13,6 @@ import json
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 import redis
 

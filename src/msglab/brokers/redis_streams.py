@@ -18,7 +18,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 import redis
 

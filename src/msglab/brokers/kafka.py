@@ -1,0 +1,317 @@
+"""Apache Kafka through confluent-kafka (librdkafka).
+
+Mapping: topic T is the Kafka topic ``T`` (created with ``ClientConfig.partitions`` partitions
+on first use); consumer group G is ``group.id`` G, starting at the earliest offset; the key
+chooses the partition (``murmur2_random``, as the Java client does); headers are Kafka
+headers, plus ``msglab-id`` carrying the message id.
+
+at-least-once: ``acks=all`` and the idempotent producer (retries without duplicates while the
+producer lives); the consumer stores a message's offset only after it was acked, and stored
+offsets are committed every second and on close: a crash redelivers what was handled but not
+committed. Acks are cumulative per partition, as Kafka's offsets are.
+at-most-once: ``acks=1``, no retries; the consumer commits a fetched batch synchronously
+*before* handing it out: a crash loses what was committed but not handled.
+
+Kafka has no per-message nack: ``nack(requeue=True)`` seeks the partition back to the message,
+which is then delivered again (``redelivered``, ``attempt`` counted in this consumer). After a
+restart Kafka cannot say a message is a redelivery.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Any, cast
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from msglab.config import ClientConfig, check_name
+from msglab.errors import ConnectError, PublishError, TransportError
+from msglab.message import Delivery, Message
+from msglab.ports import Publisher, Subscriber
+from msglab.profiles import DeliveryProfile
+
+NAME = "kafka"
+LOG = logging.getLogger("msglab.brokers.kafka")  # librdkafka's log, instead of raw stderr
+ID_HEADER = "msglab-id"
+UNKNOWN_OUTCOME = {
+    KafkaError._MSG_TIMED_OUT,
+    KafkaError._TIMED_OUT,
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+}
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+def _common(config: ClientConfig) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": config.url.removeprefix("kafka://"),
+        "client.id": config.client_id,
+        "socket.connection.setup.timeout.ms": _ms(config.connect_timeout_s),
+        "reconnect.backoff.ms": _ms(config.reconnect.first_s),
+        "reconnect.backoff.max.ms": _ms(config.reconnect.max_s),
+        "log.connection.close": False,
+        "logger": LOG,
+    }
+
+
+def producer_settings(config: ClientConfig) -> dict[str, Any]:
+    safe = config.profile is DeliveryProfile.AT_LEAST_ONCE
+    return {
+        **_common(config),
+        "acks": "all" if safe else "1",
+        "enable.idempotence": safe,
+        "message.send.max.retries": 2147483647 if safe else 0,
+        "message.timeout.ms": _ms(config.request_timeout_s),
+        "partitioner": "murmur2_random",
+        "linger.ms": 5,
+    }
+
+
+def consumer_settings(config: ClientConfig, group: str) -> dict[str, Any]:
+    safe = config.profile is DeliveryProfile.AT_LEAST_ONCE
+    return {
+        **_common(config),
+        "group.id": group,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": safe,
+        "enable.auto.offset.store": False,
+        "auto.commit.interval.ms": 1000,
+        "session.timeout.ms": _ms(config.session_timeout_s),
+        "heartbeat.interval.ms": _ms(config.session_timeout_s / 4),
+        "enable.partition.eof": False,
+    }
+
+
+def _address(config: ClientConfig) -> str:
+    return str(_common(config)["bootstrap.servers"]).split(",")[0]
+
+
+class _Topics:
+    """Creates topics with the configured partitions on first use (once per topic)."""
+
+    def __init__(self, config: ClientConfig) -> None:
+        self._config = config
+        self._known: set[str] = set()
+        self._admin: AdminClient | None = None
+
+    def ensure(self, topic: str) -> None:
+        if topic in self._known:
+            return
+        if self._admin is None:
+            self._admin = AdminClient(_common(self._config))
+        timeout = self._config.connect_timeout_s
+        try:
+            self._admin.list_topics(timeout=timeout)
+        except KafkaException as exc:
+            raise ConnectError(NAME, _address(self._config), str(exc.args[0])) from exc
+        future = self._admin.create_topics(
+            [NewTopic(topic, self._config.partitions, 1)], request_timeout=timeout
+        )[topic]
+        try:
+            future.result(timeout=self._config.request_timeout_s)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise TransportError(f"{NAME}: cannot create topic {topic}: {exc}") from exc
+        self._known.add(topic)
+
+
+class _Outcome:
+    """Delivery reports of one publish call; only failures carry ids (the rare path)."""
+
+    __slots__ = ("failed", "unknown")
+
+    def __init__(self) -> None:
+        self.failed: list[str] = []
+        self.unknown: list[str] = []
+
+    def report(self, err: KafkaError | None, msg: Any) -> None:
+        if err is None:
+            return
+        mid = next((v.decode() for k, v in msg.headers() or () if k == ID_HEADER), "?")
+        (self.unknown if err.code() in UNKNOWN_OUTCOME else self.failed).append(mid)
+
+
+class KafkaPublisher:
+    def __init__(self, config: ClientConfig) -> None:
+        self._config = config
+        self._producer = Producer(producer_settings(config))
+        self._topics = _Topics(config)
+        self._lock = threading.Lock()
+        self._flush_timeout = config.request_timeout_s + 5
+
+    def publish(self, topic: str, messages: Iterable[Message]) -> None:
+        check_name("topic", topic)
+        limit = self._config.max_payload_bytes
+        with self._lock:
+            self._topics.ensure(topic)
+            outcome = _Outcome()
+            report = outcome.report
+            produce = self._producer.produce
+            poll = self._producer.poll
+            for m in messages:
+                if len(m.payload) > limit:
+                    self._config.check_payload(len(m.payload))
+                headers: list[tuple[str, str | bytes | None]] = [(ID_HEADER, m.id.encode())]
+                headers += [(k, v.encode()) for k, v in m.headers.items()]
+                while True:
+                    try:
+                        produce(topic, m.payload, m.key, headers=headers, on_delivery=report)
+                        break
+                    except BufferError:  # the local queue is full: serve reports, then retry
+                        poll(0.05)
+            self._producer.flush(self._flush_timeout)
+        if outcome.failed or outcome.unknown:
+            raise PublishError(
+                f"{NAME}: not confirmed on {topic}",
+                failed=tuple(outcome.failed),
+                unknown=tuple(outcome.unknown),
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._producer.flush(self._flush_timeout)
+
+
+class KafkaSubscriber:
+    def __init__(self, config: ClientConfig, group: str) -> None:
+        self._config = config
+        self._group = check_name("group", group)
+        self._consumer = Consumer(consumer_settings(config, group))
+        self._safe = config.profile is DeliveryProfile.AT_LEAST_ONCE
+        self._closed = threading.Event()
+        self._rewound: dict[int, int] = {}  # partition -> offset sought back to by a nack
+        self._attempts: dict[tuple[int, int], int] = {}
+
+    def subscribe(self, topic: str) -> Iterator[Delivery]:
+        check_name("topic", topic)
+        _Topics(self._config).ensure(topic)
+        self._consumer.subscribe([topic], on_revoke=self._forget)
+        return self._deliveries(topic)
+
+    def _forget(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self._rewound.pop(tp.partition, None)
+
+    def _deliveries(self, topic: str) -> Iterator[Delivery]:
+        try:
+            while not self._closed.is_set():
+                batch = self._consumer.consume(self._config.prefetch, 0.2)
+                if not batch:
+                    continue
+                if not self._safe:
+                    self._commit_before_handling(batch)
+                for msg in batch:
+                    err = msg.error()
+                    if err is not None:
+                        self._raise_if_fatal(err)
+                        continue
+                    partition, offset = cast(int, msg.partition()), cast(int, msg.offset())
+                    rewound = self._rewound.get(partition)
+                    if rewound is not None:
+                        if offset > rewound:
+                            continue  # fetched before the nack's seek; it comes again
+                        del self._rewound[partition]
+                    attempt = self._attempts.pop((partition, offset), 0) + 1
+                    yield Delivery(
+                        self._decode(msg),
+                        topic,
+                        attempt,
+                        attempt > 1,
+                        self._settler(topic, partition, offset, attempt),
+                    )
+        finally:
+            self._consumer.close()
+
+    def _commit_before_handling(self, batch: list[Any]) -> None:
+        last: dict[int, int] = {}
+        for msg in batch:
+            if msg.error() is None:
+                last[msg.partition()] = msg.offset()
+        if last:
+            topic = batch[0].topic()
+            offsets = [TopicPartition(topic, p, o + 1) for p, o in last.items()]
+            try:
+                self._consumer.commit(offsets=offsets, asynchronous=False)
+            except KafkaException as exc:
+                raise TransportError(f"{NAME}: commit before handling failed: {exc}") from exc
+
+    def _raise_if_fatal(self, err: KafkaError) -> None:
+        if err.fatal():
+            raise TransportError(f"{NAME}: fatal consumer error: {err.str()}")
+
+    @staticmethod
+    def _decode(msg: Any) -> Message:
+        mid = ""
+        headers: dict[str, str] = {}
+        for k, v in msg.headers() or ():
+            if k == ID_HEADER:
+                mid = v.decode()
+            else:
+                headers[k] = v.decode() if v is not None else ""
+        key = msg.key()
+        return Message(
+            payload=msg.value() or b"",
+            key=key.decode() if key is not None else None,
+            headers=headers,
+            id=mid or f"{msg.topic()}:{msg.partition()}:{msg.offset()}",
+        )
+
+    def _settler(  # type: ignore[no-untyped-def]
+        self, topic: str, partition: int, offset: int, attempt: int
+    ):
+        def settle(ok: bool, requeue: bool) -> None:
+            if ok or not requeue:
+                if self._safe:
+                    self._consumer.store_offsets(
+                        offsets=[TopicPartition(topic, partition, offset + 1)]
+                    )
+                return
+            self._attempts[(partition, offset)] = attempt
+            self._rewound[partition] = offset
+            self._consumer.seek(TopicPartition(topic, partition, offset))
+
+        return settle
+
+    def close(self) -> None:
+        self._closed.set()
+
+
+class KafkaTransport:
+    name = NAME
+
+    def __init__(self, config: ClientConfig) -> None:
+        self.config = config
+
+    def publisher(self) -> Publisher:
+        return KafkaPublisher(self.config)
+
+    def subscriber(self, group: str) -> Subscriber:
+        return KafkaSubscriber(self.config, group)
+
+    @classmethod
+    def profile_settings(cls) -> dict[str, dict[str, str]]:
+        out: dict[str, dict[str, str]] = {}
+        for profile in DeliveryProfile:
+            cfg = ClientConfig(url="BOOTSTRAP", profile=profile)
+            settings = {
+                f"producer {k}": str(v) for k, v in producer_settings(cfg).items() if k != "logger"
+            }
+            settings |= {
+                f"consumer {k}": str(v)
+                for k, v in consumer_settings(cfg, "G").items()
+                if k != "logger"
+            }
+            settings["consumer offsets"] = (
+                "stored after the handler acked; committed every 1 s and on close"
+                if profile is DeliveryProfile.AT_LEAST_ONCE
+                else "batch committed synchronously before it is handled"
+            )
+            settings["server"] = "KRaft, RF 1, no fsync (page cache survives a process kill)"
+            out[profile.value] = settings
+        return out

@@ -1,0 +1,447 @@
+"""RabbitMQ through pika.
+
+Mapping: topic T is a durable fanout exchange ``T``; consumer group G is the queue ``T.G``
+bound to it, so every group gets every message and the members of one group share the work.
+The routing key is the message key, ``message_id`` the message id, headers are AMQP headers.
+A plain client reads a topic by binding its own queue to exchange ``T``.
+
+at-least-once: durable quorum queues, persistent messages, publisher confirms with a window
+of up to ``WINDOW`` outstanding confirms (one ioloop thread, acks with ``multiple`` handled),
+``mandatory``: a message no queue is bound for yet is *returned* and reported failed
+(``unroutable``), never silently dropped. Consumers ack manually after the handler, with
+``prefetch`` unacked at most; nack requeues; ``redelivered`` and the quorum queue's
+``x-delivery-count`` are surfaced. at-most-once: transient messages on a classic non-durable
+queue, no confirms, no ``mandatory`` (a message without a queue is dropped), auto-ack.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import pika
+import pika.exceptions
+
+from msglab.config import ClientConfig, check_name
+from msglab.errors import ConnectError, PublishError, TransportError
+from msglab.message import Delivery, Message
+from msglab.ports import Publisher, Subscriber
+from msglab.profiles import DeliveryProfile
+
+NAME = "rabbitmq"
+WINDOW = 1000
+
+
+def _params(config: ClientConfig) -> pika.URLParameters:
+    params = pika.URLParameters(config.url)
+    params.socket_timeout = config.connect_timeout_s
+    params.stack_timeout = config.connect_timeout_s
+    params.blocked_connection_timeout = config.request_timeout_s
+    params.connection_attempts = 1
+    params.heartbeat = 10
+    return params
+
+
+def _address(config: ClientConfig) -> str:
+    params = pika.URLParameters(config.url)
+    return f"{params.host}:{params.port}"
+
+
+def queue_arguments(profile: DeliveryProfile) -> dict[str, Any]:
+    if profile is DeliveryProfile.AT_LEAST_ONCE:
+        return {"durable": True, "arguments": {"x-queue-type": "quorum"}}
+    return {"durable": False, "arguments": {"x-queue-type": "classic"}}
+
+
+class _Pending:
+    """One publish() call as the ioloop thread sees it."""
+
+    def __init__(self, topic: str, messages: list[Message]) -> None:
+        self.topic = topic
+        self.messages = messages
+        self.next = 0
+        self.settled = 0
+        self.failed: list[str] = []
+        self.unknown: list[str] = []
+        self.reason = ""
+        self.done = threading.Event()
+
+    def settle(self, n: int = 1) -> None:
+        self.settled += n
+        if self.settled >= len(self.messages):
+            self.done.set()
+
+
+class RabbitPublisher:
+    """Publishes from a dedicated ioloop thread; ``publish`` hands a batch over and waits."""
+
+    def __init__(self, config: ClientConfig) -> None:
+        self._config = config
+        self._confirms = config.profile is DeliveryProfile.AT_LEAST_ONCE
+        self._lock = threading.Lock()
+        self._conn: Any = None
+        self._channel: Any = None
+        self._thread: threading.Thread | None = None
+        self._queue: list[_Pending] = []
+        self._inflight: dict[int, tuple[_Pending, str]] = {}
+        self._returned: set[str] = set()
+        self._seq = 0
+        self._exchanges: set[str] = set()
+        self._props: dict[tuple[str, ...], Any] = {}
+
+    # -- connection (caller thread) -------------------------------------------------------
+
+    def _ensure_connected(self) -> None:
+        if self._channel is not None and self._channel.is_open:
+            return
+        error: BaseException | None = None
+        for delay in [0.0, *self._config.reconnect.delays()[:2]]:
+            time.sleep(delay)
+            try:
+                self._connect()
+                return
+            except ConnectError as exc:
+                error = exc
+        assert error is not None
+        raise error
+
+    def _connect(self) -> None:
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def on_open(conn: Any) -> None:
+            conn.channel(on_open_callback=on_channel)
+
+        def on_channel(ch: Any) -> None:
+            ch.add_on_return_callback(self._on_return)
+            ch.add_on_close_callback(self._on_channel_closed)
+            self._channel = ch
+            self._seq = 0
+            if self._confirms:
+                ch.confirm_delivery(self._on_confirm, lambda _frame: ready.set())
+            else:
+                ready.set()
+
+        def on_open_error(conn: Any, err: BaseException) -> None:
+            failure.append(err)
+            ready.set()
+
+        self._conn = pika.SelectConnection(
+            _params(self._config),
+            on_open_callback=on_open,
+            on_open_error_callback=on_open_error,
+            on_close_callback=self._on_conn_closed,
+        )
+        self._thread = threading.Thread(
+            target=self._loop, args=(self._conn,), daemon=True, name="msglab-rabbitmq-publisher"
+        )
+        self._thread.start()
+        if not ready.wait(self._config.connect_timeout_s + 1) or failure:
+            reason = str(failure[0]) if failure else "timed out"
+            self._stop_loop()
+            raise ConnectError(NAME, _address(self._config), reason or type(failure[0]).__name__)
+
+    @staticmethod
+    def _loop(conn: Any) -> None:
+        conn.ioloop.start()
+
+    def _stop_loop(self) -> None:
+        conn, thread = self._conn, self._thread
+        if conn is None:
+            return
+
+        def stop() -> None:
+            if conn.is_open:
+                conn.close()
+            else:
+                conn.ioloop.stop()
+
+        with contextlib.suppress(Exception):  # the loop may already be gone
+            conn.ioloop.add_callback_threadsafe(stop)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(5)
+        self._conn = self._channel = None
+
+    def _call(self, fn: Callable[[Callable[..., None]], None]) -> None:
+        """Run ``fn(done)`` in the ioloop and wait until it calls ``done``."""
+        finished = threading.Event()
+        self._conn.ioloop.add_callback_threadsafe(lambda: fn(lambda *_: finished.set()))
+        if not finished.wait(self._config.request_timeout_s):
+            raise TransportError(f"{NAME}: no answer within {self._config.request_timeout_s}s")
+
+    # -- publishing -----------------------------------------------------------------------
+
+    def publish(self, topic: str, messages: Iterable[Message]) -> None:
+        check_name("topic", topic)
+        batch = list(messages)
+        for m in batch:
+            self._config.check_payload(len(m.payload))
+        if not batch:
+            return
+        with self._lock:
+            self._ensure_connected()
+            if topic not in self._exchanges:
+                self._call(
+                    lambda done: self._channel.exchange_declare(
+                        topic, "fanout", durable=True, callback=done
+                    )
+                )
+                self._exchanges.add(topic)
+            pending = _Pending(topic, batch)
+            self._conn.ioloop.add_callback_threadsafe(lambda: self._enqueue(pending))
+            self._wait(pending)
+        if pending.failed or pending.unknown:
+            raise PublishError(
+                f"{NAME}: not confirmed on {topic}{pending.reason}",
+                failed=tuple(pending.failed),
+                unknown=tuple(pending.unknown),
+            )
+
+    def _wait(self, pending: _Pending) -> None:
+        """Wait while confirms progress; after ``request_timeout_s`` without one, give up."""
+        last = -1
+        while not pending.done.wait(self._config.request_timeout_s):
+            if pending.settled == last:
+                self._conn.ioloop.add_callback_threadsafe(lambda: self._expire(pending))
+                pending.done.wait(5)
+                return
+            last = pending.settled
+
+    def _enqueue(self, pending: _Pending) -> None:
+        self._queue.append(pending)
+        self._pump()
+
+    def _properties(self, m: Message) -> Any:
+        return pika.BasicProperties(
+            message_id=m.id,
+            headers=dict(m.headers) if m.headers else None,
+            delivery_mode=2 if self._confirms else 1,
+        )
+
+    def _pump(self) -> None:
+        """Publish queued messages while the confirm window has room (ioloop thread)."""
+        ch = self._channel
+        while self._queue and ch is not None and ch.is_open:
+            pending = self._queue[0]
+            msgs = pending.messages
+            while pending.next < len(msgs):
+                if self._confirms and len(self._inflight) >= WINDOW:
+                    return
+                m = msgs[pending.next]
+                pending.next += 1
+                ch.basic_publish(
+                    pending.topic,
+                    m.key or "",
+                    m.payload,
+                    self._properties(m),
+                    mandatory=self._confirms,
+                )
+                if self._confirms:
+                    self._seq += 1
+                    self._inflight[self._seq] = (pending, m.id)
+            self._queue.pop(0)
+            if not self._confirms:
+                pending.settle(len(msgs))
+
+    def _on_confirm(self, frame: Any) -> None:
+        method = frame.method
+        ok = isinstance(method, pika.spec.Basic.Ack)
+        tags = (
+            [t for t in self._inflight if t <= method.delivery_tag]
+            if method.multiple
+            else [method.delivery_tag]
+        )
+        for tag in tags:
+            entry = self._inflight.pop(tag, None)
+            if entry is None:
+                continue
+            pending, mid = entry
+            if mid in self._returned:
+                self._returned.discard(mid)
+                pending.failed.append(mid)
+                pending.reason = ": unroutable, no queue is bound to the exchange yet"
+            elif not ok:
+                pending.failed.append(mid)
+                pending.reason = ": nacked by the broker"
+            pending.settle()
+        self._pump()
+
+    def _on_return(self, _ch: Any, _method: Any, props: Any, _body: bytes) -> None:
+        self._returned.add(props.message_id)
+
+    def _expire(self, pending: _Pending) -> None:
+        for tag, (p, mid) in list(self._inflight.items()):
+            if p is pending:
+                del self._inflight[tag]
+                p.unknown.append(mid)
+        self._fail_unsent(pending, ": no confirm within the request timeout")
+
+    def _fail_unsent(self, pending: _Pending, reason: str) -> None:
+        pending.failed.extend(m.id for m in pending.messages[pending.next :])
+        pending.next = len(pending.messages)
+        pending.reason = reason
+        if pending in self._queue:
+            self._queue.remove(pending)
+        pending.settled = len(pending.messages)
+        pending.done.set()
+
+    def _on_channel_closed(self, _ch: Any, reason: BaseException) -> None:
+        self._abort(f": channel closed ({reason})")
+
+    def _on_conn_closed(self, conn: Any, reason: BaseException) -> None:
+        self._abort(f": connection lost ({reason})")
+        conn.ioloop.stop()
+
+    def _abort(self, reason: str) -> None:
+        """The broker is gone: published-unconfirmed is unknown, unpublished failed."""
+        for pending, mid in self._inflight.values():
+            pending.unknown.append(mid)
+            pending.reason = reason
+        touched = {p for p, _ in self._inflight.values()} | set(self._queue)
+        self._inflight.clear()
+        for pending in touched:
+            self._fail_unsent(pending, reason)
+        self._channel = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop_loop()
+
+
+class RabbitSubscriber:
+    def __init__(self, config: ClientConfig, group: str) -> None:
+        self._config = config
+        self._group = check_name("group", group)
+        self._safe = config.profile is DeliveryProfile.AT_LEAST_ONCE
+        self._closed = threading.Event()
+        self._conn: Any = None
+        self._channel: Any = None
+
+    def subscribe(self, topic: str) -> Iterator[Delivery]:
+        check_name("topic", topic)
+        queue = f"{topic}.{self._group}"
+        self._open(topic, queue)
+        return self._deliveries(topic, queue)
+
+    def _open(self, topic: str, queue: str) -> None:
+        try:
+            self._conn = pika.BlockingConnection(_params(self._config))
+            ch = self._conn.channel()
+            ch.exchange_declare(topic, "fanout", durable=True)
+            ch.queue_declare(queue, **queue_arguments(self._config.profile))
+            ch.queue_bind(queue, topic)
+            ch.basic_qos(prefetch_count=self._config.prefetch)
+            self._channel = ch
+        except pika.exceptions.AMQPConnectionError as exc:
+            raise ConnectError(NAME, _address(self._config), repr(exc)) from exc
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            raise TransportError(f"{NAME}: queue {queue}: {exc.reply_text}") from exc
+
+    def _reopen(self, topic: str, queue: str) -> None:
+        """After a lost connection: reconnect with backoff (unacked messages come back)."""
+        error: BaseException | None = None
+        for delay in self._config.reconnect.delays():
+            if self._closed.wait(delay):
+                return
+            try:
+                self._open(topic, queue)
+                return
+            except (ConnectError, TransportError) as exc:
+                error = exc
+        raise ConnectError(NAME, _address(self._config), f"gave up reconnecting: {error}")
+
+    def _deliveries(self, topic: str, queue: str) -> Iterator[Delivery]:
+        try:
+            while not self._closed.is_set():
+                try:
+                    for method, props, body in self._channel.consume(
+                        queue, auto_ack=not self._safe, inactivity_timeout=0.2
+                    ):
+                        if method is None:
+                            if self._closed.is_set():
+                                break
+                            continue
+                        yield self._delivery(topic, method, props, body)
+                except (
+                    pika.exceptions.AMQPConnectionError,
+                    pika.exceptions.ChannelClosed,
+                    pika.exceptions.StreamLostError,
+                ):
+                    if self._closed.is_set():
+                        break
+                    self._reopen(topic, queue)
+        finally:
+            self._shutdown()
+
+    def _delivery(self, topic: str, method: Any, props: Any, body: bytes) -> Delivery:
+        headers = dict(props.headers or {})
+        count = headers.pop("x-delivery-count", None)
+        attempt = int(count) + 1 if count is not None else (2 if method.redelivered else 1)
+        message = Message(
+            payload=body,
+            key=method.routing_key or None,
+            headers={k: v.decode() if isinstance(v, bytes) else str(v) for k, v in headers.items()},
+            id=props.message_id or f"{topic}:{method.delivery_tag}",
+        )
+        return Delivery(
+            message, topic, attempt, bool(method.redelivered), self._settler(method.delivery_tag)
+        )
+
+    def _settler(self, tag: int):  # type: ignore[no-untyped-def]
+        channel = self._channel
+
+        def settle(ok: bool, requeue: bool) -> None:
+            if not self._safe or not channel.is_open:
+                return  # auto-acked; or the channel died and the broker requeues it
+            if ok:
+                channel.basic_ack(tag)
+            else:
+                channel.basic_nack(tag, requeue=requeue)
+
+        return settle
+
+    def _shutdown(self) -> None:
+        try:
+            if self._channel is not None and self._channel.is_open:
+                self._channel.cancel()
+            if self._conn is not None and self._conn.is_open:
+                self._conn.close()
+        except pika.exceptions.AMQPError:
+            pass
+
+    def close(self) -> None:
+        self._closed.set()
+
+
+class RabbitMQTransport:
+    name = NAME
+
+    def __init__(self, config: ClientConfig) -> None:
+        self.config = config
+
+    def publisher(self) -> Publisher:
+        return RabbitPublisher(self.config)
+
+    def subscriber(self, group: str) -> Subscriber:
+        return RabbitSubscriber(self.config, group)
+
+    @classmethod
+    def profile_settings(cls) -> dict[str, dict[str, str]]:
+        return {
+            "at-least-once": {
+                "exchange": "T: fanout, durable",
+                "queue": "T.G: durable, x-queue-type=quorum",
+                "publish": f"delivery_mode=2 (persistent), publisher confirms, window {WINDOW}, "
+                "mandatory (unroutable = failed)",
+                "consume": "manual ack after the handler, basic_qos prefetch, nack requeues",
+            },
+            "at-most-once": {
+                "exchange": "T: fanout, durable",
+                "queue": "T.G: non-durable, x-queue-type=classic",
+                "publish": "delivery_mode=1 (transient), no confirms, no mandatory",
+                "consume": "auto_ack (acked when sent)",
+            },
+        }
