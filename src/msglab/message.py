@@ -27,9 +27,11 @@ class Message:
     id: str = field(default_factory=new_id)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.payload, bytes | bytearray | memoryview):
+        if type(self.payload) is not bytes and not isinstance(
+            self.payload, bytes | bytearray | memoryview
+        ):
             raise TypeError(f"payload must be bytes, not {type(self.payload).__name__}")
-        if not isinstance(self.headers, MappingProxyType):
+        if type(self.headers) is not MappingProxyType:
             object.__setattr__(self, "headers", MappingProxyType(dict(self.headers)))
 
 

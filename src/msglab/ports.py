@@ -6,9 +6,11 @@ way (see each module in ``msglab.brokers``), so plain clients of the broker inte
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol, runtime_checkable
 
+from msglab.config import ClientConfig
 from msglab.message import Delivery, Message
 
 
@@ -52,6 +54,8 @@ class Transport(Protocol):
     profile, the exact client and server settings it turns on (``msglab profiles``)."""
 
     name: str
+    config: ClientConfig
+    stores_messages: bool  # False: a message published while nobody listens is gone
 
     def publisher(self) -> Publisher: ...
 
@@ -59,6 +63,27 @@ class Transport(Protocol):
 
     @classmethod
     def profile_settings(cls) -> dict[str, dict[str, str]]: ...
+
+
+RawPublish = Callable[[ClientConfig, str, list[Message]], int]
+"""A raw-client baseline for ``msglab bench``: publishes the messages to the topic as the
+driver alone would, with the transport's settings; returns how many it published."""
+
+
+class RawConsume(Protocol):
+    """A raw-client baseline consumer for ``msglab bench``: consumes up to ``count`` messages of
+    ``group`` (stopping after ``idle_s`` without one), sets ``ready`` once subscribed, and
+    returns how many it consumed and the seconds from the first to the last of them."""
+
+    def __call__(
+        self,
+        config: ClientConfig,
+        topic: str,
+        group: str,
+        count: int,
+        idle_s: float,
+        ready: threading.Event | None = None,
+    ) -> tuple[int, float]: ...
 
 
 Handler = Callable[[Message], None]

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable, Iterator
-from typing import Any, cast
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
@@ -30,7 +31,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from msglab.config import ClientConfig, check_name
 from msglab.errors import ConnectError, PublishError, TransportError
 from msglab.message import Delivery, Message
-from msglab.ports import Publisher, Subscriber
+from msglab.ports import Publisher, RawConsume, RawPublish, Subscriber
 from msglab.profiles import DeliveryProfile
 
 NAME = "kafka"
@@ -187,6 +188,8 @@ class KafkaSubscriber:
         self._closed = threading.Event()
         self._rewound: dict[int, int] = {}  # partition -> offset sought back to by a nack
         self._attempts: dict[tuple[int, int], int] = {}
+        self._started = False
+        self._released = threading.Lock()
 
     def subscribe(self, topic: str) -> Iterator[Delivery]:
         check_name("topic", topic)
@@ -199,9 +202,10 @@ class KafkaSubscriber:
             self._rewound.pop(tp.partition, None)
 
     def _deliveries(self, topic: str) -> Iterator[Delivery]:
+        self._started = True
         try:
             while not self._closed.is_set():
-                batch = self._consumer.consume(self._config.prefetch, 0.2)
+                batch: list[Any] = self._consumer.consume(self._config.prefetch, 0.2)
                 if not batch:
                     continue
                 if not self._safe:
@@ -211,21 +215,25 @@ class KafkaSubscriber:
                     if err is not None:
                         self._raise_if_fatal(err)
                         continue
-                    partition, offset = cast(int, msg.partition()), cast(int, msg.offset())
-                    rewound = self._rewound.get(partition)
-                    if rewound is not None:
-                        if offset > rewound:
-                            continue  # fetched before the nack's seek; it comes again
-                        del self._rewound[partition]
-                    attempt = self._attempts.pop((partition, offset), 0) + 1
+                    attempt = 1
+                    if self._rewound or self._attempts:  # only after a nack
+                        partition, offset = msg.partition(), msg.offset()
+                        rewound = self._rewound.get(partition)
+                        if rewound is not None:
+                            if offset > rewound:
+                                continue  # fetched before the nack's seek; it comes again
+                            del self._rewound[partition]
+                        attempt = self._attempts.pop((partition, offset), 0) + 1
                     yield Delivery(
-                        self._decode(msg),
-                        topic,
-                        attempt,
-                        attempt > 1,
-                        self._settler(topic, partition, offset, attempt),
+                        self._decode(msg), topic, attempt, attempt > 1, self._settler(msg, attempt)
                     )
         finally:
+            self._release()
+
+    def _release(self) -> None:
+        """Leave the group (committing stored offsets) once; a member that never polls would
+        stall its group's rebalances."""
+        if self._released.acquire(blocking=False):
             self._consumer.close()
 
     def _commit_before_handling(self, batch: list[Any]) -> None:
@@ -262,28 +270,31 @@ class KafkaSubscriber:
             id=mid or f"{msg.topic()}:{msg.partition()}:{msg.offset()}",
         )
 
-    def _settler(  # type: ignore[no-untyped-def]
-        self, topic: str, partition: int, offset: int, attempt: int
-    ):
+    def _settler(self, msg: Any, attempt: int):  # type: ignore[no-untyped-def]
         def settle(ok: bool, requeue: bool) -> None:
             if ok or not requeue:
                 if self._safe:
-                    self._consumer.store_offsets(
-                        offsets=[TopicPartition(topic, partition, offset + 1)]
-                    )
+                    try:
+                        self._consumer.store_offsets(message=msg)
+                    except KafkaException as exc:  # the partition moved to another member,
+                        LOG.info("offset not stored (%s): it is delivered again", exc)
                 return
+            partition, offset = msg.partition(), msg.offset()
             self._attempts[(partition, offset)] = attempt
             self._rewound[partition] = offset
-            self._consumer.seek(TopicPartition(topic, partition, offset))
+            self._consumer.seek(TopicPartition(msg.topic(), partition, offset))
 
         return settle
 
     def close(self) -> None:
         self._closed.set()
+        if not self._started:
+            self._release()
 
 
 class KafkaTransport:
     name = NAME
+    stores_messages = True
 
     def __init__(self, config: ClientConfig) -> None:
         self.config = config
@@ -315,3 +326,70 @@ class KafkaTransport:
             settings["server"] = "KRaft, RF 1, no fsync (page cache survives a process kill)"
             out[profile.value] = settings
         return out
+
+
+# -- raw-client baselines for `msglab bench` (same settings, no msglab in the loop) -----------
+
+
+def _raw_publish(config: ClientConfig, topic: str, messages: list[Message]) -> int:
+    producer = Producer(producer_settings(config))
+    errors: list[KafkaError] = []
+
+    def report(err: KafkaError | None, _msg: Any) -> None:
+        if err is not None:
+            errors.append(err)
+
+    for m in messages:
+        headers: list[tuple[str, str | bytes | None]] = [(ID_HEADER, m.id.encode())]
+        headers += [(k, v.encode()) for k, v in m.headers.items()]
+        while True:
+            try:
+                producer.produce(topic, m.payload, m.key, headers=headers, on_delivery=report)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    producer.flush(config.request_timeout_s + 5)
+    if errors:
+        raise TransportError(f"raw producer: {len(errors)} failed: {errors[0]}")
+    return len(messages)
+
+
+def _raw_consume(
+    config: ClientConfig,
+    topic: str,
+    group: str,
+    count: int,
+    idle_s: float,
+    ready: threading.Event | None = None,
+) -> tuple[int, float]:
+    consumer = Consumer(consumer_settings(config, group))
+    consumer.subscribe([topic])
+    if ready is not None:
+        ready.set()
+    safe = config.profile is DeliveryProfile.AT_LEAST_ONCE
+    got, first, last = 0, 0.0, time.monotonic()
+    try:
+        while got < count and time.monotonic() - last < idle_s:
+            batch: list[Any] = consumer.consume(config.prefetch, 0.2)
+            for msg in batch:
+                if msg.error() is None:
+                    # what an application does with each message: read payload, key, headers
+                    _payload, key = msg.value(), msg.key()
+                    _key = key.decode() if key is not None else None
+                    _headers = {k: v.decode() for k, v in msg.headers() or ()}
+                    got += 1
+                    last = time.monotonic()
+                    first = first or last
+                    if safe:
+                        consumer.store_offsets(msg)
+    finally:
+        consumer.close()
+    return got, last - first
+
+
+def raw_publishers(profile: DeliveryProfile) -> dict[str, RawPublish]:
+    """The raw client doing the publish job with the same settings."""
+    return {"confluent-kafka producer": _raw_publish}
+
+
+RAW_CONSUMERS: dict[str, RawConsume] = {"confluent-kafka consumer": _raw_consume}

@@ -137,6 +137,7 @@ class MemorySubscriber:
 
 class MemoryTransport:
     name = "memory"
+    stores_messages = True
 
     def __init__(self, config: ClientConfig) -> None:
         self.config = config

@@ -28,7 +28,7 @@ import pika.exceptions
 from msglab.config import ClientConfig, check_name
 from msglab.errors import ConnectError, PublishError, TransportError
 from msglab.message import Delivery, Message
-from msglab.ports import Publisher, Subscriber
+from msglab.ports import Publisher, RawConsume, RawPublish, Subscriber
 from msglab.profiles import DeliveryProfile
 
 NAME = "rabbitmq"
@@ -319,6 +319,7 @@ class RabbitSubscriber:
         self._closed = threading.Event()
         self._conn: Any = None
         self._channel: Any = None
+        self._started = False
 
     def subscribe(self, topic: str) -> Iterator[Delivery]:
         check_name("topic", topic)
@@ -354,6 +355,7 @@ class RabbitSubscriber:
         raise ConnectError(NAME, _address(self._config), f"gave up reconnecting: {error}")
 
     def _deliveries(self, topic: str, queue: str) -> Iterator[Delivery]:
+        self._started = True
         try:
             while not self._closed.is_set():
                 try:
@@ -396,10 +398,13 @@ class RabbitSubscriber:
         def settle(ok: bool, requeue: bool) -> None:
             if not self._safe or not channel.is_open:
                 return  # auto-acked; or the channel died and the broker requeues it
-            if ok:
-                channel.basic_ack(tag)
-            else:
-                channel.basic_nack(tag, requeue=requeue)
+            try:
+                if ok:
+                    channel.basic_ack(tag)
+                else:
+                    channel.basic_nack(tag, requeue=requeue)
+            except pika.exceptions.AMQPError:
+                pass  # the connection died meanwhile: the broker delivers the message again
 
         return settle
 
@@ -414,10 +419,13 @@ class RabbitSubscriber:
 
     def close(self) -> None:
         self._closed.set()
+        if not self._started:  # pika is not thread-safe: only an idle connection is closed here
+            self._shutdown()
 
 
 class RabbitMQTransport:
     name = NAME
+    stores_messages = True
 
     def __init__(self, config: ClientConfig) -> None:
         self.config = config
@@ -445,3 +453,122 @@ class RabbitMQTransport:
                 "consume": "auto_ack (acked when sent)",
             },
         }
+
+
+# -- raw-client baselines for `msglab bench` ------------------------------------------------
+
+
+def _raw_publish_async_confirms(config: ClientConfig, topic: str, messages: list[Message]) -> int:
+    """pika as its docs suggest for speed: SelectConnection, a window of outstanding confirms."""
+    state = {"next": 0, "acked": 0, "outstanding": 0, "nacked": 0}
+    done = threading.Event()
+
+    def pump(ch: Any) -> None:
+        while state["next"] < len(messages) and state["outstanding"] < WINDOW:
+            m = messages[state["next"]]
+            state["next"] += 1
+            state["outstanding"] += 1
+            props = pika.BasicProperties(
+                message_id=m.id, headers=dict(m.headers) or None, delivery_mode=2
+            )
+            ch.basic_publish(topic, m.key or "", m.payload, props, mandatory=True)
+
+    def on_confirm(frame: Any) -> None:
+        n = frame.method.delivery_tag - state["acked"] if frame.method.multiple else 1
+        if not isinstance(frame.method, pika.spec.Basic.Ack):
+            state["nacked"] += n
+        state["acked"] += n
+        state["outstanding"] -= n
+        if state["acked"] >= len(messages):
+            done.set()
+            conn.close()
+        else:
+            pump(channel[0])
+
+    channel: list[Any] = []
+
+    def on_channel(ch: Any) -> None:
+        channel.append(ch)
+        ch.confirm_delivery(on_confirm, lambda _f: pump(ch))
+
+    conn = pika.SelectConnection(
+        _params(config),
+        on_open_callback=lambda c: c.channel(on_open_callback=on_channel),
+        on_close_callback=lambda c, r: c.ioloop.stop(),
+    )
+    conn.ioloop.start()
+    if not done.is_set() or state["nacked"]:
+        raise TransportError(f"raw async publisher: {state}")
+    return len(messages)
+
+
+def _raw_publish_blocking(
+    config: ClientConfig, topic: str, messages: list[Message], confirms: bool
+) -> int:
+    conn = pika.BlockingConnection(_params(config))
+    ch = conn.channel()
+    if confirms:
+        ch.confirm_delivery()  # every basic_publish now waits for its own confirm
+    for m in messages:
+        props = pika.BasicProperties(
+            message_id=m.id, headers=dict(m.headers) or None, delivery_mode=2 if confirms else 1
+        )
+        ch.basic_publish(topic, m.key or "", m.payload, props, mandatory=confirms)
+    conn.close()
+    return len(messages)
+
+
+def _raw_consume(
+    config: ClientConfig,
+    topic: str,
+    group: str,
+    count: int,
+    idle_s: float,
+    ready: threading.Event | None = None,
+) -> tuple[int, float]:
+    conn = pika.BlockingConnection(_params(config))
+    ch = conn.channel()
+    ch.basic_qos(prefetch_count=config.prefetch)
+    if ready is not None:
+        ready.set()
+    auto = config.profile is DeliveryProfile.AT_MOST_ONCE
+    got, first, last = 0, 0.0, 0.0
+    for method, props, _body in ch.consume(
+        f"{topic}.{group}", auto_ack=auto, inactivity_timeout=idle_s
+    ):
+        if method is None:
+            break
+        # what an application does: read payload, key, id and headers
+        _key, _id = method.routing_key or None, props.message_id
+        _headers = {
+            k: v.decode() if isinstance(v, bytes) else str(v)
+            for k, v in (props.headers or {}).items()
+        }
+        if not auto:
+            ch.basic_ack(method.delivery_tag)
+        got += 1
+        last = time.monotonic()
+        first = first or last
+        if got >= count:
+            break
+    ch.cancel()
+    conn.close()
+    return got, last - first
+
+
+def raw_publishers(profile: DeliveryProfile) -> dict[str, RawPublish]:
+    """The raw clients doing the publish job, the one with the same settings first. The naive
+    loop (a blocking round trip per confirm) is capped at 3000 messages: it is that slow."""
+    confirmed: dict[str, RawPublish] = {
+        "pika async confirms (window)": _raw_publish_async_confirms,
+        "pika no confirms": lambda c, t, m: _raw_publish_blocking(c, t, m, confirms=False),
+        "pika naive per-message confirm": lambda c, t, m: _raw_publish_blocking(
+            c, t, m[:3000], confirms=True
+        ),
+    }
+    if profile is DeliveryProfile.AT_MOST_ONCE:
+        return {"pika no confirms": confirmed["pika no confirms"]}
+    return confirmed
+
+
+RAW_CONSUMERS: dict[str, RawConsume] = {"pika BlockingConnection, ack each": _raw_consume}

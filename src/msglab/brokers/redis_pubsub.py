@@ -20,7 +20,7 @@ from msglab.brokers._redis_common import boundary, connect
 from msglab.config import ClientConfig, check_name
 from msglab.errors import PublishError, TransportError, UsageError
 from msglab.message import Delivery, Message
-from msglab.ports import Publisher, Subscriber
+from msglab.ports import Publisher, RawConsume, RawPublish, Subscriber
 from msglab.profiles import DeliveryProfile
 
 NAME = "redis-pubsub"
@@ -82,6 +82,7 @@ class PubSubSubscriber:
         self._client = connect(config, retries=0)
         self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
         self._closed = threading.Event()
+        self._started = False
 
     def subscribe(self, topic: str) -> Iterator[Delivery]:
         check_name("topic", topic)
@@ -95,6 +96,7 @@ class PubSubSubscriber:
         return self._deliveries(topic)
 
     def _deliveries(self, topic: str) -> Iterator[Delivery]:
+        self._started = True
         try:
             while not self._closed.is_set():
                 with boundary(NAME, self._config.url):
@@ -108,10 +110,14 @@ class PubSubSubscriber:
 
     def close(self) -> None:
         self._closed.set()
+        if not self._started:
+            self._pubsub.close()
+            self._client.close()
 
 
 class RedisPubSubTransport:
     name = NAME
+    stores_messages = False
 
     def __init__(self, config: ClientConfig) -> None:
         if config.profile is not DeliveryProfile.AT_MOST_ONCE:
@@ -139,3 +145,52 @@ class RedisPubSubTransport:
             },
             "at-least-once": {"refused": "pub/sub has no storage and no ack"},
         }
+
+
+# -- raw-client baselines for `msglab bench` ------------------------------------------------
+
+
+def _raw_publish(config: ClientConfig, topic: str, messages: list[Message]) -> int:
+    client = connect(config, retries=0)
+    for start in range(0, len(messages), CHUNK):
+        pipe = client.pipeline(transaction=False)
+        for m in messages[start : start + CHUNK]:
+            pipe.publish(topic, encode(m))
+        pipe.execute()
+    client.close()
+    return len(messages)
+
+
+def _raw_consume(
+    config: ClientConfig,
+    topic: str,
+    group: str,
+    count: int,
+    idle_s: float,
+    ready: threading.Event | None = None,
+) -> tuple[int, float]:
+    client = connect(config, retries=0)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(topic)
+    while not pubsub.subscribed:
+        pubsub.get_message(timeout=0.1)
+    if ready is not None:
+        ready.set()
+    got, first, last = 0, 0.0, time.monotonic()
+    while got < count and time.monotonic() - last < idle_s:
+        raw = pubsub.get_message(timeout=0.2)
+        if raw is not None and raw.get("type") == "message":
+            got += 1
+            last = time.monotonic()
+            first = first or last
+    pubsub.close()
+    client.close()
+    return got, last - first
+
+
+def raw_publishers(profile: DeliveryProfile) -> dict[str, RawPublish]:
+    """The raw client doing the publish job with the same settings."""
+    return {"redis-py pipelined PUBLISH": _raw_publish}
+
+
+RAW_CONSUMERS: dict[str, RawConsume] = {"redis-py SUBSCRIBE": _raw_consume}

@@ -14,6 +14,7 @@ delivery count is the entry's counter in the pending list. at-most-once: XREADGR
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -25,7 +26,7 @@ from msglab.brokers._redis_common import boundary, connect
 from msglab.config import ClientConfig, check_name
 from msglab.errors import PublishError
 from msglab.message import Delivery, Message
-from msglab.ports import Publisher, Subscriber
+from msglab.ports import Publisher, RawConsume, RawPublish, Subscriber
 from msglab.profiles import DeliveryProfile
 
 NAME = "redis-streams"
@@ -92,6 +93,7 @@ class StreamsSubscriber:
         self._acks: list[bytes] = []
         self._retry: list[bytes] = []
         self._noack = config.profile is DeliveryProfile.AT_MOST_ONCE
+        self._started = False
 
     def subscribe(self, topic: str) -> Iterator[Delivery]:
         check_name("topic", topic)
@@ -104,6 +106,7 @@ class StreamsSubscriber:
         return self._deliveries(topic)
 
     def _deliveries(self, topic: str) -> Iterator[Delivery]:
+        self._started = True
         next_claim = time.monotonic() + self._config.claim_idle_s / 2
         while not self._closed.is_set():
             with boundary(NAME, self._config.url):
@@ -182,10 +185,13 @@ class StreamsSubscriber:
 
     def close(self) -> None:
         self._closed.set()
+        if not self._started:
+            self._client.close()
 
 
 class RedisStreamsTransport:
     name = NAME
+    stores_messages = True
 
     def __init__(self, config: ClientConfig) -> None:
         self.config = config
@@ -211,3 +217,61 @@ class RedisStreamsTransport:
                 "server": "appendonly yes, appendfsync always (msglab infra)",
             },
         }
+
+
+# -- raw-client baselines for `msglab bench` ------------------------------------------------
+
+
+def _raw_publish(config: ClientConfig, topic: str, messages: list[Message]) -> int:
+    client = connect(config, retries=0)
+    for start in range(0, len(messages), CHUNK):
+        pipe = client.pipeline(transaction=False)
+        for m in messages[start : start + CHUNK]:
+            pipe.xadd(topic, encode(m))
+        pipe.execute()
+    client.close()
+    return len(messages)
+
+
+def _raw_consume(
+    config: ClientConfig,
+    topic: str,
+    group: str,
+    count: int,
+    idle_s: float,
+    ready: threading.Event | None = None,
+) -> tuple[int, float]:
+    client = connect(config, retries=0)
+    with contextlib.suppress(redis.ResponseError):  # the group exists
+        client.xgroup_create(topic, group, id="0", mkstream=True)
+    if ready is not None:
+        ready.set()
+    got, first, last = 0, 0.0, time.monotonic()
+    noack = config.profile is DeliveryProfile.AT_MOST_ONCE
+    while got < count and time.monotonic() - last < idle_s:
+        reply = client.xreadgroup(
+            group, "raw", {topic: ">"}, count=config.prefetch, block=200, noack=noack
+        )
+        entries = reply[0][1] if reply else []
+        for _id, fields in entries:  # what an application does: read payload, key, headers
+            _payload, key = fields.get(b"payload"), fields.get(b"key")
+            _key = key.decode() if key else None
+            _headers = {
+                k[2:].decode(): v.decode() for k, v in fields.items() if k.startswith(b"h.")
+            }
+        if entries:
+            got += len(entries)
+            last = time.monotonic()
+            first = first or last
+            if not noack:
+                client.xack(topic, group, *[i for i, _ in entries])
+    client.close()
+    return got, last - first
+
+
+def raw_publishers(profile: DeliveryProfile) -> dict[str, RawPublish]:
+    """The raw client doing the publish job with the same settings."""
+    return {"redis-py pipelined XADD": _raw_publish}
+
+
+RAW_CONSUMERS: dict[str, RawConsume] = {"redis-py XREADGROUP + XACK": _raw_consume}

@@ -11,7 +11,7 @@ import sys
 import typer
 from rich.console import Console
 
-from msglab.cli import infra
+from msglab.cli import bench, infra, messaging
 from msglab.errors import MsglabError
 
 app = typer.Typer(
@@ -21,6 +21,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(infra.app, name="infra")
+app.add_typer(bench.app, name="bench")
+for command in messaging.COMMANDS:
+    app.command()(command)
 
 err_console = Console(stderr=True)
 

@@ -41,4 +41,13 @@ def backend_for(settings: Settings) -> Backend:
     )
 
 
-__all__ = ["Backend", "StartReport", "Status", "backend_for"]
+def service_url(settings: Settings, service: str) -> str:
+    """The URL a client uses for ``service``: the external one if given, else msglab's own."""
+    if service in settings.external:
+        return settings.external[service]
+    from msglab.infra.native import NativeBackend
+
+    return NativeBackend(settings).service(service).url
+
+
+__all__ = ["Backend", "StartReport", "Status", "backend_for", "service_url"]

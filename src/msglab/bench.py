@@ -1,0 +1,181 @@
+"""``msglab bench``: msglab's transport beside the raw client doing the same job, in one process.
+
+Publish: the same pre-built messages are published by msglab (publisher created, one
+``publish`` call, closed) and by each raw-client baseline (its own connection, same settings),
+alternating for ``rounds`` rounds; the best round of each counts. Consume: a fresh topic is
+filled, then msglab and the raw client each drain it in their own consumer group; the time
+runs from the first message to the last (group joins are not counted). Redis pub/sub stores
+nothing, so its consumers are subscribed first and the messages published while they listen.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from msglab.brokers import open_transport
+from msglab.config import ClientConfig
+from msglab.errors import UsageError
+from msglab.jobs import consume_job, make_messages
+from msglab.message import Message
+from msglab.ports import RawConsume, RawPublish, Transport
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class BenchResult:
+    operation: str
+    transport: str
+    profile: str
+    messages: int
+    size: int
+    msglab_msgs_per_s: float
+    raw_name: str | None
+    baselines: dict[str, float] = field(default_factory=dict)
+    delivered: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def raw_msgs_per_s(self) -> float | None:
+        return self.baselines.get(self.raw_name) if self.raw_name else None
+
+    @property
+    def ratio(self) -> float | None:
+        raw = self.raw_msgs_per_s
+        return self.msglab_msgs_per_s / raw if raw else None
+
+    def mb_per_s(self, msgs_per_s: float) -> float:
+        return msgs_per_s * self.size / 1e6
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "operation": self.operation,
+            "transport": self.transport,
+            "profile": self.profile,
+            "messages": self.messages,
+            "size": self.size,
+            "msglab_msgs_per_s": round(self.msglab_msgs_per_s, 1),
+            "msglab_mb_per_s": round(self.mb_per_s(self.msglab_msgs_per_s), 3),
+            "raw": self.raw_name,
+            "raw_msgs_per_s": round(self.raw_msgs_per_s, 1) if self.raw_msgs_per_s else None,
+            "ratio": round(self.ratio, 3) if self.ratio else None,
+            "baselines": {k: round(v, 1) for k, v in self.baselines.items()},
+            "delivered": self.delivered,
+        }
+
+
+def _module(transport: Transport) -> object:
+    return sys.modules[type(transport).__module__]
+
+
+def _raw_publishers(transport: Transport) -> dict[str, RawPublish]:
+    factory = getattr(_module(transport), "raw_publishers", None)
+    return dict(factory(transport.config.profile)) if factory else {}
+
+
+def _raw_consumers(transport: Transport) -> dict[str, RawConsume]:
+    return dict(getattr(_module(transport), "RAW_CONSUMERS", {}))
+
+
+def _declare(transport: Transport, topic: str, groups: list[str]) -> None:
+    """Create the topic and the groups' queues before anything is published into them."""
+    for group in groups:
+        sub = transport.subscriber(group)
+        sub.subscribe(topic)
+        sub.close()
+
+
+def bench_publish(
+    name: str,
+    config: ClientConfig,
+    messages: int,
+    size: int,
+    rounds: int = 2,
+    progress: Progress | None = None,
+) -> BenchResult:
+    transport = open_transport(name, config)
+    raws = _raw_publishers(transport)
+    batch = make_messages(messages, size, keys=8)
+    topic = f"bench-{uuid.uuid4().hex[:8]}"
+    _declare(transport, topic, ["bench"])
+    result = BenchResult(
+        "publish", name, config.profile.value, messages, size, 0.0, next(iter(raws), None)
+    )
+    for r in range(rounds):
+        if progress:
+            progress(f"round {r + 1}/{rounds}: msglab")
+        result.msglab_msgs_per_s = max(
+            result.msglab_msgs_per_s, _time_msglab_publish(transport, topic, batch)
+        )
+        for raw_name, raw in raws.items():
+            if progress:
+                progress(f"round {r + 1}/{rounds}: {raw_name}")
+            began = time.perf_counter()
+            sent = raw(config, topic, batch)
+            rate = sent / (time.perf_counter() - began)
+            result.baselines[raw_name] = max(result.baselines.get(raw_name, 0.0), rate)
+    return result
+
+
+def _time_msglab_publish(transport: Transport, topic: str, batch: list[Message]) -> float:
+    began = time.perf_counter()
+    pub = transport.publisher()
+    try:
+        pub.publish(topic, batch)
+    finally:
+        pub.close()
+    return len(batch) / (time.perf_counter() - began)
+
+
+def bench_consume(
+    name: str, config: ClientConfig, messages: int, size: int, progress: Progress | None = None
+) -> BenchResult:
+    """Drain ``messages`` with msglab and with each raw consumer (one round each)."""
+    transport = open_transport(name, config)
+    raws = _raw_consumers(transport)
+    if not raws:
+        raise UsageError(f"{name} has no raw-client consume baseline")
+    topic = f"bench-{uuid.uuid4().hex[:8]}"
+    groups = {"msglab": "bench-msglab", **{n: f"bench-raw{i}" for i, n in enumerate(raws)}}
+    result = BenchResult(
+        "consume", name, config.profile.value, messages, size, 0.0, next(iter(raws))
+    )
+    batch = make_messages(messages, size, keys=8)
+    stores = transport.stores_messages
+    if stores:
+        _declare(transport, topic, list(groups.values()))
+        pub = transport.publisher()
+        pub.publish(topic, batch)
+        pub.close()
+
+    def fill_while_listening(ready: threading.Event) -> None:
+        if not stores:
+            ready.wait(30)
+            pub = transport.publisher()
+            pub.publish(topic, batch)
+            pub.close()
+
+    if progress:
+        progress("msglab")
+    ready = threading.Event()
+    filler = threading.Thread(target=fill_while_listening, args=(ready,), daemon=True)
+    filler.start()
+    summary = consume_job(transport, topic, groups["msglab"], messages, idle_s=5, ready=ready)
+    filler.join()
+    result.msglab_msgs_per_s = summary.deliveries / max(summary.first_to_last_s, 1e-9)
+    result.delivered["msglab"] = summary.deliveries
+    for raw_name, raw in raws.items():
+        if progress:
+            progress(raw_name)
+        ready = threading.Event()
+        filler = threading.Thread(target=fill_while_listening, args=(ready,), daemon=True)
+        filler.start()
+        got, seconds = raw(config, topic, groups[raw_name], messages, 5.0, ready)
+        filler.join()
+        result.baselines[raw_name] = got / max(seconds, 1e-9)
+        result.delivered[raw_name] = got
+    return result

@@ -1,0 +1,91 @@
+"""``msglab bench publish|consume``: msglab beside the raw client, same job, same process."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from msglab.bench import BenchResult, bench_consume, bench_publish
+from msglab.cli.messaging import JsonOpt, ProfileOpt, SizeOpt, TransportOpt, build
+
+app = typer.Typer(
+    help="Throughput of msglab's transports beside the raw clients.", no_args_is_help=True
+)
+console = Console(stderr=True)
+MessagesOpt = Annotated[int, typer.Option("--messages", "-n", min=100, help="Messages per run.")]
+
+
+def show(result: BenchResult, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result.to_json()))
+        return
+    out = Console()
+    table = Table(
+        title=f"bench {result.operation}: {result.transport} {result.profile}, "
+        f"{result.messages} x {result.size} B"
+    )
+    for col in ("client", "msgs/s", "MB/s", "msglab / this"):
+        table.add_column(col, justify="right")
+    table.add_row(
+        "[bold]msglab[/]",
+        f"{result.msglab_msgs_per_s:,.0f}",
+        f"{result.mb_per_s(result.msglab_msgs_per_s):.2f}",
+        "",
+    )
+    for name, rate in result.baselines.items():
+        marker = " (same settings)" if name == result.raw_name else ""
+        table.add_row(
+            f"{name}{marker}",
+            f"{rate:,.0f}",
+            f"{result.mb_per_s(rate):.2f}",
+            f"{result.msglab_msgs_per_s / rate:.2f}x" if rate else "-",
+        )
+    out.print(table)
+
+
+@app.command()
+def publish(
+    transport: TransportOpt,
+    profile: ProfileOpt = "at-least-once",
+    messages: MessagesOpt = 20000,
+    size: SizeOpt = 100,
+    rounds: Annotated[int, typer.Option(min=1)] = 2,
+    as_json: JsonOpt = False,
+) -> None:
+    """Publish throughput: msglab vs the raw client (best of ROUNDS each)."""
+    t = build(transport, profile)
+    with console.status("benchmarking") as status:
+        result = bench_publish(
+            transport,
+            t.config,
+            messages,
+            size,
+            rounds,
+            progress=lambda what: status.update(f"publishing: {what}"),
+        )
+    show(result, as_json)
+
+
+@app.command()
+def consume(
+    transport: TransportOpt,
+    profile: ProfileOpt = "at-least-once",
+    messages: MessagesOpt = 20000,
+    size: SizeOpt = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """Consume throughput (first to last message): msglab vs the raw client."""
+    t = build(transport, profile)
+    with console.status("benchmarking") as status:
+        result = bench_consume(
+            transport,
+            t.config,
+            messages,
+            size,
+            progress=lambda what: status.update(f"consuming: {what}"),
+        )
+    show(result, as_json)

@@ -1,0 +1,211 @@
+"""``msglab publish``, ``consume``, ``roundtrip`` and ``profiles``: the transports by hand."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+from rich.table import Table
+
+from msglab.brokers import SERVICE_OF, TRANSPORTS, open_transport, transport_class
+from msglab.config import ClientConfig, check_name
+from msglab.errors import UsageError
+from msglab.infra import service_url
+from msglab.jobs import consume_job, publish_job, round_trip
+from msglab.ports import Transport
+from msglab.profiles import DeliveryProfile
+from msglab.settings import Settings
+
+console = Console()
+REAL = [t for t in TRANSPORTS if t != "memory"]
+
+TransportOpt = Annotated[
+    str, typer.Option("--transport", "-t", help=f"One of {', '.join(TRANSPORTS)}.")
+]
+ProfileOpt = Annotated[str, typer.Option("--profile", "-p", help="at-most-once | at-least-once")]
+TopicOpt = Annotated[str, typer.Option("--topic", help="Topic name.")]
+GroupOpt = Annotated[str, typer.Option("--group", "-g", help="Consumer group.")]
+CountOpt = Annotated[int, typer.Option("--count", "-n", min=1, help="Number of messages.")]
+SizeOpt = Annotated[int, typer.Option("--size", min=0, help="Payload bytes per message.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def build(transport: str, profile: str, settings: Settings | None = None) -> Transport:
+    """The transport by name, pointed at msglab's server (or the external one) for it."""
+    transport_class(transport)  # an unknown name fails here, listing the valid ones
+    settings = settings or Settings.from_env()
+    service = SERVICE_OF[transport]
+    url = service_url(settings, service) if service else "memory://cli"
+    config = ClientConfig(
+        url=url,
+        profile=DeliveryProfile.parse(profile),
+        connect_timeout_s=settings.connect_timeout_s,
+    )
+    return open_transport(transport, config)
+
+
+@contextmanager
+def progress_bar(total: int, label: str, quiet: bool):  # type: ignore[no-untyped-def]
+    if quiet or total < 5000:
+        yield None
+        return
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    ) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda done: bar.update(task, completed=done)
+
+
+def publish(
+    transport: TransportOpt,
+    topic: TopicOpt = "msglab-demo",
+    count: CountOpt = 1000,
+    size: SizeOpt = 100,
+    profile: ProfileOpt = "at-least-once",
+    keys: Annotated[int, typer.Option(min=1, help="Distinct keys.")] = 8,
+    as_json: JsonOpt = False,
+) -> None:
+    """Publish COUNT messages; counts confirmed, failed and unknown sends."""
+    t = build(transport, profile)
+    check_name("topic", topic)
+    with progress_bar(count, f"publishing to {topic}", as_json) as tick:
+        s = publish_job(t, topic, count, size, keys, progress=tick)
+    if as_json:
+        print(json.dumps(s.to_json()))
+        return
+    table = Table(title=f"published to {transport}:{topic}")
+    for col in ("profile", "sent", "confirmed", "failed", "unknown", "seconds", "msgs/s", "MB/s"):
+        table.add_column(col, justify="right")
+    table.add_row(
+        s.profile,
+        str(s.sent),
+        str(s.confirmed),
+        str(s.failed),
+        str(s.unknown),
+        f"{s.seconds:.2f}",
+        f"{s.msgs_per_s:,.0f}",
+        f"{s.msgs_per_s * size / 1e6:.2f}",
+    )
+    console.print(table)
+
+
+def consume(
+    transport: TransportOpt,
+    topic: TopicOpt = "msglab-demo",
+    group: GroupOpt = "msglab-cli",
+    count: CountOpt = 1000,
+    profile: ProfileOpt = "at-least-once",
+    idle: Annotated[float, typer.Option(help="Stop after this many idle seconds.")] = 5.0,
+    show: Annotated[int, typer.Option(help="Print the first N messages.")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Consume up to COUNT messages as GROUP (acking each); stops when idle."""
+    t = build(transport, profile)
+    check_name("topic", topic)
+    with progress_bar(count, f"consuming {topic}", as_json) as tick:
+        s = consume_job(t, topic, group, count, idle, progress=tick, keep=show)
+    if as_json:
+        print(json.dumps(s.to_json()))
+        return
+    for sample in s.samples:
+        console.print_json(json.dumps(sample))
+    table = Table(title=f"consumed from {transport}:{topic} as {group}")
+    for col in ("deliveries", "distinct", "duplicates", "redelivered", "seconds", "msgs/s"):
+        table.add_column(col, justify="right")
+    table.add_row(
+        str(s.deliveries),
+        str(s.distinct),
+        str(s.duplicates),
+        str(s.redelivered),
+        f"{s.seconds:.2f}",
+        f"{s.msgs_per_s:,.0f}",
+    )
+    console.print(table)
+
+
+def roundtrip(
+    transports: Annotated[
+        list[str] | None, typer.Argument(help="Transports; all real ones by default.")
+    ] = None,
+    count: CountOpt = 1000,
+    size: SizeOpt = 100,
+    report: Annotated[Path | None, typer.Option(help="Write the results as JSON here.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Subscribe, publish COUNT, consume: a round trip per transport with its counts."""
+    names = transports or REAL
+    unknown = [n for n in names if n not in TRANSPORTS]
+    if unknown:
+        raise UsageError(f"unknown transport {unknown[0]!r}; valid: {', '.join(TRANSPORTS)}")
+    rows: list[dict[str, Any]] = []
+    for name in names:
+        profile = "at-most-once" if name == "redis-pubsub" else "at-least-once"
+        rt = round_trip(build(name, profile), f"roundtrip-{name}", count, size)
+        rows.append({"transport": name, **rt.to_json()})
+    if report is not None:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps(rows, indent=2) + "\n")
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table = Table(title=f"round trip of {count} messages per transport")
+    for col in (
+        "transport",
+        "profile",
+        "sent",
+        "confirmed",
+        "delivered",
+        "distinct",
+        "duplicates",
+        "publish msgs/s",
+    ):
+        table.add_column(col, justify="right")
+    for row in rows:
+        p, c = row["publish"], row["consume"]
+        table.add_row(
+            row["transport"],
+            p["profile"],
+            str(p["sent"]),
+            str(p["confirmed"]),
+            str(c["deliveries"]),
+            str(c["distinct"]),
+            str(c["duplicates"]),
+            f"{p['msgs_per_s']:,.0f}",
+        )
+    console.print(table)
+    if report is not None:
+        console.print(f"report written to {report}")
+
+
+def profiles(
+    transport: Annotated[str | None, typer.Option("--transport", "-t")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Per transport, the exact client and server settings each delivery profile turns on."""
+    names = [transport] if transport else list(TRANSPORTS)
+    data = {n: transport_class(n).profile_settings() for n in names}
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    for name, per_profile in data.items():
+        table = Table(title=name, show_lines=False)
+        table.add_column("setting")
+        for profile in per_profile:
+            table.add_column(profile)
+        keys = list(dict.fromkeys(k for p in per_profile.values() for k in p))
+        for key in keys:
+            table.add_row(key, *[per_profile[p].get(key, "-") for p in per_profile])
+        console.print(table)
+
+
+COMMANDS: list[Callable[..., None]] = [publish, consume, roundtrip, profiles]
