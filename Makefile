@@ -19,8 +19,7 @@ dev: $(STAMP)
 demo: $(STAMP)
 	$(MSGLAB) infra up
 	$(MSGLAB) infra status
-	$(MSGLAB) infra status --json > .msglab/status.json
-	@echo "report written to .msglab/status.json"
+	$(MSGLAB) roundtrip --count 2000 --report .msglab/roundtrip.json
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests

@@ -38,8 +38,10 @@ class Subscriber(Protocol):
     ``subscribe`` yields deliveries until ``close()`` is called (from any thread); the caller
     settles each with ``ack()`` or ``nack()``. Every group receives every message; members of
     one group share them. Unacked deliveries come back to the group after a nack, a lost
-    connection or a crash (where the transport stores messages). Not thread-safe apart from
-    ``close()``: one thread iterates.
+    connection or a crash (where the transport stores messages); an ack that cannot reach the
+    broker because the connection died is dropped, and the message comes again. The
+    subscription exists once ``subscribe`` has returned. Not thread-safe apart from
+    ``close()``: one thread iterates and settles.
     """
 
     def subscribe(self, topic: str) -> Iterator[Delivery]: ...

@@ -57,6 +57,7 @@ class PubSubPublisher:
         for m in batch:
             self._config.check_payload(len(m.payload))
         with self._lock, boundary(NAME, self._config.url):
+            self._client.ping()  # unreachable: a ConnectError naming host:port, nothing sent
             for start in range(0, len(batch), CHUNK):
                 chunk = batch[start : start + CHUNK]
                 pipe = self._client.pipeline(transaction=False)

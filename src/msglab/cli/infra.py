@@ -73,21 +73,12 @@ def status(services: Services = None, backend: Backend = None, as_json: AsJson =
     if as_json:
         print(json.dumps([s.to_json() for s in rows], indent=2))
         return
-    table = Table(title="msglab servers")
-    for col in ("service", "owner", "pid", "address", "healthy", "version", "url", "data dir"):
-        table.add_column(col)
+    table = Table(title="msglab servers (URLs and data folders: --json)")
+    for col in ("service", "owner", "pid", "address", "healthy", "version"):
+        table.add_column(col, no_wrap=True)
     for s in rows:
         health = "[green]yes[/]" if s.healthy else "[red]no[/]"
-        table.add_row(
-            s.service,
-            s.owner,
-            str(s.pid or "-"),
-            s.address,
-            health,
-            s.version or "-",
-            s.url,
-            s.data_dir or "-",
-        )
+        table.add_row(s.service, s.owner, str(s.pid or "-"), s.address, health, s.version or "-")
     console.print(table)
 
 
