@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from msglab.brokers import open_transport
 from msglab.config import ClientConfig
 from msglab.errors import UsageError
-from msglab.jobs import consume_job, make_messages
+from msglab.jobs import make_messages
 from msglab.message import Message
 from msglab.ports import RawConsume, RawPublish, Transport
 
@@ -131,6 +131,34 @@ def _time_msglab_publish(transport: Transport, topic: str, batch: list[Message])
     return len(batch) / (time.perf_counter() - began)
 
 
+def _drain(
+    transport: Transport, topic: str, group: str, count: int, idle_s: float, ready: threading.Event
+) -> tuple[int, float]:
+    """The raw consumers' job done through msglab: take each delivery's message, ack it.
+    Returns the count and the seconds from the first delivery to the last."""
+    sub = transport.subscriber(group)
+    deliveries = sub.subscribe(topic)
+    ready.set()
+    timer = threading.Timer(idle_s, sub.close)  # nothing at all: give up
+    timer.start()
+    got, first, last = 0, 0.0, 0.0
+    try:
+        for d in deliveries:
+            _message = d.message
+            d.ack()
+            got += 1
+            last = time.perf_counter()
+            if not first:
+                first = last
+                timer.cancel()
+            if got >= count:
+                break
+    finally:
+        timer.cancel()
+        sub.close()
+    return got, last - first
+
+
 def bench_consume(
     name: str, config: ClientConfig, messages: int, size: int, progress: Progress | None = None
 ) -> BenchResult:
@@ -164,10 +192,10 @@ def bench_consume(
     ready = threading.Event()
     filler = threading.Thread(target=fill_while_listening, args=(ready,), daemon=True)
     filler.start()
-    summary = consume_job(transport, topic, groups["msglab"], messages, idle_s=5, ready=ready)
+    got, seconds = _drain(transport, topic, groups["msglab"], messages, 5.0, ready)
     filler.join()
-    result.msglab_msgs_per_s = summary.deliveries / max(summary.first_to_last_s, 1e-9)
-    result.delivered["msglab"] = summary.deliveries
+    result.msglab_msgs_per_s = got / max(seconds, 1e-9)
+    result.delivered["msglab"] = got
     for raw_name, raw in raws.items():
         if progress:
             progress(raw_name)

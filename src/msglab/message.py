@@ -26,6 +26,17 @@ class Message:
     headers: Mapping[str, str] = field(default_factory=dict)
     id: str = field(default_factory=new_id)
 
+    @classmethod
+    def decoded(cls, payload: bytes, key: str | None, headers: dict[str, str], id: str) -> Message:
+        """A message a transport decoded from the wire: the same value, built without
+        re-validating what the wire format already guarantees (the consume hot path)."""
+        m = object.__new__(cls)
+        object.__setattr__(m, "payload", payload)
+        object.__setattr__(m, "key", key)
+        object.__setattr__(m, "headers", MappingProxyType(headers))
+        object.__setattr__(m, "id", id)
+        return m
+
     def __post_init__(self) -> None:
         if type(self.payload) is not bytes and not isinstance(
             self.payload, bytes | bytearray | memoryview

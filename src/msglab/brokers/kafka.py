@@ -10,7 +10,7 @@ producer lives); the consumer stores a message's offset only after it was acked,
 offsets are committed every second and on close: a crash redelivers what was handled but not
 committed. Acks are cumulative per partition, as Kafka's offsets are.
 at-most-once: ``acks=1``, no retries; the consumer commits a fetched batch synchronously
-*before* handing it out: a crash loses what was committed but not handled.
+*before* handing it out: a crash loses what was committed but not handled; nack does nothing.
 
 Kafka has no per-message nack: ``nack(requeue=True)`` seeks the partition back to the message,
 which is then delivered again (``redelivered``, ``attempt`` counted in this consumer). After a
@@ -180,31 +180,54 @@ class KafkaPublisher:
 
 
 class KafkaSubscriber:
+    """Acks are cumulative per partition (Kafka's offsets are): the offset after the highest
+    acked message is stored before the next fetch, but never past a nacked message still
+    waiting for its redelivery. Stored offsets are committed every second and on close."""
+
     def __init__(self, config: ClientConfig, group: str) -> None:
         self._config = config
         self._group = check_name("group", group)
         self._consumer = Consumer(consumer_settings(config, group))
         self._safe = config.profile is DeliveryProfile.AT_LEAST_ONCE
         self._closed = threading.Event()
+        self._topic = ""
+        self._acked: dict[int, int] = {}  # partition -> highest acked offset not yet stored
+        self._held: dict[int, int] = {}  # partition -> a nacked offset: store nothing past it
         self._rewound: dict[int, int] = {}  # partition -> offset sought back to by a nack
         self._attempts: dict[tuple[int, int], int] = {}
         self._started = False
         self._released = threading.Lock()
 
     def subscribe(self, topic: str) -> Iterator[Delivery]:
-        check_name("topic", topic)
+        self._topic = check_name("topic", topic)
         _Topics(self._config).ensure(topic)
-        self._consumer.subscribe([topic], on_revoke=self._forget)
+        self._consumer.subscribe([topic], on_revoke=self._on_revoke)
         return self._deliveries(topic)
 
-    def _forget(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+    def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._store_acked()  # still ours: what was acked gets committed with the revocation
         for tp in partitions:
             self._rewound.pop(tp.partition, None)
+            self._held.pop(tp.partition, None)
+
+    def _store_acked(self) -> None:
+        if not self._acked:
+            return
+        offsets = [
+            TopicPartition(self._topic, p, min(o + 1, self._held.get(p, o + 1)))
+            for p, o in self._acked.items()
+        ]
+        self._acked.clear()
+        try:
+            self._consumer.store_offsets(offsets=offsets)
+        except KafkaException as exc:  # a partition moved to another member meanwhile
+            LOG.info("offsets not stored (%s): those messages are delivered again", exc)
 
     def _deliveries(self, topic: str) -> Iterator[Delivery]:
         self._started = True
         try:
             while not self._closed.is_set():
+                self._store_acked()
                 batch: list[Any] = self._consumer.consume(self._config.prefetch, 0.2)
                 if not batch:
                     continue
@@ -234,6 +257,7 @@ class KafkaSubscriber:
         """Leave the group (committing stored offsets) once; a member that never polls would
         stall its group's rebalances."""
         if self._released.acquire(blocking=False):
+            self._store_acked()
             self._consumer.close()
 
     def _commit_before_handling(self, batch: list[Any]) -> None:
@@ -255,31 +279,25 @@ class KafkaSubscriber:
 
     @staticmethod
     def _decode(msg: Any) -> Message:
-        mid = ""
-        headers: dict[str, str] = {}
-        for k, v in msg.headers() or ():
-            if k == ID_HEADER:
-                mid = v.decode()
-            else:
-                headers[k] = v.decode() if v is not None else ""
+        headers = {k: v.decode() if v is not None else "" for k, v in msg.headers() or ()}
+        mid = headers.pop(ID_HEADER, "") or f"{msg.topic()}:{msg.partition()}:{msg.offset()}"
         key = msg.key()
-        return Message(
-            payload=msg.value() or b"",
-            key=key.decode() if key is not None else None,
-            headers=headers,
-            id=mid or f"{msg.topic()}:{msg.partition()}:{msg.offset()}",
+        return Message.decoded(
+            msg.value() or b"", key.decode() if key is not None else None, headers, mid
         )
 
     def _settler(self, msg: Any, attempt: int):  # type: ignore[no-untyped-def]
         def settle(ok: bool, requeue: bool) -> None:
-            if ok or not requeue:
-                if self._safe:
-                    try:
-                        self._consumer.store_offsets(message=msg)
-                    except KafkaException as exc:  # the partition moved to another member,
-                        LOG.info("offset not stored (%s): it is delivered again", exc)
+            if not self._safe:
                 return
             partition, offset = msg.partition(), msg.offset()
+            if ok or not requeue:
+                if offset > self._acked.get(partition, -1):
+                    self._acked[partition] = offset
+                if self._held.get(partition) == offset:
+                    del self._held[partition]
+                return
+            self._held[partition] = min(offset, self._held.get(partition, offset))
             self._attempts[(partition, offset)] = attempt
             self._rewound[partition] = offset
             self._consumer.seek(TopicPartition(msg.topic(), partition, offset))

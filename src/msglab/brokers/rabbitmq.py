@@ -382,11 +382,11 @@ class RabbitSubscriber:
         headers = dict(props.headers or {})
         count = headers.pop("x-delivery-count", None)
         attempt = int(count) + 1 if count is not None else (2 if method.redelivered else 1)
-        message = Message(
-            payload=body,
-            key=method.routing_key or None,
-            headers={k: v.decode() if isinstance(v, bytes) else str(v) for k, v in headers.items()},
-            id=props.message_id or f"{topic}:{method.delivery_tag}",
+        message = Message.decoded(
+            body,
+            method.routing_key or None,
+            {k: v.decode() if isinstance(v, bytes) else str(v) for k, v in headers.items()},
+            props.message_id or f"{topic}:{method.delivery_tag}",
         )
         return Delivery(
             message, topic, attempt, bool(method.redelivered), self._settler(method.delivery_tag)

@@ -38,7 +38,7 @@ def decode(body: bytes) -> Message:
         return Message(payload=body)
     meta, _, payload = body[len(MAGIC) :].partition(b"\n")
     fields = json.loads(meta)
-    return Message(payload=payload, key=fields["key"], headers=fields["headers"], id=fields["id"])
+    return Message.decoded(payload, fields["key"], fields["headers"], fields["id"])
 
 
 def _noop(ok: bool, requeue: bool) -> None:
@@ -98,13 +98,13 @@ class PubSubSubscriber:
 
     def _deliveries(self, topic: str) -> Iterator[Delivery]:
         self._started = True
+        get = self._pubsub.get_message
         try:
-            while not self._closed.is_set():
-                with boundary(NAME, self._config.url):
-                    raw = self._pubsub.get_message(timeout=0.2)
-                if raw is None or raw.get("type") != "message":
-                    continue
-                yield Delivery(decode(raw["data"]), topic, 1, False, _noop)
+            with boundary(NAME, self._config.url):
+                while not self._closed.is_set():
+                    raw = get(timeout=0.2)
+                    if raw is not None and raw["type"] == "message":
+                        yield Delivery(decode(raw["data"]), topic, 1, False, _noop)
         finally:
             self._pubsub.close()
             self._client.close()
@@ -181,6 +181,9 @@ def _raw_consume(
     while got < count and time.monotonic() - last < idle_s:
         raw = pubsub.get_message(timeout=0.2)
         if raw is not None and raw.get("type") == "message":
+            # what an application does: split its metadata (JSON here) from the payload
+            meta, _, _payload = raw["data"][len(MAGIC) :].partition(b"\n")
+            _fields = json.loads(meta)
             got += 1
             last = time.monotonic()
             first = first or last

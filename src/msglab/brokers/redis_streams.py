@@ -45,11 +45,11 @@ def encode(m: Message) -> dict[bytes | str, bytes | str]:
 def decode(fields: dict[bytes, bytes]) -> Message:
     headers = {k[2:].decode(): v.decode() for k, v in fields.items() if k.startswith(b"h.")}
     key = fields.get(b"key")
-    return Message(
-        payload=fields.get(b"payload", b""),
-        key=key.decode() if key else None,
-        headers=headers,
-        id=fields[b"id"].decode(),
+    return Message.decoded(
+        fields.get(b"payload", b""),
+        key.decode() if key else None,
+        headers,
+        fields[b"id"].decode(),
     )
 
 
