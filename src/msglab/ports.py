@@ -67,9 +67,10 @@ class Transport(Protocol):
     def profile_settings(cls) -> dict[str, dict[str, str]]: ...
 
 
-RawPublish = Callable[[ClientConfig, str, list[Message]], int]
+RawPublish = Callable[[ClientConfig, str, list[Message]], tuple[int, float]]
 """A raw-client baseline for ``msglab bench``: publishes the messages to the topic as the
-driver alone would, with the transport's settings; returns how many it published."""
+driver alone would, with the transport's settings. It connects and warms up first (the first
+message, confirmed), then times the rest; returns how many it timed and the seconds."""
 
 
 class RawConsume(Protocol):

@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from functools import partial
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -33,6 +34,7 @@ from msglab.errors import ConnectError, PublishError, TransportError
 from msglab.message import Delivery, Message
 from msglab.ports import Publisher, RawConsume, RawPublish, Subscriber
 from msglab.profiles import DeliveryProfile
+from msglab.subscription import SubscriberBase
 
 NAME = "kafka"
 LOG = logging.getLogger("msglab.brokers.kafka")  # librdkafka's log, instead of raw stderr
@@ -71,6 +73,7 @@ def producer_settings(config: ClientConfig) -> dict[str, Any]:
         "message.timeout.ms": _ms(config.request_timeout_s),
         "partitioner": "murmur2_random",
         "linger.ms": 5,
+        "delivery.report.only.error": True,  # success is the silence after flush()
     }
 
 
@@ -123,7 +126,8 @@ class _Topics:
 
 
 class _Outcome:
-    """Delivery reports of one publish call; only failures carry ids (the rare path)."""
+    """Delivery reports of one publish call. A failed report carries no headers, so each
+    message's callback is bound to its id (``functools.partial``: the cheapest binding)."""
 
     __slots__ = ("failed", "unknown")
 
@@ -131,11 +135,9 @@ class _Outcome:
         self.failed: list[str] = []
         self.unknown: list[str] = []
 
-    def report(self, err: KafkaError | None, msg: Any) -> None:
-        if err is None:
-            return
-        mid = next((v.decode() for k, v in msg.headers() or () if k == ID_HEADER), "?")
-        (self.unknown if err.code() in UNKNOWN_OUTCOME else self.failed).append(mid)
+    def report(self, mid: str, err: KafkaError | None, _msg: Any) -> None:
+        if err is not None:
+            (self.unknown if err.code() in UNKNOWN_OUTCOME else self.failed).append(mid)
 
 
 class KafkaPublisher:
@@ -162,7 +164,13 @@ class KafkaPublisher:
                 headers += [(k, v.encode()) for k, v in m.headers.items()]
                 while True:
                     try:
-                        produce(topic, m.payload, m.key, headers=headers, on_delivery=report)
+                        produce(
+                            topic,
+                            m.payload,
+                            m.key,
+                            headers=headers,
+                            on_delivery=partial(report, m.id),
+                        )
                         break
                     except BufferError:  # the local queue is full: serve reports, then retry
                         poll(0.05)
@@ -179,30 +187,26 @@ class KafkaPublisher:
             self._producer.flush(self._flush_timeout)
 
 
-class KafkaSubscriber:
+class KafkaSubscriber(SubscriberBase):
     """Acks are cumulative per partition (Kafka's offsets are): the offset after the highest
     acked message is stored before the next fetch, but never past a nacked message still
     waiting for its redelivery. Stored offsets are committed every second and on close."""
 
     def __init__(self, config: ClientConfig, group: str) -> None:
+        super().__init__(group)
         self._config = config
-        self._group = check_name("group", group)
-        self._consumer = Consumer(consumer_settings(config, group))
+        self._consumer = Consumer(consumer_settings(config, self._group))
         self._safe = config.profile is DeliveryProfile.AT_LEAST_ONCE
-        self._closed = threading.Event()
         self._topic = ""
         self._acked: dict[int, int] = {}  # partition -> highest acked offset not yet stored
         self._held: dict[int, int] = {}  # partition -> a nacked offset: store nothing past it
         self._rewound: dict[int, int] = {}  # partition -> offset sought back to by a nack
         self._attempts: dict[tuple[int, int], int] = {}
-        self._started = False
-        self._released = threading.Lock()
 
-    def subscribe(self, topic: str) -> Iterator[Delivery]:
-        self._topic = check_name("topic", topic)
+    def _open(self, topic: str) -> None:
+        self._topic = topic
         _Topics(self._config).ensure(topic)
         self._consumer.subscribe([topic], on_revoke=self._on_revoke)
-        return self._deliveries(topic)
 
     def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
         self._store_acked()  # still ours: what was acked gets committed with the revocation
@@ -224,41 +228,36 @@ class KafkaSubscriber:
             LOG.info("offsets not stored (%s): those messages are delivered again", exc)
 
     def _deliveries(self, topic: str) -> Iterator[Delivery]:
-        self._started = True
-        try:
-            while not self._closed.is_set():
-                self._store_acked()
-                batch: list[Any] = self._consumer.consume(self._config.prefetch, 0.2)
-                if not batch:
+        while not self._closed.is_set():
+            self._store_acked()
+            batch: list[Any] = self._consumer.consume(self._config.prefetch, 0.2)
+            if not batch:
+                continue
+            if not self._safe:
+                self._commit_before_handling(batch)
+            for msg in batch:
+                err = msg.error()
+                if err is not None:
+                    self._raise_if_fatal(err)
                     continue
-                if not self._safe:
-                    self._commit_before_handling(batch)
-                for msg in batch:
-                    err = msg.error()
-                    if err is not None:
-                        self._raise_if_fatal(err)
-                        continue
-                    attempt = 1
-                    if self._rewound or self._attempts:  # only after a nack
-                        partition, offset = msg.partition(), msg.offset()
-                        rewound = self._rewound.get(partition)
-                        if rewound is not None:
-                            if offset > rewound:
-                                continue  # fetched before the nack's seek; it comes again
-                            del self._rewound[partition]
-                        attempt = self._attempts.pop((partition, offset), 0) + 1
-                    yield Delivery(
-                        self._decode(msg), topic, attempt, attempt > 1, self._settler(msg, attempt)
-                    )
-        finally:
-            self._release()
+                attempt = 1
+                if self._rewound or self._attempts:  # only after a nack
+                    partition, offset = msg.partition(), msg.offset()
+                    rewound = self._rewound.get(partition)
+                    if rewound is not None:
+                        if offset > rewound:
+                            continue  # fetched before the nack's seek; it comes again
+                        del self._rewound[partition]
+                    attempt = self._attempts.pop((partition, offset), 0) + 1
+                yield Delivery(
+                    self._decode(msg), topic, attempt, attempt > 1, self._settler(msg, attempt)
+                )
 
     def _release(self) -> None:
-        """Leave the group (committing stored offsets) once; a member that never polls would
-        stall its group's rebalances."""
-        if self._released.acquire(blocking=False):
-            self._store_acked()
-            self._consumer.close()
+        """Leave the group, committing stored offsets (a member that never polls would stall
+        its group's rebalances)."""
+        self._store_acked()
+        self._consumer.close()
 
     def _commit_before_handling(self, batch: list[Any]) -> None:
         last: dict[int, int] = {}
@@ -304,11 +303,6 @@ class KafkaSubscriber:
 
         return settle
 
-    def close(self) -> None:
-        self._closed.set()
-        if not self._started:
-            self._release()
-
 
 class KafkaTransport:
     name = NAME
@@ -349,7 +343,7 @@ class KafkaTransport:
 # -- raw-client baselines for `msglab bench` (same settings, no msglab in the loop) -----------
 
 
-def _raw_publish(config: ClientConfig, topic: str, messages: list[Message]) -> int:
+def _raw_publish(config: ClientConfig, topic: str, messages: list[Message]) -> tuple[int, float]:
     producer = Producer(producer_settings(config))
     errors: list[KafkaError] = []
 
@@ -357,7 +351,10 @@ def _raw_publish(config: ClientConfig, topic: str, messages: list[Message]) -> i
         if err is not None:
             errors.append(err)
 
-    for m in messages:
+    producer.produce(topic, messages[0].payload, messages[0].key, on_delivery=report)
+    producer.flush(config.request_timeout_s + 5)  # connected, producer id acquired
+    began = time.perf_counter()
+    for m in messages[1:]:
         headers: list[tuple[str, str | bytes | None]] = [(ID_HEADER, m.id.encode())]
         headers += [(k, v.encode()) for k, v in m.headers.items()]
         while True:
@@ -367,9 +364,10 @@ def _raw_publish(config: ClientConfig, topic: str, messages: list[Message]) -> i
             except BufferError:
                 producer.poll(0.05)
     producer.flush(config.request_timeout_s + 5)
+    seconds = time.perf_counter() - began
     if errors:
         raise TransportError(f"raw producer: {len(errors)} failed: {errors[0]}")
-    return len(messages)
+    return len(messages) - 1, seconds
 
 
 def _raw_consume(

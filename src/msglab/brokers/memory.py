@@ -18,6 +18,7 @@ from msglab.config import ClientConfig, check_name
 from msglab.errors import UsageError
 from msglab.message import Delivery, Message
 from msglab.ports import Publisher, Subscriber
+from msglab.subscription import SubscriberBase
 
 
 @dataclass
@@ -96,16 +97,17 @@ class MemoryPublisher:
         self._closed = True
 
 
-class MemorySubscriber:
+class MemorySubscriber(SubscriberBase):
     def __init__(self, transport: MemoryTransport, group: str) -> None:
+        super().__init__(group)
         self._t = transport
-        self._group = check_name("group", group)
-        self._closed = threading.Event()
         self._unsettled: dict[int, Delivery] = {}
         self._topic = ""
 
-    def subscribe(self, topic: str) -> Iterator[Delivery]:
-        self._topic = check_name("topic", topic)
+    def _open(self, topic: str) -> None:
+        self._topic = topic
+
+    def _deliveries(self, topic: str) -> Iterator[Delivery]:
         b = self._t.broker
         while not self._closed.is_set():
             taken = b.take(topic, self._group, 0.05)
@@ -115,7 +117,6 @@ class MemorySubscriber:
             delivery = Delivery(message, topic, attempt, attempt > 1, self._settler(index))
             self._unsettled[index] = delivery
             yield delivery
-        self._requeue_unsettled()
 
     def _settler(self, index: int):  # type: ignore[no-untyped-def]
         def settle(ok: bool, requeue: bool) -> None:
@@ -124,14 +125,14 @@ class MemorySubscriber:
 
         return settle
 
-    def _requeue_unsettled(self) -> None:
+    def _release(self) -> None:
         """What this member received but did not settle goes back to its group (a lost
         connection on a real broker)."""
         for delivery in list(self._unsettled.values()):
             delivery.nack(requeue=True)
 
     def close(self) -> None:
-        self._closed.set()
+        super().close()
         self._t.broker.wake()
 
 

@@ -30,6 +30,7 @@ from msglab.errors import ConnectError, PublishError, TransportError
 from msglab.message import Delivery, Message
 from msglab.ports import Publisher, RawConsume, RawPublish, Subscriber
 from msglab.profiles import DeliveryProfile
+from msglab.subscription import SubscriberBase
 
 NAME = "rabbitmq"
 WINDOW = 1000
@@ -311,72 +312,62 @@ class RabbitPublisher:
             self._stop_loop()
 
 
-class RabbitSubscriber:
+class RabbitSubscriber(SubscriberBase):
     def __init__(self, config: ClientConfig, group: str) -> None:
+        super().__init__(group)
         self._config = config
-        self._group = check_name("group", group)
         self._safe = config.profile is DeliveryProfile.AT_LEAST_ONCE
-        self._closed = threading.Event()
         self._conn: Any = None
         self._channel: Any = None
-        self._started = False
+        self._queue = ""
 
-    def subscribe(self, topic: str) -> Iterator[Delivery]:
-        check_name("topic", topic)
-        queue = f"{topic}.{self._group}"
-        self._open(topic, queue)
-        return self._deliveries(topic, queue)
-
-    def _open(self, topic: str, queue: str) -> None:
+    def _open(self, topic: str) -> None:
+        self._queue = f"{topic}.{self._group}"
         try:
             self._conn = pika.BlockingConnection(_params(self._config))
             ch = self._conn.channel()
             ch.exchange_declare(topic, "fanout", durable=True)
-            ch.queue_declare(queue, **queue_arguments(self._config.profile))
-            ch.queue_bind(queue, topic)
+            ch.queue_declare(self._queue, **queue_arguments(self._config.profile))
+            ch.queue_bind(self._queue, topic)
             ch.basic_qos(prefetch_count=self._config.prefetch)
             self._channel = ch
         except pika.exceptions.AMQPConnectionError as exc:
             raise ConnectError(NAME, _address(self._config), repr(exc)) from exc
         except pika.exceptions.ChannelClosedByBroker as exc:
-            raise TransportError(f"{NAME}: queue {queue}: {exc.reply_text}") from exc
+            raise TransportError(f"{NAME}: queue {self._queue}: {exc.reply_text}") from exc
 
-    def _reopen(self, topic: str, queue: str) -> None:
+    def _reopen(self, topic: str) -> None:
         """After a lost connection: reconnect with backoff (unacked messages come back)."""
         error: BaseException | None = None
         for delay in self._config.reconnect.delays():
             if self._closed.wait(delay):
                 return
             try:
-                self._open(topic, queue)
+                self._open(topic)
                 return
             except (ConnectError, TransportError) as exc:
                 error = exc
         raise ConnectError(NAME, _address(self._config), f"gave up reconnecting: {error}")
 
-    def _deliveries(self, topic: str, queue: str) -> Iterator[Delivery]:
-        self._started = True
-        try:
-            while not self._closed.is_set():
-                try:
-                    for method, props, body in self._channel.consume(
-                        queue, auto_ack=not self._safe, inactivity_timeout=0.2
-                    ):
-                        if method is None:
-                            if self._closed.is_set():
-                                break
-                            continue
-                        yield self._delivery(topic, method, props, body)
-                except (
-                    pika.exceptions.AMQPConnectionError,
-                    pika.exceptions.ChannelClosed,
-                    pika.exceptions.StreamLostError,
+    def _deliveries(self, topic: str) -> Iterator[Delivery]:
+        while not self._closed.is_set():
+            try:
+                for method, props, body in self._channel.consume(
+                    self._queue, auto_ack=not self._safe, inactivity_timeout=0.2
                 ):
-                    if self._closed.is_set():
-                        break
-                    self._reopen(topic, queue)
-        finally:
-            self._shutdown()
+                    if method is None:
+                        if self._closed.is_set():
+                            break
+                        continue
+                    yield self._delivery(topic, method, props, body)
+            except (
+                pika.exceptions.AMQPConnectionError,
+                pika.exceptions.ChannelClosed,
+                pika.exceptions.StreamLostError,
+            ):
+                if self._closed.is_set():
+                    break
+                self._reopen(topic)
 
     def _delivery(self, topic: str, method: Any, props: Any, body: bytes) -> Delivery:
         headers = dict(props.headers or {})
@@ -408,19 +399,14 @@ class RabbitSubscriber:
 
         return settle
 
-    def _shutdown(self) -> None:
+    def _release(self) -> None:
         try:
             if self._channel is not None and self._channel.is_open:
                 self._channel.cancel()
             if self._conn is not None and self._conn.is_open:
                 self._conn.close()
         except pika.exceptions.AMQPError:
-            pass
-
-    def close(self) -> None:
-        self._closed.set()
-        if not self._started:  # pika is not thread-safe: only an idle connection is closed here
-            self._shutdown()
+            pass  # already gone
 
 
 class RabbitMQTransport:
@@ -458,10 +444,14 @@ class RabbitMQTransport:
 # -- raw-client baselines for `msglab bench` ------------------------------------------------
 
 
-def _raw_publish_async_confirms(config: ClientConfig, topic: str, messages: list[Message]) -> int:
-    """pika as its docs suggest for speed: SelectConnection, a window of outstanding confirms."""
+def _raw_publish_async_confirms(
+    config: ClientConfig, topic: str, messages: list[Message]
+) -> tuple[int, float]:
+    """pika as its docs suggest for speed: SelectConnection, a window of outstanding confirms.
+    Timed from the channel in confirm mode to the last confirm."""
     state = {"next": 0, "acked": 0, "outstanding": 0, "nacked": 0}
     done = threading.Event()
+    clock = {"began": 0.0, "ended": 0.0}
 
     def pump(ch: Any) -> None:
         while state["next"] < len(messages) and state["outstanding"] < WINDOW:
@@ -480,6 +470,7 @@ def _raw_publish_async_confirms(config: ClientConfig, topic: str, messages: list
         state["acked"] += n
         state["outstanding"] -= n
         if state["acked"] >= len(messages):
+            clock["ended"] = time.perf_counter()
             done.set()
             conn.close()
         else:
@@ -487,9 +478,13 @@ def _raw_publish_async_confirms(config: ClientConfig, topic: str, messages: list
 
     channel: list[Any] = []
 
+    def start(ch: Any) -> None:
+        clock["began"] = time.perf_counter()
+        pump(ch)
+
     def on_channel(ch: Any) -> None:
         channel.append(ch)
-        ch.confirm_delivery(on_confirm, lambda _f: pump(ch))
+        ch.confirm_delivery(on_confirm, lambda _f: start(ch))
 
     conn = pika.SelectConnection(
         _params(config),
@@ -499,23 +494,25 @@ def _raw_publish_async_confirms(config: ClientConfig, topic: str, messages: list
     conn.ioloop.start()
     if not done.is_set() or state["nacked"]:
         raise TransportError(f"raw async publisher: {state}")
-    return len(messages)
+    return len(messages), clock["ended"] - clock["began"]
 
 
 def _raw_publish_blocking(
     config: ClientConfig, topic: str, messages: list[Message], confirms: bool
-) -> int:
+) -> tuple[int, float]:
     conn = pika.BlockingConnection(_params(config))
     ch = conn.channel()
     if confirms:
         ch.confirm_delivery()  # every basic_publish now waits for its own confirm
+    began = time.perf_counter()
     for m in messages:
         props = pika.BasicProperties(
             message_id=m.id, headers=dict(m.headers) or None, delivery_mode=2 if confirms else 1
         )
         ch.basic_publish(topic, m.key or "", m.payload, props, mandatory=confirms)
+    seconds = time.perf_counter() - began
     conn.close()
-    return len(messages)
+    return len(messages), seconds
 
 
 def _raw_consume(

@@ -22,6 +22,7 @@ from msglab.errors import PublishError, TransportError, UsageError
 from msglab.message import Delivery, Message
 from msglab.ports import Publisher, RawConsume, RawPublish, Subscriber
 from msglab.profiles import DeliveryProfile
+from msglab.subscription import SubscriberBase
 
 NAME = "redis-pubsub"
 MAGIC = b"msglab/1\n"
@@ -76,17 +77,14 @@ class PubSubPublisher:
         self._client.close()
 
 
-class PubSubSubscriber:
+class PubSubSubscriber(SubscriberBase):
     def __init__(self, config: ClientConfig, group: str) -> None:
+        super().__init__(group)
         self._config = config
-        check_name("group", group)
         self._client = connect(config, retries=0)
         self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-        self._closed = threading.Event()
-        self._started = False
 
-    def subscribe(self, topic: str) -> Iterator[Delivery]:
-        check_name("topic", topic)
+    def _open(self, topic: str) -> None:
         with boundary(NAME, self._config.url):
             self._pubsub.subscribe(topic)
             deadline = time.monotonic() + self._config.request_timeout_s
@@ -94,26 +92,18 @@ class PubSubSubscriber:
                 if time.monotonic() > deadline:
                     raise TransportError(f"{NAME}: SUBSCRIBE {topic} was not confirmed")
                 self._pubsub.get_message(timeout=0.1)
-        return self._deliveries(topic)
 
     def _deliveries(self, topic: str) -> Iterator[Delivery]:
-        self._started = True
         get = self._pubsub.get_message
-        try:
-            with boundary(NAME, self._config.url):
-                while not self._closed.is_set():
-                    raw = get(timeout=0.2)
-                    if raw is not None and raw["type"] == "message":
-                        yield Delivery(decode(raw["data"]), topic, 1, False, _noop)
-        finally:
-            self._pubsub.close()
-            self._client.close()
+        with boundary(NAME, self._config.url):
+            while not self._closed.is_set():
+                raw = get(timeout=0.2)
+                if raw is not None and raw["type"] == "message":
+                    yield Delivery(decode(raw["data"]), topic, 1, False, _noop)
 
-    def close(self) -> None:
-        self._closed.set()
-        if not self._started:
-            self._pubsub.close()
-            self._client.close()
+    def _release(self) -> None:
+        self._pubsub.close()
+        self._client.close()
 
 
 class RedisPubSubTransport:
@@ -151,15 +141,18 @@ class RedisPubSubTransport:
 # -- raw-client baselines for `msglab bench` ------------------------------------------------
 
 
-def _raw_publish(config: ClientConfig, topic: str, messages: list[Message]) -> int:
+def _raw_publish(config: ClientConfig, topic: str, messages: list[Message]) -> tuple[int, float]:
     client = connect(config, retries=0)
+    client.ping()  # connected
+    began = time.perf_counter()
     for start in range(0, len(messages), CHUNK):
         pipe = client.pipeline(transaction=False)
         for m in messages[start : start + CHUNK]:
             pipe.publish(topic, encode(m))
         pipe.execute()
+    seconds = time.perf_counter() - began
     client.close()
-    return len(messages)
+    return len(messages), seconds
 
 
 def _raw_consume(

@@ -28,6 +28,7 @@ from msglab.errors import PublishError
 from msglab.message import Delivery, Message
 from msglab.ports import Publisher, RawConsume, RawPublish, Subscriber
 from msglab.profiles import DeliveryProfile
+from msglab.subscription import SubscriberBase
 
 NAME = "redis-streams"
 CHUNK = 500
@@ -84,30 +85,27 @@ class StreamsPublisher:
         self._client.close()
 
 
-class StreamsSubscriber:
+class StreamsSubscriber(SubscriberBase):
     def __init__(self, config: ClientConfig, group: str) -> None:
+        super().__init__(group)
         self._config = config
-        self._group = check_name("group", group)
         self._consumer = f"{config.client_id}-{uuid.uuid4().hex[:8]}"
         self._client = connect(config, retries=config.reconnect.attempts)
-        self._closed = threading.Event()
         self._acks: list[bytes] = []
         self._retry: list[bytes] = []
         self._noack = config.profile is DeliveryProfile.AT_MOST_ONCE
-        self._started = False
+        self._topic = ""
 
-    def subscribe(self, topic: str) -> Iterator[Delivery]:
-        check_name("topic", topic)
+    def _open(self, topic: str) -> None:
+        self._topic = topic
         with boundary(NAME, self._config.url):
             try:
                 self._client.xgroup_create(topic, self._group, id="0", mkstream=True)
             except redis.ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
-        return self._deliveries(topic)
 
     def _deliveries(self, topic: str) -> Iterator[Delivery]:
-        self._started = True
         next_claim = time.monotonic() + self._config.claim_idle_s / 2
         while not self._closed.is_set():
             with boundary(NAME, self._config.url):
@@ -122,9 +120,13 @@ class StreamsSubscriber:
             for entry_id, fields in entries:
                 attempt = counts.get(entry_id, 1)
                 yield Delivery(decode(fields), topic, attempt, attempt > 1, self._settler(entry_id))
-        with boundary(NAME, self._config.url):
-            self._flush_acks(topic)
-        self._client.close()
+
+    def _release(self) -> None:
+        try:
+            with boundary(NAME, self._config.url):
+                self._flush_acks(self._topic)
+        finally:
+            self._client.close()
 
     def _read_new(self, topic: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
         reply = self._client.xreadgroup(
@@ -184,11 +186,6 @@ class StreamsSubscriber:
 
         return settle
 
-    def close(self) -> None:
-        self._closed.set()
-        if not self._started:
-            self._client.close()
-
 
 class RedisStreamsTransport:
     name = NAME
@@ -223,15 +220,18 @@ class RedisStreamsTransport:
 # -- raw-client baselines for `msglab bench` ------------------------------------------------
 
 
-def _raw_publish(config: ClientConfig, topic: str, messages: list[Message]) -> int:
+def _raw_publish(config: ClientConfig, topic: str, messages: list[Message]) -> tuple[int, float]:
     client = connect(config, retries=0)
+    client.ping()  # connected
+    began = time.perf_counter()
     for start in range(0, len(messages), CHUNK):
         pipe = client.pipeline(transaction=False)
         for m in messages[start : start + CHUNK]:
             pipe.xadd(topic, encode(m))
         pipe.execute()
+    seconds = time.perf_counter() - began
     client.close()
-    return len(messages)
+    return len(messages), seconds
 
 
 def _raw_consume(

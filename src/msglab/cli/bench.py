@@ -53,7 +53,7 @@ def publish(
     profile: ProfileOpt = "at-least-once",
     messages: MessagesOpt = 20000,
     size: SizeOpt = 100,
-    rounds: Annotated[int, typer.Option(min=1)] = 2,
+    rounds: Annotated[int, typer.Option(min=1)] = 5,
     as_json: JsonOpt = False,
 ) -> None:
     """Publish throughput: msglab vs the raw client (best of ROUNDS each)."""

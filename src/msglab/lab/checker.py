@@ -1,0 +1,160 @@
+"""The checker: counts what GUARANTEES.md defines, from the raw evidence alone.
+
+Inputs are the records of a run folder (sends, deliveries, effects); nothing else is trusted.
+
+* A message's send outcome is ``ok`` if any attempt was confirmed, else ``unknown`` if any
+  attempt's fate is unknown, else ``fail``.
+* lost: ok, never delivered. unconfirmed_lost: fail/unknown, never delivered. recovered:
+  unknown, yet delivered. unexpected: delivered, never sent.
+* duplicate_deliveries: deliveries beyond the first of each message.
+* duplicate_effects: effect rows beyond the first of each message.
+* reordered: per (producer, key), a first delivery whose sequence number is below one already
+  delivered, in delivery-time order.
+* latency: first delivery time minus the send time, in ms (a negative value, a clock step
+  between processes, counts as 0 and is reported in ``clock_anomalies``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+PROMISES = {
+    "at-most-once": "no duplicate effects",
+    "at-least-once": "lost == 0",
+    "effectively-once": "lost == 0 and duplicate effects == 0",
+}
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list (0 for an empty one)."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, min(len(sorted_values), round(q / 100 * len(sorted_values) + 0.5)))
+    return sorted_values[rank - 1]
+
+
+@dataclass
+class Counts:
+    sent: int
+    confirmed: int
+    failed: int
+    unknown: int
+    delivered: int
+    lost: int
+    unconfirmed_lost: int
+    recovered: int
+    unexpected: int
+    duplicate_deliveries: int
+    duplicate_deliveries_flagged: int
+    duplicate_effects: int
+    reordered: int
+    latency_ms: dict[str, float]
+    throughput_per_s: float
+    clock_anomalies: int
+    lost_ids: list[str]
+
+    def verdict(self, profile: str) -> str:
+        kept = {
+            "at-most-once": self.duplicate_effects == 0,
+            "at-least-once": self.lost == 0,
+            "effectively-once": self.lost == 0 and self.duplicate_effects == 0,
+        }[profile]
+        return "kept" if kept else "broken"
+
+
+def final_outcomes(
+    sends: Iterable[dict[str, Any]],
+) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
+    """Per message id: its final outcome, and its first send record (producer, seq, key, ts)."""
+    rank = {"fail": 0, "unknown": 1, "ok": 2}
+    outcome: dict[str, str] = {}
+    first: dict[str, dict[str, Any]] = {}
+    for s in sends:
+        mid = s["id"]
+        if mid not in first or s["sent_ts"] < first[mid]["sent_ts"]:
+            first[mid] = s
+        if mid not in outcome or rank[s["outcome"]] > rank[outcome[mid]]:
+            outcome[mid] = s["outcome"]
+    return outcome, first
+
+
+def check(
+    sends: Iterable[dict[str, Any]],
+    deliveries: Iterable[dict[str, Any]],
+    effects: Iterable[dict[str, Any]],
+) -> Counts:
+    outcome, first_send = final_outcomes(sends)
+    ordered = sorted(deliveries, key=lambda d: d["ts"])
+    delivery_count: Counter[str] = Counter()
+    first_delivery: dict[str, dict[str, Any]] = {}
+    flagged_duplicates = 0
+    for d in ordered:
+        delivery_count[d["id"]] += 1
+        if d["id"] in first_delivery:
+            flagged_duplicates += bool(d.get("redelivered"))
+        else:
+            first_delivery[d["id"]] = d
+    effect_count = Counter(e["id"] for e in effects)
+
+    sent_ids = set(outcome)
+    delivered_ids = set(first_delivery)
+    ok = {m for m, o in outcome.items() if o == "ok"}
+    unknown = {m for m, o in outcome.items() if o == "unknown"}
+    failed = {m for m, o in outcome.items() if o == "fail"}
+
+    reordered = 0
+    highest: dict[tuple[str, str], int] = {}
+    for d in (
+        first_delivery[m]
+        for m in sorted(delivered_ids & sent_ids, key=lambda m: first_delivery[m]["ts"])
+    ):
+        s = first_send[d["id"]]
+        stream = (s["producer"], s.get("key") or "")
+        if s["seq"] < highest.get(stream, -1):
+            reordered += 1
+        highest[stream] = max(highest.get(stream, -1), s["seq"])
+
+    latencies: list[float] = []
+    anomalies = 0
+    for mid in delivered_ids & sent_ids:
+        ms = (first_delivery[mid]["ts"] - first_send[mid]["sent_ts"]) * 1000
+        if ms < 0:
+            anomalies += 1
+            ms = 0.0
+        latencies.append(ms)
+    latencies.sort()
+
+    throughput = 0.0
+    if delivered_ids & sent_ids:
+        start = min(s["sent_ts"] for s in first_send.values())
+        end = max(first_delivery[m]["ts"] for m in delivered_ids & sent_ids)
+        throughput = len(delivered_ids & sent_ids) / max(end - start, 1e-9)
+
+    lost = ok - delivered_ids
+    return Counts(
+        sent=len(sent_ids),
+        confirmed=len(ok),
+        failed=len(failed),
+        unknown=len(unknown),
+        delivered=len(delivered_ids & sent_ids),
+        lost=len(lost),
+        unconfirmed_lost=len((failed | unknown) - delivered_ids),
+        recovered=len(unknown & delivered_ids),
+        unexpected=len(delivered_ids - sent_ids),
+        duplicate_deliveries=sum(n - 1 for n in delivery_count.values()),
+        duplicate_deliveries_flagged=flagged_duplicates,
+        duplicate_effects=sum(n - 1 for n in effect_count.values() if n > 1),
+        reordered=reordered,
+        latency_ms={
+            "p50": round(percentile(latencies, 50), 3),
+            "p95": round(percentile(latencies, 95), 3),
+            "p99": round(percentile(latencies, 99), 3),
+            "max": round(latencies[-1], 3) if latencies else 0.0,
+        },
+        throughput_per_s=round(throughput, 1),
+        clock_anomalies=anomalies,
+        lost_ids=sorted(lost)[:50],
+    )

@@ -1,0 +1,80 @@
+"""Raw evidence of a lab run: JSON Lines files in the run's folder (format: docs/evidence.md).
+
+Every worker appends to its own files, one JSON object per line, flushed per line, so a
+SIGKILLed worker loses at most the line it was writing. A last line without its newline is
+such a torn write: readers skip it (and count it), they never fail on it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+SENDS = "sends"
+DELIVERIES = "deliveries"
+EFFECTS = "effects"
+FAULTS = "faults"
+
+
+class Ledger:
+    """Appends records to ``<dir>/<kind>-<worker>.jsonl``; ``sync`` fsyncs each line."""
+
+    def __init__(self, directory: Path, kind: str, worker: str, sync: bool = False) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / f"{kind}-{worker}.jsonl"
+        self._file: TextIO = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        self._sync = sync
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self._file.flush()
+        if self._sync:
+            os.fsync(self._file.fileno())
+
+    def write_many(self, records: list[dict[str, Any]]) -> None:
+        if not records:
+            return
+        self._file.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records))
+        self._file.flush()
+        if self._sync:
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+
+@dataclass
+class ReadStats:
+    files: int = 0
+    records: int = 0
+    torn_lines: int = 0  # a last line cut short by a killed writer
+    bad_lines: int = 0  # a complete line that is not a JSON object (should never happen)
+
+
+def read(directory: Path, kind: str, stats: ReadStats | None = None) -> Iterator[dict[str, Any]]:
+    """Every record of ``kind`` in the run folder, file by file, in each file's order."""
+    stats = stats if stats is not None else ReadStats()
+    for path in sorted(directory.glob(f"{kind}-*.jsonl")):
+        stats.files += 1
+        data = path.read_bytes()
+        lines = data.split(b"\n")
+        complete, tail = lines[:-1], lines[-1]
+        if tail.strip():
+            stats.torn_lines += 1
+        for raw in complete:
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                stats.bad_lines += 1
+                continue
+            if not isinstance(record, dict):
+                stats.bad_lines += 1
+                continue
+            stats.records += 1
+            yield record
