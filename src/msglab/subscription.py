@@ -63,4 +63,7 @@ class SubscriberBase(ABC):
                     self._generator.close()
             self._release_once()
         elif self._iterating_thread == threading.get_ident() and self._generator is not None:
-            self._generator.close()  # suspended here after a break: runs the release
+            # suspended here after a break: closing it runs the release. From a signal handler
+            # the generator is running below us (ValueError): it stops at its next poll.
+            with contextlib.suppress(ValueError):
+                self._generator.close()

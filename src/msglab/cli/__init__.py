@@ -11,7 +11,7 @@ import sys
 import typer
 from rich.console import Console
 
-from msglab.cli import bench, infra, messaging
+from msglab.cli import bench, infra, lab, messaging
 from msglab.errors import MsglabError
 
 app = typer.Typer(
@@ -24,6 +24,7 @@ app.add_typer(infra.app, name="infra")
 app.add_typer(bench.app, name="bench")
 for command in messaging.COMMANDS:
     app.command()(command)
+app.command()(lab.run)
 
 err_console = Console(stderr=True)
 
@@ -31,7 +32,7 @@ err_console = Console(stderr=True)
 def main() -> None:
     """Entry point: run the app; a MsglabError becomes its message and exit code."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # Ctrl-C inside a command comes back as 130
     except MsglabError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
@@ -47,3 +48,6 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    if isinstance(code, int) and code:
+        err_console.print("aborted")
+        sys.exit(code)

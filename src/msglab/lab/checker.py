@@ -16,6 +16,7 @@ Inputs are the records of a run folder (sends, deliveries, effects); nothing els
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ def percentile(sorted_values: list[float], q: float) -> float:
     """Nearest-rank percentile of an ascending list (0 for an empty one)."""
     if not sorted_values:
         return 0.0
-    rank = max(1, min(len(sorted_values), round(q / 100 * len(sorted_values) + 0.5)))
+    rank = max(1, min(len(sorted_values), math.ceil(q / 100 * len(sorted_values))))
     return sorted_values[rank - 1]
 
 
@@ -68,16 +69,28 @@ class Counts:
 def final_outcomes(
     sends: Iterable[dict[str, Any]],
 ) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
-    """Per message id: its final outcome, and its first send record (producer, seq, key, ts)."""
+    """Per message id: its final outcome, and its first send record (producer, seq, key, time).
+
+    Each attempt (``try``) has a ``sending`` line and, unless the producer died in between, an
+    outcome line; an attempt with no outcome line was in flight: ``unknown``. The message is
+    ``ok`` if any attempt was, else ``unknown`` if any attempt was, else ``fail``.
+    """
     rank = {"fail": 0, "unknown": 1, "ok": 2}
-    outcome: dict[str, str] = {}
+    attempts: dict[tuple[str, int], str] = {}
     first: dict[str, dict[str, Any]] = {}
     for s in sends:
         mid = s["id"]
         if mid not in first or s["sent_ts"] < first[mid]["sent_ts"]:
             first[mid] = s
-        if mid not in outcome or rank[s["outcome"]] > rank[outcome[mid]]:
-            outcome[mid] = s["outcome"]
+        key = (mid, s.get("try", 1))
+        if s["outcome"] == "sending":
+            attempts.setdefault(key, "unknown")
+        else:
+            attempts[key] = s["outcome"]
+    outcome: dict[str, str] = {}
+    for (mid, _try), result in attempts.items():
+        if mid not in outcome or rank[result] > rank[outcome[mid]]:
+            outcome[mid] = result
     return outcome, first
 
 

@@ -1,0 +1,132 @@
+"""``msglab run``: one delivery experiment with a fault, on the real servers."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from msglab.lab.run import run as run_scenario
+from msglab.lab.scenario import FAULTS, Scenario
+
+console = Console()
+
+
+def interrupt_on_signals() -> None:
+    """Ctrl-C and SIGTERM stop the run cleanly (workers killed, evidence kept), even when the
+    shell started msglab with SIGINT ignored (a background job)."""
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+ROWS = (
+    ("sent", "sent"),
+    ("confirmed", "confirmed"),
+    ("failed", "failed"),
+    ("unknown", "unknown"),
+    ("delivered", "delivered (distinct)"),
+    ("lost", "lost (confirmed, never delivered)"),
+    ("unconfirmed_lost", "unconfirmed lost"),
+    ("recovered", "recovered (unknown, delivered)"),
+    ("unexpected", "unexpected"),
+    ("duplicate_deliveries", "duplicate deliveries"),
+    ("duplicate_effects", "duplicate effects"),
+    ("reordered", "reordered"),
+    ("throughput_per_s", "throughput /s"),
+)
+
+
+def show(report: dict[str, Any]) -> None:
+    table = Table(
+        title=f"{report['transport']} {report['profile']}, fault {report['fault']}",
+        caption=f"run {report['run_id']}",
+    )
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for key, label in ROWS:
+        value = report[key]
+        bad = key in ("lost", "duplicate_effects") and value
+        table.add_row(label, f"[bold red]{value}[/]" if bad else str(value))
+    lat = report["latency_ms"]
+    table.add_row(
+        "latency ms p50 / p95 / p99 / max",
+        f"{lat['p50']:.1f} / {lat['p95']:.1f} / {lat['p99']:.1f} / {lat['max']:.1f}",
+    )
+    console.print(table)
+    if report["verdict"] == "kept":
+        console.print(f"[green]promise kept[/]: {report['promise']}")
+    else:
+        console.print(
+            f"[bold yellow]FINDING: promise broken[/] ({report['promise']}): "
+            f"lost {report['lost']}, duplicate effects {report['duplicate_effects']}"
+        )
+    for f in report["faults"]:
+        console.print(f"  fault: {f['action']} {f['target']} ({f['fault']})")
+    if report.get("simulated"):
+        console.print(f"[dim]{report['simulated']}[/]")
+    console.print(f"evidence: {report['evidence_dir']}")
+
+
+def run(
+    transport: Annotated[str, typer.Option("--transport", "-t")],
+    profile: Annotated[str, typer.Option("--profile", "-p")] = "at-least-once",
+    fault: Annotated[str, typer.Option(help=f"One of {', '.join(FAULTS)}.")] = "none",
+    messages: Annotated[int, typer.Option("--messages", "-n", min=1)] = 2000,
+    rate: Annotated[
+        float, typer.Option(help="Messages/s over all producers; 0 = unbounded.")
+    ] = 0.0,
+    producers: Annotated[int, typer.Option(min=1)] = 1,
+    consumers: Annotated[int, typer.Option(min=1)] = 1,
+    keys: Annotated[int, typer.Option(min=1)] = 8,
+    size: Annotated[int, typer.Option(min=0)] = 100,
+    seed: int = 1,
+    kill_after: Annotated[int, typer.Option(help="Fault after this many sends/effects.")] = 0,
+    down: Annotated[float, typer.Option(help="Seconds a killed broker stays down.")] = 2.0,
+    runs_dir: Annotated[Path, typer.Option(help="Where run folders go.")] = Path("runs"),
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Run one scenario (producers and consumers as processes, the fault on the real server)
+    and check what was lost, duplicated and reordered. A broken promise is a finding (exit 0)."""
+    interrupt_on_signals()
+    scenario = Scenario(
+        transport=transport,
+        profile=profile,
+        fault=fault,
+        messages=messages,
+        rate=rate,
+        producers=producers,
+        consumers=consumers,
+        keys=keys,
+        size=size,
+        seed=seed,
+        kill_after=kill_after,
+        down_s=down,
+    )
+    if as_json:
+        report = run_scenario(scenario, runs_dir=runs_dir)
+        print(json.dumps(report))
+        return
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("starting", total=1.0)
+        report = run_scenario(
+            scenario,
+            runs_dir=runs_dir,
+            progress=lambda stage, done: bar.update(task, description=stage, completed=done),
+        )
+    show(report)

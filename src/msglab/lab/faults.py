@@ -1,0 +1,67 @@
+"""Faults applied to the real servers and processes of a run, each recorded with its time."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from msglab.infra import Backend
+from msglab.lab.evidence import FAULTS, Ledger
+
+
+class FaultLog:
+    """The orchestrator's fault records (``faults-orchestrator.jsonl``)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self._ledger = Ledger(run_dir, FAULTS, "orchestrator", sync=True)
+
+    def record(self, fault: str, action: str, target: str, **detail: Any) -> None:
+        self._ledger.write(
+            {"ts": time.time(), "fault": fault, "action": action, "target": target, **detail}
+        )
+
+    def close(self) -> None:
+        self._ledger.close()
+
+
+def broker_down(infra: Backend, service: str, fault: str, log: FaultLog) -> None:
+    """broker-kill: SIGKILL of the real server process; broker-restart: a graceful stop."""
+    if fault == "broker-kill":
+        pid = infra.kill(service)
+        log.record(
+            fault,
+            "kill",
+            service,
+            pid=pid,
+            signal="SIGKILL",
+            note="a process kill, not a power cut: the page cache survives",
+        )
+    else:
+        infra.down([service])
+        log.record(fault, "stop", service, signal="graceful")
+
+
+def broker_up(infra: Backend, service: str, fault: str, log: FaultLog) -> None:
+    """Bring the broker back; a broker that does not come back raises (the run errors out)."""
+    (report,) = infra.up([service])
+    log.record(fault, "restart", service, seconds=round(report.seconds, 3))
+
+
+def kill_process(proc: subprocess.Popen[bytes], fault: str, target: str, log: FaultLog) -> None:
+    os.kill(proc.pid, signal.SIGKILL)
+    log.record(fault, "kill", target, pid=proc.pid, signal="SIGKILL")
+
+
+def when(condition: Callable[[], bool], deadline_s: float, stop: Callable[[], bool]) -> bool:
+    """Wait until ``condition()`` (polled every 20 ms); False on the deadline or ``stop()``."""
+    end = time.monotonic() + deadline_s
+    while not condition():
+        if stop() or time.monotonic() > end:
+            return False
+        time.sleep(0.02)
+    return True

@@ -1,0 +1,290 @@
+"""``msglab run``: one scenario on the real servers, from set-up to ``report.json``.
+
+Flow: servers up -> run folder -> consumers (separate processes) subscribed -> producers
+(separate processes) -> the fault, at its moment, recorded -> producers done -> drain until
+every confirmed message arrived and all is quiet (bounded) -> consumers stopped -> effects
+dumped -> checker -> report. Ctrl-C stops every worker and keeps the evidence.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from msglab.errors import InfraError, MsglabError
+from msglab.infra import backend_for, service_url
+from msglab.lab import effects, faults
+from msglab.lab.checker import PROMISES, check
+from msglab.lab.evidence import DELIVERIES, EFFECTS, SENDS, ReadStats, read
+from msglab.lab.scenario import Scenario
+from msglab.lab.worker import WorkerSpec
+from msglab.settings import Settings
+
+Progress = Callable[[str, float], None]  # (stage, fraction of messages sent)
+
+SIMULATED = (
+    "process kill: SIGKILL of the server process; the OS page cache survives, so "
+    "this is not a power cut"
+)
+
+
+class Run:
+    def __init__(
+        self,
+        scenario: Scenario,
+        settings: Settings,
+        runs_dir: Path,
+        progress: Progress | None = None,
+    ) -> None:
+        self.s = scenario
+        self.settings = settings
+        self.dir = runs_dir / scenario.run_id
+        self.progress = progress or (lambda stage, done: None)
+        self.infra = backend_for(settings)
+        self.workers: dict[str, subprocess.Popen[bytes]] = {}
+        self.interrupted = False
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def _spec(self, role: str, name: str, **extra: Any) -> WorkerSpec:
+        return WorkerSpec(
+            role=role,
+            name=name,
+            run_id=self.s.run_id,
+            run_dir=str(self.dir),
+            transport=self.s.transport,
+            url=self.url,
+            profile=self.s.profile,
+            keys=self.s.keys,
+            size=self.s.size,
+            seed=self.s.seed,
+            **extra,
+        )
+
+    def _start(self, spec: WorkerSpec) -> None:
+        log = open(self.dir / f"worker-{spec.name}.log", "ab")  # noqa: SIM115
+        self.workers[spec.name] = subprocess.Popen(
+            [sys.executable, "-m", "msglab.lab.worker", spec.role, json.dumps(asdict(spec))],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def _start_consumers(self, suffix: str = "") -> list[str]:
+        names = [f"c{i}{suffix}" for i in range(self.s.consumers)]
+        for i, name in enumerate(names):
+            die = (
+                self.s.fault_at
+                if (self.s.fault == "consumer-kill" and i == 0 and not suffix)
+                else 0
+            )
+            slow = self.s.slow_ms if self.s.fault == "slow-consumer" else 0.0
+            self._start(
+                self._spec(
+                    "consumer",
+                    name,
+                    effects_url=self.effects_url,
+                    die_after_effects=die,
+                    slow_ms=slow,
+                )
+            )
+        for name in names:
+            ready = self.dir / f"ready-{name}"
+            worker = self.workers[name]
+            if not faults.when(ready.exists, 60, partial(_exited, worker)):
+                raise InfraError(
+                    f"consumer {name} did not subscribe; see {self.dir / f'worker-{name}.log'}"
+                )
+        return names
+
+    def _stop(self, names: list[str], grace_s: float = 10.0) -> None:
+        for name in names:
+            proc = self.workers[name]
+            if proc.poll() is None:
+                proc.terminate()
+        for name in names:
+            try:
+                self.workers[name].wait(grace_s)
+            except subprocess.TimeoutExpired:
+                self.workers[name].kill()
+                self.workers[name].wait()
+
+    def _start_producers(self) -> list[str]:
+        names = []
+        share, extra = divmod(self.s.messages, self.s.producers)
+        first = 0
+        for i in range(self.s.producers):
+            count = share + (1 if i < extra else 0)
+            name = f"p{i}"
+            self._start(
+                self._spec(
+                    "producer", name, first=first, count=count, rate=self.s.rate / self.s.producers
+                )
+            )
+            names.append(name)
+            first += count
+        return names
+
+    # -- evidence while running ------------------------------------------------------------
+
+    def _lines(self, kind: str) -> int:
+        return sum(p.read_bytes().count(b"\n") for p in self.dir.glob(f"{kind}-*.jsonl"))
+
+    def _sent(self) -> int:
+        return self._lines(SENDS) // 2  # a "sending" line and an outcome line per message
+
+    # -- the run ---------------------------------------------------------------------------
+
+    def execute(self) -> dict[str, Any]:
+        self.dir.mkdir(parents=True, exist_ok=False)  # two runs never share a folder
+        self.infra.up([self.s.service, "postgres"])
+        self.url = service_url(self.settings, self.s.service)
+        self.effects_url = service_url(self.settings, "postgres")
+        db = effects.engine(self.effects_url)
+        effects.create(db)
+        (self.dir / "run.json").write_text(
+            json.dumps(
+                {"scenario": self.s.to_json(), "url": self.url, "started": time.time()}, indent=2
+            )
+        )
+        log = faults.FaultLog(self.dir)
+        began = time.monotonic()
+        try:
+            self._drive(log)
+        except KeyboardInterrupt:
+            self.interrupted = True
+        finally:
+            for proc in self.workers.values():
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait()
+            log.close()
+        effects.dump(db, self.s.run_id, self.dir / f"{EFFECTS}-db.jsonl")
+        report = self.report(time.monotonic() - began)
+        (self.dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        if self.interrupted:
+            raise KeyboardInterrupt
+        return report
+
+    def _drive(self, log: faults.FaultLog) -> None:
+        s = self.s
+        consumers: list[str] = []
+        if s.fault == "no-subscriber":
+            self._stop(self._start_consumers(suffix="-setup"))  # the group exists, idle
+            log.record(s.fault, "stop", "consumers", note="every consumer is down")
+        else:
+            consumers = self._start_consumers()
+        self.progress("publishing", 0.0)
+        producers = self._start_producers()
+        fault_pending = s.fault in ("broker-kill", "broker-restart", "producer-kill")
+        limit = time.monotonic() + (s.messages / s.rate if s.rate else 0) + 300
+        while any(self.workers[p].poll() is None for p in producers):
+            if time.monotonic() > limit:
+                raise InfraError("producers did not finish in time; see the worker logs")
+            sent = self._sent()
+            self.progress("publishing", min(1.0, sent / s.messages))
+            if fault_pending and sent >= s.fault_at:
+                fault_pending = False
+                self._fault(log, producers)
+            consumers += self._replace_killed_consumer(consumers)
+            time.sleep(0.05)
+        if fault_pending:  # the producers finished before the trigger: fire it now
+            self._fault(log, producers)
+        if s.fault == "no-subscriber":
+            log.record(s.fault, "start", "consumers")
+            consumers = self._start_consumers()
+        self.progress("draining", 1.0)
+        self._drain(lambda: consumers.extend(self._replace_killed_consumer(consumers)))
+        self._stop([c for c in consumers if self.workers[c].poll() is None])
+
+    def _replace_killed_consumer(self, consumers: list[str]) -> list[str]:
+        """consumer-kill: once c0 killed itself (after an effect, before the ack), a fresh
+        consumer joins the group in its place."""
+        if (
+            self.s.fault != "consumer-kill"
+            or "c0-r" in self.workers
+            or self.workers["c0"].poll() is None
+        ):
+            return []
+        self._start(self._spec("consumer", "c0-r", effects_url=self.effects_url))
+        return ["c0-r"]
+
+    def _fault(self, log: faults.FaultLog, producers: list[str]) -> None:
+        s = self.s
+        if s.fault == "producer-kill":
+            faults.kill_process(self.workers[producers[0]], s.fault, producers[0], log)
+            return
+        faults.broker_down(self.infra, s.service, s.fault, log)
+        time.sleep(s.down_s)
+        faults.broker_up(self.infra, s.service, s.fault, log)
+
+    def _drain(self, tick: Callable[[], None]) -> None:
+        """Until every confirmed message arrived and 1 s passed quietly, or nothing arrived
+        for ``drain_quiet_s`` (bounded by ``drain_max_s``)."""
+        end = time.monotonic() + self.s.drain_max_s
+        last_count, last_change = -1, time.monotonic()
+        while time.monotonic() < end:
+            tick()
+            count = self._lines(DELIVERIES)
+            if count != last_count:
+                last_count, last_change = count, time.monotonic()
+            quiet = time.monotonic() - last_change
+            if quiet >= self.s.drain_quiet_s or (quiet >= 1.0 and self._all_delivered()):
+                return
+            time.sleep(0.25)
+
+    def _all_delivered(self) -> bool:
+        confirmed = {r["id"] for r in read(self.dir, SENDS) if r["outcome"] == "ok"}
+        delivered = {r["id"] for r in read(self.dir, DELIVERIES)}
+        return confirmed <= delivered
+
+    # -- the report ------------------------------------------------------------------------
+
+    def report(self, seconds: float) -> dict[str, Any]:
+        stats = ReadStats()
+        counts = check(
+            read(self.dir, SENDS, stats),
+            read(self.dir, DELIVERIES, stats),
+            read(self.dir, EFFECTS, stats),
+        )
+        fault_records = list(read(self.dir, "faults"))
+        report: dict[str, Any] = {
+            "run_id": self.s.run_id,
+            "transport": self.s.transport,
+            "profile": self.s.profile,
+            "fault": self.s.fault,
+            **{k: v for k, v in asdict(counts).items() if k != "lost_ids"},
+            "promise": PROMISES[self.s.profile],
+            "verdict": counts.verdict(self.s.profile),
+            "evidence_dir": str(self.dir.resolve()),
+            "lost_ids": counts.lost_ids,
+            "faults": fault_records,
+            "simulated": SIMULATED if "kill" in self.s.fault else None,
+            "torn_lines": stats.torn_lines,
+            "seconds": round(seconds, 2),
+            "interrupted": self.interrupted,
+            "scenario": self.s.to_json(),
+        }
+        return report
+
+
+def run(
+    scenario: Scenario,
+    settings: Settings | None = None,
+    runs_dir: Path = Path("runs"),
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Carry out ``scenario``; the report (also in ``<runs_dir>/<run_id>/report.json``)."""
+    try:
+        return Run(scenario, settings or Settings.from_env(), runs_dir, progress).execute()
+    except MsglabError:
+        raise
+    except OSError as exc:
+        raise InfraError(f"lab run {scenario.run_id} failed: {exc}") from exc

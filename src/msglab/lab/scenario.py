@@ -1,0 +1,83 @@
+"""What a lab run does: transport, profile, fault, load; validated before anything starts."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from msglab.brokers import SERVICE_OF, TRANSPORTS
+from msglab.errors import UsageError
+from msglab.profiles import DeliveryProfile
+
+FAULTS: dict[str, str] = {
+    "none": "no fault",
+    "broker-kill": "SIGKILL the broker process after `kill_after` sends, restart after `down_s`",
+    "broker-restart": "stop the broker gracefully after `kill_after` sends, start after `down_s`",
+    "consumer-kill": "a consumer SIGKILLs itself after its `kill_after`-th effect, before the ack",
+    "producer-kill": "SIGKILL a producer after `kill_after` sends, with sends in flight",
+    "no-subscriber": "publish everything while no consumer runs, then start the consumers",
+    "slow-consumer": "consumers take `slow_ms` per message",
+}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One lab run. ``rate`` is messages per second over all producers (0: as fast as they go).
+
+    kill_after: the fault fires after this many sends (broker / producer faults) or effects
+    (consumer-kill). down_s: how long a killed or stopped broker stays down. drain_quiet_s:
+    after the producers finish and the fault healed, the run ends once no delivery came for
+    this long (or after drain_max_s).
+    """
+
+    transport: str
+    profile: str = "at-least-once"
+    fault: str = "none"
+    messages: int = 2000
+    rate: float = 0.0
+    producers: int = 1
+    consumers: int = 1
+    keys: int = 8
+    size: int = 100
+    seed: int = 1
+    kill_after: int = 0
+    down_s: float = 2.0
+    slow_ms: float = 5.0
+    drain_quiet_s: float = 15.0
+    drain_max_s: float = 90.0
+    run_id: str = field(
+        default_factory=lambda: time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    )
+
+    def __post_init__(self) -> None:
+        if self.transport not in TRANSPORTS or self.transport == "memory":
+            valid = [t for t in TRANSPORTS if t != "memory"]
+            raise UsageError(f"unknown transport {self.transport!r}; valid: {', '.join(valid)}")
+        DeliveryProfile.parse(self.profile)
+        if self.fault not in FAULTS:
+            raise UsageError(f"unknown fault {self.fault!r}; valid: {', '.join(FAULTS)}")
+        if self.transport == "redis-pubsub" and self.profile != "at-most-once":
+            raise UsageError(
+                "redis-pubsub cannot promise at-least-once: pub/sub stores nothing and has no "
+                "acknowledgement; run it with --profile at-most-once"
+            )
+        if self.messages < 1 or self.producers < 1 or self.consumers < 1 or self.keys < 1:
+            raise UsageError("messages, producers, consumers and keys must be at least 1")
+        if self.rate < 0 or self.size < 0:
+            raise UsageError("rate and size cannot be negative")
+
+    @property
+    def service(self) -> str:
+        service = SERVICE_OF[self.transport]
+        assert service is not None
+        return service
+
+    @property
+    def fault_at(self) -> int:
+        """The number of sends (or effects) after which the fault fires."""
+        return self.kill_after or max(1, self.messages // 3)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)

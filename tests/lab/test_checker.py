@@ -1,0 +1,103 @@
+"""The checker on hand-made evidence: every count, torn lines, clock edge cases."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from msglab.lab.checker import check, final_outcomes, percentile
+from msglab.lab.evidence import ReadStats, read
+
+
+def send(
+    mid: str,
+    seq: int,
+    outcome: str,
+    t: float = 0.0,
+    key: str = "k0",
+    attempt: int = 1,
+    producer: str = "p0",
+) -> list[dict[str, Any]]:
+    base = {"sent_ts": t, "producer": producer, "seq": seq, "id": mid, "key": key, "try": attempt}
+    return [{**base, "outcome": "sending"}, {**base, "outcome": outcome}]
+
+
+def delivery(mid: str, ts: float, redelivered: bool = False) -> dict[str, Any]:
+    return {"ts": ts, "consumer": "c0", "id": mid, "redelivered": redelivered}
+
+
+def test_every_count() -> None:
+    sends = (
+        send("a", 0, "ok")
+        + send("b", 1, "ok")
+        + send("c", 2, "unknown")
+        + send("d", 3, "fail")
+        + send("e", 4, "unknown")
+        + send("f", 5, "fail")
+        + send("f", 5, "ok", attempt=2)
+    )
+    deliveries = [
+        delivery("a", 1.0),
+        delivery("c", 1.1),
+        delivery("f", 1.2),
+        delivery("a", 2.0, redelivered=True),
+        delivery("zz", 2.5),
+    ]
+    effects = [{"id": "a"}, {"id": "a"}, {"id": "c"}, {"id": "f"}]
+    c = check(sends, deliveries, effects)
+    assert (c.sent, c.confirmed, c.failed, c.unknown) == (6, 3, 1, 2)  # f: retried, then ok
+    assert c.delivered == 3 and c.unexpected == 1
+    assert c.lost == 1 and c.lost_ids == ["b"]
+    assert c.unconfirmed_lost == 2  # d (fail) and e (unknown) never arrived
+    assert c.recovered == 1  # c: unknown, yet delivered
+    assert c.duplicate_deliveries == 1 and c.duplicate_deliveries_flagged == 1
+    assert c.duplicate_effects == 1
+    assert c.verdict("at-least-once") == "broken" and c.verdict("at-most-once") == "broken"
+
+
+def test_an_attempt_without_outcome_was_in_flight_so_unknown() -> None:
+    killed = [send("x", 0, "ok")[0]]  # the producer died between publish and its outcome line
+    outcome, _ = final_outcomes(killed + send("y", 1, "fail") + [send("y", 1, "ok", attempt=2)[0]])
+    assert outcome == {"x": "unknown", "y": "unknown"}
+
+
+def test_reordering_counts_first_deliveries_per_producer_and_key() -> None:
+    sends = send("a", 0, "ok", key="k") + send("b", 1, "ok", key="k") + send("c", 2, "ok", key="k")
+    sends += send("q", 0, "ok", key="other")
+    deliveries = [
+        delivery("b", 1.0),
+        delivery("a", 2.0),
+        delivery("c", 3.0),
+        delivery("q", 0.5),
+        delivery("a", 4.0),
+    ]  # the duplicate of a does not count again
+    assert check(sends, deliveries, []).reordered == 1
+
+
+def test_latency_percentiles_and_clock_steps() -> None:
+    sends = [line for i in range(100) for line in send(f"m{i}", i, "ok", t=10.0)]
+    deliveries = [delivery(f"m{i}", 10.0 + (i + 1) / 1000) for i in range(99)]
+    deliveries.append(delivery("m99", 9.5))  # delivered "before" it was sent: a clock step
+    c = check(sends, deliveries, [])
+    assert c.clock_anomalies == 1
+    # 100 latencies: 0 (the clamped step) and 1..99 ms; nearest-rank percentiles
+    assert c.latency_ms["p50"] == 49.0 and c.latency_ms["max"] == 99.0
+    assert c.latency_ms["p99"] == 98.0
+    assert percentile([], 99) == 0.0
+
+
+def test_nothing_delivered_is_all_lost_without_errors() -> None:
+    c = check(send("a", 0, "ok"), [], [])
+    assert c.lost == 1 and c.delivered == 0 and c.throughput_per_s == 0.0
+    assert c.verdict("at-most-once") == "kept"
+
+
+def test_torn_last_line_is_skipped_and_counted(tmp_path: Path) -> None:
+    lines = [json.dumps(r) for r in send("a", 0, "ok") + send("b", 1, "ok")]
+    (tmp_path / "sends-p0.jsonl").write_text("\n".join(lines) + "\n" + lines[0][:17])
+    (tmp_path / "sends-p1.jsonl").write_text("")
+    stats = ReadStats()
+    records = list(read(tmp_path, "sends", stats))
+    assert len(records) == 4 and stats.torn_lines == 1 and stats.files == 2
+    assert check(records, [], []).confirmed == 2
