@@ -275,6 +275,10 @@ class Run:
         return report
 
 
+def _exited(proc: subprocess.Popen[bytes]) -> bool:
+    return proc.poll() is not None
+
+
 def run(
     scenario: Scenario,
     settings: Settings | None = None,
