@@ -25,6 +25,7 @@ app.add_typer(bench.app, name="bench")
 for command in messaging.COMMANDS:
     app.command()(command)
 app.command()(lab.run)
+app.command()(lab.compare)
 
 err_console = Console(stderr=True)
 

@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from msglab.lab.compare import compare as run_matrix
+from msglab.lab.matrix import MATRIX, QUICK
 from msglab.lab.run import run as run_scenario
 from msglab.lab.scenario import FAULTS, Scenario
 
@@ -130,3 +132,76 @@ def run(
             progress=lambda stage, done: bar.update(task, description=stage, completed=done),
         )
     show(report)
+
+
+def compare(
+    quick: Annotated[bool, typer.Option("--quick/--full", help="Quick: small runs.")] = True,
+    out: Annotated[Path, typer.Option(help="Folder for compare.json, report.html, runs.")] = Path(
+        "runs/compare"
+    ),
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Run the claim matrix (GUARANTEES.md) on the real servers: one table, compare.json and a
+    self-contained report.html with charts."""
+    interrupt_on_signals()
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("matrix", total=len(QUICK if quick else MATRIX))
+        summary = run_matrix(
+            out,
+            quick,
+            progress=lambda i, n, row: bar.update(
+                task, completed=i, description=f"{row.transport} {row.profile} {row.fault}"
+            ),
+        )
+    if as_json:
+        print(json.dumps(summary))
+        return
+    table = Table(title=f"msglab compare ({summary['seconds']} s)")
+    for col in (
+        "#",
+        "transport",
+        "profile",
+        "fault",
+        "sent",
+        "conf.",
+        "deliv.",
+        "lost",
+        "dups",
+        "reord.",
+        "p99 ms",
+        "verdict",
+        "claim observed",
+    ):
+        table.add_column(
+            col, justify="right" if col not in ("transport", "profile", "fault") else "left"
+        )
+    for i, row in enumerate(summary["rows"], 1):
+        r = row["report"]
+        verdict = "[green]kept[/]" if r["verdict"] == "kept" else "[bold red]broken[/]"
+        observed = "[green]yes[/]" if row["observed"] else "[yellow]not observed[/]"
+        table.add_row(
+            str(i),
+            r["transport"],
+            r["profile"],
+            r["fault"],
+            str(r["sent"]),
+            str(r["confirmed"]),
+            str(r["delivered"]),
+            str(r["lost"]),
+            str(r["duplicate_effects"]),
+            str(r["reordered"]),
+            f"{r['latency_ms']['p99']:.0f}",
+            verdict,
+            observed,
+        )
+    console.print(table)
+    for i, row in enumerate(summary["rows"], 1):
+        console.print(f"[dim]{i:>2}. {row['claim']} (expect {row['expect']})[/]")
+    console.print(f"report: {out / 'report.html'}  data: {out / 'compare.json'}")

@@ -1,0 +1,200 @@
+"""A self-contained HTML report of a comparison: one table and inline SVG charts, no scripts.
+
+Charts: lost and duplicate bars across the matrix, latency percentiles per run, and a timeline
+per run (sends confirmed, deliveries and effects per time bin, the fault window shaded),
+drawn from the raw evidence files of each run.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+from msglab.lab.evidence import DELIVERIES, EFFECTS, SENDS, read
+
+COLORS = {
+    "sends": "#4C78A8",
+    "deliveries": "#F58518",
+    "effects": "#54A24B",
+    "lost": "#E45756",
+    "dups": "#B279A2",
+    "fault": "#FFD8D8",
+}
+STYLE = """
+body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222}
+table{border-collapse:collapse;margin:12px 0}td,th{border:1px solid #ccc;padding:4px 8px}
+td.n{text-align:right}th{background:#f4f4f4}.broken{color:#b00;font-weight:bold}
+.kept{color:#070}.no{color:#b60}.card{display:inline-block;margin:8px;vertical-align:top}
+h3{font-size:13px;margin:4px 0}svg text{font:11px system-ui,sans-serif}
+"""
+
+
+def esc(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def bars(rows: list[dict[str, Any]]) -> str:
+    """Horizontal bars: lost and duplicate effects per run."""
+    peak = max([1] + [max(r["report"]["lost"], r["report"]["duplicate_effects"]) for r in rows])
+    width, left, height = 760, 300, 22
+    parts = [
+        f'<svg width="{width}" height="{height * len(rows) + 30}" role="img" '
+        f'aria-label="lost and duplicate effects per run">'
+    ]
+    for i, row in enumerate(rows):
+        r, y = row["report"], 20 + i * height
+        label = f"{r['transport']} {r['profile']} {r['fault']}"
+        parts.append(f'<text x="0" y="{y + 12}">{esc(label)}</text>')
+        for j, (key, color) in enumerate(
+            (("lost", COLORS["lost"]), ("duplicate_effects", COLORS["dups"]))
+        ):
+            w = (width - left - 60) * r[key] / peak
+            parts.append(
+                f'<rect x="{left}" y="{y + j * 9}" width="{w:.1f}" height="8" '
+                f'fill="{color}"><title>{key}: {r[key]}</title></rect>'
+            )
+            parts.append(f'<text x="{left + w + 4:.1f}" y="{y + j * 9 + 8}">{r[key]}</text>')
+    parts.append(
+        f'<text x="{left}" y="12" fill="{COLORS["lost"]}">■ lost</text>'
+        f'<text x="{left + 60}" y="12" fill="{COLORS["dups"]}">■ duplicate effects'
+        f"</text></svg>"
+    )
+    return "".join(parts)
+
+
+def latency(rows: list[dict[str, Any]]) -> str:
+    """p50 / p95 / p99 per run on a log scale (ms)."""
+    import math
+
+    width, left, height = 760, 300, 22
+    top = max([1.0] + [r["report"]["latency_ms"]["max"] for r in rows])
+    scale = (width - left - 70) / math.log10(top + 1)
+    parts = [
+        f'<svg width="{width}" height="{height * len(rows) + 30}" role="img" '
+        f'aria-label="latency percentiles per run">'
+    ]
+    for i, row in enumerate(rows):
+        r, y = row["report"], 20 + i * height
+        parts.append(f'<text x="0" y="{y + 12}">{esc(r["transport"])} {esc(r["fault"])}</text>')
+        for key, shade in (("p99", "#9ecae1"), ("p95", "#6baed6"), ("p50", "#2171b5")):
+            w = scale * math.log10(r["latency_ms"][key] + 1)
+            parts.append(
+                f'<rect x="{left}" y="{y}" width="{w:.1f}" height="14" '
+                f'fill="{shade}"><title>{key}: {r["latency_ms"][key]:.1f} ms'
+                f"</title></rect>"
+            )
+        parts.append(
+            f'<text x="{left + scale * math.log10(r["latency_ms"]["p99"] + 1) + 4:.1f}"'
+            f' y="{y + 11}">p99 {r["latency_ms"]["p99"]:.0f} ms</text>'
+        )
+    parts.append('<text x="300" y="12">log scale; dark p50, mid p95, light p99</text></svg>')
+    return "".join(parts)
+
+
+def timeline(report: dict[str, Any], bins: int = 80) -> str:
+    """Sends confirmed, deliveries and effects per time bin; the fault window shaded."""
+    folder = Path(report["evidence_dir"])
+    series = {
+        "sends": [s["ts"] for s in read(folder, SENDS) if s["outcome"] == "ok" and "ts" in s],
+        "deliveries": [d["ts"] for d in read(folder, DELIVERIES)],
+        "effects": [e["ts"] for e in read(folder, EFFECTS)],
+    }
+    times = [t for values in series.values() for t in values]
+    if not times:
+        return "<p>no events</p>"
+    start, end = min(times), max(times)
+    span = max(end - start, 1e-3)
+    width, height, pad = 360, 120, 20
+    counts = {k: [0] * bins for k in series}
+    for key, values in series.items():
+        for t in values:
+            counts[key][min(bins - 1, int((t - start) / span * bins))] += 1
+    peak = max(1, *(max(c) for c in counts.values()))
+    x = lambda t: pad + (t - start) / span * (width - 2 * pad)  # noqa: E731
+    parts = [f'<svg width="{width}" height="{height + 20}" role="img" aria-label="timeline">']
+    kills = [f["ts"] for f in report["faults"] if f["action"] in ("kill", "stop")]
+    backs = [f["ts"] for f in report["faults"] if f["action"] in ("restart", "start")]
+    for k in kills:
+        b = min([t for t in backs if t >= k], default=k + span / bins)
+        parts.append(
+            f'<rect x="{x(k):.1f}" y="0" width="{max(2.0, x(b) - x(k)):.1f}" '
+            f'height="{height}" fill="{COLORS["fault"]}"><title>fault window</title>'
+            f"</rect>"
+        )
+    for key, values in counts.items():
+        points = " ".join(
+            f"{pad + (i + 0.5) / bins * (width - 2 * pad):.1f},"
+            f"{height - 4 - v / peak * (height - 10):.1f}"
+            for i, v in enumerate(values)
+        )
+        parts.append(
+            f'<polyline fill="none" stroke="{COLORS[key]}" stroke-width="1.5" '
+            f'points="{points}"><title>{key}</title></polyline>'
+        )
+    parts.append(
+        f'<text x="{pad}" y="{height + 14}">0 s</text><text x="{width - pad - 30}" '
+        f'y="{height + 14}">{span:.1f} s</text></svg>'
+    )
+    return "".join(parts)
+
+
+def render(summary: dict[str, Any]) -> str:
+    rows = summary["rows"]
+    head = (
+        "transport",
+        "profile",
+        "fault",
+        "sent",
+        "confirmed",
+        "delivered",
+        "lost",
+        "dup. effects",
+        "reordered",
+        "p99 ms",
+        "verdict",
+        "claim",
+        "observed",
+    )
+    body = []
+    for row in rows:
+        r = row["report"]
+        cells = [esc(r["transport"]), esc(r["profile"]), esc(r["fault"])]
+        cells += [
+            f'<td class="n">{r[k]}</td>'
+            for k in ("sent", "confirmed", "delivered", "lost", "duplicate_effects", "reordered")
+        ]
+        cells = [f"<td>{c}</td>" if not c.startswith("<td") else c for c in cells]
+        cells.append(f'<td class="n">{r["latency_ms"]["p99"]:.0f}</td>')
+        cells.append(f'<td class="{r["verdict"]}">{r["verdict"]}</td>')
+        cells.append(f"<td>{esc(row['claim'])}<br><small>expect: {esc(row['expect'])}</small></td>")
+        cells.append(
+            f'<td class="{"kept" if row["observed"] else "no"}">'
+            f"{'yes' if row['observed'] else 'not observed'}</td>"
+        )
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    cards = "".join(
+        f'<div class="card"><h3>{esc(r["report"]["transport"])} {esc(r["report"]["profile"])} '
+        f"{esc(r['report']['fault'])}</h3>{timeline(r['report'])}</div>"
+        for r in rows
+    )
+    legend = (
+        f'<p><span style="color:{COLORS["sends"]}">■ sends confirmed</span> '
+        f'<span style="color:{COLORS["deliveries"]}">■ deliveries</span> '
+        f'<span style="color:{COLORS["effects"]}">■ effects (acked after)</span> '
+        f'<span style="background:{COLORS["fault"]}">&nbsp;fault window&nbsp;</span></p>'
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>msglab compare</title>
+<style>{STYLE}</style></head><body>
+<h1>msglab: what each transport delivers when things break</h1>
+<p>{len(rows)} runs on real servers in {summary["seconds"]} s ({
+        "quick" if summary["quick"] else "full"
+    } matrix). Broker kills are SIGKILLs of the server process: the OS page cache
+survives them, so this is not a power cut. Raw evidence of each run is in its folder.</p>
+<table id="matrix"><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr>{"".join(body)}</table>
+<h2>Lost and duplicate effects</h2>{bars(rows)}
+<h2>Latency (send to first delivery)</h2>{latency(rows)}
+<h2>Timelines</h2>{legend}{cards}
+</body></html>
+"""

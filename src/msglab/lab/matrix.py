@@ -1,0 +1,137 @@
+"""The comparison matrix: one row per claim of GUARANTEES.md, each a lab scenario.
+
+Every row names the claim it tests and what would confirm it (``expect``: a predicate on the
+report, described in words). The measured figures decide; a claim the run does not bear out
+is shown as *not observed*, never hidden.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+Report = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Row:
+    claim: str
+    expect: str
+    check: Callable[[Report], bool]
+    transport: str
+    profile: str
+    fault: str
+    messages: int = 1500
+    rate: float = 1500.0
+    kill_after: int = 0
+    consumers: int = 1
+    slow_ms: float = 5.0
+
+
+MATRIX: tuple[Row, ...] = (
+    Row(
+        "Kafka: order is kept per partition (per key)",
+        "reordered == 0",
+        lambda r: r["reordered"] == 0,
+        "kafka",
+        "at-least-once",
+        "none",
+    ),
+    Row(
+        "Kafka: messages are stored in files, so not lost (acks=all, idempotent producer)",
+        "lost == 0 across a broker SIGKILL",
+        lambda r: r["lost"] == 0,
+        "kafka",
+        "at-least-once",
+        "broker-kill",
+    ),
+    Row(
+        "Consumer: the same message can arrive twice (offsets committed after processing)",
+        "duplicate effects > 0 after a consumer kill",
+        lambda r: r["duplicate_effects"] > 0,
+        "kafka",
+        "at-least-once",
+        "consumer-kill",
+        kill_after=500,
+    ),
+    Row(
+        "Kafka at-most-once (commit before handling): a consumer crash loses messages",
+        "lost > 0, duplicate effects == 0",
+        lambda r: r["lost"] > 0 and r["duplicate_effects"] == 0,
+        "kafka",
+        "at-most-once",
+        "consumer-kill",
+        kill_after=500,
+    ),
+    Row(
+        "RabbitMQ: durable quorum queue + persistent + confirms loses nothing confirmed",
+        "lost == 0 across a broker SIGKILL",
+        lambda r: r["lost"] == 0,
+        "rabbitmq",
+        "at-least-once",
+        "broker-kill",
+    ),
+    Row(
+        "RabbitMQ: messages kept in memory only (transient, no confirms) can be lost",
+        "lost + unconfirmed lost > 0 across a broker SIGKILL",
+        lambda r: r["lost"] + r["unconfirmed_lost"] > 0,
+        "rabbitmq",
+        "at-most-once",
+        "broker-kill",
+        rate=1500.0,
+    ),
+    Row(
+        "RabbitMQ: push model, a slow consumer lets the queue (and latency) grow",
+        "p99 latency > 1 s with a consumer slower than the publish rate",
+        lambda r: r["latency_ms"]["p99"] > 1000,
+        "rabbitmq",
+        "at-least-once",
+        "slow-consumer",
+        messages=600,
+        rate=600.0,
+    ),
+    Row(
+        "Consumer: an error during processing causes a redelivery (killed before its ack)",
+        "lost == 0 and duplicate effects > 0",
+        lambda r: r["lost"] == 0 and r["duplicate_effects"] > 0,
+        "rabbitmq",
+        "at-least-once",
+        "consumer-kill",
+        kill_after=500,
+    ),
+    Row(
+        "Redis pub/sub: messages are lost when there is no subscriber",
+        "lost == confirmed",
+        lambda r: r["confirmed"] > 0 and r["lost"] == r["confirmed"],
+        "redis-pubsub",
+        "at-most-once",
+        "no-subscriber",
+    ),
+    Row(
+        "Redis pub/sub: no persistence, a broker kill loses what was in flight",
+        "lost + unconfirmed lost > 0",
+        lambda r: r["lost"] + r["unconfirmed_lost"] > 0,
+        "redis-pubsub",
+        "at-most-once",
+        "broker-kill",
+    ),
+    Row(
+        "Redis Streams + AOF (appendfsync always): every confirmed XADD survives a kill",
+        "lost == 0 across a broker SIGKILL",
+        lambda r: r["lost"] == 0,
+        "redis-streams",
+        "at-least-once",
+        "broker-kill",
+    ),
+    Row(
+        "Publisher: a message can be lost when the producer dies with sends in flight",
+        "some sends end unknown or unsent (the producer's share is not all confirmed)",
+        lambda r: r["confirmed"] < r["scenario"]["messages"],
+        "redis-streams",
+        "at-least-once",
+        "producer-kill",
+    ),
+)
+
+QUICK = tuple(MATRIX)
