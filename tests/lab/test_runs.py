@@ -43,7 +43,6 @@ REPORT_KEYS = {
 
 
 def lab(tmp_path: Path, **fields: Any) -> dict[str, Any]:
-    fields.setdefault("drain_quiet_s", 8.0)
     report = run(Scenario(**fields), runs_dir=tmp_path)
     assert report.keys() >= REPORT_KEYS
     assert json.loads((Path(report["evidence_dir"]) / "report.json").read_text()) == report

@@ -202,14 +202,18 @@ class RabbitPublisher:
             )
 
     def _wait(self, pending: _Pending) -> None:
-        """Wait while confirms progress; after ``request_timeout_s`` without one, give up."""
-        last = -1
+        """Wait while confirms progress; after ``request_timeout_s`` without one, what is
+        unconfirmed becomes *unknown* (published, maybe stored) or *failed* (never sent)."""
+        last = pending.settled
         while not pending.done.wait(self._config.request_timeout_s):
-            if pending.settled == last:
+            if pending.settled != last:
+                last = pending.settled
+                continue
+            with contextlib.suppress(Exception):  # the ioloop may be gone already
                 self._conn.ioloop.add_callback_threadsafe(lambda: self._expire(pending))
-                pending.done.wait(5)
-                return
-            last = pending.settled
+            if not pending.done.wait(5):
+                self._expire(pending)  # no ioloop runs any more: nothing else touches it
+            return
 
     def _enqueue(self, pending: _Pending) -> None:
         self._queue.append(pending)
@@ -364,9 +368,11 @@ class RabbitSubscriber(SubscriberBase):
                 pika.exceptions.AMQPConnectionError,
                 pika.exceptions.ChannelClosed,
                 pika.exceptions.StreamLostError,
+                ValueError,  # pika's "Timeout closed before call" once its connection died
             ):
                 if self._closed.is_set():
                     break
+                self._release()
                 self._reopen(topic)
 
     def _delivery(self, topic: str, method: Any, props: Any, body: bytes) -> Delivery:
@@ -405,7 +411,7 @@ class RabbitSubscriber(SubscriberBase):
                 self._channel.cancel()
             if self._conn is not None and self._conn.is_open:
                 self._conn.close()
-        except pika.exceptions.AMQPError:
+        except (pika.exceptions.AMQPError, ValueError):
             pass  # already gone
 
 

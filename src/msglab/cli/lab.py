@@ -13,7 +13,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from msglab.lab.compare import compare as run_matrix
-from msglab.lab.matrix import MATRIX, QUICK
+from msglab.lab.matrix import FULL, QUICK
 from msglab.lab.run import run as run_scenario
 from msglab.lab.scenario import FAULTS, Scenario
 
@@ -152,7 +152,7 @@ def compare(
         console=console,
         transient=True,
     ) as bar:
-        task = bar.add_task("matrix", total=len(QUICK if quick else MATRIX))
+        task = bar.add_task("matrix", total=len(QUICK if quick else FULL))
         summary = run_matrix(
             out,
             quick,

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from msglab.lab.html import render
-from msglab.lab.matrix import MATRIX, QUICK, Row
+from msglab.lab.matrix import FULL, QUICK, Row
 from msglab.lab.run import run
 from msglab.lab.scenario import Scenario
 from msglab.settings import Settings
@@ -28,8 +28,8 @@ def scenario_for(row: Row, quick: bool) -> Scenario:
         kill_after=row.kill_after * scale,
         consumers=row.consumers,
         slow_ms=row.slow_ms,
-        drain_quiet_s=5.0,
-        drain_max_s=60.0,
+        warmup_s=row.warmup_s,
+        drain_max_s=90.0,
     )
 
 
@@ -41,7 +41,7 @@ def compare(
 ) -> dict[str, Any]:
     """Run the matrix; write ``compare.json`` and ``report.html`` into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    rows = QUICK if quick else MATRIX
+    rows = QUICK if quick else FULL
     began = time.monotonic()
     results = []
     for i, row in enumerate(rows):

@@ -8,6 +8,7 @@ drawn from the raw evidence files of each run.
 from __future__ import annotations
 
 import html
+import math
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +66,6 @@ def bars(rows: list[dict[str, Any]]) -> str:
 
 def latency(rows: list[dict[str, Any]]) -> str:
     """p50 / p95 / p99 per run on a log scale (ms)."""
-    import math
-
     width, left, height = 760, 300, 22
     top = max([1.0] + [r["report"]["latency_ms"]["max"] for r in rows])
     scale = (width - left - 70) / math.log10(top + 1)
@@ -100,7 +99,7 @@ def timeline(report: dict[str, Any], bins: int = 80) -> str:
         "deliveries": [d["ts"] for d in read(folder, DELIVERIES)],
         "effects": [e["ts"] for e in read(folder, EFFECTS)],
     }
-    times = [t for values in series.values() for t in values]
+    times: list[float] = [t for values in series.values() for t in values]
     if not times:
         return "<p>no events</p>"
     start, end = min(times), max(times)
@@ -111,7 +110,10 @@ def timeline(report: dict[str, Any], bins: int = 80) -> str:
         for t in values:
             counts[key][min(bins - 1, int((t - start) / span * bins))] += 1
     peak = max(1, *(max(c) for c in counts.values()))
-    x = lambda t: pad + (t - start) / span * (width - 2 * pad)  # noqa: E731
+
+    def x(t: float) -> float:
+        return float(pad + (t - start) / span * (width - 2 * pad))
+
     parts = [f'<svg width="{width}" height="{height + 20}" role="img" aria-label="timeline">']
     kills = [f["ts"] for f in report["faults"] if f["action"] in ("kill", "stop")]
     backs = [f["ts"] for f in report["faults"] if f["action"] in ("restart", "start")]

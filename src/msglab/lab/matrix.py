@@ -27,6 +27,7 @@ class Row:
     kill_after: int = 0
     consumers: int = 1
     slow_ms: float = 5.0
+    warmup_s: float = 1.0
 
 
 MATRIX: tuple[Row, ...] = (
@@ -134,4 +135,19 @@ MATRIX: tuple[Row, ...] = (
     ),
 )
 
-QUICK = tuple(MATRIX)
+QUICK = MATRIX
+
+FULL = (
+    *MATRIX,
+    Row(
+        "Already seen: a RabbitMQ 3.10 quorum queue killed < 0.5 s after its declaration loses "
+        "what it confirmed and stays leaderless",
+        "lost > 0 or the producer stalls",
+        lambda r: r["lost"] > 0 or r["confirmed"] < r["scenario"]["messages"],
+        "rabbitmq",
+        "at-least-once",
+        "broker-kill",
+        kill_after=100,
+        warmup_s=0.0,
+    ),
+)

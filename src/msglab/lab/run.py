@@ -181,6 +181,7 @@ class Run:
             log.record(s.fault, "stop", "consumers", note="every consumer is down")
         else:
             consumers = self._start_consumers()
+        time.sleep(s.warmup_s)
         self.progress("publishing", 0.0)
         producers = self._start_producers()
         fault_pending = s.fault in ("broker-kill", "broker-restart", "producer-kill")
@@ -227,7 +228,7 @@ class Run:
 
     def _drain(self, tick: Callable[[], None]) -> None:
         """Until every confirmed message arrived and 1 s passed quietly, or nothing arrived
-        for ``drain_quiet_s`` (bounded by ``drain_max_s``)."""
+        for ``Scenario.quiet_s`` (bounded by ``drain_max_s``)."""
         end = time.monotonic() + self.s.drain_max_s
         last_count, last_change = -1, time.monotonic()
         while time.monotonic() < end:
@@ -236,7 +237,7 @@ class Run:
             if count != last_count:
                 last_count, last_change = count, time.monotonic()
             quiet = time.monotonic() - last_change
-            if quiet >= self.s.drain_quiet_s or (quiet >= 1.0 and self._all_delivered()):
+            if quiet >= self.s.quiet_s or (quiet >= 1.0 and self._all_delivered()):
                 return
             time.sleep(0.25)
 
@@ -270,6 +271,7 @@ class Run:
             "torn_lines": stats.torn_lines,
             "seconds": round(seconds, 2),
             "interrupted": self.interrupted,
+            "worker_exits": {name: proc.returncode for name, proc in self.workers.items()},
             "scenario": self.s.to_json(),
         }
         return report

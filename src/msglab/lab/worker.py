@@ -9,6 +9,7 @@ effect before ack, so a killed worker leaves everything the checker needs.
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import random
@@ -28,7 +29,8 @@ from msglab.message import Delivery, Message
 from msglab.profiles import DeliveryProfile
 
 UNBOUNDED_BATCH = 500  # messages per publish call when the rate is unbounded
-RETRY_FOR_S = 60.0  # an at-least-once producer keeps retrying this long at most
+RETRY_FOR_S = 30.0  # an at-least-once producer retries a batch this long at most
+GIVE_UP_AFTER_S = 45.0  # with nothing confirmed for this long, the producer stops sending
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,10 @@ def produce(spec: WorkerSpec) -> None:
     size = max(1, int(spec.rate * 0.02)) if spec.rate else UNBOUNDED_BATCH  # 20 ms of load
     interval = size / spec.rate if spec.rate else 0.0
     next_at = time.monotonic()
+    progress = _Progress()
     for start in range(0, spec.count, size):
+        if progress.stalled():
+            break  # the broker confirms nothing any more: the rest is never sent
         batch = []
         for seq in range(start, min(start + size, spec.count)):
             key = f"k{(spec.first + seq) % spec.keys}"
@@ -91,12 +96,29 @@ def produce(spec: WorkerSpec) -> None:
         if interval:
             time.sleep(max(0.0, next_at - time.monotonic()))
             next_at += interval
-        _send(pub, batch, sends, spec, retry)
+        _send(pub, batch, sends, spec, retry, progress)
     pub.close()
     sends.close()
 
 
-def _send(pub: Any, batch: list[Message], sends: Ledger, spec: WorkerSpec, retry: bool) -> None:
+class _Progress:
+    """When the producer last had a message confirmed."""
+
+    def __init__(self) -> None:
+        self.last_ok = time.monotonic()
+
+    def stalled(self) -> bool:
+        return time.monotonic() - self.last_ok > GIVE_UP_AFTER_S
+
+
+def _send(
+    pub: Any,
+    batch: list[Message],
+    sends: Ledger,
+    spec: WorkerSpec,
+    retry: bool,
+    progress: _Progress,
+) -> None:
     pending = batch
     deadline = time.monotonic() + RETRY_FOR_S
     attempt = 0
@@ -115,8 +137,10 @@ def _send(pub: Any, batch: list[Message], sends: Ledger, spec: WorkerSpec, retry
         sends.write_many(
             [_line(m, spec, sent_ts, outcome.get(m.id, "ok"), attempt, done_ts) for m in pending]
         )
+        if len(outcome) < len(pending):
+            progress.last_ok = time.monotonic()
         pending = [m for m in pending if m.id in outcome]
-        if not retry or time.monotonic() > deadline:
+        if not retry or time.monotonic() > deadline or progress.stalled():
             return
         if pending:
             time.sleep(0.3)
@@ -199,6 +223,7 @@ def _handle(spec: WorkerSpec, d: Delivery, deliveries: Ledger, conn: Any, applie
 
 
 def main(argv: list[str]) -> None:
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` dumps every thread's stack
     role, raw = argv
     spec = WorkerSpec(**json.loads(raw))
     (produce if role == "producer" else consume)(spec)
