@@ -19,7 +19,7 @@ dev: $(STAMP)
 demo: $(STAMP)
 	$(MSGLAB) infra up
 	$(MSGLAB) infra status
-	$(MSGLAB) roundtrip --count 2000 --report .msglab/roundtrip.json
+	$(MSGLAB) compare --quick --out runs/compare
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests

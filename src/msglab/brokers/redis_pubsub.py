@@ -81,7 +81,9 @@ class PubSubSubscriber(SubscriberBase):
     def __init__(self, config: ClientConfig, group: str) -> None:
         super().__init__(group)
         self._config = config
-        self._client = connect(config, retries=0)
+        # reconnects (re-subscribing) after a lost connection; what was published meanwhile
+        # is gone, as pub/sub has no storage
+        self._client = connect(config, retries=config.reconnect.attempts)
         self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
 
     def _open(self, topic: str) -> None:

@@ -66,9 +66,9 @@ def bars(rows: list[dict[str, Any]]) -> str:
 
 def latency(rows: list[dict[str, Any]]) -> str:
     """p50 / p95 / p99 per run on a log scale (ms)."""
-    width, left, height = 760, 300, 22
+    width, left, height = 860, 300, 22
     top = max([1.0] + [r["report"]["latency_ms"]["max"] for r in rows])
-    scale = (width - left - 70) / math.log10(top + 1)
+    scale = (width - left - 130) / math.log10(top + 1)
     parts = [
         f'<svg width="{width}" height="{height * len(rows) + 30}" role="img" '
         f'aria-label="latency percentiles per run">'
