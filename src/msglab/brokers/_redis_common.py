@@ -6,7 +6,8 @@ reply may store a message twice, so the outcome is reported as *unknown* instead
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -14,8 +15,9 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from msglab.config import ClientConfig
-from msglab.errors import ConnectError, TransportError
+from msglab.config import ClientConfig, check_name
+from msglab.errors import ConnectError, PublishError, TransportError
+from msglab.message import Message
 
 
 def address(url: str) -> str:
@@ -48,3 +50,48 @@ def boundary(transport: str, url: str) -> Iterator[None]:
         raise ConnectError(transport, address(url), str(exc) or type(exc).__name__) from exc
     except redis.RedisError as exc:
         raise TransportError(f"{transport}: {exc}") from exc
+
+
+CHUNK = 500
+
+
+class PipelinedPublisher:
+    """Sends a batch in pipelined chunks of ``CHUNK`` commands (one round trip each).
+
+    ``command(pipe, topic, message)`` queues one message. A connection lost during a chunk
+    makes that chunk *unknown* (Redis may have run part of it) and the later chunks *failed*
+    (never sent); an unreachable server is a ConnectError before anything is sent.
+    """
+
+    def __init__(
+        self, name: str, config: ClientConfig, command: Callable[[Any, str, Message], None]
+    ) -> None:
+        self._name = name
+        self._config = config
+        self._command = command
+        self._client = connect(config, retries=0)
+        self._lock = threading.Lock()
+
+    def publish(self, topic: str, messages: Iterable[Message]) -> None:
+        check_name("topic", topic)
+        batch = list(messages)
+        for m in batch:
+            self._config.check_payload(len(m.payload))
+        with self._lock, boundary(self._name, self._config.url):
+            self._client.ping()
+            for start in range(0, len(batch), CHUNK):
+                chunk = batch[start : start + CHUNK]
+                pipe = self._client.pipeline(transaction=False)
+                for m in chunk:
+                    self._command(pipe, topic, m)
+                try:
+                    pipe.execute()
+                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    raise PublishError(
+                        f"{self._name}: connection lost while publishing to {topic}: {exc}",
+                        failed=tuple(m.id for m in batch[start + CHUNK :]),
+                        unknown=tuple(m.id for m in chunk),
+                    ) from exc
+
+    def close(self) -> None:
+        self._client.close()

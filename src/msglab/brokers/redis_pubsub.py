@@ -12,13 +12,12 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
+from typing import Any
 
-import redis
-
-from msglab.brokers._redis_common import boundary, connect
-from msglab.config import ClientConfig, check_name
-from msglab.errors import PublishError, TransportError, UsageError
+from msglab.brokers._redis_common import CHUNK, PipelinedPublisher, boundary, connect
+from msglab.config import ClientConfig
+from msglab.errors import TransportError, UsageError
 from msglab.message import Delivery, Message
 from msglab.ports import Publisher, RawConsume, RawPublish, Subscriber
 from msglab.profiles import DeliveryProfile
@@ -26,7 +25,6 @@ from msglab.subscription import SubscriberBase
 
 NAME = "redis-pubsub"
 MAGIC = b"msglab/1\n"
-CHUNK = 500
 
 
 def encode(m: Message) -> bytes:
@@ -44,37 +42,6 @@ def decode(body: bytes) -> Message:
 
 def _noop(ok: bool, requeue: bool) -> None:
     """Pub/sub has no acknowledgement."""
-
-
-class PubSubPublisher:
-    def __init__(self, config: ClientConfig) -> None:
-        self._config = config
-        self._client = connect(config, retries=0)
-        self._lock = threading.Lock()
-
-    def publish(self, topic: str, messages: Iterable[Message]) -> None:
-        check_name("topic", topic)
-        batch = list(messages)
-        for m in batch:
-            self._config.check_payload(len(m.payload))
-        with self._lock, boundary(NAME, self._config.url):
-            self._client.ping()  # unreachable: a ConnectError naming host:port, nothing sent
-            for start in range(0, len(batch), CHUNK):
-                chunk = batch[start : start + CHUNK]
-                pipe = self._client.pipeline(transaction=False)
-                for m in chunk:
-                    pipe.publish(topic, encode(m))
-                try:
-                    pipe.execute()
-                except (redis.ConnectionError, redis.TimeoutError) as exc:
-                    raise PublishError(
-                        f"{NAME}: connection lost while publishing to {topic}: {exc}",
-                        failed=tuple(m.id for m in batch[start + CHUNK :]),
-                        unknown=tuple(m.id for m in chunk),
-                    ) from exc
-
-    def close(self) -> None:
-        self._client.close()
 
 
 class PubSubSubscriber(SubscriberBase):
@@ -122,7 +89,7 @@ class RedisPubSubTransport:
         self.config = config
 
     def publisher(self) -> Publisher:
-        return PubSubPublisher(self.config)
+        return PipelinedPublisher(NAME, self.config, _publish)
 
     def subscriber(self, group: str) -> Subscriber:
         return PubSubSubscriber(self.config, group)
@@ -141,6 +108,10 @@ class RedisPubSubTransport:
 
 
 # -- raw-client baselines for `msglab bench` ------------------------------------------------
+
+
+def _publish(pipe: Any, topic: str, m: Message) -> None:
+    pipe.publish(topic, encode(m))
 
 
 def _raw_publish(config: ClientConfig, topic: str, messages: list[Message]) -> tuple[int, float]:

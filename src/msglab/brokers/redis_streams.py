@@ -18,20 +18,19 @@ import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import redis
 
-from msglab.brokers._redis_common import boundary, connect
-from msglab.config import ClientConfig, check_name
-from msglab.errors import PublishError
+from msglab.brokers._redis_common import CHUNK, PipelinedPublisher, boundary, connect
+from msglab.config import ClientConfig
 from msglab.message import Delivery, Message
 from msglab.ports import Publisher, RawConsume, RawPublish, Subscriber
 from msglab.profiles import DeliveryProfile
 from msglab.subscription import SubscriberBase
 
 NAME = "redis-streams"
-CHUNK = 500
 
 
 def encode(m: Message) -> dict[bytes | str, bytes | str]:
@@ -52,37 +51,6 @@ def decode(fields: dict[bytes, bytes]) -> Message:
         headers,
         fields[b"id"].decode(),
     )
-
-
-class StreamsPublisher:
-    def __init__(self, config: ClientConfig) -> None:
-        self._config = config
-        self._client = connect(config, retries=0)
-        self._lock = threading.Lock()
-
-    def publish(self, topic: str, messages: Iterable[Message]) -> None:
-        check_name("topic", topic)
-        batch = list(messages)
-        for m in batch:
-            self._config.check_payload(len(m.payload))
-        with self._lock, boundary(NAME, self._config.url):
-            self._client.ping()  # unreachable: a ConnectError naming host:port, nothing sent
-            for start in range(0, len(batch), CHUNK):
-                chunk = batch[start : start + CHUNK]
-                pipe = self._client.pipeline(transaction=False)
-                for m in chunk:
-                    pipe.xadd(topic, encode(m))
-                try:
-                    pipe.execute()
-                except (redis.ConnectionError, redis.TimeoutError) as exc:
-                    raise PublishError(
-                        f"{NAME}: connection lost while publishing to {topic}: {exc}",
-                        failed=tuple(m.id for m in batch[start + CHUNK :]),
-                        unknown=tuple(m.id for m in chunk),
-                    ) from exc
-
-    def close(self) -> None:
-        self._client.close()
 
 
 class StreamsSubscriber(SubscriberBase):
@@ -195,7 +163,7 @@ class RedisStreamsTransport:
         self.config = config
 
     def publisher(self) -> Publisher:
-        return StreamsPublisher(self.config)
+        return PipelinedPublisher(NAME, self.config, _xadd)
 
     def subscriber(self, group: str) -> Subscriber:
         return StreamsSubscriber(self.config, group)
@@ -218,6 +186,10 @@ class RedisStreamsTransport:
 
 
 # -- raw-client baselines for `msglab bench` ------------------------------------------------
+
+
+def _xadd(pipe: Any, topic: str, m: Message) -> None:
+    pipe.xadd(topic, encode(m))
 
 
 def _raw_publish(config: ClientConfig, topic: str, messages: list[Message]) -> tuple[int, float]:

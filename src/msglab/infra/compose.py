@@ -6,7 +6,6 @@ For users with a Docker engine. ``compose/stack.yml`` publishes the native backe
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -140,13 +139,3 @@ class ComposeBackend:
         if not out:
             raise ServerStartError(f"{service} has no logs in compose project {PROJECT}")
         return out
-
-
-def ps_json(text: str) -> list[dict[str, object]]:
-    """Parse ``docker compose ps --format json`` (a JSON array, or one object a line)."""
-    text = text.strip()
-    if not text:
-        return []
-    if text.startswith("["):
-        return list(json.loads(text))
-    return [json.loads(line) for line in text.splitlines() if line.strip()]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -281,9 +280,3 @@ class NativeService(ABC):
         except (OSError, ValueError):
             return {}
         return {k: float(v) for k, v in loaded.items()}
-
-    def wipe(self) -> None:
-        """Remove all data (the server must be down)."""
-        if self.pid() is not None:
-            raise ServerStartError(f"{self.name} is running; stop it before wiping its data")
-        shutil.rmtree(self.root, ignore_errors=True)

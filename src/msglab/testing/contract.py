@@ -17,9 +17,8 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -441,7 +440,7 @@ class TransportContract:
             pytest.skip("no broker")
         dead = _dead_url(config.url)
         transport = open_transport(
-            self.transport_name, _replace(config, url=dead, connect_timeout_s=2.0)
+            self.transport_name, replace(config, url=dead, connect_timeout_s=2.0)
         )
         began = time.monotonic()
         with pytest.raises(TransportError) as caught:
@@ -553,12 +552,6 @@ def with_close(pub: Any, action: Callable[[Any], None]) -> None:
         pub.close()
 
 
-def _replace(config: ClientConfig, **changes: Any) -> ClientConfig:
-    from dataclasses import replace
-
-    return replace(config, **changes)
-
-
 def _host_port(url: str) -> str:
     rest = url.split("://", 1)[-1].rsplit("@", 1)[-1]
     return rest.split("/", 1)[0].split(",", 1)[0]
@@ -600,7 +593,3 @@ def _wait_line(proc: subprocess.Popen[bytes], text: str, timeout_s: float) -> bo
             raise AssertionError(f"worker exited: {buf.decode(errors='replace')}")
         time.sleep(0.05)
     return False
-
-
-def new_group() -> str:
-    return f"g{uuid.uuid4().hex[:8]}"
