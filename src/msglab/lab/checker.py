@@ -12,6 +12,8 @@ Inputs are the records of a run folder (sends, deliveries, effects); nothing els
   delivered, in delivery-time order.
 * latency: first delivery time minus the send time, in ms (a negative value, a clock step
   between processes, counts as 0 and is reported in ``clock_anomalies``).
+* throughput_per_s: messages delivered per second, first send to last first delivery;
+  publish_per_s: messages confirmed per second, first send to the last outcome recorded.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class Counts:
     reordered: int
     latency_ms: dict[str, float]
     throughput_per_s: float
+    publish_per_s: float
     clock_anomalies: int
     lost_ids: list[str]
 
@@ -99,7 +102,9 @@ def check(
     deliveries: Iterable[dict[str, Any]],
     effects: Iterable[dict[str, Any]],
 ) -> Counts:
+    sends = list(sends)
     outcome, first_send = final_outcomes(sends)
+    last_outcome_ts = max((s["ts"] for s in sends if "ts" in s), default=0.0)
     ordered = sorted(deliveries, key=lambda d: d["ts"])
     delivery_count: Counter[str] = Counter()
     first_delivery: dict[str, dict[str, Any]] = {}
@@ -146,6 +151,11 @@ def check(
         end = max(first_delivery[m]["ts"] for m in delivered_ids & sent_ids)
         throughput = len(delivered_ids & sent_ids) / max(end - start, 1e-9)
 
+    publish_rate = 0.0
+    if ok and last_outcome_ts:
+        began = min(s["sent_ts"] for s in first_send.values())
+        publish_rate = len(ok) / max(last_outcome_ts - began, 1e-9)
+
     lost = ok - delivered_ids
     return Counts(
         sent=len(sent_ids),
@@ -168,6 +178,7 @@ def check(
             "max": round(latencies[-1], 3) if latencies else 0.0,
         },
         throughput_per_s=round(throughput, 1),
+        publish_per_s=round(publish_rate, 1),
         clock_anomalies=anomalies,
         lost_ids=sorted(lost)[:50],
     )
