@@ -24,7 +24,7 @@ from msglab.config import ClientConfig
 from msglab.errors import UsageError
 from msglab.jobs import make_messages
 from msglab.message import Message
-from msglab.ports import RawConsume, RawPublish, Transport
+from msglab.ports import RawConsume, RawPublish, TopicAdmin, Transport
 
 Progress = Callable[[str], None]
 
@@ -107,19 +107,28 @@ def bench_publish(
     result = BenchResult(
         "publish", name, config.profile.value, messages, size, 0.0, next(iter(raws), None)
     )
-    for r in range(rounds):
-        if progress:
-            progress(f"round {r + 1}/{rounds}: msglab")
-        result.msglab_msgs_per_s = max(
-            result.msglab_msgs_per_s, _time_msglab_publish(transport, topic, batch)
-        )
-        for raw_name, raw in raws.items():
+    try:
+        for r in range(rounds):
             if progress:
-                progress(f"round {r + 1}/{rounds}: {raw_name}")
-            sent, seconds = raw(config, topic, batch)
-            rate = sent / seconds
-            result.baselines[raw_name] = max(result.baselines.get(raw_name, 0.0), rate)
+                progress(f"round {r + 1}/{rounds}: msglab")
+            rate = _time_msglab_publish(transport, topic, batch)
+            result.msglab_msgs_per_s = max(result.msglab_msgs_per_s, rate)
+            for raw_name, raw in raws.items():
+                if progress:
+                    progress(f"round {r + 1}/{rounds}: {raw_name}")
+                sent, seconds = raw(config, topic, batch)
+                result.baselines[raw_name] = max(
+                    result.baselines.get(raw_name, 0.0), sent / seconds
+                )
+    finally:
+        _clean(transport, topic, ["bench"])
     return result
+
+
+def _clean(transport: Transport, topic: str, groups: list[str]) -> None:
+    """Leave the broker as it was: the benchmark's topic and queues are deleted."""
+    if isinstance(transport, TopicAdmin):
+        transport.delete_topic(topic, groups)
 
 
 def _time_msglab_publish(transport: Transport, topic: str, batch: list[Message]) -> float:
@@ -210,4 +219,5 @@ def bench_consume(
         filler.join()
         result.baselines[raw_name] = got / max(seconds, 1e-9)
         result.delivered[raw_name] = got
+    _clean(transport, topic, list(groups.values()))
     return result

@@ -67,6 +67,14 @@ class Transport(Protocol):
     def profile_settings(cls) -> dict[str, dict[str, str]]: ...
 
 
+@runtime_checkable
+class TopicAdmin(Protocol):
+    """Optional capability: remove a topic and its groups' storage from the broker
+    (benchmarks and tests clean up after themselves). Missing ones are ignored."""
+
+    def delete_topic(self, topic: str, groups: Iterable[str]) -> None: ...
+
+
 RawPublish = Callable[[ClientConfig, str, list[Message]], tuple[int, float]]
 """A raw-client baseline for ``msglab bench``: publishes the messages to the topic as the
 driver alone would, with the transport's settings. It connects and warms up first (the first
@@ -102,5 +110,6 @@ __all__ = [
     "Middleware",
     "Publisher",
     "Subscriber",
+    "TopicAdmin",
     "Transport",
 ]

@@ -47,9 +47,10 @@ def test_redis_pubsub_at_least_once_is_refused_saying_why() -> None:
     assert "stores nothing" in result.stderr
 
 
+@pytest.mark.parametrize("command", ["publish", "consume"])
 @pytest.mark.parametrize("transport", ["kafka", "rabbitmq", "redis-streams", "redis-pubsub"])
 def test_unreachable_server_fails_within_the_connect_timeout_naming_host_port(
-    transport: str,
+    transport: str, command: str
 ) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -64,7 +65,7 @@ def test_unreachable_server_fails_within_the_connect_timeout_naming_host_port(
     profile = "at-most-once" if transport == "redis-pubsub" else "at-least-once"
     began = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "msglab", "publish", "-t", transport, "-p", profile, "-n", "3"],
+        [sys.executable, "-m", "msglab", command, "-t", transport, "-p", profile, "-n", "3"],
         capture_output=True,
         text=True,
         env=env,

@@ -41,6 +41,17 @@ def connect(config: ClientConfig, *, retries: int) -> Any:  # redis-py is partly
     )
 
 
+def check_reachable(name: str, config: ClientConfig) -> None:
+    """PING once without retries: an unreachable server fails within the connect timeout,
+    naming host:port (the long-lived clients retry, which suits reconnects, not a first try)."""
+    client = connect(config, retries=0)
+    try:
+        with boundary(name, config.url):
+            client.ping()
+    finally:
+        client.close()
+
+
 @contextmanager
 def boundary(transport: str, url: str) -> Iterator[None]:
     """Convert redis-py's exceptions into msglab's, chained."""

@@ -317,6 +317,16 @@ class KafkaTransport:
     def subscriber(self, group: str) -> Subscriber:
         return KafkaSubscriber(self.config, group)
 
+    def delete_topic(self, topic: str, groups: Iterable[str]) -> None:
+        admin = AdminClient(_common(self.config))
+        futures = admin.delete_topics([topic], request_timeout=self.config.request_timeout_s)
+        for future in futures.values():
+            try:
+                future.result(timeout=self.config.request_timeout_s)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    raise TransportError(f"{NAME}: cannot delete topic {topic}: {exc}") from exc
+
     @classmethod
     def profile_settings(cls) -> dict[str, dict[str, str]]:
         out: dict[str, dict[str, str]] = {}

@@ -428,6 +428,17 @@ class RabbitMQTransport:
     def subscriber(self, group: str) -> Subscriber:
         return RabbitSubscriber(self.config, group)
 
+    def delete_topic(self, topic: str, groups: Iterable[str]) -> None:
+        try:
+            conn = pika.BlockingConnection(_params(self.config))
+            ch = conn.channel()
+            for group in groups:
+                ch.queue_delete(f"{topic}.{group}")
+            ch.exchange_delete(topic)
+            conn.close()
+        except pika.exceptions.AMQPConnectionError as exc:
+            raise ConnectError(NAME, _address(self.config), repr(exc)) from exc
+
     @classmethod
     def profile_settings(cls) -> dict[str, dict[str, str]]:
         return {

@@ -15,7 +15,13 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from msglab.brokers._redis_common import CHUNK, PipelinedPublisher, boundary, connect
+from msglab.brokers._redis_common import (
+    CHUNK,
+    PipelinedPublisher,
+    boundary,
+    check_reachable,
+    connect,
+)
 from msglab.config import ClientConfig
 from msglab.errors import TransportError, UsageError
 from msglab.message import Delivery, Message
@@ -54,6 +60,7 @@ class PubSubSubscriber(SubscriberBase):
         self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
 
     def _open(self, topic: str) -> None:
+        check_reachable(NAME, self._config)
         with boundary(NAME, self._config.url):
             self._pubsub.subscribe(topic)
             deadline = time.monotonic() + self._config.request_timeout_s

@@ -18,12 +18,18 @@ import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import redis
 
-from msglab.brokers._redis_common import CHUNK, PipelinedPublisher, boundary, connect
+from msglab.brokers._redis_common import (
+    CHUNK,
+    PipelinedPublisher,
+    boundary,
+    check_reachable,
+    connect,
+)
 from msglab.config import ClientConfig
 from msglab.message import Delivery, Message
 from msglab.ports import Publisher, RawConsume, RawPublish, Subscriber
@@ -66,6 +72,7 @@ class StreamsSubscriber(SubscriberBase):
 
     def _open(self, topic: str) -> None:
         self._topic = topic
+        check_reachable(NAME, self._config)
         with boundary(NAME, self._config.url):
             try:
                 self._client.xgroup_create(topic, self._group, id="0", mkstream=True)
@@ -167,6 +174,12 @@ class RedisStreamsTransport:
 
     def subscriber(self, group: str) -> Subscriber:
         return StreamsSubscriber(self.config, group)
+
+    def delete_topic(self, topic: str, groups: Iterable[str]) -> None:
+        client = connect(self.config, retries=0)
+        with boundary(NAME, self.config.url):
+            client.delete(topic)  # the stream, its groups and their pending lists
+        client.close()
 
     @classmethod
     def profile_settings(cls) -> dict[str, dict[str, str]]:
