@@ -25,10 +25,12 @@ def main(argv: list[str]) -> None:
     deliveries = sub.subscribe(topic)
     print("subscribed", flush=True)
     delivery = next(iter(deliveries))
-    with open(out, "w") as f:
+    partial = f"{out}.partial"
+    with open(partial, "w") as f:
         f.write(delivery.message.id + "\n")
         f.flush()
         os.fsync(f.fileno())
+    os.replace(partial, out)  # the test sees the file only once it holds the id
     while True:  # the effect is done; the ack never comes
         time.sleep(1)
 
