@@ -7,6 +7,7 @@ reply may store a message twice, so the outcome is reported as *unknown* instead
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -106,3 +107,24 @@ class PipelinedPublisher:
 
     def close(self) -> None:
         self._client.close()
+
+
+def raw_pipelined(
+    config: ClientConfig,
+    topic: str,
+    messages: list[Message],
+    command: Callable[[Any, str, Message], None],
+) -> tuple[int, float]:
+    """The raw-client baseline for ``msglab bench``: redis-py alone, the same pipelined
+    chunks, no msglab in the loop; connects first, then times the sending."""
+    client = connect(config, retries=0)
+    client.ping()
+    began = time.perf_counter()
+    for start in range(0, len(messages), CHUNK):
+        pipe = client.pipeline(transaction=False)
+        for m in messages[start : start + CHUNK]:
+            command(pipe, topic, m)
+        pipe.execute()
+    seconds = time.perf_counter() - began
+    client.close()
+    return len(messages), seconds

@@ -16,11 +16,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from msglab.brokers._redis_common import (
-    CHUNK,
     PipelinedPublisher,
     boundary,
     check_reachable,
     connect,
+    raw_pipelined,
 )
 from msglab.config import ClientConfig
 from msglab.errors import TransportError, UsageError
@@ -122,17 +122,7 @@ def _publish(pipe: Any, topic: str, m: Message) -> None:
 
 
 def _raw_publish(config: ClientConfig, topic: str, messages: list[Message]) -> tuple[int, float]:
-    client = connect(config, retries=0)
-    client.ping()  # connected
-    began = time.perf_counter()
-    for start in range(0, len(messages), CHUNK):
-        pipe = client.pipeline(transaction=False)
-        for m in messages[start : start + CHUNK]:
-            pipe.publish(topic, encode(m))
-        pipe.execute()
-    seconds = time.perf_counter() - began
-    client.close()
-    return len(messages), seconds
+    return raw_pipelined(config, topic, messages, _publish)
 
 
 def _raw_consume(

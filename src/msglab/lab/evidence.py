@@ -78,3 +78,34 @@ def read(directory: Path, kind: str, stats: ReadStats | None = None) -> Iterator
                 continue
             stats.records += 1
             yield record
+
+
+class Tail:
+    """Follows the files of one kind while workers append to them: each ``new()`` returns the
+    records completed since the previous call (a line still being written waits for its
+    newline), reading every byte once."""
+
+    def __init__(self, directory: Path, kind: str) -> None:
+        self._dir = directory
+        self._kind = kind
+        self._offsets: dict[Path, int] = {}
+
+    def new(self) -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = []
+        for path in sorted(self._dir.glob(f"{self._kind}-*.jsonl")):
+            offset = self._offsets.get(path, 0)
+            with open(path, "rb") as f:
+                f.seek(offset)
+                data = f.read()
+            end = data.rfind(b"\n")
+            if end < 0:
+                continue
+            self._offsets[path] = offset + end + 1
+            for raw in data[:end].split(b"\n"):
+                try:
+                    record = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(record, dict):
+                    records.append(record)
+        return records

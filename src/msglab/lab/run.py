@@ -22,7 +22,7 @@ from msglab.errors import InfraError, MsglabError
 from msglab.infra import backend_for, service_url
 from msglab.lab import effects, faults
 from msglab.lab.checker import PROMISES, check
-from msglab.lab.evidence import DELIVERIES, EFFECTS, SENDS, ReadStats, read
+from msglab.lab.evidence import DELIVERIES, EFFECTS, SENDS, ReadStats, Tail, read
 from msglab.lab.scenario import Scenario
 from msglab.lab.worker import WorkerSpec
 from msglab.settings import Settings
@@ -50,6 +50,12 @@ class Run:
         self.infra = backend_for(settings)
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
         self.interrupted = False
+        self._sends = Tail(self.dir, SENDS)
+        self._deliveries = Tail(self.dir, DELIVERIES)
+        self._sent = 0  # messages attempted (first tries)
+        self._confirmed: set[str] = set()
+        self._delivered: set[str] = set()
+        self._delivery_lines = 0
 
     # -- workers ---------------------------------------------------------------------------
 
@@ -134,11 +140,16 @@ class Run:
 
     # -- evidence while running ------------------------------------------------------------
 
-    def _lines(self, kind: str) -> int:
-        return sum(p.read_bytes().count(b"\n") for p in self.dir.glob(f"{kind}-*.jsonl"))
-
-    def _sent(self) -> int:
-        return self._lines(SENDS) // 2  # a "sending" line and an outcome line per message
+    def _follow(self) -> None:
+        """Read what the workers appended since the last call (each byte once)."""
+        for r in self._sends.new():
+            if r["outcome"] == "sending" and r.get("try", 1) == 1:
+                self._sent += 1
+            elif r["outcome"] == "ok":
+                self._confirmed.add(r["id"])
+        for r in self._deliveries.new():
+            self._delivery_lines += 1
+            self._delivered.add(r["id"])
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -189,7 +200,8 @@ class Run:
         while any(self.workers[p].poll() is None for p in producers):
             if time.monotonic() > limit:
                 raise InfraError("producers did not finish in time; see the worker logs")
-            sent = self._sent()
+            self._follow()
+            sent = self._sent
             self.progress("publishing", min(1.0, sent / s.messages))
             if fault_pending and sent >= s.fault_at:
                 fault_pending = False
@@ -233,18 +245,14 @@ class Run:
         last_count, last_change = -1, time.monotonic()
         while time.monotonic() < end:
             tick()
-            count = self._lines(DELIVERIES)
+            self._follow()
+            count = self._delivery_lines
             if count != last_count:
                 last_count, last_change = count, time.monotonic()
             quiet = time.monotonic() - last_change
-            if quiet >= self.s.quiet_s or (quiet >= 1.0 and self._all_delivered()):
+            if quiet >= self.s.quiet_s or (quiet >= 1.0 and self._confirmed <= self._delivered):
                 return
             time.sleep(0.25)
-
-    def _all_delivered(self) -> bool:
-        confirmed = {r["id"] for r in read(self.dir, SENDS) if r["outcome"] == "ok"}
-        delivered = {r["id"] for r in read(self.dir, DELIVERIES)}
-        return confirmed <= delivered
 
     # -- the report ------------------------------------------------------------------------
 
