@@ -16,8 +16,9 @@ from typing import Literal
 
 from msglab.errors import ConfigError, UsageError
 
-SERVICES: tuple[str, ...] = ("kafka", "rabbitmq", "redis", "postgres")
-"""Every server msglab can run, in the order they are started."""
+SERVICES: tuple[str, ...] = ("kafka", "rabbitmq", "redis", "postgres", "toxiproxy")
+"""Every server msglab can run, in the order they are started (Toxiproxy, which sits in front of
+the brokers, last)."""
 
 BACKENDS: tuple[str, ...] = ("native", "compose", "testcontainers")
 
@@ -29,9 +30,16 @@ DEFAULT_PORTS: Mapping[str, int] = {
     "rabbitmq_epmd": 24369,
     "redis": 26389,
     "postgres": 25442,
+    "toxiproxy": 28474,
+    "kafka_proxied": 29094,
+    "kafka_proxy": 29095,
+    "rabbitmq_proxy": 25692,
+    "redis_proxy": 26399,
 }
 """Named ports and their defaults; ``MSGLAB_<NAME>_PORT`` overrides each (for example
-``MSGLAB_KAFKA_CONTROLLER_PORT``)."""
+``MSGLAB_KAFKA_CONTROLLER_PORT``). ``toxiproxy`` is Toxiproxy's HTTP API; ``<broker>_proxy`` is
+where Toxiproxy listens for that broker's clients; ``kafka_proxied`` is the broker's second
+listener, the proxy's upstream, which advertises the ``kafka_proxy`` address."""
 
 AppendFsync = Literal["always", "everysec", "no"]
 

@@ -9,7 +9,13 @@ from msglab.errors import ConfigError
 from msglab.infra import probes
 from msglab.infra.service import Status
 
-DEFAULT_PORTS = {"kafka": 9092, "rabbitmq": 5672, "redis": 6379, "postgres": 5432}
+DEFAULT_PORTS = {
+    "kafka": 9092,
+    "rabbitmq": 5672,
+    "redis": 6379,
+    "postgres": 5432,
+    "toxiproxy": 8474,
+}
 
 Probe = Callable[[str, int, float], bool]
 
@@ -18,6 +24,7 @@ PROBES: dict[str, Probe] = {
     "rabbitmq": lambda h, p, t: probes.amqp_handshake(h, p, t) is not None,
     "redis": probes.redis_ping,
     "postgres": probes.postgres_ready,
+    "toxiproxy": lambda h, p, t: probes.toxiproxy_version(h, p, t) is not None,
 }
 
 

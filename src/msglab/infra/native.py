@@ -11,6 +11,7 @@ from msglab.infra.postgres import Postgres
 from msglab.infra.rabbitmq import RabbitMQ
 from msglab.infra.redis import Redis
 from msglab.infra.service import NativeService, StartReport, Status
+from msglab.infra.toxiproxy import Toxiproxy
 from msglab.settings import Settings, check_services
 
 SERVICE_TYPES: dict[str, type[NativeService]] = {
@@ -18,6 +19,7 @@ SERVICE_TYPES: dict[str, type[NativeService]] = {
     "rabbitmq": RabbitMQ,
     "redis": Redis,
     "postgres": Postgres,
+    "toxiproxy": Toxiproxy,
 }
 
 

@@ -8,6 +8,8 @@ not answer as a ready server does.
 
 from __future__ import annotations
 
+import http.client
+import json
 import shutil
 import socket
 import struct
@@ -115,3 +117,22 @@ def _postgres_ssl_request(host: str, port: int, timeout_s: float) -> bool:
             return sock.recv(1) in (b"S", b"N")
     except OSError:
         return False
+
+
+def toxiproxy_version(host: str, port: int, timeout_s: float) -> str | None:
+    """``GET /version`` of Toxiproxy's HTTP API; the version it reports on 200, else None."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
+    try:
+        conn.request("GET", "/version")
+        response = conn.getresponse()
+        body = response.read()
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+    if response.status != 200:
+        return None
+    try:
+        return str(json.loads(body)["version"])
+    except (ValueError, KeyError, TypeError):
+        return body.decode("utf-8", "replace").strip() or "unknown"  # 2.x before 2.6: plain text
