@@ -4,6 +4,11 @@ The jars come from ``resources/kafka/pom.xml`` via ``mvn dependency:copy-depende
 ``<cache>/kafka-<version>/lib`` (shared by every MSGLAB_HOME); the broker runs with
 ``java -cp 'lib/*' kafka.Kafka server.properties``. Kafka never fsyncs by default: a SIGKILL
 keeps what reached the page cache, a power cut would not.
+
+Clients use the PLAINTEXT listener on the ``kafka`` port. A second listener, PROXIED on
+``kafka_proxied``, is Toxiproxy's upstream and advertises the proxy's address (``kafka_proxy``):
+a broker answers metadata requests with the addresses of the listener the request came in on,
+so a client that bootstraps through the proxy reconnects through it too.
 """
 
 from __future__ import annotations
@@ -42,8 +47,16 @@ class Kafka(NativeService):
         return self.settings.ports["kafka_controller"]
 
     @property
+    def proxied_port(self) -> int:
+        return self.settings.ports["kafka_proxied"]
+
+    @property
     def owned_ports(self) -> Mapping[str, int]:
-        return {"kafka": self.port, "kafka_controller": self.controller_port}
+        return {
+            "kafka": self.port,
+            "kafka_controller": self.controller_port,
+            "kafka_proxied": self.proxied_port,
+        }
 
     @property
     def url(self) -> str:
@@ -102,12 +115,15 @@ class Kafka(NativeService):
                 "process.roles=broker,controller",
                 "node.id=1",
                 f"controller.quorum.bootstrap.servers={HOST}:{self.controller_port}",
-                f"listeners=PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{self.controller_port}",
+                f"listeners=PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{self.controller_port},"
+                f"PROXIED://{HOST}:{self.proxied_port}",
                 f"advertised.listeners=PLAINTEXT://{HOST}:{self.port},"
-                f"CONTROLLER://{HOST}:{self.controller_port}",
+                f"CONTROLLER://{HOST}:{self.controller_port},"
+                f"PROXIED://{HOST}:{self.settings.ports['kafka_proxy']}",
                 "controller.listener.names=CONTROLLER",
                 "inter.broker.listener.name=PLAINTEXT",
-                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                "listener.security.protocol.map="
+                "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,PROXIED:PLAINTEXT",
                 f"log.dirs={data}",
                 "num.partitions=1",
                 "offsets.topic.replication.factor=1",
