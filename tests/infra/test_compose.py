@@ -20,7 +20,8 @@ import yaml
 from msglab.infra.kafka import KAFKA_VERSION, Kafka
 from msglab.infra.postgres import PASSWORD, Postgres
 from msglab.infra.redis import Redis
-from msglab.settings import DEFAULT_PORTS, Settings
+from msglab.infra.toxiproxy import PROXIED, TOXIPROXY_VERSION, Toxiproxy, proxy_specs
+from msglab.settings import DEFAULT_PORTS, SERVICES, Settings
 from msglab.testing.containers import specs
 
 STACK = Path(__file__).resolve().parents[2] / "compose" / "stack.yml"
@@ -62,10 +63,20 @@ def test_schema_check_can_fail() -> None:
         jsonschema.Draft201909Validator(schema).validate(broken)
 
 
+PUBLISHED = {
+    "kafka": ("kafka", "kafka_proxied"),
+    "rabbitmq": ("rabbitmq",),
+    "redis": ("redis",),
+    "postgres": ("postgres",),
+    "toxiproxy": ("toxiproxy", "kafka_proxy", "rabbitmq_proxy", "redis_proxy"),
+}
+
+
 def test_every_port_is_published_on_loopback_at_the_native_port(stack: dict[str, Any]) -> None:
-    for service in ("kafka", "rabbitmq", "redis", "postgres"):
-        port = DEFAULT_PORTS[service]
-        assert stack["services"][service]["ports"] == [f"127.0.0.1:{port}:{port}"]
+    assert set(PUBLISHED) == set(SERVICES) == set(stack["services"])
+    for service, names in PUBLISHED.items():
+        ports = [DEFAULT_PORTS[name] for name in names]
+        assert stack["services"][service]["ports"] == [f"127.0.0.1:{p}:{p}" for p in ports]
 
 
 def test_kafka_settings_match_the_native_broker(stack: dict[str, Any], native: Settings) -> None:
@@ -76,7 +87,27 @@ def test_kafka_settings_match_the_native_broker(stack: dict[str, Any], native: S
     for key, value in props.items():
         if key not in skip:
             assert env["KAFKA_" + key.upper().replace(".", "_")] == value, key
-    assert env["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://127.0.0.1:{DEFAULT_PORTS['kafka']}"
+    assert env["KAFKA_ADVERTISED_LISTENERS"] == (
+        f"PLAINTEXT://127.0.0.1:{DEFAULT_PORTS['kafka']},"
+        f"PROXIED://127.0.0.1:{DEFAULT_PORTS['kafka_proxy']}"
+    )
+    assert f"PROXIED://0.0.0.0:{DEFAULT_PORTS['kafka_proxied']}" in env["KAFKA_LISTENERS"]
+
+
+def test_toxiproxy_matches_the_native_server(stack: dict[str, Any], native: Settings) -> None:
+    service = stack["services"]["toxiproxy"]
+    assert service["image"] == f"shopify/toxiproxy:{TOXIPROXY_VERSION}"
+    argv = list(Toxiproxy(native).launch().argv)
+    assert f"-port={argv[argv.index('-port') + 1]}" in service["command"]
+    (mount,) = service["volumes"]
+    source, target, _mode = mount.split(":")
+    assert f"-config={target}" in service["command"]
+    # The same proxies as the native config, reached from inside the compose network.
+    in_compose = proxy_specs(native, "0.0.0.0", {name: name for name in PROXIED})
+    config = json.loads((STACK.parent / source).read_text())
+    assert config == [spec.to_json() for spec in in_compose]
+    native_ports = {spec.listen.rsplit(":", 1)[1] for spec in proxy_specs(native)}
+    assert {spec.listen.rsplit(":", 1)[1] for spec in in_compose} == native_ports
 
 
 def test_redis_settings_match(stack: dict[str, Any], native: Settings) -> None:
@@ -123,4 +154,5 @@ def test_testcontainers_specs_match_the_stack(stack: dict[str, Any], native: Set
             name
         )
         assert list(spec.command) == service.get("command", []), name
-        assert service["ports"] == [f"127.0.0.1:{spec.port}:{spec.port}"], name
+        ports = (spec.port, *spec.more_ports)
+        assert service["ports"] == [f"127.0.0.1:{p}:{p}" for p in ports], name

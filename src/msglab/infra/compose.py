@@ -2,6 +2,8 @@
 
 For users with a Docker engine. ``compose/stack.yml`` publishes the native backend's ports on
 127.0.0.1 with the same server settings, so a test or a lab run cannot tell the two apart.
+Toxiproxy's container starts with ``compose/toxiproxy.json`` (the proxies at the default
+ports); after ``up`` and ``restart`` this backend populates them for the configured ports.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from pathlib import Path
 from msglab.errors import InfraError, NotRunningError, ServerStartError
 from msglab.infra import external
 from msglab.infra.service import HOST, StartReport, Status
+from msglab.infra.toxics import ToxiproxyClient
+from msglab.infra.toxiproxy import PROXIED, proxy_specs
 from msglab.settings import Settings, check_services
 
 PROJECT = "msglab"
@@ -24,7 +28,11 @@ URLS = {
     "rabbitmq": "amqp://guest:guest@{host}:{port}/%2F",
     "redis": "redis://{host}:{port}/0",
     "postgres": "postgresql://postgres:msglab@{host}:{port}/msglab",
+    "toxiproxy": "http://{host}:{port}",
 }
+
+STATELESS = ("toxiproxy",)
+"""Services without a volume."""
 
 
 def stack_file() -> Path:
@@ -79,6 +87,8 @@ class ComposeBackend:
         began = time.monotonic()
         services = check_services(names)
         self._compose("up", "-d", "--wait", *services)
+        if "toxiproxy" in services:
+            self._populate_proxies()
         seconds = time.monotonic() - began
         return [StartReport(s, started=True, cold=False, seconds=seconds) for s in services]
 
@@ -99,7 +109,16 @@ class ComposeBackend:
         (service,) = check_services([name])
         began = time.monotonic()
         self._compose("up", "-d", "--wait", service)
+        if service == "toxiproxy":
+            self._populate_proxies()
         return StartReport(service, started=True, cold=False, seconds=time.monotonic() - began)
+
+    def _populate_proxies(self) -> None:
+        """Create the proxies for the configured ports (inside the container, on the network
+        compose made, each broker is reached by its service name)."""
+        url = URLS["toxiproxy"].format(host=HOST, port=self.settings.ports["toxiproxy"])
+        specs = proxy_specs(self.settings, "0.0.0.0", {name: name for name in PROXIED})
+        ToxiproxyClient(url, self.settings.connect_timeout_s).populate(specs)
 
     def _container_pid(self, service: str) -> int:
         cid = self._compose("ps", "-q", service).strip()
@@ -127,7 +146,7 @@ class ComposeBackend:
                     address=f"{HOST}:{port}",
                     url=URLS[service].format(host=HOST, port=port),
                     healthy=bool(pid) and probe(HOST, port, self.settings.connect_timeout_s),
-                    data_dir=f"volume {PROJECT}_{service}",
+                    data_dir=None if service in STATELESS else f"volume {PROJECT}_{service}",
                     version=None,
                 )
             )

@@ -3,6 +3,10 @@
 Used only where a Docker engine answers. The specs mirror ``compose/stack.yml`` (a test
 checks both against the native settings), so fixtures built from them behave like the
 native servers: same ports on 127.0.0.1, same durability settings.
+
+Toxiproxy has no spec: the fixtures run the native ``toxiproxy-server`` (a static binary, no
+Docker needed) in front of the containers, whose ports are published on 127.0.0.1 exactly where
+its proxies' upstreams point (Kafka's ``kafka_proxied`` listener included, in ``more_ports``).
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ class ContainerSpec:
     port: int
     env: Mapping[str, str] = field(default_factory=dict)
     command: Sequence[str] = ()
+    more_ports: Sequence[int] = ()  # also published on 127.0.0.1 at the same number
 
 
 def specs(settings: Settings) -> dict[str, ContainerSpec]:
     p = settings.ports
-    kafka, ctrl = p["kafka"], p["kafka_controller"]
+    kafka, ctrl, proxied = p["kafka"], p["kafka_controller"], p["kafka_proxied"]
     return {
         "kafka": ContainerSpec(
             "apache/kafka:4.1.1",
@@ -33,12 +38,16 @@ def specs(settings: Settings) -> dict[str, ContainerSpec]:
                 "CLUSTER_ID": "bXNnbGFiLWNvbXBvc2UtMQ",
                 "KAFKA_NODE_ID": "1",
                 "KAFKA_PROCESS_ROLES": "broker,controller",
-                "KAFKA_LISTENERS": f"PLAINTEXT://0.0.0.0:{kafka},CONTROLLER://0.0.0.0:{ctrl}",
-                "KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://127.0.0.1:{kafka}",
+                "KAFKA_LISTENERS": f"PLAINTEXT://0.0.0.0:{kafka},CONTROLLER://0.0.0.0:{ctrl},"
+                f"PROXIED://0.0.0.0:{proxied}",
+                "KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://127.0.0.1:{kafka},"
+                f"PROXIED://127.0.0.1:{p['kafka_proxy']}",
                 "KAFKA_CONTROLLER_QUORUM_VOTERS": f"1@localhost:{ctrl}",
                 "KAFKA_CONTROLLER_LISTENER_NAMES": "CONTROLLER",
                 "KAFKA_INTER_BROKER_LISTENER_NAME": "PLAINTEXT",
-                "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": (
+                    "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,PROXIED:PLAINTEXT"
+                ),
                 "KAFKA_NUM_PARTITIONS": "1",
                 "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": "1",
                 "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
@@ -51,6 +60,7 @@ def specs(settings: Settings) -> dict[str, ContainerSpec]:
                 "KAFKA_AUTO_CREATE_TOPICS_ENABLE": "true",
                 "KAFKA_LOG_DIRS": "/var/lib/kafka/data",
             },
+            more_ports=[proxied],
         ),
         "rabbitmq": ContainerSpec(
             "rabbitmq:3.10", p["rabbitmq"], {"RABBITMQ_NODE_PORT": str(p["rabbitmq"])}
@@ -106,4 +116,6 @@ def build(spec: ContainerSpec) -> Any:
         container = container.with_env(key, value)
     if spec.command:
         container = container.with_command(list(spec.command))
-    return container.with_bind_ports(spec.port, ("127.0.0.1", spec.port))
+    for port in (spec.port, *spec.more_ports):
+        container = container.with_bind_ports(port, ("127.0.0.1", port))
+    return container
