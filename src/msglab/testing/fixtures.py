@@ -3,7 +3,8 @@
 Servers come up once per test run (session scope) and stay up; each test gets isolated names
 (``unique_name``) instead of fresh servers. Under CI (``CI=true``) a server that cannot start
 *fails* the tests that need it; locally they are skipped with the reason.
-``MSGLAB_BACKEND=testcontainers`` starts containers instead, where a Docker engine answers.
+``MSGLAB_BACKEND=testcontainers`` starts containers instead, where a Docker engine answers
+(Toxiproxy excepted: it always runs natively, in front of whichever servers answer).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import pytest
 
 from msglab.errors import MsglabError
 from msglab.infra import Backend, Status, backend_for
+from msglab.infra import toxiproxy as toxiproxy_infra
+from msglab.infra.toxics import ToxiproxyClient
 from msglab.settings import Settings, in_ci
 from msglab.testing.contract import ContractReport
 
@@ -44,7 +47,7 @@ _containers: dict[str, Any] = {}
 
 
 def _server(settings: Settings, infra: Backend, name: str) -> Status:
-    if settings.backend == "testcontainers":
+    if settings.backend == "testcontainers" and name != "toxiproxy":
         return _container(settings, infra, name)
     try:
         infra.up([name])
@@ -87,6 +90,23 @@ def redis_server(msglab_settings: Settings, msglab_infra: Backend) -> Status:
 @pytest.fixture(scope="session")
 def postgres_server(msglab_settings: Settings, msglab_infra: Backend) -> Status:
     return _server(msglab_settings, msglab_infra, "postgres")
+
+
+@pytest.fixture(scope="session")
+def toxiproxy_server(msglab_settings: Settings, msglab_infra: Backend) -> Status:
+    """Toxiproxy with the proxies ``kafka``, ``rabbitmq`` and ``redis`` (their upstreams need not
+    run: ask for those servers' fixtures too). Clients connect with ``proxied_url``."""
+    return _server(msglab_settings, msglab_infra, "toxiproxy")
+
+
+@pytest.fixture
+def toxiproxy(toxiproxy_server: Status, msglab_settings: Settings) -> Iterator[ToxiproxyClient]:
+    """A client of the Toxiproxy server; every proxy enabled and free of toxics before and after
+    the test (``reset``), so that a test's faults never leak into the next one."""
+    client = toxiproxy_infra.client(msglab_settings)
+    client.reset()
+    yield client
+    client.reset()
 
 
 @pytest.fixture
