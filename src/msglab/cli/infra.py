@@ -47,7 +47,7 @@ def _one(services: list[str] | None, verb: str) -> list[str]:
 
 @app.command()
 def install(services: Services = None, backend: Backend = None) -> None:
-    """Install the servers' software where missing (Debian packages, Kafka jars)."""
+    """Install the servers' software where missing (Debian packages, Kafka jars, Toxiproxy)."""
     done = _backend(backend).install(services or [])
     console.print(f"installed: {', '.join(done)}" if done else "everything already installed")
 
@@ -91,7 +91,8 @@ def down(services: Services = None, backend: Backend = None) -> None:
 
 @app.command()
 def kill(services: Services = None, backend: Backend = None) -> None:
-    """SIGKILL the real server process (JVM, beam.smp, redis-server, postmaster); data stays."""
+    """SIGKILL the real server process (JVM, beam.smp, redis-server, postmaster,
+    toxiproxy-server); data stays."""
     b = _backend(backend)
     for name in _one(services, "kill"):
         pid = b.kill(name)
