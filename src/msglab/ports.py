@@ -46,6 +46,11 @@ class Subscriber(Protocol):
 
     def subscribe(self, topic: str) -> Iterator[Delivery]: ...
 
+    def on_idle(self, callback: Callable[[], None]) -> None:
+        """Have ``callback`` called in the iterating thread whenever a poll of the broker
+        found nothing (at least every 0.2 s while idle): a consumer that settles deliveries
+        in batches settles the last, short batch there instead of waiting for more."""
+
     def close(self) -> None: ...
 
 

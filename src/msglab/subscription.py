@@ -5,6 +5,9 @@ out a generator of deliveries. ``close`` works from any thread and releases the 
 exactly once: at once when iteration never started; by closing the generator when called
 from the iterating thread (after a ``break``); otherwise the iterating thread sees the flag at
 its next poll (each transport polls at least every 0.2 s) and releases on its way out.
+
+``on_idle`` lets a batch consumer settle what it holds when nothing more is coming: each
+transport calls the hook from the iterating thread whenever a poll came back empty.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 
 from msglab.config import check_name
 from msglab.message import Delivery
@@ -25,6 +28,11 @@ class SubscriberBase(ABC):
         self._generator: Generator[Delivery, None, None] | None = None
         self._iterating_thread: int | None = None
         self._released = threading.Lock()
+        self._idle: Callable[[], None] = _nothing
+
+    def on_idle(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` in the iterating thread after each poll that found nothing."""
+        self._idle = callback
 
     @abstractmethod
     def _open(self, topic: str) -> None:
@@ -67,3 +75,7 @@ class SubscriberBase(ABC):
             # the generator is running below us (ValueError): it stops at its next poll.
             with contextlib.suppress(ValueError):
                 self._generator.close()
+
+
+def _nothing() -> None:
+    pass

@@ -232,6 +232,7 @@ class KafkaSubscriber(SubscriberBase):
             self._store_acked()
             batch: list[Any] = self._consumer.consume(self._config.prefetch, 0.2)
             if not batch:
+                self._idle()
                 continue
             if not self._safe:
                 self._commit_before_handling(batch)

@@ -112,6 +112,7 @@ class MemorySubscriber(SubscriberBase):
         while not self._closed.is_set():
             taken = b.take(topic, self._group, 0.05)
             if taken is None:
+                self._idle()
                 continue
             index, message, attempt = taken
             delivery = Delivery(message, topic, attempt, attempt > 1, self._settler(index))

@@ -362,6 +362,7 @@ class RabbitSubscriber(SubscriberBase):
                     if method is None:
                         if self._closed.is_set():
                             break
+                        self._idle()
                         continue
                     yield self._delivery(topic, method, props, body)
             except (

@@ -74,7 +74,9 @@ class PubSubSubscriber(SubscriberBase):
         with boundary(NAME, self._config.url):
             while not self._closed.is_set():
                 raw = get(timeout=0.2)
-                if raw is not None and raw["type"] == "message":
+                if raw is None:
+                    self._idle()
+                elif raw["type"] == "message":
                     yield Delivery(decode(raw["data"]), topic, 1, False, _noop)
 
     def _release(self) -> None:

@@ -92,6 +92,8 @@ class StreamsSubscriber(SubscriberBase):
                 if not entries:
                     entries, redelivery = self._read_new(topic), False
                 counts = self._delivery_counts(topic, entries) if redelivery else {}
+            if not entries:
+                self._idle()
             for entry_id, fields in entries:
                 attempt = counts.get(entry_id, 1)
                 yield Delivery(decode(fields), topic, attempt, attempt > 1, self._settler(entry_id))

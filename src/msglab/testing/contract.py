@@ -417,6 +417,45 @@ class TransportContract:
         self._record(seen, len(sent), second)
         seen.delivered += len(acked) + 1
 
+    def test_a_batch_settled_when_idle_stays_settled(
+        self, transport: Transport, topic: str, collectors: list[Collector], seen: Seen
+    ) -> None:
+        """A batch consumer holds deliveries and acks them in ``on_idle``: the hook runs in
+        the iterating thread once the stream went quiet, and those acks count."""
+        sent = make_messages(50)
+        sub = transport.subscriber("g")
+        held: list[Delivery] = []
+        acked: set[str] = set()
+        idle_threads: set[int] = set()
+
+        def settle_held() -> None:
+            idle_threads.add(threading.get_ident())
+            for d in held:
+                d.ack()
+                acked.add(d.message.id)
+            held.clear()
+            if len(acked) >= len(sent):
+                sub.close()
+
+        sub.on_idle(settle_held)
+        deliveries = sub.subscribe(topic)
+        with_close(transport.publisher(), lambda p: p.publish(topic, sent))
+        guard = threading.Timer(60, sub.close)
+        guard.start()
+        for d in deliveries:
+            held.append(d)
+        guard.cancel()
+        assert acked == {m.id for m in sent}, f"{len(sent) - len(acked)} never settled"
+        assert idle_threads == {threading.get_ident()}, "on_idle ran outside the iterating thread"
+        if self.features.persistent:
+            second = self._collect(collectors, transport, topic, "g")
+            second.quiet(1.5)
+            assert not second.ids, f"{len(second.ids)} messages acked in on_idle came again"
+            self._record(seen, len(sent), second)
+        else:
+            seen.published += len(sent)
+        seen.delivered += len(acked)
+
     def test_topics_are_isolated(
         self, transport: Transport, topic: str, collectors: list[Collector], seen: Seen
     ) -> None:
