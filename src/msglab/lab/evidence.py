@@ -35,10 +35,14 @@ class Ledger:
         if self._sync:
             os.fsync(self._file.fileno())
 
-    def write_many(self, records: list[dict[str, Any]]) -> None:
-        if not records:
-            return
-        self._file.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records))
+    def write_lines(self, lines: str, flush: bool = True) -> None:
+        """Append lines already formatted as JSON (each ending in a newline): the hot path
+        of the workers; ``flush=False`` leaves them in the buffer until ``flush()``."""
+        self._file.write(lines)
+        if flush:
+            self.flush()
+
+    def flush(self) -> None:
         self._file.flush()
         if self._sync:
             os.fsync(self._file.fileno())

@@ -16,7 +16,9 @@ import random
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as q  # a JSON string literal, fast
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,8 @@ from msglab.profiles import DeliveryProfile
 UNBOUNDED_BATCH = 500  # messages per publish call when the rate is unbounded
 RETRY_FOR_S = 30.0  # an at-least-once producer retries a batch this long at most
 GIVE_UP_AFTER_S = 45.0  # with nothing confirmed for this long, the producer stops sending
+EFFECT_BATCH = 100  # deliveries per effect transaction at most (below the prefetch of 200)
+EFFECT_WINDOW_S = 0.05  # a batch collects deliveries for this long at most
 
 
 @dataclass(frozen=True)
@@ -122,10 +126,18 @@ def _send(
     pending = batch
     deadline = time.monotonic() + RETRY_FOR_S
     attempt = 0
+    producer = q(spec.name)
     while pending:
         attempt += 1
         sent_ts = time.time()
-        sends.write_many([_line(m, spec, sent_ts, "sending", attempt) for m in pending])
+        head = f'{{"sent_ts":{sent_ts!r},"producer":{producer},'
+        sends.write_lines(
+            "".join(
+                f'{head}"seq":{seq},"id":{q(m.id)},"key":{_q_or_null(m.key)},'
+                f'"outcome":"sending","try":{attempt}}}\n'
+                for m, seq in zip(pending, _seqs(pending), strict=True)
+            )
+        )
         outcome: dict[str, str] = {}
         try:
             pub.publish(_topic(spec), pending)
@@ -133,9 +145,13 @@ def _send(
             outcome = {**{i: "fail" for i in exc.failed}, **{i: "unknown" for i in exc.unknown}}
         except TransportError:  # not connected: nothing of this batch was sent
             outcome = {m.id: "fail" for m in pending}
-        done_ts = time.time()
-        sends.write_many(
-            [_line(m, spec, sent_ts, outcome.get(m.id, "ok"), attempt, done_ts) for m in pending]
+        tail = f',"try":{attempt},"ts":{time.time()!r}}}\n'
+        sends.write_lines(
+            "".join(
+                f'{head}"seq":{seq},"id":{q(m.id)},"key":{_q_or_null(m.key)},'
+                f'"outcome":"{outcome.get(m.id, "ok")}"{tail}'
+                for m, seq in zip(pending, _seqs(pending), strict=True)
+            )
         )
         if len(outcome) < len(pending):
             progress.last_ok = time.monotonic()
@@ -146,30 +162,12 @@ def _send(
             time.sleep(0.3)
 
 
+def _seqs(messages: list[Message]) -> Iterator[int]:
+    return (int(m.headers["seq"]) for m in messages)
+
+
 def _topic(spec: WorkerSpec) -> str:
     return f"lab-{spec.run_id}"
-
-
-def _line(
-    m: Message,
-    spec: WorkerSpec,
-    sent_ts: float,
-    outcome: str,
-    attempt: int,
-    done_ts: float | None = None,
-) -> dict[str, Any]:
-    line = {
-        "sent_ts": sent_ts,
-        "producer": spec.name,
-        "seq": int(m.headers["seq"]),
-        "id": m.id,
-        "key": m.key,
-        "outcome": outcome,
-        "try": attempt,
-    }
-    if done_ts is not None:
-        line["ts"] = done_ts
-    return line
 
 
 def consume(spec: WorkerSpec) -> None:
@@ -179,47 +177,87 @@ def consume(spec: WorkerSpec) -> None:
     transport = open_transport(spec.transport, spec.config())
     sub = transport.subscriber("lab")
     signal.signal(signal.SIGTERM, lambda *_: sub.close())  # graceful: ends the iteration
-    stream = sub.subscribe(_topic(spec))
-    (run_dir / f"ready-{spec.name}").write_text("subscribed\n")
-    applied = 0
     with db.connect() as conn:
+        batch = _EffectBatch(spec, deliveries, conn)
+        sub.on_idle(batch.settle)
+        stream = sub.subscribe(_topic(spec))
+        (run_dir / f"ready-{spec.name}").write_text("subscribed\n")
         for d in stream:
-            applied += 1
-            _handle(spec, d, deliveries, conn, applied)
+            batch.add(d)
     deliveries.close()
 
 
-def _handle(spec: WorkerSpec, d: Delivery, deliveries: Ledger, conn: Any, applied: int) -> None:
-    """Evidence, then the effect (committed), then the ack."""
-    m = d.message
-    deliveries.write(
-        {
-            "ts": time.time(),
-            "consumer": spec.name,
-            "id": m.id,
-            "attempt": d.attempt,
-            "redelivered": d.redelivered,
-            "key": m.key,
-            "producer": m.headers.get("p"),
-            "seq": m.headers.get("seq"),
-        }
-    )
-    if spec.slow_ms:
-        time.sleep(spec.slow_ms / 1000)
-    effects.apply(conn, spec.run_id, spec.name, [(m.id, time.time())])
-    if spec.die_after_effects and applied >= spec.die_after_effects:
-        Ledger(Path(spec.run_dir), FAULTS, spec.name).write(
+class _EffectBatch:
+    """Deliveries handled together, as a batch consumer does: each delivery is recorded as it
+    arrives; at most ``EFFECT_BATCH`` of them (or what came within ``EFFECT_WINDOW_S``, or all
+    once the stream goes idle) get their effects in one committed transaction, and only then
+    their acks. Evidence before effect before ack, per batch. Deliveries still held when the
+    subscription closes are neither applied nor acked: they come again."""
+
+    def __init__(self, spec: WorkerSpec, deliveries: Ledger, conn: Any) -> None:
+        self._spec = spec
+        self._ledger = deliveries
+        self._conn = conn
+        self._consumer = q(spec.name)
+        self._held: list[tuple[Delivery, float]] = []
+        self._applied = 0
+        # consumer-kill: settle exactly when the kill threshold is reached
+        self._kill_at = spec.die_after_effects or 0
+
+    def add(self, d: Delivery) -> None:
+        now = time.time()
+        m = d.message
+        h = m.headers
+        self._ledger.write_lines(
+            f'{{"ts":{now!r},"consumer":{self._consumer},"id":{q(m.id)},'
+            f'"attempt":{d.attempt},"redelivered":{"true" if d.redelivered else "false"},'
+            f'"key":{_q_or_null(m.key)},"producer":{_q_or_null(h.get("p"))},'
+            f'"seq":{_q_or_null(h.get("seq"))}}}\n',
+            flush=False,
+        )
+        if self._spec.slow_ms:
+            time.sleep(self._spec.slow_ms / 1000)
+        self._held.append((d, now))
+        if (
+            len(self._held) >= EFFECT_BATCH
+            or now - self._held[0][1] >= EFFECT_WINDOW_S
+            or (self._kill_at and self._applied + len(self._held) >= self._kill_at)
+        ):
+            self.settle()
+
+    def settle(self) -> None:
+        if not self._held:
+            return
+        self._ledger.flush()  # the deliveries are on record before their effects
+        held, self._held = self._held, []
+        effects.apply(
+            self._conn,
+            self._spec.run_id,
+            self._spec.name,
+            [(d.message.id, time.time()) for d, _ in held],
+        )
+        self._applied += len(held)
+        if self._kill_at and self._applied >= self._kill_at:
+            self._die()
+        for d, _ in held:
+            d.ack()
+
+    def _die(self) -> None:
+        Ledger(Path(self._spec.run_dir), FAULTS, self._spec.name).write(
             {
                 "ts": time.time(),
                 "fault": "consumer-kill",
                 "action": "kill",
-                "target": spec.name,
+                "target": self._spec.name,
                 "pid": os.getpid(),
-                "detail": f"after effect {applied}, before its ack",
+                "detail": f"after effect {self._applied}, before its ack",
             }
         )
         os.kill(os.getpid(), signal.SIGKILL)
-    d.ack()
+
+
+def _q_or_null(value: str | None) -> str:
+    return "null" if value is None else q(value)
 
 
 def main(argv: list[str]) -> None:
