@@ -27,9 +27,13 @@ class Message:
     id: str = field(default_factory=new_id)
 
     @classmethod
-    def decoded(cls, payload: bytes, key: str | None, headers: dict[str, str], id: str) -> Message:
-        """A message a transport decoded from the wire: the same value, built without
-        re-validating what the wire format already guarantees (the consume hot path)."""
+    def unchecked(
+        cls, payload: bytes, key: str | None, headers: dict[str, str], id: str
+    ) -> Message:
+        """The same value, built without validation from parts known to be valid: decoded
+        from the wire by a transport (the consume hot path) or made by a producer loop.
+        ``headers`` is wrapped, not copied: it must not change afterwards (messages may
+        share one dict)."""
         m = object.__new__(cls)
         object.__setattr__(m, "payload", payload)
         object.__setattr__(m, "key", key)

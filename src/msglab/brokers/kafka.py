@@ -282,7 +282,7 @@ class KafkaSubscriber(SubscriberBase):
         headers = {k: v.decode() if v is not None else "" for k, v in msg.headers() or ()}
         mid = headers.pop(ID_HEADER, "") or f"{msg.topic()}:{msg.partition()}:{msg.offset()}"
         key = msg.key()
-        return Message.decoded(
+        return Message.unchecked(
             msg.value() or b"", key.decode() if key is not None else None, headers, mid
         )
 

@@ -380,7 +380,7 @@ class RabbitSubscriber(SubscriberBase):
         headers = dict(props.headers or {})
         count = headers.pop("x-delivery-count", None)
         attempt = int(count) + 1 if count is not None else (2 if method.redelivered else 1)
-        message = Message.decoded(
+        message = Message.unchecked(
             body,
             method.routing_key or None,
             {k: v.decode() if isinstance(v, bytes) else str(v) for k, v in headers.items()},

@@ -43,7 +43,7 @@ def decode(body: bytes) -> Message:
         return Message(payload=body)
     meta, _, payload = body[len(MAGIC) :].partition(b"\n")
     fields = json.loads(meta)
-    return Message.decoded(payload, fields["key"], fields["headers"], fields["id"])
+    return Message.unchecked(payload, fields["key"], fields["headers"], fields["id"])
 
 
 def _noop(ok: bool, requeue: bool) -> None:

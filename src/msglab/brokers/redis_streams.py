@@ -51,7 +51,7 @@ def encode(m: Message) -> dict[bytes | str, bytes | str]:
 def decode(fields: dict[bytes, bytes]) -> Message:
     headers = {k[2:].decode(): v.decode() for k, v in fields.items() if k.startswith(b"h.")}
     key = fields.get(b"key")
-    return Message.decoded(
+    return Message.unchecked(
         fields.get(b"payload", b""),
         key.decode() if key else None,
         headers,

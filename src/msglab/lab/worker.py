@@ -30,9 +30,10 @@ from msglab.lab.evidence import DELIVERIES, FAULTS, SENDS, Ledger
 from msglab.message import Delivery, Message
 from msglab.profiles import DeliveryProfile
 
-UNBOUNDED_BATCH = 500  # messages per publish call when the rate is unbounded
+UNBOUNDED_BATCH = 2000  # messages per publish call when the rate is unbounded
 RETRY_FOR_S = 30.0  # an at-least-once producer retries a batch this long at most
 GIVE_UP_AFTER_S = 45.0  # with nothing confirmed for this long, the producer stops sending
+SENT_HEADER = "sent"  # the producer's clock when the batch was built (epoch seconds)
 EFFECT_BATCH = 100  # deliveries per effect transaction at most (below the prefetch of 200)
 EFFECT_WINDOW_S = 0.05  # a batch collects deliveries for this long at most
 
@@ -83,23 +84,20 @@ def produce(spec: WorkerSpec) -> None:
     interval = size / spec.rate if spec.rate else 0.0
     next_at = time.monotonic()
     progress = _Progress()
+    prefix = f"{spec.run_id}-{spec.name}-"
     for start in range(0, spec.count, size):
         if progress.stalled():
             break  # the broker confirms nothing any more: the rest is never sent
-        batch = []
-        for seq in range(start, min(start + size, spec.count)):
-            key = f"k{(spec.first + seq) % spec.keys}"
-            batch.append(
-                Message(
-                    payload,
-                    key=key,
-                    headers={"run": spec.run_id, "p": spec.name, "seq": str(seq)},
-                    id=f"{spec.run_id}-{spec.name}-{seq}",
-                )
-            )
         if interval:
             time.sleep(max(0.0, next_at - time.monotonic()))
             next_at += interval
+        headers = {SENT_HEADER: repr(time.time())}  # shared by the batch (read-only)
+        batch = [
+            Message.unchecked(
+                payload, f"k{(spec.first + seq) % spec.keys}", headers, f"{prefix}{seq}"
+            )
+            for seq in range(start, min(start + size, spec.count))
+        ]
         _send(pub, batch, sends, spec, retry, progress)
     pub.close()
     sends.close()
@@ -162,8 +160,9 @@ def _send(
             time.sleep(0.3)
 
 
-def _seqs(messages: list[Message]) -> Iterator[int]:
-    return (int(m.headers["seq"]) for m in messages)
+def _seqs(messages: list[Message]) -> Iterator[str]:
+    """Each message's sequence number: the last part of its id ``<run>-<producer>-<seq>``."""
+    return (m.id.rsplit("-", 1)[1] for m in messages)
 
 
 def _topic(spec: WorkerSpec) -> str:
@@ -207,12 +206,12 @@ class _EffectBatch:
     def add(self, d: Delivery) -> None:
         now = time.time()
         m = d.message
-        h = m.headers
+        producer, seq = _id_parts(m.id)
         self._ledger.write_lines(
             f'{{"ts":{now!r},"consumer":{self._consumer},"id":{q(m.id)},'
             f'"attempt":{d.attempt},"redelivered":{"true" if d.redelivered else "false"},'
-            f'"key":{_q_or_null(m.key)},"producer":{_q_or_null(h.get("p"))},'
-            f'"seq":{_q_or_null(h.get("seq"))}}}\n',
+            f'"key":{_q_or_null(m.key)},"producer":{_q_or_null(producer)},'
+            f'"seq":{_q_or_null(seq)}}}\n',
             flush=False,
         )
         if self._spec.slow_ms:
@@ -254,6 +253,15 @@ class _EffectBatch:
             }
         )
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _id_parts(mid: str) -> tuple[str | None, str | None]:
+    """Producer and seq of a lab message id ``<run>-<producer>-<seq>`` (None, None for an
+    id that is not a lab id)."""
+    parts = mid.rsplit("-", 2)
+    if len(parts) == 3 and parts[2].isdigit():
+        return parts[1], parts[2]
+    return None, None
 
 
 def _q_or_null(value: str | None) -> str:
