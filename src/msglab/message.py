@@ -34,11 +34,11 @@ class Message:
         from the wire by a transport (the consume hot path) or made by a producer loop.
         ``headers`` is wrapped, not copied: it must not change afterwards (messages may
         share one dict)."""
-        m = object.__new__(cls)
-        object.__setattr__(m, "payload", payload)
-        object.__setattr__(m, "key", key)
-        object.__setattr__(m, "headers", MappingProxyType(headers))
-        object.__setattr__(m, "id", id)
+        m = _new(cls)
+        _set_payload(m, payload)
+        _set_key(m, key)
+        _set_headers(m, MappingProxyType(headers))
+        _set_id(m, id)
         return m
 
     def __post_init__(self) -> None:
@@ -48,6 +48,15 @@ class Message:
             raise TypeError(f"payload must be bytes, not {type(self.payload).__name__}")
         if type(self.headers) is not MappingProxyType:
             object.__setattr__(self, "headers", MappingProxyType(dict(self.headers)))
+
+
+# Message.unchecked fills the slots through their descriptors: about twice as fast as
+# object.__setattr__ on a frozen dataclass (the consume hot path builds one per delivery).
+_new = object.__new__
+_set_payload: Callable[[Message, bytes], None] = vars(Message)["payload"].__set__
+_set_key: Callable[[Message, str | None], None] = vars(Message)["key"].__set__
+_set_headers: Callable[[Message, Mapping[str, str]], None] = vars(Message)["headers"].__set__
+_set_id: Callable[[Message, str], None] = vars(Message)["id"].__set__
 
 
 @dataclass(slots=True)
