@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 
 def new_id() -> str:
@@ -67,21 +68,26 @@ class Delivery:
     broker tells (RabbitMQ quorum queues, Redis Streams); elsewhere it is 1, or 2 when the
     broker says ``redelivered``. Exactly one of ``ack()`` / ``nack()`` settles a delivery;
     settling twice is ignored. ``nack(requeue=True)`` asks for redelivery.
+
+    ``token`` is the transport's handle for settling (a Kafka message, a channel and delivery
+    tag, a stream entry id), opaque to users; the transport's ``settle(delivery, ok, requeue)``
+    is shared by all its deliveries, so a delivery costs no closure.
     """
 
     message: Message
     topic: str
     attempt: int
     redelivered: bool
-    _settle: Callable[[bool, bool], None]
+    _settle: Callable[[Delivery, bool, bool], None]
+    token: Any = None
     settled: bool = False
 
     def ack(self) -> None:
         if not self.settled:
             self.settled = True
-            self._settle(True, False)
+            self._settle(self, True, False)
 
     def nack(self, requeue: bool = True) -> None:
         if not self.settled:
             self.settled = True
-            self._settle(False, requeue)
+            self._settle(self, False, requeue)

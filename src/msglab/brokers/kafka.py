@@ -247,6 +247,7 @@ class KafkaSubscriber(SubscriberBase):
             LOG.info("offsets not stored (%s): those messages are delivered again", exc)
 
     def _deliveries(self, topic: str) -> Iterator[Delivery]:
+        decode, settle = self._decode, self._settle
         while not self._closed.is_set():
             self._store_acked()
             batch: list[Any] = self._consumer.consume(self._config.prefetch, 0.2)
@@ -269,9 +270,7 @@ class KafkaSubscriber(SubscriberBase):
                             continue  # fetched before the nack's seek; it comes again
                         del self._rewound[partition]
                     attempt = self._attempts.pop((partition, offset), 0) + 1
-                yield Delivery(
-                    self._decode(msg), topic, attempt, attempt > 1, self._settler(msg, attempt)
-                )
+                yield Delivery(decode(msg), topic, attempt, attempt > 1, settle, msg)
 
     def _release(self) -> None:
         """Leave the group, committing stored offsets (a member that never polls would stall
@@ -305,23 +304,22 @@ class KafkaSubscriber(SubscriberBase):
             msg.value() or b"", key.decode() if key is not None else None, headers, mid
         )
 
-    def _settler(self, msg: Any, attempt: int):  # type: ignore[no-untyped-def]
-        def settle(ok: bool, requeue: bool) -> None:
-            if not self._safe:
-                return
-            partition, offset = msg.partition(), msg.offset()
-            if ok or not requeue:
-                if offset > self._acked.get(partition, -1):
-                    self._acked[partition] = offset
-                if self._held.get(partition) == offset:
-                    del self._held[partition]
-                return
-            self._held[partition] = min(offset, self._held.get(partition, offset))
-            self._attempts[(partition, offset)] = attempt
-            self._rewound[partition] = offset
-            self._consumer.seek(TopicPartition(msg.topic(), partition, offset))
-
-        return settle
+    def _settle(self, d: Delivery, ok: bool, requeue: bool) -> None:
+        if not self._safe:
+            return
+        msg = d.token
+        partition, offset = msg.partition(), msg.offset()
+        if ok or not requeue:
+            acked = self._acked
+            if offset > acked.get(partition, -1):
+                acked[partition] = offset
+            if self._held and self._held.get(partition) == offset:
+                del self._held[partition]
+            return
+        self._held[partition] = min(offset, self._held.get(partition, offset))
+        self._attempts[(partition, offset)] = d.attempt
+        self._rewound[partition] = offset
+        self._consumer.seek(TopicPartition(msg.topic(), partition, offset))
 
 
 class KafkaTransport:

@@ -115,16 +115,13 @@ class MemorySubscriber(SubscriberBase):
                 self._idle()
                 continue
             index, message, attempt = taken
-            delivery = Delivery(message, topic, attempt, attempt > 1, self._settler(index))
+            delivery = Delivery(message, topic, attempt, attempt > 1, self._settle, index)
             self._unsettled[index] = delivery
             yield delivery
 
-    def _settler(self, index: int):  # type: ignore[no-untyped-def]
-        def settle(ok: bool, requeue: bool) -> None:
-            self._unsettled.pop(index, None)
-            self._t.broker.settle(self._topic, self._group, index, ok, requeue)
-
-        return settle
+    def _settle(self, d: Delivery, ok: bool, requeue: bool) -> None:
+        self._unsettled.pop(d.token, None)
+        self._t.broker.settle(self._topic, self._group, d.token, ok, requeue)
 
     def _release(self) -> None:
         """What this member received but did not settle goes back to its group (a lost

@@ -386,25 +386,21 @@ class RabbitSubscriber(SubscriberBase):
             {k: v.decode() if isinstance(v, bytes) else str(v) for k, v in headers.items()},
             props.message_id or f"{topic}:{method.delivery_tag}",
         )
-        return Delivery(
-            message, topic, attempt, bool(method.redelivered), self._settler(method.delivery_tag)
-        )
+        # the channel belongs in the token: a tag means nothing on a reopened channel
+        token = (self._channel, method.delivery_tag)
+        return Delivery(message, topic, attempt, bool(method.redelivered), self._settle, token)
 
-    def _settler(self, tag: int):  # type: ignore[no-untyped-def]
-        channel = self._channel
-
-        def settle(ok: bool, requeue: bool) -> None:
-            if not self._safe or not channel.is_open:
-                return  # auto-acked; or the channel died and the broker requeues it
-            try:
-                if ok:
-                    channel.basic_ack(tag)
-                else:
-                    channel.basic_nack(tag, requeue=requeue)
-            except pika.exceptions.AMQPError:
-                pass  # the connection died meanwhile: the broker delivers the message again
-
-        return settle
+    def _settle(self, d: Delivery, ok: bool, requeue: bool) -> None:
+        channel, tag = d.token
+        if not self._safe or not channel.is_open:
+            return  # auto-acked; or the channel died and the broker requeues it
+        try:
+            if ok:
+                channel.basic_ack(tag)
+            else:
+                channel.basic_nack(tag, requeue=requeue)
+        except pika.exceptions.AMQPError:
+            pass  # the connection died meanwhile: the broker delivers the message again
 
     def _release(self) -> None:
         try:

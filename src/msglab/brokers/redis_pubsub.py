@@ -46,7 +46,7 @@ def decode(body: bytes) -> Message:
     return Message.unchecked(payload, fields["key"], fields["headers"], fields["id"])
 
 
-def _noop(ok: bool, requeue: bool) -> None:
+def _noop(d: Delivery, ok: bool, requeue: bool) -> None:
     """Pub/sub has no acknowledgement."""
 
 

@@ -96,7 +96,7 @@ class StreamsSubscriber(SubscriberBase):
                 self._idle()
             for entry_id, fields in entries:
                 attempt = counts.get(entry_id, 1)
-                yield Delivery(decode(fields), topic, attempt, attempt > 1, self._settler(entry_id))
+                yield Delivery(decode(fields), topic, attempt, attempt > 1, self._settle, entry_id)
 
     def _release(self) -> None:
         try:
@@ -152,16 +152,13 @@ class StreamsSubscriber(SubscriberBase):
             acks, self._acks = self._acks, []
             self._client.xack(topic, self._group, *acks)
 
-    def _settler(self, entry_id: bytes):  # type: ignore[no-untyped-def]
-        def settle(ok: bool, requeue: bool) -> None:
-            if self._noack:
-                return
-            if ok or not requeue:
-                self._acks.append(entry_id)
-            else:
-                self._retry.append(entry_id)
-
-        return settle
+    def _settle(self, d: Delivery, ok: bool, requeue: bool) -> None:
+        if self._noack:
+            return
+        if ok or not requeue:
+            self._acks.append(d.token)
+        else:
+            self._retry.append(d.token)
 
 
 class RedisStreamsTransport:
