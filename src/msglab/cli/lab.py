@@ -93,7 +93,12 @@ def run(
     size: Annotated[int, typer.Option(min=0)] = 100,
     seed: int = 1,
     kill_after: Annotated[int, typer.Option(help="Fault after this many sends/effects.")] = 0,
-    down: Annotated[float, typer.Option(help="Seconds a killed broker stays down.")] = 2.0,
+    down: Annotated[
+        float, typer.Option(help="Seconds a killed broker stays down, or a network fault lasts.")
+    ] = 2.0,
+    latency_ms: Annotated[
+        float, typer.Option(help="Delay each way of the latency fault (ms).")
+    ] = 300.0,
     runs_dir: Annotated[Path, typer.Option(help="Where run folders go.")] = Path("runs"),
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
@@ -113,6 +118,7 @@ def run(
         seed=seed,
         kill_after=kill_after,
         down_s=down,
+        latency_ms=latency_ms,
     )
     if as_json:
         report = run_scenario(scenario, runs_dir=runs_dir)

@@ -29,6 +29,7 @@ def scenario_for(row: Row, quick: bool) -> Scenario:
         consumers=row.consumers,
         slow_ms=row.slow_ms,
         warmup_s=row.warmup_s,
+        down_s=row.down_s,
         drain_max_s=90.0,
     )
 

@@ -11,7 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from msglab.infra import Backend
+from msglab.infra.toxics import Stream, ToxiproxyClient
 from msglab.lab.evidence import FAULTS, Ledger
+
+STREAMS: tuple[Stream, ...] = ("upstream", "downstream")  # client -> broker, broker -> client
 
 
 class FaultLog:
@@ -50,6 +53,35 @@ def broker_up(infra: Backend, service: str, fault: str, log: FaultLog) -> None:
     """Bring the broker back; a broker that does not come back raises (the run errors out)."""
     (report,) = infra.up([service])
     log.record(fault, "restart", service, seconds=round(report.seconds, 3))
+
+
+def network_down(
+    proxies: ToxiproxyClient, service: str, fault: str, latency_ms: float, log: FaultLog
+) -> None:
+    """blackhole: a ``timeout`` toxic of 0 ms both ways (bytes are dropped, connections stay
+    open: what a silently dead network path does); latency: a ``latency`` toxic both ways."""
+    if fault == "blackhole":
+        kind, attributes = "timeout", {"timeout": 0}
+    else:
+        kind, attributes = "latency", {"latency": int(latency_ms), "jitter": int(latency_ms / 10)}
+    network_up(proxies, service, fault, None)  # a toxic left over by an interrupted run
+    for stream in STREAMS:
+        proxies.add_toxic(service, _toxic(fault, stream), kind, attributes, stream)
+    log.record(fault, "add-toxic", service, toxic=kind, streams=list(STREAMS), **attributes)
+
+
+def network_up(proxies: ToxiproxyClient, service: str, fault: str, log: FaultLog | None) -> None:
+    """Remove the fault's toxics from the service's proxy (those that exist)."""
+    present = {t.name for t in proxies.proxy(service).toxics}
+    for stream in STREAMS:
+        if _toxic(fault, stream) in present:
+            proxies.remove_toxic(service, _toxic(fault, stream))
+    if log is not None:
+        log.record(fault, "remove-toxic", service)
+
+
+def _toxic(fault: str, stream: str) -> str:
+    return f"msglab-lab-{fault}-{stream}"
 
 
 def kill_process(proc: subprocess.Popen[bytes], fault: str, target: str, log: FaultLog) -> None:

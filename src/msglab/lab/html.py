@@ -31,6 +31,10 @@ h3{font-size:13px;margin:4px 0}svg text{font:11px system-ui,sans-serif}
 """
 
 
+FAULT_BEGINS = ("kill", "stop", "add-toxic")  # fault records' actions that open a window
+FAULT_ENDS = ("restart", "start", "remove-toxic")  # ... and those that close it
+
+
 def esc(value: Any) -> str:
     return html.escape(str(value))
 
@@ -115,8 +119,8 @@ def timeline(report: dict[str, Any], bins: int = 80) -> str:
         return float(pad + (t - start) / span * (width - 2 * pad))
 
     parts = [f'<svg width="{width}" height="{height + 20}" role="img" aria-label="timeline">']
-    kills = [f["ts"] for f in report["faults"] if f["action"] in ("kill", "stop")]
-    backs = [f["ts"] for f in report["faults"] if f["action"] in ("restart", "start")]
+    kills = [f["ts"] for f in report["faults"] if f["action"] in FAULT_BEGINS]
+    backs = [f["ts"] for f in report["faults"] if f["action"] in FAULT_ENDS]
     for k in kills:
         b = min([t for t in backs if t >= k], default=k + span / bins)
         parts.append(

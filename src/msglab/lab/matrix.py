@@ -31,6 +31,7 @@ class Row:
     consumers: int = 1
     slow_ms: float = 5.0
     warmup_s: float = 1.0
+    down_s: float = 2.0  # a killed broker's downtime; a network fault's duration
 
 
 MATRIX: tuple[Row, ...] = (
@@ -136,6 +137,33 @@ MATRIX: tuple[Row, ...] = (
         "at-least-once",
         "producer-kill",
     ),
+    Row(
+        "Kafka (safe settings): a network blackhole loses nothing confirmed (0 or duplicates)",
+        "lost == 0 across 5 s of dropped traffic (Toxiproxy)",
+        lambda r: r["lost"] == 0,
+        "kafka",
+        "at-least-once",
+        "blackhole",
+        down_s=5.0,
+    ),
+    Row(
+        "RabbitMQ (safe settings): a network blackhole brings redeliveries, not loss",
+        "lost == 0 across 5 s of dropped traffic (Toxiproxy)",
+        lambda r: r["lost"] == 0,
+        "rabbitmq",
+        "at-least-once",
+        "blackhole",
+        down_s=5.0,
+    ),
+    Row(
+        "Redis Streams (safe settings): a network blackhole duplicates, it does not lose",
+        "lost == 0 across 5 s of dropped traffic (Toxiproxy)",
+        lambda r: r["lost"] == 0,
+        "redis-streams",
+        "at-least-once",
+        "blackhole",
+        down_s=5.0,
+    ),
 )
 
 QUICK = MATRIX
@@ -152,5 +180,32 @@ FULL = (
         "broker-kill",
         kill_after=100,
         warmup_s=0.0,
+    ),
+    Row(
+        "RabbitMQ default settings (transient, no confirms): a network blackhole loses messages",
+        "lost + unconfirmed lost > 0 across 5 s of dropped traffic",
+        lambda r: r["lost"] + r["unconfirmed_lost"] > 0,
+        "rabbitmq",
+        "at-most-once",
+        "blackhole",
+        down_s=5.0,
+    ),
+    Row(
+        "Redis pub/sub: a network blackhole loses what was in flight",
+        "lost + unconfirmed lost > 0 across 5 s of dropped traffic",
+        lambda r: r["lost"] + r["unconfirmed_lost"] > 0,
+        "redis-pubsub",
+        "at-most-once",
+        "blackhole",
+        down_s=5.0,
+    ),
+    Row(
+        "A slow network (300 ms each way for 5 s) delays deliveries and loses nothing",
+        "p99 latency > 300 ms and lost == 0",
+        lambda r: r["latency_ms"]["p99"] > 300 and r["lost"] == 0,
+        "kafka",
+        "at-least-once",
+        "latency",
+        down_s=5.0,
     ),
 )

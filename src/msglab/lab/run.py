@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from msglab.errors import InfraError, MsglabError
-from msglab.infra import backend_for, service_url
+from msglab.infra import backend_for, service_url, toxiproxy
 from msglab.lab import effects, faults
 from msglab.lab.checker import PROMISES, check
 from msglab.lab.evidence import DELIVERIES, EFFECTS, SENDS, ReadStats, Tail, read
-from msglab.lab.scenario import Scenario
+from msglab.lab.scenario import NETWORK_FAULTS, Scenario
 from msglab.lab.worker import WorkerSpec
 from msglab.settings import Settings
 
@@ -155,8 +155,13 @@ class Run:
 
     def execute(self) -> dict[str, Any]:
         self.dir.mkdir(parents=True, exist_ok=False)  # two runs never share a folder
-        self.infra.up([self.s.service, "postgres"])
-        self.url = service_url(self.settings, self.s.service)
+        if self.s.through_proxy:
+            self.infra.up([self.s.service, "postgres", "toxiproxy"])
+            self.proxies = toxiproxy.client(self.settings)
+            self.url = toxiproxy.proxied_url(self.settings, self.s.service)
+        else:
+            self.infra.up([self.s.service, "postgres"])
+            self.url = service_url(self.settings, self.s.service)
         self.effects_url = service_url(self.settings, "postgres")
         db = effects.engine(self.effects_url)
         effects.create(db)
@@ -195,7 +200,12 @@ class Run:
         time.sleep(s.warmup_s)
         self.progress("publishing", 0.0)
         producers = self._start_producers()
-        fault_pending = s.fault in ("broker-kill", "broker-restart", "producer-kill")
+        fault_pending = s.fault in (
+            "broker-kill",
+            "broker-restart",
+            "producer-kill",
+            *NETWORK_FAULTS,
+        )
         limit = time.monotonic() + (s.messages / s.rate if s.rate else 0) + 300
         while any(self.workers[p].poll() is None for p in producers):
             if time.monotonic() > limit:
@@ -233,6 +243,13 @@ class Run:
         s = self.s
         if s.fault == "producer-kill":
             faults.kill_process(self.workers[producers[0]], s.fault, producers[0], log)
+            return
+        if s.through_proxy:
+            faults.network_down(self.proxies, s.service, s.fault, s.latency_ms, log)
+            try:
+                time.sleep(s.down_s)
+            finally:  # also on Ctrl-C: the proxy is left clean
+                faults.network_up(self.proxies, s.service, s.fault, log)
             return
         faults.broker_down(self.infra, s.service, s.fault, log)
         time.sleep(s.down_s)

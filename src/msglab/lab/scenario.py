@@ -19,15 +19,23 @@ FAULTS: dict[str, str] = {
     "producer-kill": "SIGKILL a producer after `kill_after` sends, with sends in flight",
     "no-subscriber": "publish everything while no consumer runs, then start the consumers",
     "slow-consumer": "consumers take `slow_ms` per message",
+    "blackhole": "after `kill_after` sends, Toxiproxy drops every byte between the clients and "
+    "the broker for `down_s` (connections stay open, nothing gets through)",
+    "latency": "after `kill_after` sends, Toxiproxy delays every byte by `latency_ms` each way "
+    "for `down_s`",
 }
+
+NETWORK_FAULTS = ("blackhole", "latency")
+"""Faults applied by Toxiproxy: every client of the run reaches the broker through its proxy."""
 
 
 @dataclass(frozen=True)
 class Scenario:
     """One lab run. ``rate`` is messages per second over all producers (0: as fast as they go).
 
-    kill_after: the fault fires after this many sends (broker / producer faults) or effects
-    (consumer-kill). down_s: how long a killed or stopped broker stays down. warmup_s: pause
+    kill_after: the fault fires after this many sends (broker, producer and network faults) or
+    effects (consumer-kill). down_s: how long a killed or stopped broker stays down, or a
+    network fault lasts. latency_ms: the delay each way of the latency fault. warmup_s: pause
     between the consumers' subscription (queues declared) and the first send; RabbitMQ 3.10
     loses a quorum queue killed < 0.5 s after its declaration, a row of its own shows that.
     drain_quiet_s: after the producers finish and the fault healed, the run ends once no
@@ -47,6 +55,7 @@ class Scenario:
     kill_after: int = 0
     down_s: float = 2.0
     slow_ms: float = 5.0
+    latency_ms: float = 300.0
     warmup_s: float = 1.0
     drain_quiet_s: float = 0.0  # 0: 5 s where nothing is stored (pub/sub), else 30 s
     drain_max_s: float = 90.0
@@ -70,6 +79,13 @@ class Scenario:
             raise UsageError("messages, producers, consumers and keys must be at least 1")
         if self.rate < 0 or self.size < 0:
             raise UsageError("rate and size cannot be negative")
+        if self.down_s < 0 or self.latency_ms < 0:
+            raise UsageError("down and latency cannot be negative")
+
+    @property
+    def through_proxy(self) -> bool:
+        """True when the clients reach the broker through Toxiproxy (network faults)."""
+        return self.fault in NETWORK_FAULTS
 
     @property
     def service(self) -> str:
