@@ -30,6 +30,7 @@ def scenario_for(row: Row, quick: bool) -> Scenario:
         slow_ms=row.slow_ms,
         warmup_s=row.warmup_s,
         down_s=row.down_s,
+        drain_quiet_s=row.drain_quiet_s,
         drain_max_s=90.0,
     )
 

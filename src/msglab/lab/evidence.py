@@ -64,8 +64,8 @@ def read(directory: Path, kind: str, stats: ReadStats | None = None) -> Iterator
     stats = stats if stats is not None else ReadStats()
     for path in sorted(directory.glob(f"{kind}-*.jsonl")):
         stats.files += 1
-        data = path.read_bytes()
-        lines = data.split(b"\n")
+        # decoded once per file: json.loads of str skips the per-line encoding detection
+        lines = path.read_bytes().decode("utf-8", "replace").split("\n")
         complete, tail = lines[:-1], lines[-1]
         if tail.strip():
             stats.torn_lines += 1
@@ -73,7 +73,7 @@ def read(directory: Path, kind: str, stats: ReadStats | None = None) -> Iterator
             if not raw.strip():
                 continue
             try:
-                record = json.loads(raw)
+                record = _decode(raw)
             except ValueError:
                 stats.bad_lines += 1
                 continue
@@ -84,32 +84,28 @@ def read(directory: Path, kind: str, stats: ReadStats | None = None) -> Iterator
             yield record
 
 
+_decode = json.JSONDecoder().decode
+
+
 class Tail:
     """Follows the files of one kind while workers append to them: each ``new()`` returns the
-    records completed since the previous call (a line still being written waits for its
-    newline), reading every byte once."""
+    complete lines added since the previous call, as bytes (a line still being written waits
+    for its newline), reading every byte once."""
 
     def __init__(self, directory: Path, kind: str) -> None:
         self._dir = directory
         self._kind = kind
         self._offsets: dict[Path, int] = {}
 
-    def new(self) -> list[dict[str, Any]]:
-        records: list[dict[str, Any]] = []
+    def new(self) -> bytes:
+        chunks: list[bytes] = []
         for path in sorted(self._dir.glob(f"{self._kind}-*.jsonl")):
             offset = self._offsets.get(path, 0)
             with open(path, "rb") as f:
                 f.seek(offset)
                 data = f.read()
             end = data.rfind(b"\n")
-            if end < 0:
-                continue
-            self._offsets[path] = offset + end + 1
-            for raw in data[:end].split(b"\n"):
-                try:
-                    record = json.loads(raw)
-                except ValueError:
-                    continue
-                if isinstance(record, dict):
-                    records.append(record)
-        return records
+            if end >= 0:
+                self._offsets[path] = offset + end + 1
+                chunks.append(data[: end + 1])
+        return b"".join(chunks)

@@ -9,6 +9,7 @@ effect before ack, so a killed worker leaves everything the checker needs.
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import json
 import os
@@ -16,7 +17,6 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as q  # a JSON string literal, fast
 from pathlib import Path
@@ -30,7 +30,7 @@ from msglab.lab.evidence import DELIVERIES, FAULTS, SENDS, Ledger
 from msglab.message import Delivery, Message
 from msglab.profiles import DeliveryProfile
 
-UNBOUNDED_BATCH = 2000  # messages per publish call when the rate is unbounded
+UNBOUNDED_BATCH = 5000  # messages per publish call when the rate is unbounded
 RETRY_FOR_S = 30.0  # an at-least-once producer retries a batch this long at most
 GIVE_UP_AFTER_S = 45.0  # with nothing confirmed for this long, the producer stops sending
 SENT_HEADER = "sent"  # the producer's clock when the batch was built (epoch seconds)
@@ -77,6 +77,10 @@ def produce(spec: WorkerSpec) -> None:
     sends = Ledger(run_dir, SENDS, spec.name)
     transport = open_transport(spec.transport, spec.config())
     pub = transport.publisher()
+    # connect and look up the topic before the first send (as `msglab bench` does); a broker
+    # that is away now is recorded by the first sends
+    with contextlib.suppress(TransportError):
+        pub.publish(_topic(spec), [])
     retry = spec.profile == "at-least-once"
     rng = random.Random(f"{spec.seed}-{spec.name}")
     payload = bytes(rng.getrandbits(8) for _ in range(spec.size))
@@ -129,13 +133,8 @@ def _send(
         attempt += 1
         sent_ts = time.time()
         head = f'{{"sent_ts":{sent_ts!r},"producer":{producer},'
-        sends.write_lines(
-            "".join(
-                f'{head}"seq":{seq},"id":{q(m.id)},"key":{_q_or_null(m.key)},'
-                f'"outcome":"sending","try":{attempt}}}\n'
-                for m, seq in zip(pending, _seqs(pending), strict=True)
-            )
-        )
+        bodies = [_body(m) for m in pending]  # what the sending and the outcome line share
+        sends.write_lines("".join(f'{head}{body}"sending","try":{attempt}}}\n' for body in bodies))
         outcome: dict[str, str] = {}
         try:
             pub.publish(_topic(spec), pending)
@@ -146,9 +145,8 @@ def _send(
         tail = f',"try":{attempt},"ts":{time.time()!r}}}\n'
         sends.write_lines(
             "".join(
-                f'{head}"seq":{seq},"id":{q(m.id)},"key":{_q_or_null(m.key)},'
-                f'"outcome":"{outcome.get(m.id, "ok")}"{tail}'
-                for m, seq in zip(pending, _seqs(pending), strict=True)
+                f'{head}{body}"{outcome.get(m.id, "ok")}"{tail}'
+                for m, body in zip(pending, bodies, strict=True)
             )
         )
         if len(outcome) < len(pending):
@@ -160,9 +158,11 @@ def _send(
             time.sleep(0.3)
 
 
-def _seqs(messages: list[Message]) -> Iterator[str]:
-    """Each message's sequence number: the last part of its id ``<run>-<producer>-<seq>``."""
-    return (m.id.rsplit("-", 1)[1] for m in messages)
+def _body(m: Message) -> str:
+    """The middle of a send line, up to the outcome's value; ``seq`` is the last part of the
+    id ``<run>-<producer>-<seq>``."""
+    seq = m.id.rsplit("-", 1)[1]
+    return f'"seq":{seq},"id":{q(m.id)},"key":{_q_or_null(m.key)},"outcome":'
 
 
 def _topic(spec: WorkerSpec) -> str:
