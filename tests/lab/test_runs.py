@@ -45,6 +45,7 @@ REPORT_KEYS = {
 def lab(tmp_path: Path, **fields: Any) -> dict[str, Any]:
     report = run(Scenario(**fields), runs_dir=tmp_path)
     assert report.keys() >= REPORT_KEYS
+    assert report["broker_cleanup"] in ("deleted", "nothing stored"), report["broker_cleanup"]
     assert json.loads((Path(report["evidence_dir"]) / "report.json").read_text()) == report
     recount(report)
     return report

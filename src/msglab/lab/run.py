@@ -19,13 +19,17 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from msglab.brokers import open_transport
+from msglab.config import ClientConfig
 from msglab.errors import InfraError, MsglabError
 from msglab.infra import backend_for, service_url, toxiproxy
 from msglab.lab import effects, faults
 from msglab.lab.checker import PROMISES, check
 from msglab.lab.evidence import DELIVERIES, EFFECTS, SENDS, ReadStats, Tail, read
 from msglab.lab.scenario import NETWORK_FAULTS, Scenario
-from msglab.lab.worker import WorkerSpec
+from msglab.lab.worker import GROUP, WorkerSpec, topic_of
+from msglab.ports import TopicAdmin
+from msglab.profiles import DeliveryProfile
 from msglab.settings import Settings
 
 Progress = Callable[[str, float], None]  # (stage, fraction of messages sent)
@@ -191,6 +195,7 @@ class Run:
             log.close()
         effects.dump(db, self.s.run_id, self.dir / f"{EFFECTS}-db.jsonl")
         report = self.report(time.monotonic() - began)
+        report["broker_cleanup"] = self._clean_broker()
         (self.dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         if self.interrupted:
             raise KeyboardInterrupt
@@ -277,6 +282,20 @@ class Run:
             if quiet >= self.s.quiet_s or (quiet >= 1.0 and self._confirmed <= self._delivered):
                 return
             time.sleep(0.25)
+
+    def _clean_broker(self) -> str:
+        """Delete the run's topic and its group's queue: a broker that keeps every run's
+        queues restarts ever slower (RabbitMQ: 4 s -> 15 s after a few hundred quorum
+        queues). The evidence is in the run folder; a failed cleanup is reported, not fatal."""
+        config = ClientConfig(url=self.url, profile=DeliveryProfile.parse(self.s.profile))
+        transport = open_transport(self.s.transport, config)
+        if not isinstance(transport, TopicAdmin):
+            return "nothing stored"
+        try:
+            transport.delete_topic(topic_of(self.s.run_id), [GROUP])
+        except MsglabError as exc:
+            return f"failed: {exc}"
+        return "deleted"
 
     # -- the report ------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from msglab.profiles import DeliveryProfile
 UNBOUNDED_BATCH = 5000  # messages per publish call when the rate is unbounded
 RETRY_FOR_S = 30.0  # an at-least-once producer retries a batch this long at most
 GIVE_UP_AFTER_S = 45.0  # with nothing confirmed for this long, the producer stops sending
+GROUP = "lab"  # the consumer group of every lab run
 SENT_HEADER = "sent"  # the producer's clock when the batch was built (epoch seconds)
 EFFECT_BATCH = 100  # deliveries per effect transaction at most (below the prefetch of 200)
 EFFECT_WINDOW_S = 0.05  # a batch collects deliveries for this long at most
@@ -166,7 +167,12 @@ def _body(m: Message) -> str:
 
 
 def _topic(spec: WorkerSpec) -> str:
-    return f"lab-{spec.run_id}"
+    return topic_of(spec.run_id)
+
+
+def topic_of(run_id: str) -> str:
+    """The topic of a lab run; its consumers form the group ``GROUP``."""
+    return f"lab-{run_id}"
 
 
 def consume(spec: WorkerSpec) -> None:
@@ -174,7 +180,7 @@ def consume(spec: WorkerSpec) -> None:
     deliveries = Ledger(run_dir, DELIVERIES, spec.name)
     db = effects.engine(spec.effects_url)
     transport = open_transport(spec.transport, spec.config())
-    sub = transport.subscriber("lab")
+    sub = transport.subscriber(GROUP)
     signal.signal(signal.SIGTERM, lambda *_: sub.close())  # graceful: ends the iteration
     with db.connect() as conn:
         batch = _EffectBatch(spec, deliveries, conn)
