@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,25 +12,6 @@ from msglab.infra import external, probes
 from msglab.infra.native import SERVICE_TYPES
 from msglab.infra.toxiproxy import Toxiproxy, proxied_url, proxy_specs
 from msglab.settings import DEFAULT_PORTS, SERVICES, Settings
-
-
-@pytest.fixture
-def http_reply() -> Iterator[tuple[int, list[bytes]]]:
-    """A one-shot TCP server that answers one request with replies[0] and closes."""
-    replies: list[bytes] = []
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen()
-
-    def serve() -> None:
-        conn, _ = srv.accept()
-        with conn:
-            conn.recv(4096)
-            conn.sendall(replies[0])
-
-    threading.Thread(target=serve, daemon=True).start()
-    yield srv.getsockname()[1], replies
-    srv.close()
 
 
 def test_toxiproxy_starts_after_the_brokers() -> None:
@@ -93,8 +71,8 @@ def test_install_without_go_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         svc.install()
 
 
-def test_version_probe_reads_the_json_answer(http_reply: tuple[int, list[bytes]]) -> None:
-    port, replies = http_reply
+def test_version_probe_reads_the_json_answer(fake_server: tuple[int, list[bytes]]) -> None:
+    port, replies = fake_server
     body = b'{"version": "2.12.0"}\n'
     replies.append(
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
@@ -104,7 +82,7 @@ def test_version_probe_reads_the_json_answer(http_reply: tuple[int, list[bytes]]
     assert probes.toxiproxy_version("127.0.0.1", port, 1) == "2.12.0"
 
 
-def test_version_probe_refuses_an_error_answer(http_reply: tuple[int, list[bytes]]) -> None:
-    port, replies = http_reply
+def test_version_probe_refuses_an_error_answer(fake_server: tuple[int, list[bytes]]) -> None:
+    port, replies = fake_server
     replies.append(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
     assert probes.toxiproxy_version("127.0.0.1", port, 1) is None
