@@ -218,6 +218,7 @@ class KafkaSubscriber(SubscriberBase):
         self._safe = config.profile is DeliveryProfile.AT_LEAST_ONCE
         self._topic = ""
         self._acked: dict[int, int] = {}  # partition -> highest acked offset not yet stored
+        self._acks: list[Any] = []  # acked messages, folded into _acked in order (hot path)
         self._held: dict[int, int] = {}  # partition -> a nacked offset: store nothing past it
         self._rewound: dict[int, int] = {}  # partition -> offset sought back to by a nack
         self._attempts: dict[tuple[int, int], int] = {}
@@ -233,7 +234,20 @@ class KafkaSubscriber(SubscriberBase):
             self._rewound.pop(tp.partition, None)
             self._held.pop(tp.partition, None)
 
+    def _fold_acks(self) -> None:
+        """Fold the acks made since the last fold, in order, into ``_acked`` (an ack of a
+        nacked offset releases its hold)."""
+        acks, self._acks = self._acks, []
+        acked, held = self._acked, self._held
+        for msg in acks:
+            partition, offset = msg.partition(), msg.offset()
+            if offset > acked.get(partition, -1):
+                acked[partition] = offset
+            if held and held.get(partition) == offset:
+                del held[partition]
+
     def _store_acked(self) -> None:
+        self._fold_acks()
         if not self._acked:
             return
         offsets = [
@@ -307,15 +321,12 @@ class KafkaSubscriber(SubscriberBase):
     def _settle(self, d: Delivery, ok: bool, requeue: bool) -> None:
         if not self._safe:
             return
+        if ok or not requeue:
+            self._acks.append(d.token)  # folded before the next fetch, a nack or a revocation
+            return
+        self._fold_acks()  # the earlier acks first: one may release a hold this nack sets
         msg = d.token
         partition, offset = msg.partition(), msg.offset()
-        if ok or not requeue:
-            acked = self._acked
-            if offset > acked.get(partition, -1):
-                acked[partition] = offset
-            if self._held and self._held.get(partition) == offset:
-                del self._held[partition]
-            return
         self._held[partition] = min(offset, self._held.get(partition, offset))
         self._attempts[(partition, offset)] = d.attempt
         self._rewound[partition] = offset
