@@ -90,6 +90,9 @@ def produce(spec: WorkerSpec) -> None:
     next_at = time.monotonic()
     progress = _Progress()
     prefix = f"{spec.run_id}-{spec.name}-"
+    keys = [f"k{i}" for i in range(spec.keys)]
+    # each message's send lines share their middle, up to the outcome's value
+    quoted_prefix, quoted_keys = q(prefix)[:-1], [q(k) for k in keys]
     for start in range(0, spec.count, size):
         if progress.stalled():
             break  # the broker confirms nothing any more: the rest is never sent
@@ -97,12 +100,15 @@ def produce(spec: WorkerSpec) -> None:
             time.sleep(max(0.0, next_at - time.monotonic()))
             next_at += interval
         headers = {SENT_HEADER: repr(time.time())}  # shared by the batch (read-only)
-        batch = [
-            Message.unchecked(
-                payload, f"k{(spec.first + seq) % spec.keys}", headers, f"{prefix}{seq}"
+        batch = []
+        for seq in range(start, min(start + size, spec.count)):
+            k = (spec.first + seq) % spec.keys
+            batch.append(
+                (
+                    Message.unchecked(payload, keys[k], headers, f"{prefix}{seq}"),
+                    f'"seq":{seq},"id":{quoted_prefix}{seq}","key":{quoted_keys[k]},"outcome":',
+                )
             )
-            for seq in range(start, min(start + size, spec.count))
-        ]
         _send(pub, batch, sends, spec, retry, progress)
     pub.close()
     sends.close()
@@ -120,50 +126,42 @@ class _Progress:
 
 def _send(
     pub: Any,
-    batch: list[Message],
+    batch: list[tuple[Message, str]],
     sends: Ledger,
     spec: WorkerSpec,
     retry: bool,
     progress: _Progress,
 ) -> None:
+    """Publish (message, send-line middle) pairs, recording each attempt and its outcome;
+    under at-least-once retry what was not confirmed until RETRY_FOR_S."""
     pending = batch
     deadline = time.monotonic() + RETRY_FOR_S
     attempt = 0
     producer = q(spec.name)
     while pending:
         attempt += 1
-        sent_ts = time.time()
-        head = f'{{"sent_ts":{sent_ts!r},"producer":{producer},'
-        bodies = [_body(m) for m in pending]  # what the sending and the outcome line share
-        sends.write_lines("".join(f'{head}{body}"sending","try":{attempt}}}\n' for body in bodies))
+        head = f'{{"sent_ts":{time.time()!r},"producer":{producer},'
+        sends.write_lines(
+            "".join(f'{head}{body}"sending","try":{attempt}}}\n' for _, body in pending)
+        )
         outcome: dict[str, str] = {}
         try:
-            pub.publish(_topic(spec), pending)
+            pub.publish(_topic(spec), [m for m, _ in pending])
         except PublishError as exc:
             outcome = {**{i: "fail" for i in exc.failed}, **{i: "unknown" for i in exc.unknown}}
         except TransportError:  # not connected: nothing of this batch was sent
-            outcome = {m.id: "fail" for m in pending}
+            outcome = {m.id: "fail" for m, _ in pending}
         tail = f',"try":{attempt},"ts":{time.time()!r}}}\n'
         sends.write_lines(
-            "".join(
-                f'{head}{body}"{outcome.get(m.id, "ok")}"{tail}'
-                for m, body in zip(pending, bodies, strict=True)
-            )
+            "".join(f'{head}{body}"{outcome.get(m.id, "ok")}"{tail}' for m, body in pending)
         )
         if len(outcome) < len(pending):
             progress.last_ok = time.monotonic()
-        pending = [m for m in pending if m.id in outcome]
+        pending = [(m, body) for m, body in pending if m.id in outcome]
         if not retry or time.monotonic() > deadline or progress.stalled():
             return
         if pending:
             time.sleep(0.3)
-
-
-def _body(m: Message) -> str:
-    """The middle of a send line, up to the outcome's value; ``seq`` is the last part of the
-    id ``<run>-<producer>-<seq>``."""
-    seq = m.id.rsplit("-", 1)[1]
-    return f'"seq":{seq},"id":{q(m.id)},"key":{_q_or_null(m.key)},"outcome":'
 
 
 def _topic(spec: WorkerSpec) -> str:
