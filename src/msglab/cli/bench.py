@@ -76,9 +76,11 @@ def consume(
     profile: ProfileOpt = "at-least-once",
     messages: MessagesOpt = 20000,
     size: SizeOpt = 100,
+    rounds: Annotated[int, typer.Option(min=1)] = 3,
     as_json: JsonOpt = False,
 ) -> None:
-    """Consume throughput (first to last message): msglab vs the raw client."""
+    """Consume throughput (first to last message): msglab vs the raw client (best of ROUNDS
+    each, every drain by a fresh consumer group)."""
     t = build(transport, profile)
     with console.status("benchmarking") as status:
         result = bench_consume(
@@ -86,6 +88,7 @@ def consume(
             t.config,
             messages,
             size,
+            rounds,
             progress=lambda what: status.update(f"consuming: {what}"),
         )
     show(result, as_json)
