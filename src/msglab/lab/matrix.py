@@ -220,6 +220,16 @@ FULL = (
         down_s=5.0,
     ),
     Row(
+        "Kafka: pull model, a slow consumer only falls behind; the producer keeps its pace",
+        "publish rate >= 90 % of the 600 msg/s asked, lost == 0, p99 latency > 1 s (lag)",
+        lambda r: r["publish_per_s"] >= 540 and r["lost"] == 0 and r["latency_ms"]["p99"] > 1000,
+        "kafka",
+        "at-least-once",
+        "slow-consumer",
+        messages=600,
+        rate=600.0,
+    ),
+    Row(
         "A slow network (300 ms each way for 5 s) delays deliveries and loses nothing",
         "p99 latency > 300 ms and lost == 0",
         lambda r: r["latency_ms"]["p99"] > 300 and r["lost"] == 0,
