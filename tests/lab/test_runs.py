@@ -160,6 +160,19 @@ def test_rabbitmq_at_most_once_loses_messages_in_a_network_blackhole(tmp_path: P
 
 
 @pytest.mark.kafka
+@pytest.mark.rabbitmq
+@pytest.mark.postgres
+def test_kafka_replays_to_a_new_group_rabbitmq_does_not(tmp_path: Path) -> None:
+    kafka = lab(tmp_path, transport="kafka", fault="replay", messages=500)
+    rabbit = lab(tmp_path, transport="rabbitmq", fault="replay", messages=500)
+    for r, expected in ((kafka, 500), (rabbit, 0)):
+        replays = jsonl(Path(r["evidence_dir"]), "replays")
+        assert len({x["id"] for x in replays}) == r["replayed"] == expected
+        assert r["confirmed"] == 500 and r["lost"] == 0
+        assert r["duplicate_effects"] == 0  # the replay applies no effect
+
+
+@pytest.mark.kafka
 @pytest.mark.postgres
 def test_three_producers_and_two_consumers_share_the_load_in_key_order(tmp_path: Path) -> None:
     # 64 keys: murmur2 puts k0..k7 into only 2 of the 4 partitions (measured)

@@ -18,6 +18,7 @@ SENDS = "sends"
 DELIVERIES = "deliveries"
 EFFECTS = "effects"
 FAULTS = "faults"
+REPLAYS = "replays"
 
 
 class Ledger:

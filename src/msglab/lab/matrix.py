@@ -62,6 +62,14 @@ MATRIX: tuple[Row, ...] = (
         kill_after=510,
     ),
     Row(
+        "Kafka: consumers can re-read (replay) at any time",
+        "a group that did not exist during the run reads every confirmed message",
+        lambda r: r["replayed"] == r["confirmed"] > 0,
+        "kafka",
+        "at-least-once",
+        "replay",
+    ),
+    Row(
         "Kafka at-most-once (commit before handling): a consumer crash loses messages",
         "lost > 0, duplicate effects == 0",
         lambda r: r["lost"] > 0 and r["duplicate_effects"] == 0,
@@ -218,6 +226,14 @@ FULL = (
         "at-most-once",
         "blackhole",
         down_s=5.0,
+    ),
+    Row(
+        "RabbitMQ (the contrast to Kafka's replay): a queue bound after the fact gets nothing",
+        "a group that did not exist during the run reads nothing",
+        lambda r: r["replayed"] == 0 and r["confirmed"] > 0,
+        "rabbitmq",
+        "at-least-once",
+        "replay",
     ),
     Row(
         "Kafka: pull model, a slow consumer only falls behind; the producer keeps its pace",

@@ -25,9 +25,9 @@ from msglab.errors import InfraError, MsglabError
 from msglab.infra import backend_for, service_url, toxiproxy
 from msglab.lab import effects, faults
 from msglab.lab.checker import PROMISES, check
-from msglab.lab.evidence import DELIVERIES, EFFECTS, SENDS, ReadStats, Tail, read
+from msglab.lab.evidence import DELIVERIES, EFFECTS, REPLAYS, SENDS, ReadStats, Tail, read
 from msglab.lab.scenario import NETWORK_FAULTS, Scenario
-from msglab.lab.worker import GROUP, WorkerSpec, topic_of
+from msglab.lab.worker import GROUP, REPLAY_GROUP, WorkerSpec, topic_of
 from msglab.ports import TopicAdmin
 from msglab.profiles import DeliveryProfile
 from msglab.settings import Settings
@@ -115,13 +115,15 @@ class Run:
                 )
             )
         for name in names:
-            ready = self.dir / f"ready-{name}"
-            worker = self.workers[name]
-            if not faults.when(ready.exists, 60, partial(_exited, worker)):
-                raise InfraError(
-                    f"consumer {name} did not subscribe; see {self.dir / f'worker-{name}.log'}"
-                )
+            self._wait_subscribed(name)
         return names
+
+    def _wait_subscribed(self, name: str) -> None:
+        ready = self.dir / f"ready-{name}"
+        if not faults.when(ready.exists, 60, partial(_exited, self.workers[name])):
+            raise InfraError(
+                f"consumer {name} did not subscribe; see {self.dir / f'worker-{name}.log'}"
+            )
 
     def _stop(self, names: list[str], grace_s: float = 10.0) -> None:
         for name in names:
@@ -238,6 +240,28 @@ class Run:
         self.progress("draining", 1.0)
         self._drain(lambda: consumers.extend(self._replace_killed_consumer(consumers)))
         self._stop([c for c in consumers if self.workers[c].poll() is None])
+        if s.fault == "replay":
+            self._replay(log)
+
+    def _replay(self, log: faults.FaultLog) -> None:
+        """A consumer of a group that did not exist during the run reads the topic: until it
+        has every confirmed message and 1 s passed quietly, or 5 s passed without any."""
+        log.record(self.s.fault, "start", "r0", group=REPLAY_GROUP)
+        self._start(self._spec("replayer", "r0"))
+        self._wait_subscribed("r0")
+        tail, replayed = Tail(self.dir, REPLAYS), set()
+        end = time.monotonic() + self.s.drain_max_s
+        last_change = time.monotonic()
+        while time.monotonic() < end:
+            new = _ID.findall(tail.new())
+            if new:
+                replayed.update(new)
+                last_change = time.monotonic()
+            quiet = time.monotonic() - last_change
+            if quiet >= 5.0 or (quiet >= 1.0 and self._confirmed <= replayed):
+                break
+            time.sleep(0.25)
+        self._stop(["r0"])
 
     def _replace_killed_consumer(self, consumers: list[str]) -> list[str]:
         """consumer-kill: once c0 killed itself (after an effect, before the ack), a fresh
@@ -283,6 +307,11 @@ class Run:
                 return
             time.sleep(0.25)
 
+    def _replayed(self) -> int:
+        """Distinct sent messages the replay consumer read (``replays-*.jsonl``)."""
+        sent = {r["id"] for r in read(self.dir, SENDS)}
+        return len({r["id"] for r in read(self.dir, REPLAYS)} & sent)
+
     def _clean_broker(self) -> str:
         """Delete the run's topic and its group's queue: a broker that keeps every run's
         queues restarts ever slower (RabbitMQ: 4 s -> 15 s after a few hundred quorum
@@ -292,7 +321,7 @@ class Run:
         if not isinstance(transport, TopicAdmin):
             return "nothing stored"
         try:
-            transport.delete_topic(topic_of(self.s.run_id), [GROUP])
+            transport.delete_topic(topic_of(self.s.run_id), [GROUP, REPLAY_GROUP])
         except MsglabError as exc:
             return f"failed: {exc}"
         return "deleted"
@@ -323,6 +352,7 @@ class Run:
             "seconds": round(seconds, 2),
             "interrupted": self.interrupted,
             "worker_exits": {name: proc.returncode for name, proc in self.workers.items()},
+            "replayed": self._replayed() if self.s.fault == "replay" else None,
             "scenario": self.s.to_json(),
         }
         return report

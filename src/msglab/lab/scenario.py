@@ -19,6 +19,7 @@ FAULTS: dict[str, str] = {
     "producer-kill": "SIGKILL a producer after `kill_after` sends, with sends in flight",
     "no-subscriber": "publish everything while no consumer runs, then start the consumers",
     "slow-consumer": "consumers take `slow_ms` per message",
+    "replay": "after the drain, a consumer of a new group reads the topic from the beginning",
     "blackhole": "after `kill_after` sends, Toxiproxy drops every byte between the clients and "
     "the broker for `down_s` (connections stay open, nothing gets through)",
     "latency": "after `kill_after` sends, Toxiproxy delays every byte by `latency_ms` each way "

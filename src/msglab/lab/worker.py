@@ -26,7 +26,7 @@ from msglab.brokers import open_transport
 from msglab.config import Backoff, ClientConfig
 from msglab.errors import PublishError, TransportError
 from msglab.lab import effects
-from msglab.lab.evidence import DELIVERIES, FAULTS, SENDS, Ledger
+from msglab.lab.evidence import DELIVERIES, FAULTS, REPLAYS, SENDS, Ledger
 from msglab.message import Delivery, Message
 from msglab.profiles import DeliveryProfile
 
@@ -34,6 +34,7 @@ UNBOUNDED_BATCH = 5000  # messages per publish call when the rate is unbounded
 RETRY_FOR_S = 30.0  # an at-least-once producer retries a batch this long at most
 GIVE_UP_AFTER_S = 45.0  # with nothing confirmed for this long, the producer stops sending
 GROUP = "lab"  # the consumer group of every lab run
+REPLAY_GROUP = "lab-replay"  # the group that re-reads the topic after a replay run
 SENT_HEADER = "sent"  # the producer's clock when the batch was built (epoch seconds)
 EFFECT_BATCH = 100  # deliveries per effect transaction at most (below the prefetch of 200)
 EFFECT_WINDOW_S = 0.05  # a batch collects deliveries for this long at most
@@ -272,11 +273,30 @@ def _q_or_null(value: str | None) -> str:
     return "null" if value is None else q(value)
 
 
+def replay(spec: WorkerSpec) -> None:
+    """Re-read the run's topic as a group that did not exist while it ran (``REPLAY_GROUP``):
+    a line per delivery in ``replays-<name>.jsonl``, acked, no effect."""
+    ledger = Ledger(Path(spec.run_dir), REPLAYS, spec.name)
+    sub = open_transport(spec.transport, spec.config()).subscriber(REPLAY_GROUP)
+    signal.signal(signal.SIGTERM, lambda *_: sub.close())
+    sub.on_idle(ledger.flush)
+    stream = sub.subscribe(_topic(spec))
+    (Path(spec.run_dir) / f"ready-{spec.name}").write_text("subscribed\n")
+    consumer = q(spec.name)
+    for d in stream:
+        ledger.write_lines(
+            f'{{"ts":{time.time()!r},"consumer":{consumer},"id":{q(d.message.id)}}}\n',
+            flush=False,
+        )
+        d.ack()
+    ledger.close()
+
+
 def main(argv: list[str]) -> None:
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` dumps every thread's stack
     role, raw = argv
     spec = WorkerSpec(**json.loads(raw))
-    (produce if role == "producer" else consume)(spec)
+    {"producer": produce, "consumer": consume, "replayer": replay}[role](spec)
 
 
 if __name__ == "__main__":
