@@ -27,6 +27,7 @@ def scenario_for(row: Row, quick: bool) -> Scenario:
         rate=row.rate,
         kill_after=row.kill_after * scale,
         consumers=row.consumers,
+        keys=row.keys,
         slow_ms=row.slow_ms,
         warmup_s=row.warmup_s,
         down_s=row.down_s,

@@ -29,6 +29,7 @@ class Row:
     rate: float = 1500.0
     kill_after: int = 0
     consumers: int = 1
+    keys: int = 8
     slow_ms: float = 5.0
     warmup_s: float = 1.0
     down_s: float = 2.0  # a killed broker's downtime; a network fault's duration
@@ -68,6 +69,18 @@ MATRIX: tuple[Row, ...] = (
         "kafka",
         "at-least-once",
         "replay",
+    ),
+    Row(
+        "Kafka: scales by partitions and consumers (the members of a group split the partitions)",
+        "both consumers of the group deliver, nothing lost (64 keys over 4 partitions)",
+        lambda r: (
+            len(r["delivered_by"]) == 2 and min(r["delivered_by"].values()) > 0 and r["lost"] == 0
+        ),
+        "kafka",
+        "at-least-once",
+        "none",
+        consumers=2,
+        keys=64,
     ),
     Row(
         "Kafka at-most-once (commit before handling): a consumer crash loses messages",

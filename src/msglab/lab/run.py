@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict
 from functools import partial
@@ -352,6 +353,7 @@ class Run:
             "seconds": round(seconds, 2),
             "interrupted": self.interrupted,
             "worker_exits": {name: proc.returncode for name, proc in self.workers.items()},
+            "delivered_by": dict(Counter(r["consumer"] for r in read(self.dir, DELIVERIES))),
             "replayed": self._replayed() if self.s.fault == "replay" else None,
             "scenario": self.s.to_json(),
         }
