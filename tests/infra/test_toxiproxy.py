@@ -188,12 +188,6 @@ def test_unknown_proxy_is_a_usage_error_listing_the_proxies(toxiproxy: Toxiproxy
         toxiproxy.add_toxic("redis", "odd", "no-such-toxic", {})
 
 
-def test_service_without_a_proxy_is_a_usage_error(msglab_settings: Settings) -> None:
-    with pytest.raises(UsageError) as caught:
-        proxied_url(msglab_settings, "postgres")
-    assert all(name in str(caught.value) for name in PROXIED)
-
-
 def test_unreachable_toxiproxy_is_an_infra_error_naming_the_url() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

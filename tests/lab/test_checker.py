@@ -54,6 +54,9 @@ def test_every_count() -> None:
     assert c.duplicate_deliveries == 1 and c.duplicate_deliveries_flagged == 1
     assert c.duplicate_effects == 1
     assert c.verdict("at-least-once") == "broken" and c.verdict("at-most-once") == "broken"
+    assert c.delivered_by == {"c0": 5} and c.replayed is None  # not a replay run
+    replays = [{"id": "a"}, {"id": "b"}, {"id": "b"}, {"id": "zz"}]  # zz was never sent
+    assert check(sends, deliveries, effects, replays).replayed == 2
 
 
 def test_an_attempt_without_outcome_was_in_flight_so_unknown() -> None:

@@ -14,6 +14,8 @@ Inputs are the records of a run folder (sends, deliveries, effects); nothing els
   between processes, counts as 0 and is reported in ``clock_anomalies``).
 * throughput_per_s: messages delivered per second, first send to last first delivery;
   publish_per_s: messages confirmed per second, first send to the last outcome recorded.
+* delivered_by: delivery lines per consumer. replayed (replay runs only, else None): distinct
+  sent messages a group created after the run read.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ class Counts:
     throughput_per_s: float
     publish_per_s: float
     clock_anomalies: int
+    delivered_by: dict[str, int]
+    replayed: int | None
     lost_ids: list[str]
 
     def verdict(self, profile: str) -> str:
@@ -101,6 +105,7 @@ def check(
     sends: Iterable[dict[str, Any]],
     deliveries: Iterable[dict[str, Any]],
     effects: Iterable[dict[str, Any]],
+    replays: Iterable[dict[str, Any]] | None = None,
 ) -> Counts:
     sends = list(sends)
     outcome, first_send = final_outcomes(sends)
@@ -109,7 +114,9 @@ def check(
     delivery_count: Counter[str] = Counter()
     first_delivery: dict[str, dict[str, Any]] = {}
     flagged_duplicates = 0
+    delivered_by: Counter[str] = Counter()
     for d in ordered:
+        delivered_by[d["consumer"]] += 1
         delivery_count[d["id"]] += 1
         if d["id"] in first_delivery:
             flagged_duplicates += bool(d.get("redelivered"))
@@ -119,16 +126,15 @@ def check(
 
     sent_ids = set(outcome)
     delivered_ids = set(first_delivery)
+    got = delivered_ids & sent_ids
+    began = min((s["sent_ts"] for s in first_send.values()), default=0.0)
     ok = {m for m, o in outcome.items() if o == "ok"}
     unknown = {m for m, o in outcome.items() if o == "unknown"}
     failed = {m for m, o in outcome.items() if o == "fail"}
 
     reordered = 0
     highest: dict[tuple[str, str], int] = {}
-    for d in (
-        first_delivery[m]
-        for m in sorted(delivered_ids & sent_ids, key=lambda m: first_delivery[m]["ts"])
-    ):
+    for d in (first_delivery[m] for m in sorted(got, key=lambda m: first_delivery[m]["ts"])):
         s = first_send[d["id"]]
         stream = (s["producer"], s.get("key") or "")
         if s["seq"] < highest.get(stream, -1):
@@ -137,7 +143,7 @@ def check(
 
     latencies: list[float] = []
     anomalies = 0
-    for mid in delivered_ids & sent_ids:
+    for mid in got:
         ms = (first_delivery[mid]["ts"] - first_send[mid]["sent_ts"]) * 1000
         if ms < 0:
             anomalies += 1
@@ -146,14 +152,12 @@ def check(
     latencies.sort()
 
     throughput = 0.0
-    if delivered_ids & sent_ids:
-        start = min(s["sent_ts"] for s in first_send.values())
-        end = max(first_delivery[m]["ts"] for m in delivered_ids & sent_ids)
-        throughput = len(delivered_ids & sent_ids) / max(end - start, 1e-9)
+    if got:
+        end = max(first_delivery[m]["ts"] for m in got)
+        throughput = len(got) / max(end - began, 1e-9)
 
     publish_rate = 0.0
     if ok and last_outcome_ts:
-        began = min(s["sent_ts"] for s in first_send.values())
         publish_rate = len(ok) / max(last_outcome_ts - began, 1e-9)
 
     lost = ok - delivered_ids
@@ -162,7 +166,7 @@ def check(
         confirmed=len(ok),
         failed=len(failed),
         unknown=len(unknown),
-        delivered=len(delivered_ids & sent_ids),
+        delivered=len(got),
         lost=len(lost),
         unconfirmed_lost=len((failed | unknown) - delivered_ids),
         recovered=len(unknown & delivered_ids),
@@ -180,5 +184,7 @@ def check(
         throughput_per_s=round(throughput, 1),
         publish_per_s=round(publish_rate, 1),
         clock_anomalies=anomalies,
+        delivered_by=dict(delivered_by),
+        replayed=None if replays is None else len({r["id"] for r in replays} & sent_ids),
         lost_ids=sorted(lost)[:50],
     )

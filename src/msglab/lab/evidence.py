@@ -31,10 +31,7 @@ class Ledger:
         self._sync = sync
 
     def write(self, record: dict[str, Any]) -> None:
-        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
-        self._file.flush()
-        if self._sync:
-            os.fsync(self._file.fileno())
+        self.write_lines(json.dumps(record, separators=(",", ":")) + "\n")
 
     def write_lines(self, lines: str, flush: bool = True) -> None:
         """Append lines already formatted as JSON (each ending in a newline): the hot path

@@ -13,7 +13,6 @@ import re
 import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict
 from functools import partial
@@ -250,18 +249,13 @@ class Run:
         log.record(self.s.fault, "start", "r0", group=REPLAY_GROUP)
         self._start(self._spec("replayer", "r0"))
         self._wait_subscribed("r0")
-        tail, replayed = Tail(self.dir, REPLAYS), set()
-        end = time.monotonic() + self.s.drain_max_s
-        last_change = time.monotonic()
-        while time.monotonic() < end:
-            new = _ID.findall(tail.new())
-            if new:
-                replayed.update(new)
-                last_change = time.monotonic()
-            quiet = time.monotonic() - last_change
-            if quiet >= 5.0 or (quiet >= 1.0 and self._confirmed <= replayed):
-                break
-            time.sleep(0.25)
+        tail, replayed = Tail(self.dir, REPLAYS), set[bytes]()
+
+        def read_replays() -> int:
+            replayed.update(_ID.findall(tail.new()))
+            return len(replayed)
+
+        self._until_quiet(read_replays, lambda: self._confirmed <= replayed, quiet_s=5.0)
         self._stop(["r0"])
 
     def _replace_killed_consumer(self, consumers: list[str]) -> list[str]:
@@ -294,24 +288,30 @@ class Run:
 
     def _drain(self, tick: Callable[[], None]) -> None:
         """Until every confirmed message arrived and 1 s passed quietly, or nothing arrived
-        for ``Scenario.quiet_s`` (bounded by ``drain_max_s``)."""
+        for ``Scenario.quiet_s``."""
+
+        def deliveries() -> int:
+            tick()
+            self._follow()
+            return self._delivery_lines
+
+        self._until_quiet(deliveries, lambda: self._confirmed <= self._delivered, self.s.quiet_s)
+
+    def _until_quiet(
+        self, count: Callable[[], int], done: Callable[[], bool], quiet_s: float
+    ) -> None:
+        """Poll ``count()`` every 0.25 s until it stayed the same for 1 s with ``done()``, or
+        for ``quiet_s`` (bounded by ``drain_max_s``)."""
         end = time.monotonic() + self.s.drain_max_s
         last_count, last_change = -1, time.monotonic()
         while time.monotonic() < end:
-            tick()
-            self._follow()
-            count = self._delivery_lines
-            if count != last_count:
-                last_count, last_change = count, time.monotonic()
+            now_count = count()
+            if now_count != last_count:
+                last_count, last_change = now_count, time.monotonic()
             quiet = time.monotonic() - last_change
-            if quiet >= self.s.quiet_s or (quiet >= 1.0 and self._confirmed <= self._delivered):
+            if quiet >= quiet_s or (quiet >= 1.0 and done()):
                 return
             time.sleep(0.25)
-
-    def _replayed(self) -> int:
-        """Distinct sent messages the replay consumer read (``replays-*.jsonl``)."""
-        sent = {r["id"] for r in read(self.dir, SENDS)}
-        return len({r["id"] for r in read(self.dir, REPLAYS)} & sent)
 
     def _clean_broker(self) -> str:
         """Delete the run's topic and its group's queue: a broker that keeps every run's
@@ -335,6 +335,7 @@ class Run:
             read(self.dir, SENDS, stats),
             read(self.dir, DELIVERIES, stats),
             read(self.dir, EFFECTS, stats),
+            read(self.dir, REPLAYS, stats) if self.s.fault == "replay" else None,
         )
         fault_records = list(read(self.dir, "faults"))
         report: dict[str, Any] = {
@@ -353,8 +354,6 @@ class Run:
             "seconds": round(seconds, 2),
             "interrupted": self.interrupted,
             "worker_exits": {name: proc.returncode for name, proc in self.workers.items()},
-            "delivered_by": dict(Counter(r["consumer"] for r in read(self.dir, DELIVERIES))),
-            "replayed": self._replayed() if self.s.fault == "replay" else None,
             "scenario": self.s.to_json(),
         }
         return report

@@ -1,10 +1,12 @@
-"""Producer and consumer processes of a lab run (separate OS processes: faults kill them).
+"""Producer, consumer and replayer processes of a lab run (separate OS processes: faults
+kill them).
 
-``python -m msglab.lab.worker producer|consumer SPEC_JSON``. A producer records, per message,
-a ``sending`` line before it publishes and an outcome line (``ok``, ``fail``, ``unknown``)
-after; under at-least-once it retries what was not confirmed, with the same id. A consumer
-records each delivery, applies the effect (a row in PostgreSQL), then acks: evidence before
-effect before ack, so a killed worker leaves everything the checker needs.
+``python -m msglab.lab.worker producer|consumer|replayer SPEC_JSON``. A producer records, per
+message, a ``sending`` line before it publishes and an outcome line (``ok``, ``fail``,
+``unknown``) after; under at-least-once it retries what was not confirmed, with the same id. A
+consumer records each delivery, applies the effect (a row in PostgreSQL), then acks: evidence
+before effect before ack, so a killed worker leaves everything the checker needs. A replayer
+reads the topic as a new group after the run, recording what it gets, with no effect.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import random
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as q  # a JSON string literal, fast
 from pathlib import Path
@@ -28,6 +31,7 @@ from msglab.errors import PublishError, TransportError
 from msglab.lab import effects
 from msglab.lab.evidence import DELIVERIES, FAULTS, REPLAYS, SENDS, Ledger
 from msglab.message import Delivery, Message
+from msglab.ports import Subscriber
 from msglab.profiles import DeliveryProfile
 
 UNBOUNDED_BATCH = 5000  # messages per publish call when the rate is unbounded
@@ -82,7 +86,7 @@ def produce(spec: WorkerSpec) -> None:
     # connect and look up the topic before the first send (as `msglab bench` does); a broker
     # that is away now is recorded by the first sends
     with contextlib.suppress(TransportError):
-        pub.publish(_topic(spec), [])
+        pub.publish(topic_of(spec.run_id), [])
     retry = spec.profile == "at-least-once"
     rng = random.Random(f"{spec.seed}-{spec.name}")
     payload = bytes(rng.getrandbits(8) for _ in range(spec.size))
@@ -147,7 +151,7 @@ def _send(
         )
         outcome: dict[str, str] = {}
         try:
-            pub.publish(_topic(spec), [m for m, _ in pending])
+            pub.publish(topic_of(spec.run_id), [m for m, _ in pending])
         except PublishError as exc:
             outcome = {**{i: "fail" for i in exc.failed}, **{i: "unknown" for i in exc.unknown}}
         except TransportError:  # not connected: nothing of this batch was sent
@@ -165,10 +169,6 @@ def _send(
             time.sleep(0.3)
 
 
-def _topic(spec: WorkerSpec) -> str:
-    return topic_of(spec.run_id)
-
-
 def topic_of(run_id: str) -> str:
     """The topic of a lab run; its consumers form the group ``GROUP``."""
     return f"lab-{run_id}"
@@ -184,11 +184,17 @@ def consume(spec: WorkerSpec) -> None:
     with db.connect() as conn:
         batch = _EffectBatch(spec, deliveries, conn)
         sub.on_idle(batch.settle)
-        stream = sub.subscribe(_topic(spec))
-        (run_dir / f"ready-{spec.name}").write_text("subscribed\n")
+        stream = _subscribe(sub, spec)
         for d in stream:
             batch.add(d)
     deliveries.close()
+
+
+def _subscribe(sub: Subscriber, spec: WorkerSpec) -> Iterator[Delivery]:
+    """Subscribe to the run's topic, then tell the orchestrator (``ready-<name>``)."""
+    stream = sub.subscribe(topic_of(spec.run_id))
+    (Path(spec.run_dir) / f"ready-{spec.name}").write_text("subscribed\n")
+    return stream
 
 
 class _EffectBatch:
@@ -206,7 +212,7 @@ class _EffectBatch:
         self._held: list[tuple[Delivery, float]] = []
         self._applied = 0
         # consumer-kill: settle exactly when the kill threshold is reached
-        self._kill_at = spec.die_after_effects or 0
+        self._kill_at = spec.die_after_effects
 
     def add(self, d: Delivery) -> None:
         now = time.time()
@@ -280,8 +286,7 @@ def replay(spec: WorkerSpec) -> None:
     sub = open_transport(spec.transport, spec.config()).subscriber(REPLAY_GROUP)
     signal.signal(signal.SIGTERM, lambda *_: sub.close())
     sub.on_idle(ledger.flush)
-    stream = sub.subscribe(_topic(spec))
-    (Path(spec.run_dir) / f"ready-{spec.name}").write_text("subscribed\n")
+    stream = _subscribe(sub, spec)
     consumer = q(spec.name)
     for d in stream:
         ledger.write_lines(
