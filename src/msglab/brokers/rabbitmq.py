@@ -57,6 +57,11 @@ def queue_arguments(profile: DeliveryProfile) -> dict[str, Any]:
     return {"durable": False, "arguments": {"x-queue-type": "classic"}}
 
 
+def queue_name(topic: str, group: str) -> str:
+    """The queue of consumer group ``group`` on topic ``topic`` (bound to exchange ``topic``)."""
+    return f"{topic}.{group}"
+
+
 class _Pending:
     """One publish() call as the ioloop thread sees it."""
 
@@ -326,7 +331,7 @@ class RabbitSubscriber(SubscriberBase):
         self._queue = ""
 
     def _open(self, topic: str) -> None:
-        self._queue = f"{topic}.{self._group}"
+        self._queue = queue_name(topic, self._group)
         try:
             self._conn = pika.BlockingConnection(_params(self._config))
             ch = self._conn.channel()
@@ -430,7 +435,7 @@ class RabbitMQTransport:
             conn = pika.BlockingConnection(_params(self.config))
             ch = conn.channel()
             for group in groups:
-                ch.queue_delete(f"{topic}.{group}")
+                ch.queue_delete(queue_name(topic, group))
             ch.exchange_delete(topic)
             conn.close()
         except pika.exceptions.AMQPConnectionError as exc:
@@ -545,7 +550,7 @@ def _raw_consume(
     auto = config.profile is DeliveryProfile.AT_MOST_ONCE
     got, first, last = 0, 0.0, 0.0
     for method, props, _body in ch.consume(
-        f"{topic}.{group}", auto_ack=auto, inactivity_timeout=idle_s
+        queue_name(topic, group), auto_ack=auto, inactivity_timeout=idle_s
     ):
         if method is None:
             break
