@@ -153,7 +153,7 @@ class Toxiproxy(NativeService):
     def after_ready(self, cold: bool) -> None:
         """The proxies come from the config file; a proxy that could not listen is only logged."""
         try:
-            have = self.client().proxies()
+            have = client(self.settings).proxies()
         except InfraError as exc:
             have, why = {}, str(exc)
         else:
@@ -163,8 +163,6 @@ class Toxiproxy(NativeService):
             self.down()
             self._fail(f"toxiproxy started without the proxies {', '.join(missing)} ({why})")
 
-    def client(self) -> ToxiproxyClient:
-        return ToxiproxyClient(self.url, timeout_s=self.settings.connect_timeout_s)
 
     def status(self) -> Status:
         return replace(super().status(), data_dir=None)  # no data: proxies.json is rewritten
