@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol, runtime_checkable
 
 from msglab.config import ClientConfig
-from msglab.message import Delivery, Message
+from msglab.message import Batch, Delivery, Message
 
 
 @runtime_checkable
@@ -45,6 +45,11 @@ class Subscriber(Protocol):
     """
 
     def subscribe(self, topic: str) -> Iterator[Delivery]: ...
+
+    def batches(self, topic: str, max_messages: int = 100) -> Iterator[Batch]:
+        """Like ``subscribe``, but yields what was fetched together as one Batch of 1 to
+        ``max_messages`` messages (a short one as soon as a poll found nothing more), settled
+        as a whole. Use one of ``subscribe`` and ``batches`` per subscriber."""
 
     def on_idle(self, callback: Callable[[], None]) -> None:
         """Have ``callback`` called in the iterating thread whenever a poll of the broker
@@ -109,6 +114,7 @@ Middleware = Callable[[Handler], Handler]
 """Wraps a handler; composed first-listed-outermost."""
 
 __all__ = [
+    "Batch",
     "Delivery",
     "Handler",
     "Message",

@@ -1,13 +1,14 @@
 """The lifecycle every transport's subscriber shares, so that each states only its broker part.
 
-``subscribe`` opens the subscription eagerly (it exists when ``subscribe`` returns), then hands
-out a generator of deliveries. ``close`` works from any thread and releases the connection
+``subscribe`` (or ``batches``) opens the subscription eagerly (it exists when it returns),
+then hands out a generator. ``close`` works from any thread and releases the connection
 exactly once: at once when iteration never started; by closing the generator when called
 from the iterating thread (after a ``break``); otherwise the iterating thread sees the flag at
 its next poll (each transport polls at least every 0.2 s) and releases on its way out.
 
-``on_idle`` lets a batch consumer settle what it holds when nothing more is coming: each
-transport calls the hook from the iterating thread whenever a poll came back empty.
+A transport's ``_deliveries`` yields ``None`` for a poll that found nothing: ``subscribe``
+calls the ``on_idle`` hook there (a batch consumer settles what it holds when nothing more is
+coming), and ``batches`` ends its short batch there.
 """
 
 from __future__ import annotations
@@ -16,16 +17,21 @@ import contextlib
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Iterator
+from typing import Any
 
 from msglab.config import check_name
-from msglab.message import Delivery
+from msglab.message import Batch, Delivery
 
 
 class SubscriberBase(ABC):
-    def __init__(self, group: str) -> None:
+    """``prefetch``: how many unacknowledged messages the broker pushes at most (0: it does
+    not push). A batch is kept to half of it, or it would wait for acks that cannot come."""
+
+    def __init__(self, group: str, prefetch: int = 0) -> None:
         self._group = check_name("group", group)
+        self._prefetch = prefetch
         self._closed = threading.Event()
-        self._generator: Generator[Delivery, None, None] | None = None
+        self._generator: Generator[Any, None, None] | None = None
         self._iterating_thread: int | None = None
         self._released = threading.Lock()
         self._idle: Callable[[], None] = _nothing
@@ -39,8 +45,9 @@ class SubscriberBase(ABC):
         """Create the subscription (queue, group, channel); raise ConnectError if unreachable."""
 
     @abstractmethod
-    def _deliveries(self, topic: str) -> Iterator[Delivery]:
-        """Yield deliveries until ``self._closed`` is set (poll at least every 0.2 s)."""
+    def _deliveries(self, topic: str) -> Iterator[Delivery | None]:
+        """Yield deliveries, and None after a poll that found nothing, until ``self._closed``
+        is set (poll at least every 0.2 s)."""
 
     @abstractmethod
     def _release(self) -> None:
@@ -49,13 +56,46 @@ class SubscriberBase(ABC):
     def subscribe(self, topic: str) -> Iterator[Delivery]:
         check_name("topic", topic)
         self._open(topic)
-        self._generator = self._run(topic)
+        self._generator = self._run(self._each(topic))
         return self._generator
 
-    def _run(self, topic: str) -> Generator[Delivery, None, None]:
+    def batches(self, topic: str, max_messages: int = 100) -> Iterator[Batch]:
+        check_name("topic", topic)
+        if max_messages < 1:
+            raise ValueError("max_messages must be at least 1")
+        if self._prefetch:
+            max_messages = max(1, min(max_messages, self._prefetch // 2))
+        self._open(topic)
+        self._generator = self._run(self._batches(topic, max_messages))
+        return self._generator
+
+    def _each(self, topic: str) -> Iterator[Delivery]:
+        for d in self._deliveries(topic):
+            if d is None:
+                self._idle()
+            else:
+                yield d
+
+    def _batches(self, topic: str, limit: int) -> Iterator[Batch]:
+        """Deliveries grouped: a batch ends when it is full or a poll found nothing more.
+        Transports with a native batch fetch override this."""
+        held: list[Delivery] = []
+        for d in self._deliveries(topic):
+            if d is not None:
+                held.append(d)
+                if len(held) < limit:
+                    continue
+            elif not held:
+                self._idle()
+                continue
+            messages = [h.message for h in held]
+            yield Batch(topic, messages, [h.attempt for h in held], _settle_each, held)
+            held = []
+
+    def _run(self, items: Iterator[Any]) -> Generator[Any, None, None]:
         self._iterating_thread = threading.get_ident()
         try:
-            yield from self._deliveries(topic)
+            yield from items
         finally:
             self._release_once()
 
@@ -75,6 +115,14 @@ class SubscriberBase(ABC):
             # the generator is running below us (ValueError): it stops at its next poll.
             with contextlib.suppress(ValueError):
                 self._generator.close()
+
+
+def _settle_each(batch: Batch, ok: bool, requeue: bool) -> None:
+    for d in batch.token:
+        if ok:
+            d.ack()
+        else:
+            d.nack(requeue)
 
 
 def _nothing() -> None:

@@ -107,12 +107,12 @@ class MemorySubscriber(SubscriberBase):
     def _open(self, topic: str) -> None:
         self._topic = topic
 
-    def _deliveries(self, topic: str) -> Iterator[Delivery]:
+    def _deliveries(self, topic: str) -> Iterator[Delivery | None]:
         b = self._t.broker
         while not self._closed.is_set():
             taken = b.take(topic, self._group, 0.05)
             if taken is None:
-                self._idle()
+                yield None
                 continue
             index, message, attempt = taken
             delivery = Delivery(message, topic, attempt, attempt > 1, self._settle, index)

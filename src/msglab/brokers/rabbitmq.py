@@ -323,7 +323,7 @@ class RabbitPublisher:
 
 class RabbitSubscriber(SubscriberBase):
     def __init__(self, config: ClientConfig, group: str) -> None:
-        super().__init__(group)
+        super().__init__(group, prefetch=config.prefetch)
         self._config = config
         self._safe = config.profile is DeliveryProfile.AT_LEAST_ONCE
         self._conn: Any = None
@@ -358,7 +358,7 @@ class RabbitSubscriber(SubscriberBase):
                 error = exc
         raise ConnectError(NAME, _address(self._config), f"gave up reconnecting: {error}")
 
-    def _deliveries(self, topic: str) -> Iterator[Delivery]:
+    def _deliveries(self, topic: str) -> Iterator[Delivery | None]:
         while not self._closed.is_set():
             try:
                 for method, props, body in self._channel.consume(
@@ -367,7 +367,7 @@ class RabbitSubscriber(SubscriberBase):
                     if method is None:
                         if self._closed.is_set():
                             break
-                        self._idle()
+                        yield None
                         continue
                     yield self._delivery(topic, method, props, body)
             except (

@@ -69,13 +69,13 @@ class PubSubSubscriber(SubscriberBase):
                     raise TransportError(f"{NAME}: SUBSCRIBE {topic} was not confirmed")
                 self._pubsub.get_message(timeout=0.1)
 
-    def _deliveries(self, topic: str) -> Iterator[Delivery]:
+    def _deliveries(self, topic: str) -> Iterator[Delivery | None]:
         get = self._pubsub.get_message
         with boundary(NAME, self._config.url):
             while not self._closed.is_set():
                 raw = get(timeout=0.2)
                 if raw is None:
-                    self._idle()
+                    yield None
                 elif raw["type"] == "message":
                     yield Delivery(decode(raw["data"]), topic, 1, False, _noop)
 

@@ -80,7 +80,7 @@ class StreamsSubscriber(SubscriberBase):
                 if "BUSYGROUP" not in str(exc):
                     raise
 
-    def _deliveries(self, topic: str) -> Iterator[Delivery]:
+    def _deliveries(self, topic: str) -> Iterator[Delivery | None]:
         next_claim = time.monotonic() + self._config.claim_idle_s / 2
         while not self._closed.is_set():
             with boundary(NAME, self._config.url):
@@ -93,7 +93,7 @@ class StreamsSubscriber(SubscriberBase):
                     entries, redelivery = self._read_new(topic), False
                 counts = self._delivery_counts(topic, entries) if redelivery else {}
             if not entries:
-                self._idle()
+                yield None
             for entry_id, fields in entries:
                 attempt = counts.get(entry_id, 1)
                 yield Delivery(decode(fields), topic, attempt, attempt > 1, self._settle, entry_id)
@@ -140,8 +140,8 @@ class StreamsSubscriber(SubscriberBase):
         pending = self._client.xpending_range(
             topic,
             self._group,
-            min=min(ids),
-            max=max(ids),
+            min=min(ids, key=_entry_order),  # not min(ids): b"5-10" < b"5-9" as bytes
+            max=max(ids, key=_entry_order),
             count=len(ids) * 2 + 10,
             consumername=self._consumer,
         )
@@ -159,6 +159,11 @@ class StreamsSubscriber(SubscriberBase):
             self._acks.append(d.token)
         else:
             self._retry.append(d.token)
+
+
+def _entry_order(entry_id: bytes) -> tuple[int, int]:
+    millis, _, seq = entry_id.partition(b"-")
+    return int(millis), int(seq)
 
 
 class RedisStreamsTransport:

@@ -30,13 +30,15 @@ def show(result: BenchResult, as_json: bool) -> None:
     )
     for col in ("client", "msgs/s", "MB/s", "msglab / this"):
         table.add_column(col, justify="right")
+    headline = "msglab batches" if result.variants else "msglab"
     table.add_row(
-        "[bold]msglab[/]",
+        f"[bold]{headline}[/]",
         f"{result.msglab_msgs_per_s:,.0f}",
         f"{result.mb_per_s(result.msglab_msgs_per_s):.2f}",
         "",
     )
-    for name, rate in result.baselines.items():
+    rows = {**result.variants, **result.baselines}
+    for name, rate in rows.items():
         marker = " (same settings)" if name == result.raw_name else ""
         table.add_row(
             f"{name}{marker}",
@@ -76,10 +78,10 @@ def consume(
     profile: ProfileOpt = "at-least-once",
     messages: MessagesOpt = 20000,
     size: SizeOpt = 100,
-    rounds: Annotated[int, typer.Option(min=1)] = 3,
+    rounds: Annotated[int, typer.Option(min=1)] = 5,
     as_json: JsonOpt = False,
 ) -> None:
-    """Consume throughput (first to last message): msglab vs the raw client (best of ROUNDS
+    """Consume throughput (first to last message): msglab vs the raw client (median of ROUNDS
     each, every drain by a fresh consumer group)."""
     t = build(transport, profile)
     with console.status("benchmarking") as status:

@@ -163,7 +163,6 @@ class Toxiproxy(NativeService):
             self.down()
             self._fail(f"toxiproxy started without the proxies {', '.join(missing)} ({why})")
 
-
     def status(self) -> Status:
         return replace(super().status(), data_dir=None)  # no data: proxies.json is rewritten
 

@@ -456,6 +456,63 @@ class TransportContract:
             seen.published += len(sent)
         seen.delivered += len(acked)
 
+    def test_batches_keep_order_and_a_nacked_batch_comes_again(
+        self, transport: Transport, topic: str, collectors: list[Collector], seen: Seen
+    ) -> None:
+        """``batches``: every message arrives with payload, key and headers, in publish order
+        per key where declared; a nacked batch comes again with attempts above 1 where nack
+        redelivers; acked batches do not come back to the group."""
+        sent = make_messages(300, keys=3)
+        by_id = {m.id: m for m in sent}
+        sub = transport.subscriber("g")
+        batches = sub.batches(topic, max_messages=50)
+        with_close(transport.publisher(), lambda p: p.publish(topic, sent))
+        guard = threading.Timer(60, sub.close)
+        guard.start()
+        got: list[tuple[Message, int]] = []
+        nacked: set[str] = set()
+        acked: set[str] = set()
+        for batch in batches:
+            assert 1 <= len(batch) <= 50 and len(batch.attempts) == len(batch)
+            messages = list(batch.messages)
+            got += zip(messages, batch.attempts, strict=True)
+            if not nacked and self.features.nack_redelivers:
+                nacked = {m.id for m in messages}
+                batch.nack(requeue=True)
+            else:
+                batch.ack()
+                acked.update(m.id for m in messages)
+            if acked >= by_id.keys():
+                break
+        guard.cancel()
+        sub.close()
+        ids = [m.id for m, _ in got]
+        assert set(ids) == set(by_id), f"{len(by_id.keys() - set(ids))} never came in a batch"
+        for m, _ in got:
+            original = by_id[m.id]
+            assert (m.payload, m.key, dict(m.headers)) == (
+                original.payload,
+                original.key,
+                dict(original.headers),
+            )
+        if nacked:
+            again = [a for m, a in got if m.id in nacked][len(nacked) :]
+            assert len(again) >= len(nacked), "a nacked batch did not come again"
+            assert min(again) >= 2, "a redelivered batch's attempts stayed at 1"
+        if self.features.per_key_order:
+            last: dict[str | None, int] = {}
+            for m, attempt in got:
+                if attempt == 1:  # first deliveries only
+                    assert int(m.headers["seq"]) > last.get(m.key, -1), f"key {m.key} reordered"
+                    last[m.key] = int(m.headers["seq"])
+        if self.features.persistent:
+            second = self._collect(collectors, transport, topic, "g")
+            second.quiet(1.5)
+            assert not second.ids, f"{len(second.ids)} messages of acked batches came again"
+        seen.published += len(sent)
+        seen.delivered += len(got)
+        seen.duplicates += len(got) - len(by_id)
+
     def test_topics_are_isolated(
         self, transport: Transport, topic: str, collectors: list[Collector], seen: Seen
     ) -> None:
