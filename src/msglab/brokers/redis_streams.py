@@ -31,7 +31,7 @@ from msglab.brokers._redis_common import (
     raw_pipelined,
 )
 from msglab.config import ClientConfig
-from msglab.message import Delivery, Message
+from msglab.message import Batch, Delivery, Message
 from msglab.ports import Publisher, RawConsume, RawPublish, Subscriber
 from msglab.profiles import DeliveryProfile
 from msglab.subscription import SubscriberBase
@@ -59,6 +59,9 @@ def decode(fields: dict[bytes, bytes]) -> Message:
     )
 
 
+Entry = tuple[bytes, dict[bytes, bytes]]  # a stream entry: its id and its fields
+
+
 class StreamsSubscriber(SubscriberBase):
     def __init__(self, config: ClientConfig, group: str) -> None:
         super().__init__(group)
@@ -69,6 +72,7 @@ class StreamsSubscriber(SubscriberBase):
         self._retry: list[bytes] = []
         self._noack = config.profile is DeliveryProfile.AT_MOST_ONCE
         self._topic = ""
+        self._next_claim = 0.0
 
     def _open(self, topic: str) -> None:
         self._topic = topic
@@ -80,23 +84,45 @@ class StreamsSubscriber(SubscriberBase):
                 if "BUSYGROUP" not in str(exc):
                     raise
 
+    def _fetch(self, topic: str, count: int) -> tuple[list[Entry], dict[bytes, int]]:
+        """Acks made since the last fetch go first; then the next entries: nacked ones, those
+        a dead consumer left (every claim_idle_s / 2), or new ones; with the delivery counts
+        of the redelivered ones."""
+        with boundary(NAME, self._config.url):
+            self._flush_acks(topic)
+            entries, redelivery = self._retried(topic), True
+            if not entries and time.monotonic() >= self._next_claim:
+                entries = self._claim_idle(topic)
+                self._next_claim = time.monotonic() + self._config.claim_idle_s / 2
+            if not entries:
+                entries, redelivery = self._read_new(topic, count), False
+            return entries, self._delivery_counts(topic, entries) if redelivery else {}
+
     def _deliveries(self, topic: str) -> Iterator[Delivery | None]:
-        next_claim = time.monotonic() + self._config.claim_idle_s / 2
+        self._next_claim = time.monotonic() + self._config.claim_idle_s / 2
         while not self._closed.is_set():
-            with boundary(NAME, self._config.url):
-                self._flush_acks(topic)
-                entries, redelivery = self._retried(topic), True
-                if not entries and time.monotonic() >= next_claim:
-                    entries = self._claim_idle(topic)
-                    next_claim = time.monotonic() + self._config.claim_idle_s / 2
-                if not entries:
-                    entries, redelivery = self._read_new(topic), False
-                counts = self._delivery_counts(topic, entries) if redelivery else {}
+            entries, counts = self._fetch(topic, self._config.prefetch)
             if not entries:
                 yield None
             for entry_id, fields in entries:
                 attempt = counts.get(entry_id, 1)
                 yield Delivery(decode(fields), topic, attempt, attempt > 1, self._settle, entry_id)
+
+    def _batches(self, topic: str, limit: int) -> Iterator[Batch]:
+        """One Batch per XREADGROUP (or claim)."""
+        self._next_claim = time.monotonic() + self._config.claim_idle_s / 2
+        while not self._closed.is_set():
+            entries, counts = self._fetch(topic, limit)
+            if not entries:
+                self._idle()
+                continue
+            yield Batch(
+                topic,
+                [decode(fields) for _, fields in entries],
+                [counts.get(entry_id, 1) for entry_id, _ in entries],
+                self._settle_batch,
+                [entry_id for entry_id, _ in entries],
+            )
 
     def _release(self) -> None:
         try:
@@ -105,25 +131,25 @@ class StreamsSubscriber(SubscriberBase):
         finally:
             self._client.close()
 
-    def _read_new(self, topic: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    def _read_new(self, topic: str, count: int) -> list[Entry]:
         reply = self._client.xreadgroup(
             self._group,
             self._consumer,
             {topic: ">"},
-            count=self._config.prefetch,
+            count=count,
             block=200,
             noack=self._noack,
         )
         return list(reply[0][1]) if reply else []
 
-    def _retried(self, topic: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    def _retried(self, topic: str) -> list[Entry]:
         if not self._retry:
             return []
         ids, self._retry = self._retry, []
         claimed = self._client.xclaim(topic, self._group, self._consumer, 0, ids)
         return [(i, f) for i, f in claimed if f]
 
-    def _claim_idle(self, topic: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    def _claim_idle(self, topic: str) -> list[Entry]:
         """Take over entries another (dead) consumer left pending for ``claim_idle_s``."""
         idle_ms = int(self._config.claim_idle_s * 1000)
         reply = self._client.xautoclaim(
@@ -131,9 +157,7 @@ class StreamsSubscriber(SubscriberBase):
         )
         return [(i, f) for i, f in reply[1] if f]
 
-    def _delivery_counts(
-        self, topic: str, entries: list[tuple[bytes, dict[bytes, bytes]]]
-    ) -> dict[bytes, int]:
+    def _delivery_counts(self, topic: str, entries: list[Entry]) -> dict[bytes, int]:
         if not entries:
             return {}
         ids = [i for i, _ in entries]
@@ -159,6 +183,11 @@ class StreamsSubscriber(SubscriberBase):
             self._acks.append(d.token)
         else:
             self._retry.append(d.token)
+
+    def _settle_batch(self, b: Batch, ok: bool, requeue: bool) -> None:
+        if self._noack:
+            return
+        (self._acks if ok or not requeue else self._retry).extend(b.token)
 
 
 def _entry_order(entry_id: bytes) -> tuple[int, int]:
