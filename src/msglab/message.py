@@ -83,8 +83,27 @@ _tuple_new = tuple.__new__
 _headers = operator.itemgetter(2)  # the tuple's own headers dict, under the property
 
 
+class _SettledOnce:
+    """``ack()`` / ``nack()`` for a delivery or a batch: the first settles, later ones are
+    ignored. The subclass holds ``settled`` and the transport's ``_settle(item, ok, requeue)``."""
+
+    __slots__ = ("settled",)
+    settled: bool
+    _settle: Callable[[Any, bool, bool], None]
+
+    def ack(self) -> None:
+        if not self.settled:
+            self.settled = True
+            self._settle(self, True, False)
+
+    def nack(self, requeue: bool = True) -> None:
+        if not self.settled:
+            self.settled = True
+            self._settle(self, False, requeue)
+
+
 @dataclass(slots=True)
-class Delivery:
+class Delivery(_SettledOnce):
     """One delivery of a message to a subscriber.
 
     ``attempt`` counts deliveries of this message to this consumer group (1 = first) where the
@@ -105,19 +124,9 @@ class Delivery:
     token: Any = None
     settled: bool = False
 
-    def ack(self) -> None:
-        if not self.settled:
-            self.settled = True
-            self._settle(self, True, False)
-
-    def nack(self, requeue: bool = True) -> None:
-        if not self.settled:
-            self.settled = True
-            self._settle(self, False, requeue)
-
 
 @dataclass(slots=True)
-class Batch:
+class Batch(_SettledOnce):
     """Messages a subscriber fetched together, settled together (``Subscriber.batches``).
 
     ``messages`` keeps the broker's order; ``attempts[i]`` is ``messages[i]``'s attempt, as
@@ -139,13 +148,3 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.messages)
-
-    def ack(self) -> None:
-        if not self.settled:
-            self.settled = True
-            self._settle(self, True, False)
-
-    def nack(self, requeue: bool = True) -> None:
-        if not self.settled:
-            self.settled = True
-            self._settle(self, False, requeue)
