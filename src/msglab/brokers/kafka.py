@@ -263,10 +263,19 @@ class KafkaSubscriber(SubscriberBase):
 
     def _fetch(self, limit: int) -> list[Any]:
         """The next fetched messages still to be handed out (after folding the acks made since
-        the last fetch); empty after a poll that found nothing."""
+        the last fetch), at once when some are there; empty after 0.2 s without any."""
         self._store_acked()
-        batch: list[Any] = self._consumer.consume(limit, 0.2)
-        if batch and not self._safe:
+        consume = self._consumer.consume
+        # consume(n, timeout) waits out the whole timeout unless n messages came (measured:
+        # 10 ready messages took 1 s with a 1 s timeout): take what is there, else wait for
+        # one message and take what came with it
+        batch: list[Any] = consume(limit, 0)
+        if not batch:
+            first = self._consumer.poll(0.2)
+            if first is None:
+                return []
+            batch = [first, *consume(limit - 1, 0)] if limit > 1 else [first]
+        if not self._safe:
             self._commit_before_handling(batch)
         return batch
 

@@ -182,6 +182,7 @@ def compare(
         "dups",
         "reord.",
         "p99 ms",
+        "pub/s",
         "verdict",
         "claim observed",
     ):
@@ -204,6 +205,7 @@ def compare(
             str(r["duplicate_effects"]),
             str(r["reordered"]),
             f"{r['latency_ms']['p99']:.0f}",
+            f"{r['publish_per_s']:.0f}",
             verdict,
             observed,
         )
