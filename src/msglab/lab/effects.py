@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Column, Float, MetaData, String, Table, create_engine, insert, select
+from sqlalchemy import Column, Float, MetaData, String, Table, create_engine, select, text
 from sqlalchemy.engine import Connection, Engine
 
 METADATA = MetaData()
@@ -36,15 +36,27 @@ def create(db: Engine) -> None:
     METADATA.create_all(db)
 
 
+# One statement per batch, the ids and times as two arrays: an executemany of INSERTs is one
+# statement per row in psycopg's pipeline, which cost ~70 us of the consumer's Python per row
+# (measured: 5.2 of a consumer's 9.2 s for 40 000 messages).
+_INSERT_BATCH = text(
+    "INSERT INTO lab_effects (run_id, message_id, consumer, ts) "
+    "SELECT :run_id, u.message_id, :consumer, u.ts "
+    "FROM unnest(CAST(:ids AS text[]), CAST(:times AS float8[])) AS u(message_id, ts)"
+)
+
+
 def apply(conn: Connection, run_id: str, consumer: str, rows: list[tuple[str, float]]) -> None:
     """Insert one effect row per (message id, time), committed before this returns."""
     with conn.begin():
         conn.execute(
-            insert(EFFECTS),
-            [
-                {"run_id": run_id, "message_id": mid, "consumer": consumer, "ts": ts}
-                for mid, ts in rows
-            ],
+            _INSERT_BATCH,
+            {
+                "run_id": run_id,
+                "consumer": consumer,
+                "ids": [mid for mid, _ in rows],
+                "times": [ts for _, ts in rows],
+            },
         )
 
 
