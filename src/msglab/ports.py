@@ -48,8 +48,10 @@ class Subscriber(Protocol):
 
     def batches(self, topic: str, max_messages: int = 100) -> Iterator[Batch]:
         """Like ``subscribe``, but yields what was fetched together as one Batch of 1 to
-        ``max_messages`` messages (a short one as soon as a poll found nothing more), settled
-        as a whole. Use one of ``subscribe`` and ``batches`` per subscriber."""
+        ``max_messages`` messages, settled as a whole. A batch does not wait for more than
+        what is there: a short one comes as soon as a poll found nothing more (and, where the
+        broker pushes one message at a time, within about 50 ms of its first). Use one of
+        ``subscribe`` and ``batches`` per subscriber."""
 
     def on_idle(self, callback: Callable[[], None]) -> None:
         """Have ``callback`` called in the iterating thread whenever a poll of the broker

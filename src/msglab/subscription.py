@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 from msglab.config import check_name
 from msglab.message import Batch, Delivery
+
+BATCH_WAIT_S = 0.05  # a batch grouped from single deliveries collects for this long at most
 
 
 class SubscriberBase(ABC):
@@ -77,13 +80,17 @@ class SubscriberBase(ABC):
                 yield d
 
     def _batches(self, topic: str, limit: int) -> Iterator[Batch]:
-        """Deliveries grouped: a batch ends when it is full or a poll found nothing more.
-        Transports with a native batch fetch override this."""
+        """Deliveries grouped: a batch ends when it is full, when a poll found nothing more,
+        or when the next delivery comes BATCH_WAIT_S after its first (a slow, steady stream
+        would otherwise fill it for seconds). Transports that fetch in batches override this."""
         held: list[Delivery] = []
+        began = 0.0
         for d in self._deliveries(topic):
             if d is not None:
+                if not held:
+                    began = time.monotonic()
                 held.append(d)
-                if len(held) < limit:
+                if len(held) < limit and time.monotonic() - began < BATCH_WAIT_S:
                     continue
             elif not held:
                 self._idle()
