@@ -267,6 +267,20 @@ FULL = (
         "replay",
     ),
     Row(
+        "RabbitMQ: point-to-point (the consumers of one queue share its messages)",
+        "both consumers of the group deliver, each message once, nothing lost",
+        lambda r: (
+            len(r["delivered_by"]) == 2
+            and min(r["delivered_by"].values()) > 0
+            and r["lost"] == 0
+            and r["duplicate_deliveries"] == 0
+        ),
+        "rabbitmq",
+        "at-least-once",
+        "none",
+        consumers=2,
+    ),
+    Row(
         "Kafka: pull model, a slow consumer only falls behind; the producer keeps its pace",
         "publish rate >= 90 % of the 600 msg/s asked, lost == 0, p99 latency > 1 s (lag)",
         lambda r: r["publish_per_s"] >= 540 and r["lost"] == 0 and r["latency_ms"]["p99"] > 1000,
