@@ -129,9 +129,7 @@ def test_redis_streams_consumer_killed_before_its_ack_duplicates_but_loses_nothi
 @pytest.mark.postgres
 @pytest.mark.toxiproxy
 def test_kafka_at_least_once_loses_nothing_through_a_network_blackhole(tmp_path: Path) -> None:
-    r = lab(
-        tmp_path, transport="kafka", fault="blackhole", messages=2000, rate=1000, down_s=4.0
-    )
+    r = lab(tmp_path, transport="kafka", fault="blackhole", messages=2000, rate=1000, down_s=4.0)
     assert [f["action"] for f in r["faults"]] == ["add-toxic", "remove-toxic"]
     window = r["faults"][1]["ts"] - r["faults"][0]["ts"]
     assert window >= 4.0
@@ -170,6 +168,15 @@ def test_kafka_replays_to_a_new_group_rabbitmq_does_not(tmp_path: Path) -> None:
         assert len({x["id"] for x in replays}) == r["replayed"] == expected
         assert r["confirmed"] == 500 and r["lost"] == 0
         assert r["duplicate_effects"] == 0  # the replay applies no effect
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.postgres
+def test_rabbitmq_fanout_every_group_gets_every_message(tmp_path: Path) -> None:
+    r = lab(tmp_path, transport="rabbitmq", fault="fanout", messages=500, rate=1000)
+    replays = jsonl(Path(r["evidence_dir"]), "replays")
+    assert len({x["id"] for x in replays}) == r["replayed"] == r["delivered"] == 500
+    assert r["lost"] == 0 and r["duplicate_effects"] == 0
 
 
 @pytest.mark.kafka

@@ -14,8 +14,8 @@ Inputs are the records of a run folder (sends, deliveries, effects); nothing els
   between processes, counts as 0 and is reported in ``clock_anomalies``).
 * throughput_per_s: messages delivered per second, first send to last first delivery;
   publish_per_s: messages confirmed per second, first send to the last outcome recorded.
-* delivered_by: delivery lines per consumer. replayed (replay runs only, else None): distinct
-  sent messages a group created after the run read.
+* delivered_by: delivery lines per consumer. replayed (replay and fanout runs, else None):
+  distinct sent messages the second group read (created after the run, or alongside it).
 """
 
 from __future__ import annotations

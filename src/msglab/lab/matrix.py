@@ -138,6 +138,15 @@ MATRIX: tuple[Row, ...] = (
         "none",
     ),
     Row(
+        "RabbitMQ: pub/sub (every queue bound to the exchange, i.e. every group, gets every "
+        "message)",
+        "a second group subscribed alongside reads every confirmed message, nothing lost",
+        lambda r: r["replayed"] == r["confirmed"] > 0 and r["lost"] == 0,
+        "rabbitmq",
+        "at-least-once",
+        "fanout",
+    ),
+    Row(
         "RabbitMQ: push model, a slow consumer lets the queue (and latency) grow",
         "p99 latency > 1 s with a consumer slower than the publish rate",
         lambda r: r["latency_ms"]["p99"] > 1000,

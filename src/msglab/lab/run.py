@@ -26,7 +26,7 @@ from msglab.infra import backend_for, service_url, toxiproxy
 from msglab.lab import effects, faults
 from msglab.lab.checker import PROMISES, check
 from msglab.lab.evidence import DELIVERIES, EFFECTS, REPLAYS, SENDS, ReadStats, Tail, read
-from msglab.lab.scenario import NETWORK_FAULTS, Scenario
+from msglab.lab.scenario import NETWORK_FAULTS, SECOND_GROUP, Scenario
 from msglab.lab.worker import GROUP, REPLAY_GROUP, WorkerSpec, topic_of
 from msglab.ports import TopicAdmin
 from msglab.profiles import DeliveryProfile
@@ -211,6 +211,8 @@ class Run:
             log.record(s.fault, "stop", "consumers", note="every consumer is down")
         else:
             consumers = self._start_consumers()
+        if s.fault == "fanout":
+            self._start_second_group(log)
         time.sleep(s.warmup_s)
         self.progress("publishing", 0.0)
         producers = self._start_producers()
@@ -241,14 +243,19 @@ class Run:
         self._drain(lambda: consumers.extend(self._replace_killed_consumer(consumers)))
         self._stop([c for c in consumers if self.workers[c].poll() is None])
         if s.fault == "replay":
-            self._replay(log)
+            self._start_second_group(log)
+        if s.fault in SECOND_GROUP:
+            self._follow_second_group()
 
-    def _replay(self, log: faults.FaultLog) -> None:
-        """A consumer of a group that did not exist during the run reads the topic: until it
-        has every confirmed message and 1 s passed quietly, or 5 s passed without any."""
+    def _start_second_group(self, log: faults.FaultLog) -> None:
+        """A consumer of a group that did not exist before (``REPLAY_GROUP``) subscribes."""
         log.record(self.s.fault, "start", "r0", group=REPLAY_GROUP)
         self._start(self._spec("replayer", "r0"))
         self._wait_subscribed("r0")
+
+    def _follow_second_group(self) -> None:
+        """Let the second group's consumer read until it has every confirmed message and 1 s
+        passed quietly, or 5 s passed without any; then stop it."""
         tail, replayed = Tail(self.dir, REPLAYS), set[bytes]()
 
         def read_replays() -> int:
@@ -335,7 +342,7 @@ class Run:
             read(self.dir, SENDS, stats),
             read(self.dir, DELIVERIES, stats),
             read(self.dir, EFFECTS, stats),
-            read(self.dir, REPLAYS, stats) if self.s.fault == "replay" else None,
+            read(self.dir, REPLAYS, stats) if self.s.fault in SECOND_GROUP else None,
         )
         fault_records = list(read(self.dir, "faults"))
         report: dict[str, Any] = {

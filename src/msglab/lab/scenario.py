@@ -20,6 +20,8 @@ FAULTS: dict[str, str] = {
     "no-subscriber": "publish everything while no consumer runs, then start the consumers",
     "slow-consumer": "consumers take `slow_ms` per message",
     "replay": "after the drain, a consumer of a new group reads the topic from the beginning",
+    "fanout": "a consumer of a second group subscribes with the first and reads along (no "
+    "effects): does every group get every message?",
     "blackhole": "after `kill_after` sends, Toxiproxy drops every byte between the clients and "
     "the broker for `down_s` (connections stay open, nothing gets through)",
     "latency": "after `kill_after` sends, Toxiproxy delays every byte by `latency_ms` each way "
@@ -27,6 +29,10 @@ FAULTS: dict[str, str] = {
 }
 
 NETWORK_FAULTS = ("blackhole", "latency")
+
+SECOND_GROUP = ("replay", "fanout")
+"""Scenarios where a consumer of a second group (``r0``) reads the topic: after the run, or
+along with it."""
 """Faults applied by Toxiproxy: every client of the run reaches the broker through its proxy."""
 
 
