@@ -59,7 +59,7 @@ class SubscriberBase(ABC):
     def subscribe(self, topic: str) -> Iterator[Delivery]:
         check_name("topic", topic)
         self._open(topic)
-        self._generator = self._run(self._each(topic))
+        self._generator = self._run_each(topic)
         return self._generator
 
     def batches(self, topic: str, max_messages: int = 100) -> Iterator[Batch]:
@@ -72,12 +72,18 @@ class SubscriberBase(ABC):
         self._generator = self._run(self._batches(topic, max_messages))
         return self._generator
 
-    def _each(self, topic: str) -> Iterator[Delivery]:
-        for d in self._deliveries(topic):
-            if d is None:
-                self._idle()
-            else:
-                yield d
+    def _run_each(self, topic: str) -> Generator[Delivery, None, None]:
+        """``_run`` of the deliveries, with the empty polls turned into ``on_idle`` calls (one
+        generator, not two: the per-delivery path is hot)."""
+        self._iterating_thread = threading.get_ident()
+        try:
+            for d in self._deliveries(topic):
+                if d is None:
+                    self._idle()
+                else:
+                    yield d
+        finally:
+            self._release_once()
 
     def _batches(self, topic: str, limit: int) -> Iterator[Batch]:
         """Deliveries grouped: a batch ends when it is full, when a poll found nothing more,
