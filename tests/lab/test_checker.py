@@ -55,8 +55,21 @@ def test_every_count() -> None:
     assert c.duplicate_effects == 1
     assert c.verdict("at-least-once") == "broken" and c.verdict("at-most-once") == "broken"
     assert c.delivered_by == {"c0": 5} and c.replayed is None  # not a replay run
-    replays = [{"id": "a"}, {"id": "b"}, {"id": "b"}, {"id": "zz"}]  # zz was never sent
-    assert check(sends, deliveries, effects, replays).replayed == 2
+    replays = [  # zz was never sent; b was read twice, first at 3.0
+        {"id": "a", "ts": 2.0},
+        {"id": "b", "ts": 4.0},
+        {"id": "b", "ts": 3.0},
+        {"id": "zz", "ts": 1.0},
+    ]
+    second = check(sends, deliveries, effects, replays)
+    assert second.replayed == 2
+    assert second.second_group_latency_ms == {
+        "p50": 2000.0,
+        "p95": 3000.0,
+        "p99": 3000.0,
+        "max": 3000.0,
+    }
+    assert c.second_group_latency_ms is None
 
 
 def test_an_attempt_without_outcome_was_in_flight_so_unknown() -> None:

@@ -179,6 +179,17 @@ def test_rabbitmq_fanout_every_group_gets_every_message(tmp_path: Path) -> None:
     assert r["lost"] == 0 and r["duplicate_effects"] == 0
 
 
+@pytest.mark.rabbitmq
+@pytest.mark.postgres
+def test_rabbitmq_request_reply_answers_every_request(tmp_path: Path) -> None:
+    r = lab(tmp_path, transport="rabbitmq", fault="request-reply", messages=500, rate=1000)
+    replies = jsonl(Path(r["evidence_dir"]), "replays")
+    assert len({x["id"] for x in replies}) == r["replayed"] == 500
+    # a reply comes after its request was delivered: the round trip is the longer path
+    assert r["second_group_latency_ms"]["p50"] >= r["latency_ms"]["p50"]
+    assert r["lost"] == 0
+
+
 @pytest.mark.kafka
 @pytest.mark.postgres
 def test_three_producers_and_two_consumers_share_the_load_in_key_order(tmp_path: Path) -> None:

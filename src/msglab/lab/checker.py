@@ -14,8 +14,10 @@ Inputs are the records of a run folder (sends, deliveries, effects); nothing els
   between processes, counts as 0 and is reported in ``clock_anomalies``).
 * throughput_per_s: messages delivered per second, first send to last first delivery;
   publish_per_s: messages confirmed per second, first send to the last outcome recorded.
-* delivered_by: delivery lines per consumer. replayed (replay and fanout runs, else None):
-  distinct sent messages the second group read (created after the run, or alongside it).
+* delivered_by: delivery lines per consumer. replayed (replay, fanout and request-reply runs,
+  else None): distinct sent messages the second group read (created after the run, alongside
+  it, or reading the replies); second_group_latency_ms: send to that first read (the round
+  trip of a request-reply run), like latency.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class Counts:
     clock_anomalies: int
     delivered_by: dict[str, int]
     replayed: int | None
+    second_group_latency_ms: dict[str, float] | None
     lost_ids: list[str]
 
     def verdict(self, profile: str) -> str:
@@ -99,6 +102,28 @@ def final_outcomes(
         if mid not in outcome or rank[result] > rank[outcome[mid]]:
             outcome[mid] = result
     return outcome, first
+
+
+def _latency(
+    first_at: dict[str, float], first_send: dict[str, dict[str, Any]]
+) -> tuple[dict[str, float], int]:
+    """Percentiles of (time - send time) in ms over the messages of ``first_at``, and how many
+    were negative (a clock step; counted as 0)."""
+    latencies: list[float] = []
+    anomalies = 0
+    for mid, ts in first_at.items():
+        ms = (ts - first_send[mid]["sent_ts"]) * 1000
+        if ms < 0:
+            anomalies += 1
+            ms = 0.0
+        latencies.append(ms)
+    latencies.sort()
+    return {
+        "p50": round(percentile(latencies, 50), 3),
+        "p95": round(percentile(latencies, 95), 3),
+        "p99": round(percentile(latencies, 99), 3),
+        "max": round(latencies[-1], 3) if latencies else 0.0,
+    }, anomalies
 
 
 def check(
@@ -141,15 +166,15 @@ def check(
             reordered += 1
         highest[stream] = max(highest.get(stream, -1), s["seq"])
 
-    latencies: list[float] = []
-    anomalies = 0
-    for mid in got:
-        ms = (first_delivery[mid]["ts"] - first_send[mid]["sent_ts"]) * 1000
-        if ms < 0:
-            anomalies += 1
-            ms = 0.0
-        latencies.append(ms)
-    latencies.sort()
+    latency, anomalies = _latency({m: first_delivery[m]["ts"] for m in got}, first_send)
+    second_latency = None
+    first_read: dict[str, float] = {}  # the second group's first read of each sent message
+    if replays is not None:
+        for r in replays:
+            if r["id"] in sent_ids and r["ts"] < first_read.get(r["id"], math.inf):
+                first_read[r["id"]] = r["ts"]
+        second_latency, second_anomalies = _latency(first_read, first_send)
+        anomalies += second_anomalies
 
     throughput = 0.0
     if got:
@@ -175,16 +200,12 @@ def check(
         duplicate_deliveries_flagged=flagged_duplicates,
         duplicate_effects=sum(n - 1 for n in effect_count.values() if n > 1),
         reordered=reordered,
-        latency_ms={
-            "p50": round(percentile(latencies, 50), 3),
-            "p95": round(percentile(latencies, 95), 3),
-            "p99": round(percentile(latencies, 99), 3),
-            "max": round(latencies[-1], 3) if latencies else 0.0,
-        },
+        latency_ms=latency,
         throughput_per_s=round(throughput, 1),
         publish_per_s=round(publish_rate, 1),
         clock_anomalies=anomalies,
         delivered_by=dict(delivered_by),
-        replayed=None if replays is None else len({r["id"] for r in replays} & sent_ids),
+        replayed=None if second_latency is None else len(first_read),
+        second_group_latency_ms=second_latency,
         lost_ids=sorted(lost)[:50],
     )

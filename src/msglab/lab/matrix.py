@@ -147,6 +147,14 @@ MATRIX: tuple[Row, ...] = (
         "fanout",
     ),
     Row(
+        "RabbitMQ: request/response (each request answered on a reply topic, same id)",
+        "every confirmed request gets its reply (round trip: second_group_latency_ms)",
+        lambda r: r["replayed"] == r["confirmed"] > 0 and r["lost"] == 0,
+        "rabbitmq",
+        "at-least-once",
+        "request-reply",
+    ),
+    Row(
         "RabbitMQ: push model, a slow consumer lets the queue (and latency) grow",
         "p99 latency > 1 s with a consumer slower than the publish rate",
         lambda r: r["latency_ms"]["p99"] > 1000,

@@ -22,6 +22,8 @@ FAULTS: dict[str, str] = {
     "replay": "after the drain, a consumer of a new group reads the topic from the beginning",
     "fanout": "a consumer of a second group subscribes with the first and reads along (no "
     "effects): does every group get every message?",
+    "request-reply": "each consumer answers every message, after its effect and before its ack, "
+    "on the topic `<topic>-replies`; a requester group reads the replies (the round trip)",
     "blackhole": "after `kill_after` sends, Toxiproxy drops every byte between the clients and "
     "the broker for `down_s` (connections stay open, nothing gets through)",
     "latency": "after `kill_after` sends, Toxiproxy delays every byte by `latency_ms` each way "
@@ -30,9 +32,9 @@ FAULTS: dict[str, str] = {
 
 NETWORK_FAULTS = ("blackhole", "latency")
 
-SECOND_GROUP = ("replay", "fanout")
-"""Scenarios where a consumer of a second group (``r0``) reads the topic: after the run, or
-along with it."""
+SECOND_GROUP = ("replay", "fanout", "request-reply")
+"""Scenarios where a consumer of a second group (``r0``) reads: the topic after the run or
+along with it, or the replies."""
 """Faults applied by Toxiproxy: every client of the run reaches the broker through its proxy."""
 
 

@@ -32,7 +32,7 @@ from msglab.errors import PublishError, TransportError
 from msglab.lab import effects
 from msglab.lab.evidence import DELIVERIES, FAULTS, REPLAYS, SENDS, Ledger
 from msglab.message import Delivery, Message
-from msglab.ports import Subscriber
+from msglab.ports import Publisher, Subscriber
 from msglab.profiles import DeliveryProfile
 
 UNBOUNDED_BATCH = 5000  # messages per publish call when the rate is unbounded
@@ -65,6 +65,8 @@ class WorkerSpec:
     effects_url: str = ""
     die_after_effects: int = 0  # consumer-kill: SIGKILL self after this many effects
     slow_ms: float = 0.0
+    # request-reply: consumers answer on reply_topic_of(run_id), where the replayer reads
+    replies: bool = False
 
     def config(self) -> ClientConfig:
         return ClientConfig(
@@ -175,6 +177,11 @@ def topic_of(run_id: str) -> str:
     return f"lab-{run_id}"
 
 
+def reply_topic_of(run_id: str) -> str:
+    """Where the consumers of a request-reply run answer (one reply per message, same id)."""
+    return f"lab-{run_id}-replies"
+
+
 def consume(spec: WorkerSpec) -> None:
     run_dir = Path(spec.run_dir)
     deliveries = Ledger(run_dir, DELIVERIES, spec.name)
@@ -182,18 +189,22 @@ def consume(spec: WorkerSpec) -> None:
     transport = open_transport(spec.transport, spec.config())
     sub = transport.subscriber(GROUP)
     signal.signal(signal.SIGTERM, lambda *_: sub.close())  # graceful: ends the iteration
+    replier = transport.publisher() if spec.replies else None
     with db.connect() as conn:
-        batch = _EffectBatch(spec, deliveries, conn)
+        batch = _EffectBatch(spec, deliveries, conn, replier)
         sub.on_idle(batch.settle)
         stream = _subscribe(sub, spec)
         for d in stream:
             batch.add(d)
+    if replier is not None:
+        replier.close()
     deliveries.close()
 
 
-def _subscribe(sub: Subscriber, spec: WorkerSpec) -> Iterator[Delivery]:
-    """Subscribe to the run's topic, then tell the orchestrator (``ready-<name>``)."""
-    stream = sub.subscribe(topic_of(spec.run_id))
+def _subscribe(sub: Subscriber, spec: WorkerSpec, topic: str = "") -> Iterator[Delivery]:
+    """Subscribe to ``topic`` (the run's by default), then tell the orchestrator
+    (``ready-<name>``)."""
+    stream = sub.subscribe(topic or topic_of(spec.run_id))
     (Path(spec.run_dir) / f"ready-{spec.name}").write_text("subscribed\n")
     return stream
 
@@ -205,8 +216,11 @@ class _EffectBatch:
     their acks. Evidence before effect before ack, per batch. Deliveries still held when the
     subscription closes are neither applied nor acked: they come again."""
 
-    def __init__(self, spec: WorkerSpec, deliveries: Ledger, conn: Any) -> None:
+    def __init__(
+        self, spec: WorkerSpec, deliveries: Ledger, conn: Any, replier: Publisher | None
+    ) -> None:
         self._spec = spec
+        self._replier = replier
         self._ledger = deliveries
         self._conn = conn
         self._consumer = q(spec.name)
@@ -247,6 +261,11 @@ class _EffectBatch:
             self._spec.name,
             [(d.message.id, time.time()) for d, _ in held],
         )
+        if self._replier is not None:  # request-reply: answered after the effect, before the ack
+            self._replier.publish(
+                reply_topic_of(self._spec.run_id),
+                [Message(b"", d.message.key, id=d.message.id) for d, _ in held],
+            )
         self._applied += len(held)
         if self._kill_at and self._applied >= self._kill_at:
             self._die()
@@ -281,13 +300,13 @@ def _q_or_null(value: str | None) -> str:
 
 
 def replay(spec: WorkerSpec) -> None:
-    """Re-read the run's topic as a group that did not exist while it ran (``REPLAY_GROUP``):
-    a line per delivery in ``replays-<name>.jsonl``, acked, no effect."""
+    """Read the run's topic (or its replies) as a second group (``REPLAY_GROUP``): a line per
+    delivery in ``replays-<name>.jsonl``, acked, no effect."""
     ledger = Ledger(Path(spec.run_dir), REPLAYS, spec.name)
     sub = open_transport(spec.transport, spec.config()).subscriber(REPLAY_GROUP)
     signal.signal(signal.SIGTERM, lambda *_: sub.close())
     sub.on_idle(ledger.flush)
-    stream = _subscribe(sub, spec)
+    stream = _subscribe(sub, spec, reply_topic_of(spec.run_id) if spec.replies else "")
     consumer = q(spec.name)
     for d in stream:
         ledger.write_lines(
