@@ -59,11 +59,13 @@ def show(report: dict[str, Any]) -> None:
         value = report[key]
         bad = key in ("lost", "duplicate_effects") and value
         table.add_row(label, f"[bold red]{value}[/]" if bad else str(value))
-    lat = report["latency_ms"]
-    table.add_row(
-        "latency ms p50 / p95 / p99 / max",
-        f"{lat['p50']:.1f} / {lat['p95']:.1f} / {lat['p99']:.1f} / {lat['max']:.1f}",
-    )
+    table.add_row("latency ms p50 / p95 / p99 / max", _percentiles(report["latency_ms"]))
+    if report.get("replayed") is not None:
+        table.add_row("second group: distinct messages read", str(report["replayed"]))
+        table.add_row(
+            "second group: ms from send p50 / p95 / p99 / max",
+            _percentiles(report["second_group_latency_ms"]),
+        )
     console.print(table)
     if report["verdict"] == "kept":
         console.print(f"[green]promise kept[/]: {report['promise']}")
@@ -77,6 +79,10 @@ def show(report: dict[str, Any]) -> None:
     if report.get("simulated"):
         console.print(f"[dim]{report['simulated']}[/]")
     console.print(f"evidence: {report['evidence_dir']}")
+
+
+def _percentiles(lat: dict[str, float]) -> str:
+    return f"{lat['p50']:.1f} / {lat['p95']:.1f} / {lat['p99']:.1f} / {lat['max']:.1f}"
 
 
 def run(
