@@ -6,9 +6,10 @@ exactly once: at once when iteration never started; by closing the generator whe
 from the iterating thread (after a ``break``); otherwise the iterating thread sees the flag at
 its next poll (each transport polls at least every 0.2 s) and releases on its way out.
 
-A transport's ``_deliveries`` yields ``None`` for a poll that found nothing: ``subscribe``
-calls the ``on_idle`` hook there (a batch consumer settles what it holds when nothing more is
-coming), and ``batches`` ends its short batch there.
+A transport's ``_deliveries`` (and ``_batches``) yields ``None`` for a poll that found
+nothing: the shared iteration calls the ``on_idle`` hook there (a consumer that settles in
+batches settles what it holds when nothing more is coming), and the grouping ``_batches`` ends
+its short batch there.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class SubscriberBase(ABC):
     def subscribe(self, topic: str) -> Iterator[Delivery]:
         check_name("topic", topic)
         self._open(topic)
-        self._generator = self._run_each(topic)
+        self._generator = self._run(self._deliveries(topic))
         return self._generator
 
     def batches(self, topic: str, max_messages: int = 100) -> Iterator[Batch]:
@@ -72,23 +73,11 @@ class SubscriberBase(ABC):
         self._generator = self._run(self._batches(topic, max_messages))
         return self._generator
 
-    def _run_each(self, topic: str) -> Generator[Delivery, None, None]:
-        """``_run`` of the deliveries, with the empty polls turned into ``on_idle`` calls (one
-        generator, not two: the per-delivery path is hot)."""
-        self._iterating_thread = threading.get_ident()
-        try:
-            for d in self._deliveries(topic):
-                if d is None:
-                    self._idle()
-                else:
-                    yield d
-        finally:
-            self._release_once()
-
-    def _batches(self, topic: str, limit: int) -> Iterator[Batch]:
+    def _batches(self, topic: str, limit: int) -> Iterator[Batch | None]:
         """Deliveries grouped: a batch ends when it is full, when a poll found nothing more,
         or when the next delivery comes BATCH_WAIT_S after its first (a slow, steady stream
-        would otherwise fill it for seconds). Transports that fetch in batches override this."""
+        would otherwise fill it for seconds). Transports that fetch in batches override this,
+        yielding None for an empty poll as ``_deliveries`` does."""
         held: list[Delivery] = []
         began = 0.0
         for d in self._deliveries(topic):
@@ -99,16 +88,22 @@ class SubscriberBase(ABC):
                 if len(held) < limit and time.monotonic() - began < BATCH_WAIT_S:
                     continue
             elif not held:
-                self._idle()
+                yield None
                 continue
             messages = [h.message for h in held]
             yield Batch(topic, messages, [h.attempt for h in held], _settle_each, held)
             held = []
 
     def _run(self, items: Iterator[Any]) -> Generator[Any, None, None]:
+        """Hand out ``items`` (deliveries or batches), calling ``on_idle`` for each None (an
+        empty poll), and release the connection when the iteration ends."""
         self._iterating_thread = threading.get_ident()
         try:
-            yield from items
+            for item in items:
+                if item is None:
+                    self._idle()
+                else:
+                    yield item
         finally:
             self._release_once()
 

@@ -99,18 +99,29 @@ def test_redis_pubsub_loses_what_is_published_while_nobody_listens(tmp_path: Pat
 
 @pytest.mark.rabbitmq
 @pytest.mark.postgres
-def test_rabbitmq_at_most_once_loses_transient_messages_on_a_broker_kill(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "fault",
+    [
+        pytest.param({"fault": "broker-kill", "messages": 3000, "kill_after": 1500}, id="kill"),
+        pytest.param(
+            {"fault": "blackhole", "messages": 1500, "down_s": 4.0},
+            id="blackhole",
+            marks=pytest.mark.toxiproxy,
+        ),
+    ],
+)
+def test_rabbitmq_at_most_once_loses_transient_messages(
+    tmp_path: Path, fault: dict[str, Any]
+) -> None:
     r = lab(
         tmp_path,
         transport="rabbitmq",
         profile="at-most-once",
-        fault="broker-kill",
-        messages=3000,
         rate=1500,
-        kill_after=1500,
         drain_quiet_s=5.0,
+        **fault,
     )
-    assert r["lost"] + r["unconfirmed_lost"] > 0
+    assert r["lost"] + r["unconfirmed_lost"] > 0 and r["duplicate_effects"] == 0
 
 
 @pytest.mark.redis
@@ -138,23 +149,6 @@ def test_kafka_at_least_once_loses_nothing_through_a_network_blackhole(tmp_path:
     # the traffic really crossed the proxy: what was in flight waited out the blackhole
     assert r["latency_ms"]["max"] >= 0.8 * window * 1000
     assert r["lost"] == 0 and r["verdict"] == "kept"
-
-
-@pytest.mark.rabbitmq
-@pytest.mark.postgres
-@pytest.mark.toxiproxy
-def test_rabbitmq_at_most_once_loses_messages_in_a_network_blackhole(tmp_path: Path) -> None:
-    r = lab(
-        tmp_path,
-        transport="rabbitmq",
-        profile="at-most-once",
-        fault="blackhole",
-        messages=1500,
-        rate=1500,
-        down_s=4.0,
-        drain_quiet_s=5.0,
-    )
-    assert r["lost"] + r["unconfirmed_lost"] > 0 and r["duplicate_effects"] == 0
 
 
 @pytest.mark.kafka

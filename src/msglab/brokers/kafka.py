@@ -311,13 +311,13 @@ class KafkaSubscriber(SubscriberBase):
                 else:
                     self._raise_if_fatal(msg.error())
 
-    def _batches(self, topic: str, limit: int) -> Iterator[Batch]:
+    def _batches(self, topic: str, limit: int) -> Iterator[Batch | None]:
         """One Batch per fetch; its messages are decoded as they are read."""
         settle = self._settle_batch
         while not self._closed.is_set():
             batch = self._fetch(limit)
             if not batch:
-                self._idle()
+                yield None
                 continue
             if self._rewound or self._attempts or any(m.error() is not None for m in batch):
                 attempts = [self._fresh(m) for m in batch]
@@ -418,7 +418,7 @@ class _Decoded(Sequence[Message]):
 
     def __iter__(self) -> Iterator[Message]:
         new = tuple.__new__
-        for msg in self._raw:  # _decode, inlined: a call per message costs ~15 %
+        for msg in self._raw:  # _decode, inlined: map(_decode, ...) was 10-18 % slower
             headers = {k: v.decode() if v is not None else "" for k, v in msg.headers() or ()}
             mid = headers.pop(ID_HEADER, "") or f"{msg.topic()}:{msg.partition()}:{msg.offset()}"
             key = msg.key()

@@ -76,6 +76,7 @@ class StreamsSubscriber(SubscriberBase):
 
     def _open(self, topic: str) -> None:
         self._topic = topic
+        self._next_claim = time.monotonic() + self._config.claim_idle_s / 2
         check_reachable(NAME, self._config)
         with boundary(NAME, self._config.url):
             try:
@@ -99,7 +100,6 @@ class StreamsSubscriber(SubscriberBase):
             return entries, self._delivery_counts(topic, entries) if redelivery else {}
 
     def _deliveries(self, topic: str) -> Iterator[Delivery | None]:
-        self._next_claim = time.monotonic() + self._config.claim_idle_s / 2
         while not self._closed.is_set():
             entries, counts = self._fetch(topic, self._config.prefetch)
             if not entries:
@@ -108,13 +108,12 @@ class StreamsSubscriber(SubscriberBase):
                 attempt = counts.get(entry_id, 1)
                 yield Delivery(decode(fields), topic, attempt, attempt > 1, self._settle, entry_id)
 
-    def _batches(self, topic: str, limit: int) -> Iterator[Batch]:
+    def _batches(self, topic: str, limit: int) -> Iterator[Batch | None]:
         """One Batch per XREADGROUP (or claim)."""
-        self._next_claim = time.monotonic() + self._config.claim_idle_s / 2
         while not self._closed.is_set():
             entries, counts = self._fetch(topic, limit)
             if not entries:
-                self._idle()
+                yield None
                 continue
             yield Batch(
                 topic,

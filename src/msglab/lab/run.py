@@ -26,7 +26,7 @@ from msglab.infra import backend_for, service_url, toxiproxy
 from msglab.lab import effects, faults
 from msglab.lab.checker import PROMISES, check
 from msglab.lab.evidence import DELIVERIES, EFFECTS, REPLAYS, SENDS, ReadStats, Tail, read
-from msglab.lab.scenario import NETWORK_FAULTS, SECOND_GROUP, Scenario
+from msglab.lab.scenario import NETWORK_FAULTS, SECOND_GROUP, SECOND_GROUP_ALONGSIDE, Scenario
 from msglab.lab.worker import GROUP, REPLAY_GROUP, WorkerSpec, reply_topic_of, topic_of
 from msglab.ports import TopicAdmin
 from msglab.profiles import DeliveryProfile
@@ -84,7 +84,7 @@ class Run:
             keys=self.s.keys,
             size=self.s.size,
             seed=self.s.seed,
-            replies=self.s.fault == "request-reply",
+            replies=self.s.replies,
             **extra,
         )
 
@@ -212,7 +212,7 @@ class Run:
             log.record(s.fault, "stop", "consumers", note="every consumer is down")
         else:
             consumers = self._start_consumers()
-        if s.fault in ("fanout", "request-reply"):
+        if s.fault in SECOND_GROUP_ALONGSIDE:
             self._start_second_group(log)
         time.sleep(s.warmup_s)
         self.progress("publishing", 0.0)
@@ -331,7 +331,7 @@ class Run:
             return "nothing stored"
         try:
             transport.delete_topic(topic_of(self.s.run_id), [GROUP, REPLAY_GROUP])
-            if self.s.fault == "request-reply":
+            if self.s.replies:
                 transport.delete_topic(reply_topic_of(self.s.run_id), [REPLAY_GROUP])
         except MsglabError as exc:
             return f"failed: {exc}"

@@ -31,11 +31,14 @@ FAULTS: dict[str, str] = {
 }
 
 NETWORK_FAULTS = ("blackhole", "latency")
-
-SECOND_GROUP = ("replay", "fanout", "request-reply")
-"""Scenarios where a consumer of a second group (``r0``) reads: the topic after the run or
-along with it, or the replies."""
 """Faults applied by Toxiproxy: every client of the run reaches the broker through its proxy."""
+
+SECOND_GROUP_ALONGSIDE = ("fanout", "request-reply")
+"""Scenarios whose second group (consumer ``r0``) subscribes with the first: it reads the topic
+along with it, or the replies."""
+
+SECOND_GROUP = ("replay", *SECOND_GROUP_ALONGSIDE)
+"""Scenarios with a second group: ``replay``'s subscribes after the drain."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,11 @@ class Scenario:
             raise UsageError("rate and size cannot be negative")
         if self.down_s < 0 or self.latency_ms < 0:
             raise UsageError("down and latency cannot be negative")
+
+    @property
+    def replies(self) -> bool:
+        """True when the consumers answer every message on the reply topic (request-reply)."""
+        return self.fault == "request-reply"
 
     @property
     def through_proxy(self) -> bool:

@@ -6,7 +6,8 @@ message, a ``sending`` line before it publishes and an outcome line (``ok``, ``f
 ``unknown``) after; under at-least-once it retries what was not confirmed, with the same id. A
 consumer records each delivery, applies the effect (a row in PostgreSQL), then acks: evidence
 before effect before ack, so a killed worker leaves everything the checker needs. A replayer
-reads the topic as a new group after the run, recording what it gets, with no effect.
+reads as a second group (the topic after the run or alongside it, or the replies of a
+request-reply run), recording what it gets, with no effect.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ UNBOUNDED_BATCH = 20_000
 RETRY_FOR_S = 30.0  # an at-least-once producer retries a batch this long at most
 GIVE_UP_AFTER_S = 45.0  # with nothing confirmed for this long, the producer stops sending
 GROUP = "lab"  # the consumer group of every lab run
-REPLAY_GROUP = "lab-replay"  # the group that re-reads the topic after a replay run
+REPLAY_GROUP = "lab-replay"  # the second group: replay, fanout, request-reply (its replies)
 SENT_HEADER = "sent"  # the producer's clock when the batch was built (epoch seconds)
 EFFECT_BATCH = 100  # deliveries per effect transaction at most (below the prefetch of 200)
 EFFECT_WINDOW_S = 0.05  # a batch collects deliveries for this long at most
