@@ -18,6 +18,7 @@ TRANSPORTS: dict[str, str] = {
     "rabbitmq": "msglab.brokers.rabbitmq:RabbitMQTransport",
     "redis-pubsub": "msglab.brokers.redis_pubsub:RedisPubSubTransport",
     "redis-streams": "msglab.brokers.redis_streams:RedisStreamsTransport",
+    "files": "msglab.brokers.files:FilesTransport",
 }
 
 SERVICE_OF: dict[str, str | None] = {
@@ -26,6 +27,7 @@ SERVICE_OF: dict[str, str | None] = {
     "rabbitmq": "rabbitmq",
     "redis-pubsub": "redis",
     "redis-streams": "redis",
+    "files": None,
 }
 """The ``msglab infra`` service each transport talks to."""
 
