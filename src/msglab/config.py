@@ -47,7 +47,8 @@ class ClientConfig:
     """How a transport reaches its broker and what it is asked to promise.
 
     url: the broker (Kafka: a bootstrap list ``host:port[,host:port]``; RabbitMQ ``amqp://``;
-        Redis ``redis://``). profile: the delivery profile.
+        Redis ``redis://``). profile: the delivery profile (effectively-once is kept as
+        at-least-once: a transport delivers, the consumer's dedup makes it effectively once).
     connect_timeout_s: a connection not made within this is an error naming host:port.
     request_timeout_s: a request (a confirm, a produce) not answered within this is *unknown*.
     reconnect: backoff for reconnecting after a lost connection.
@@ -71,6 +72,7 @@ class ClientConfig:
     client_id: str = "msglab"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "profile", self.profile.delivery)
         if self.connect_timeout_s <= 0 or self.request_timeout_s <= 0:
             raise ConfigError("timeouts must be positive")
         if self.max_payload_bytes <= 0 or self.prefetch <= 0 or self.partitions <= 0:

@@ -103,7 +103,7 @@ def test_a_relay_dying_between_publish_and_mark_sends_the_batch_again(
         raise SystemExit("killed between publish and mark")
 
     with pytest.raises(SystemExit):
-        Relay(db, pub, batch_size=3, topics=[topic], on_published=die).run_once()
+        Relay(db, pub, batch_size=3, topics=[topic], midway=die).run_once()
     assert unsent(db, topic) == 5  # nothing was marked
     relay = Relay(db, pub, batch_size=3, topics=[topic])
     while relay.run_once():

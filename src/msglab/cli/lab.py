@@ -15,7 +15,7 @@ from rich.table import Table
 from msglab.lab.compare import compare as run_matrix
 from msglab.lab.matrix import FULL, QUICK
 from msglab.lab.run import run as run_scenario
-from msglab.lab.scenario import FAULTS, Scenario
+from msglab.lab.scenario import FAULTS, PATTERNS, Scenario
 
 console = Console()
 
@@ -50,7 +50,8 @@ ROWS = (
 
 def show(report: dict[str, Any]) -> None:
     table = Table(
-        title=f"{report['transport']} {report['profile']}, fault {report['fault']}",
+        title=f"{report['transport']} {report['profile']}, fault {report['fault']}"
+        + (f", pattern {report['pattern']}" if report.get("pattern", "direct") != "direct" else ""),
         caption=f"run {report['run_id']}",
     )
     table.add_column("measure")
@@ -89,6 +90,9 @@ def run(
     transport: Annotated[str, typer.Option("--transport", "-t")],
     profile: Annotated[str, typer.Option("--profile", "-p")] = "at-least-once",
     fault: Annotated[str, typer.Option(help=f"One of {', '.join(FAULTS)}.")] = "none",
+    pattern: Annotated[
+        str, typer.Option(help=f"How messages reach the broker: {', '.join(PATTERNS)}.")
+    ] = "direct",
     messages: Annotated[int, typer.Option("--messages", "-n", min=1)] = 2000,
     rate: Annotated[
         float, typer.Option(help="Messages/s over all producers; 0 = unbounded.")
@@ -115,6 +119,7 @@ def run(
         transport=transport,
         profile=profile,
         fault=fault,
+        pattern=pattern,
         messages=messages,
         rate=rate,
         producers=producers,

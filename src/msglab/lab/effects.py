@@ -1,18 +1,31 @@
-"""The consumers' side effect: one row per handled message in PostgreSQL (``lab_effects``).
+"""The lab's database: the consumers' side effect and the producers' business rows.
 
-The table deliberately has no unique key: a message handled twice leaves two rows, which is
-what ``duplicate_effects`` counts. Rows are inserted in one transaction per batch, before the
-batch is acked.
+``lab_effects``: one row per handled message. The table deliberately has no unique key: a
+message handled twice leaves two rows, which is what ``duplicate_effects`` counts. Rows are
+inserted in one transaction per batch, before the batch is acked (under effectively-once with
+the idempotent consumer's claim in the same transaction).
+
+``lab_orders``: the business change of a producer whose messages go through the database
+(``dual-write`` and ``outbox`` patterns): one row per message, committed before (dual write)
+or with (outbox) the message. A retried transaction stores each row once.
 """
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Column, Float, MetaData, String, Table, create_engine, select, text
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
+
+from msglab.config import Backoff
+from msglab.consumers.idempotent import IdempotentConsumer, in_transaction
+from msglab.message import Message
+from msglab.outbox import Outbox
 
 METADATA = MetaData()
 EFFECTS = Table(
@@ -23,6 +36,14 @@ EFFECTS = Table(
     Column("consumer", String, nullable=False),
     Column("ts", Float, nullable=False),
 )
+ORDERS = Table(
+    "lab_orders",
+    METADATA,
+    Column("message_id", String, primary_key=True),
+    Column("run_id", String, nullable=False, index=True),
+    Column("ts", Float, nullable=False),
+)
+RETRY = Backoff(attempts=20, first_s=0.2, max_s=2.0)  # a killed PostgreSQL is back within ~1 s
 
 
 def engine(url: str) -> Engine:
@@ -33,7 +54,10 @@ def engine(url: str) -> Engine:
 
 
 def create(db: Engine) -> None:
+    """The lab's tables, the outbox's and the idempotent consumer's."""
     METADATA.create_all(db)
+    Outbox(db).create_table()
+    IdempotentConsumer(db, "lab").create_table()
 
 
 # One statement per batch, the ids and times as two arrays: an executemany of INSERTs is one
@@ -46,18 +70,73 @@ _INSERT_BATCH = text(
 )
 
 
-def apply(conn: Connection, run_id: str, consumer: str, rows: list[tuple[str, float]]) -> None:
-    """Insert one effect row per (message id, time), committed before this returns."""
-    with conn.begin():
+def apply(
+    db: Engine,
+    run_id: str,
+    consumer: str,
+    messages: Sequence[Message],
+    dedup: IdempotentConsumer | None = None,
+) -> None:
+    """One effect row per message, committed before this returns; with ``dedup``, only for
+    the messages its group has not processed before. A lost connection is retried (a commit
+    whose answer was lost may then be applied twice, unless ``dedup``)."""
+
+    def insert(conn: Connection, fresh: Sequence[Message]) -> None:
+        now = time.time()
         conn.execute(
             _INSERT_BATCH,
             {
                 "run_id": run_id,
                 "consumer": consumer,
-                "ids": [mid for mid, _ in rows],
-                "times": [ts for _, ts in rows],
+                "ids": [m.id for m in fresh],
+                "times": [now] * len(fresh),
             },
         )
+
+    if dedup is not None:
+        dedup.handle(messages, insert)
+    else:
+        in_transaction(db, lambda conn: insert(conn, messages), RETRY)
+
+
+_INSERT_ORDERS = text(
+    "INSERT INTO lab_orders (message_id, run_id, ts) "
+    "SELECT u.id, :run_id, :ts FROM unnest(CAST(:ids AS text[])) AS u(id) "
+    "ON CONFLICT DO NOTHING"
+)
+
+
+def commit_orders(
+    db: Engine, run_id: str, topic: str, messages: Sequence[Message], outbox: bool
+) -> str:
+    """The producer's business transaction: one ``lab_orders`` row per message and, with
+    ``outbox``, the messages in the outbox table. Its outcome: ``ok`` (committed), ``fail``
+    (rolled back: it failed before the commit) or ``unknown`` (the commit's answer was lost)."""
+    try:
+        with db.connect() as conn:
+            tx = conn.begin()
+            try:
+                conn.execute(
+                    _INSERT_ORDERS,
+                    {"run_id": run_id, "ts": time.time(), "ids": [m.id for m in messages]},
+                )
+                if outbox:
+                    Outbox.add(conn, topic, messages)
+            except OperationalError:
+                return "fail"
+            try:
+                tx.commit()
+            except OperationalError:
+                return "unknown"
+    except OperationalError:
+        return "fail"
+    return "ok"
+
+
+def discard_outbox(db: Engine, topic: str) -> None:
+    """Delete a finished run's outbox rows (the evidence has what happened)."""
+    with db.begin() as conn:
+        conn.execute(text("DELETE FROM msglab_outbox WHERE topic = :t"), {"t": topic})
 
 
 def dump(db: Engine, run_id: str, path: Path) -> int:

@@ -32,9 +32,10 @@ class FaultLog:
         self._ledger.close()
 
 
-def broker_down(infra: Backend, service: str, fault: str, log: FaultLog) -> None:
-    """broker-kill: SIGKILL of the real server process; broker-restart: a graceful stop."""
-    if fault == "broker-kill":
+def server_down(infra: Backend, service: str, fault: str, log: FaultLog) -> None:
+    """broker-kill and db-kill: SIGKILL of the real server process; broker-restart: a graceful
+    stop."""
+    if fault in ("broker-kill", "db-kill"):
         pid = infra.kill(service)
         log.record(
             fault,
@@ -49,8 +50,8 @@ def broker_down(infra: Backend, service: str, fault: str, log: FaultLog) -> None
         log.record(fault, "stop", service, signal="graceful")
 
 
-def broker_up(infra: Backend, service: str, fault: str, log: FaultLog) -> None:
-    """Bring the broker back; a broker that does not come back raises (the run errors out)."""
+def server_up(infra: Backend, service: str, fault: str, log: FaultLog) -> None:
+    """Bring the server back; a server that does not come back raises (the run errors out)."""
     (report,) = infra.up([service])
     log.record(fault, "restart", service, seconds=round(report.seconds, 3))
 

@@ -81,6 +81,8 @@ class Run:
             transport=self.s.transport,
             url=self.url,
             profile=self.s.profile,
+            pattern=self.s.pattern,
+            db_url=self.db_url,
             keys=self.s.keys,
             size=self.s.size,
             seed=self.s.seed,
@@ -106,15 +108,7 @@ class Run:
                 else 0
             )
             slow = self.s.slow_ms if self.s.fault == "slow-consumer" else 0.0
-            self._start(
-                self._spec(
-                    "consumer",
-                    name,
-                    effects_url=self.effects_url,
-                    die_after_effects=die,
-                    slow_ms=slow,
-                )
-            )
+            self._start(self._spec("consumer", name, die_after_effects=die, slow_ms=slow))
         for name in names:
             self._wait_subscribed(name)
         return names
@@ -145,9 +139,17 @@ class Run:
         for i in range(self.s.producers):
             count = share + (1 if i < extra else 0)
             name = f"p{i}"
+            # producer-kill of a producer that commits first: p0 kills itself between its
+            # commit and its publish, where a dual write loses the message
+            die = self.s.fault_at if i == 0 and self._producer_kills_itself else 0
             self._start(
                 self._spec(
-                    "producer", name, first=first, count=count, rate=self.s.rate / self.s.producers
+                    "producer",
+                    name,
+                    first=first,
+                    count=count,
+                    rate=self.s.rate / self.s.producers,
+                    die_after_commits=die,
                 )
             )
             names.append(name)
@@ -176,8 +178,8 @@ class Run:
         else:
             self.infra.up([self.s.service, "postgres"])
             self.url = service_url(self.settings, self.s.service)
-        self.effects_url = service_url(self.settings, "postgres")
-        db = effects.engine(self.effects_url)
+        self.db_url = service_url(self.settings, "postgres")
+        db = effects.engine(self.db_url)
         effects.create(db)
         (self.dir / "run.json").write_text(
             json.dumps(
@@ -197,6 +199,8 @@ class Run:
                 proc.wait()
             log.close()
         effects.dump(db, self.s.run_id, self.dir / f"{EFFECTS}-db.jsonl")
+        if self.s.pattern == "outbox":
+            effects.discard_outbox(db, topic_of(self.s.run_id))
         report = self.report(time.monotonic() - began)
         report["broker_cleanup"] = self._clean_broker()
         (self.dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -214,15 +218,18 @@ class Run:
             consumers = self._start_consumers()
         if s.fault in SECOND_GROUP_ALONGSIDE:
             self._start_second_group(log)
+        if s.pattern == "outbox":
+            die = s.fault_at if s.fault == "relay-kill" else 0
+            self._start(self._spec("relay", "relay", die_after_relayed=die))
         time.sleep(s.warmup_s)
         self.progress("publishing", 0.0)
         producers = self._start_producers()
         fault_pending = s.fault in (
             "broker-kill",
             "broker-restart",
-            "producer-kill",
+            "db-kill",
             *NETWORK_FAULTS,
-        )
+        ) or (s.fault == "producer-kill" and not self._producer_kills_itself)
         limit = time.monotonic() + (s.messages / s.rate if s.rate else 0) + 300
         while any(self.workers[p].poll() is None for p in producers):
             if time.monotonic() > limit:
@@ -233,7 +240,7 @@ class Run:
             if fault_pending and sent >= s.fault_at:
                 fault_pending = False
                 self._fault(log, producers)
-            consumers += self._replace_killed_consumer(consumers)
+            consumers += self._replace_killed()
             time.sleep(0.05)
         if fault_pending:  # the producers finished before the trigger: fire it now
             self._fault(log, producers)
@@ -241,8 +248,8 @@ class Run:
             log.record(s.fault, "start", "consumers")
             consumers = self._start_consumers()
         self.progress("draining", 1.0)
-        self._drain(lambda: consumers.extend(self._replace_killed_consumer(consumers)))
-        self._stop([c for c in consumers if self.workers[c].poll() is None])
+        self._drain(lambda: consumers.extend(self._replace_killed()))
+        self._stop([w for w in (*consumers, "relay", "relay-r") if w in self.workers])
         if s.fault == "replay":
             self._start_second_group(log)
         if s.fault in SECOND_GROUP:
@@ -266,17 +273,22 @@ class Run:
         self._until_quiet(read_replays, lambda: self._confirmed <= replayed, quiet_s=5.0)
         self._stop(["r0"])
 
-    def _replace_killed_consumer(self, consumers: list[str]) -> list[str]:
-        """consumer-kill: once c0 killed itself (after an effect, before the ack), a fresh
-        consumer joins the group in its place."""
-        if (
-            self.s.fault != "consumer-kill"
-            or "c0-r" in self.workers
-            or self.workers["c0"].poll() is None
-        ):
+    @property
+    def _producer_kills_itself(self) -> bool:
+        return self.s.fault == "producer-kill" and self.s.commits_first
+
+    def _replace_killed(self) -> list[str]:
+        """consumer-kill and relay-kill: once c0 (after an effect, before the ack) or the relay
+        (midway through a pass) killed itself, a fresh one takes its place. The consumers
+        started here."""
+        killed = {"consumer-kill": ("c0", "consumer"), "relay-kill": ("relay", "relay")}
+        if self.s.fault not in killed:
             return []
-        self._start(self._spec("consumer", "c0-r", effects_url=self.effects_url))
-        return ["c0-r"]
+        name, role = killed[self.s.fault]
+        if f"{name}-r" in self.workers or self.workers[name].poll() is None:
+            return []
+        self._start(self._spec(role, f"{name}-r"))
+        return [f"{name}-r"] if role == "consumer" else []
 
     def _fault(self, log: faults.FaultLog, producers: list[str]) -> None:
         s = self.s
@@ -290,9 +302,10 @@ class Run:
             finally:  # also on Ctrl-C: the proxy is left clean
                 faults.network_up(self.proxies, s.service, s.fault, log)
             return
-        faults.broker_down(self.infra, s.service, s.fault, log)
+        service = "postgres" if s.fault == "db-kill" else s.service
+        faults.server_down(self.infra, service, s.fault, log)
         time.sleep(s.down_s)
-        faults.broker_up(self.infra, s.service, s.fault, log)
+        faults.server_up(self.infra, service, s.fault, log)
 
     def _drain(self, tick: Callable[[], None]) -> None:
         """Until every confirmed message arrived and 1 s passed quietly, or nothing arrived
@@ -353,13 +366,14 @@ class Run:
             "transport": self.s.transport,
             "profile": self.s.profile,
             "fault": self.s.fault,
+            "pattern": self.s.pattern,
             **{k: v for k, v in asdict(counts).items() if k != "lost_ids"},
             "promise": PROMISES[self.s.profile],
             "verdict": counts.verdict(self.s.profile),
             "evidence_dir": str(self.dir.resolve()),
             "lost_ids": counts.lost_ids,
             "faults": fault_records,
-            "simulated": SIMULATED if "kill" in self.s.fault else None,
+            "simulated": SIMULATED if self.s.fault in ("broker-kill", "db-kill") else None,
             "torn_lines": stats.torn_lines,
             "seconds": round(seconds, 2),
             "interrupted": self.interrupted,

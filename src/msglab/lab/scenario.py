@@ -28,7 +28,20 @@ FAULTS: dict[str, str] = {
     "the broker for `down_s` (connections stay open, nothing gets through)",
     "latency": "after `kill_after` sends, Toxiproxy delays every byte by `latency_ms` each way "
     "for `down_s`",
+    "relay-kill": "the outbox relay SIGKILLs itself midway through the pass that reaches "
+    "`kill_after` messages (after the publish, before the mark; under at-most-once after the "
+    "mark, before the publish); a fresh relay takes over",
+    "db-kill": "SIGKILL PostgreSQL after `kill_after` sends (during the business and outbox "
+    "writes and the consumers' effects), restart after `down_s`",
 }
+
+PATTERNS: dict[str, str] = {
+    "direct": "the producer publishes to the broker; sent = the broker confirmed it",
+    "dual-write": "the producer commits its business row, then publishes; sent = committed",
+    "outbox": "the producer commits its business row and the message to the outbox table in "
+    "one transaction; a relay publishes the outbox; sent = committed",
+}
+"""How a producer's message reaches the broker (``--pattern``)."""
 
 NETWORK_FAULTS = ("blackhole", "latency")
 """Faults applied by Toxiproxy: every client of the run reaches the broker through its proxy."""
@@ -57,6 +70,7 @@ class Scenario:
     transport: str
     profile: str = "at-least-once"
     fault: str = "none"
+    pattern: str = "direct"
     messages: int = 2000
     rate: float = 0.0
     producers: int = 1
@@ -82,11 +96,15 @@ class Scenario:
         DeliveryProfile.parse(self.profile)
         if self.fault not in FAULTS:
             raise UsageError(f"unknown fault {self.fault!r}; valid: {', '.join(FAULTS)}")
+        if self.pattern not in PATTERNS:
+            raise UsageError(f"unknown pattern {self.pattern!r}; valid: {', '.join(PATTERNS)}")
         if self.transport == "redis-pubsub" and self.profile != "at-most-once":
             raise UsageError(
-                "redis-pubsub cannot promise at-least-once: pub/sub stores nothing and has no "
+                f"redis-pubsub cannot promise {self.profile}: pub/sub stores nothing and has no "
                 "acknowledgement; run it with --profile at-most-once"
             )
+        if self.fault == "relay-kill" and self.pattern != "outbox":
+            raise UsageError("relay-kill kills the outbox relay: run it with --pattern outbox")
         if self.messages < 1 or self.producers < 1 or self.consumers < 1 or self.keys < 1:
             raise UsageError("messages, producers, consumers and keys must be at least 1")
         if self.rate < 0 or self.size < 0:
@@ -98,6 +116,11 @@ class Scenario:
     def replies(self) -> bool:
         """True when the consumers answer every message on the reply topic (request-reply)."""
         return self.fault == "request-reply"
+
+    @property
+    def commits_first(self) -> bool:
+        """True when a send is a business transaction (dual-write, outbox), not a publish."""
+        return self.pattern != "direct"
 
     @property
     def through_proxy(self) -> bool:

@@ -1,13 +1,17 @@
 """Producer, consumer and replayer processes of a lab run (separate OS processes: faults
 kill them).
 
-``python -m msglab.lab.worker producer|consumer|replayer SPEC_JSON``. A producer records, per
-message, a ``sending`` line before it publishes and an outcome line (``ok``, ``fail``,
-``unknown``) after; under at-least-once it retries what was not confirmed, with the same id. A
-consumer records each delivery, applies the effect (a row in PostgreSQL), then acks: evidence
-before effect before ack, so a killed worker leaves everything the checker needs. A replayer
-reads as a second group (the topic after the run or alongside it, or the replies of a
-request-reply run), recording what it gets, with no effect.
+``python -m msglab.lab.worker producer|consumer|replayer|relay SPEC_JSON``. A producer
+records, per message, a ``sending`` line before it sends and an outcome line (``ok``,
+``fail``, ``unknown``) after; under at-least-once it retries what was not confirmed, with the
+same id. What "sent" means is the pattern's: ``direct``, the broker confirmed the publish;
+``dual-write`` and ``outbox``, the business transaction committed (then the producer
+publishes itself, or the outbox relay does). A consumer records each delivery, applies the
+effect (a row in PostgreSQL; under effectively-once through the idempotent consumer), then
+acks: evidence before effect before ack, so a killed worker leaves everything the checker
+needs. A replayer reads as a second group (the topic after the run or alongside it, or the
+replies of a request-reply run), recording what it gets, with no effect. A relay publishes the
+run's outbox rows.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,10 +34,12 @@ from typing import Any
 
 from msglab.brokers import open_transport
 from msglab.config import Backoff, ClientConfig
+from msglab.consumers.idempotent import IdempotentConsumer
 from msglab.errors import PublishError, TransportError
 from msglab.lab import effects
 from msglab.lab.evidence import DELIVERIES, FAULTS, REPLAYS, SENDS, Ledger
 from msglab.message import Delivery, Message
+from msglab.outbox import Relay
 from msglab.ports import Publisher, Subscriber
 from msglab.profiles import DeliveryProfile
 
@@ -47,6 +54,7 @@ REPLAY_GROUP = "lab-replay"  # the second group: replay, fanout, request-reply (
 SENT_HEADER = "sent"  # the producer's clock when the batch was built (epoch seconds)
 EFFECT_BATCH = 100  # deliveries per effect transaction at most (below the prefetch of 200)
 EFFECT_WINDOW_S = 0.05  # a batch collects deliveries for this long at most
+RELAY_BATCH = 500  # outbox rows per relay pass: the most one relay crash can duplicate
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,8 @@ class WorkerSpec:
     transport: str
     url: str
     profile: str
+    pattern: str = "direct"  # direct | dual-write | outbox
+    db_url: str = ""  # PostgreSQL: effects, business rows, the outbox
     # producer
     first: int = 0  # this producer's messages: seq first .. first + count - 1
     count: int = 0
@@ -65,8 +75,11 @@ class WorkerSpec:
     size: int = 100
     rate: float = 0.0  # this producer's messages per second (0: unbounded)
     seed: int = 1
+    die_after_commits: int = 0  # producer-kill (dual-write, outbox): SIGKILL self after this
+    # many messages committed, before publishing them
+    # relay
+    die_after_relayed: int = 0  # relay-kill: SIGKILL self when this many were relayed, midway
     # consumer
-    effects_url: str = ""
     die_after_effects: int = 0  # consumer-kill: SIGKILL self after this many effects
     slow_ms: float = 0.0
     # request-reply: consumers answer on reply_topic_of(run_id), where the replayer reads
@@ -75,7 +88,7 @@ class WorkerSpec:
     def config(self) -> ClientConfig:
         return ClientConfig(
             url=self.url,
-            profile=DeliveryProfile.parse(self.profile),
+            profile=DeliveryProfile.parse(self.profile).delivery,
             connect_timeout_s=3.0,
             request_timeout_s=10.0,
             reconnect=Backoff(attempts=20, first_s=0.2, max_s=2.0),
@@ -94,7 +107,8 @@ def produce(spec: WorkerSpec) -> None:
     # that is away now is recorded by the first sends
     with contextlib.suppress(TransportError):
         pub.publish(topic_of(spec.run_id), [])
-    retry = spec.profile == "at-least-once"
+    retry = spec.profile != "at-most-once"
+    db = effects.engine(spec.db_url) if spec.pattern != "direct" else None
     rng = random.Random(f"{spec.seed}-{spec.name}")
     payload = bytes(rng.getrandbits(8) for _ in range(spec.size))
     size = max(1, int(spec.rate * 0.02)) if spec.rate else UNBOUNDED_BATCH  # 20 ms of load
@@ -121,7 +135,10 @@ def produce(spec: WorkerSpec) -> None:
                     f'"seq":{seq},"id":{quoted_prefix}{seq}","key":{quoted_keys[k]},"outcome":',
                 )
             )
-        _send(pub, batch, sends, spec, retry, progress)
+        if db is None:
+            _send(pub, batch, sends, spec, retry, progress)
+        else:
+            _commit_then_send(db, pub, batch, sends, spec, retry, progress)
     pub.close()
     sends.close()
 
@@ -131,6 +148,7 @@ class _Progress:
 
     def __init__(self) -> None:
         self.last_ok = time.monotonic()
+        self.committed = 0  # messages whose business transaction committed (dual-write, outbox)
 
     def stalled(self) -> bool:
         return time.monotonic() - self.last_ok > GIVE_UP_AFTER_S
@@ -176,6 +194,117 @@ def _send(
             time.sleep(0.3)
 
 
+def _commit_then_send(
+    db: Any,
+    pub: Publisher,
+    batch: list[tuple[Message, str]],
+    sends: Ledger,
+    spec: WorkerSpec,
+    retry: bool,
+    progress: _Progress,
+) -> None:
+    """dual-write and outbox: the send is the business transaction (a ``lab_orders`` row per
+    message, and under outbox the messages in the outbox table), recorded like a publish:
+    ``ok`` once committed. Under at-least-once a transaction that failed or whose commit's
+    answer was lost is retried with the same ids (stored once). dual-write then publishes the
+    committed messages itself, retrying under at-least-once; the relay publishes the outbox's.
+    """
+    pending = batch
+    deadline = time.monotonic() + RETRY_FOR_S
+    attempt = 0
+    producer = q(spec.name)
+    topic = topic_of(spec.run_id)
+    committed: list[Message] = []
+    while pending:
+        attempt += 1
+        head = f'{{"sent_ts":{time.time()!r},"producer":{producer},'
+        sends.write_lines(
+            "".join(f'{head}{body}"sending","try":{attempt}}}\n' for _, body in pending)
+        )
+        messages = [m for m, _ in pending]
+        outcome = effects.commit_orders(db, spec.run_id, topic, messages, spec.pattern == "outbox")
+        tail = f',"try":{attempt},"ts":{time.time()!r}}}\n'
+        sends.write_lines("".join(f'{head}{body}"{outcome}"{tail}' for _, body in pending))
+        if outcome == "ok":
+            progress.last_ok = time.monotonic()
+            progress.committed += len(pending)
+            committed += messages
+            pending = []
+        if not retry or time.monotonic() > deadline or progress.stalled():
+            break
+        if pending:
+            time.sleep(0.3)
+    if spec.die_after_commits and progress.committed >= spec.die_after_commits:
+        step = "before publishing" if spec.pattern == "dual-write" else "the relay publishes"
+        _die(spec, "producer-kill", f"after commit {progress.committed}, {step}")
+    if spec.pattern == "dual-write" and committed:
+        _publish_after_commit(pub, topic, committed, retry)
+
+
+def _publish_after_commit(pub: Publisher, topic: str, messages: list[Message], retry: bool) -> None:
+    """dual-write's second write: publish what was committed; under at-least-once retry what
+    was not confirmed for RETRY_FOR_S, else give it up (the message is lost, the row stays)."""
+    deadline = time.monotonic() + RETRY_FOR_S
+    while messages:
+        try:
+            pub.publish(topic, messages)
+            return
+        except PublishError as exc:
+            left = set(exc.failed) | set(exc.unknown)
+            messages = [m for m in messages if m.id in left]
+        except TransportError:
+            pass
+        if not retry or time.monotonic() > deadline:
+            print(f"dual-write: {len(messages)} committed messages not published", flush=True)
+            return
+        time.sleep(0.3)
+
+
+def _die(spec: WorkerSpec, fault: str, detail: str) -> None:
+    """SIGKILL this worker, after recording the fault (``faults-<name>.jsonl``)."""
+    Ledger(Path(spec.run_dir), FAULTS, spec.name).write(
+        {
+            "ts": time.time(),
+            "fault": fault,
+            "action": "kill",
+            "target": spec.name,
+            "pid": os.getpid(),
+            "detail": detail,
+        }
+    )
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def relay(spec: WorkerSpec) -> None:
+    """Publish the run's outbox rows until SIGTERM (``msglab.outbox.Relay``): marks after the
+    broker's confirm, or first under at-most-once. relay-kill: SIGKILL self midway through the
+    pass that reaches ``die_after_relayed`` (published and not marked, or marked and not
+    published)."""
+    db = effects.engine(spec.db_url)
+    pub = open_transport(spec.transport, spec.config()).publisher()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    relayed = 0
+
+    def midway(ids: list[str]) -> None:
+        nonlocal relayed
+        relayed += len(ids)
+        if spec.die_after_relayed and relayed >= spec.die_after_relayed:
+            step = "marked, not yet published" if first else "published, not yet marked"
+            _die(spec, "relay-kill", f"midway through a pass of {len(ids)}: {step}")
+
+    first = spec.profile == "at-most-once"
+    Relay(
+        db,
+        pub,
+        batch_size=RELAY_BATCH,
+        mark_first=first,
+        topics=[topic_of(spec.run_id)],
+        midway=midway,
+    ).run(stop)
+    pub.close()
+
+
 def topic_of(run_id: str) -> str:
     """The topic of a lab run; its consumers form the group ``GROUP``."""
     return f"lab-{run_id}"
@@ -189,17 +318,18 @@ def reply_topic_of(run_id: str) -> str:
 def consume(spec: WorkerSpec) -> None:
     run_dir = Path(spec.run_dir)
     deliveries = Ledger(run_dir, DELIVERIES, spec.name)
-    db = effects.engine(spec.effects_url)
+    db = effects.engine(spec.db_url)
     transport = open_transport(spec.transport, spec.config())
     sub = transport.subscriber(GROUP)
     signal.signal(signal.SIGTERM, lambda *_: sub.close())  # graceful: ends the iteration
     replier = transport.publisher() if spec.replies else None
-    with db.connect() as conn:
-        batch = _EffectBatch(spec, deliveries, conn, replier)
-        sub.on_idle(batch.settle)
-        stream = _subscribe(sub, spec)
-        for d in stream:
-            batch.add(d)
+    dedup = None
+    if spec.profile == "effectively-once":
+        dedup = IdempotentConsumer(db, f"{GROUP}-{spec.run_id}", effects.RETRY)
+    batch = _EffectBatch(spec, deliveries, db, dedup, replier)
+    sub.on_idle(batch.settle)
+    for d in _subscribe(sub, spec):
+        batch.add(d)
     if replier is not None:
         replier.close()
     deliveries.close()
@@ -221,12 +351,18 @@ class _EffectBatch:
     subscription closes are neither applied nor acked: they come again."""
 
     def __init__(
-        self, spec: WorkerSpec, deliveries: Ledger, conn: Any, replier: Publisher | None
+        self,
+        spec: WorkerSpec,
+        deliveries: Ledger,
+        db: Any,
+        dedup: IdempotentConsumer | None,
+        replier: Publisher | None,
     ) -> None:
         self._spec = spec
         self._replier = replier
         self._ledger = deliveries
-        self._conn = conn
+        self._db = db
+        self._dedup = dedup
         self._consumer = q(spec.name)
         self._held: list[tuple[Delivery, float]] = []
         self._applied = 0
@@ -260,10 +396,7 @@ class _EffectBatch:
         self._ledger.flush()  # the deliveries are on record before their effects
         held, self._held = self._held, []
         effects.apply(
-            self._conn,
-            self._spec.run_id,
-            self._spec.name,
-            [(d.message.id, time.time()) for d, _ in held],
+            self._db, self._spec.run_id, self._spec.name, [d.message for d, _ in held], self._dedup
         )
         if self._replier is not None:  # request-reply: answered after the effect, before the ack
             self._replier.publish(
@@ -272,22 +405,9 @@ class _EffectBatch:
             )
         self._applied += len(held)
         if self._kill_at and self._applied >= self._kill_at:
-            self._die()
+            _die(self._spec, "consumer-kill", f"after effect {self._applied}, before its ack")
         for d, _ in held:
             d.ack()
-
-    def _die(self) -> None:
-        Ledger(Path(self._spec.run_dir), FAULTS, self._spec.name).write(
-            {
-                "ts": time.time(),
-                "fault": "consumer-kill",
-                "action": "kill",
-                "target": self._spec.name,
-                "pid": os.getpid(),
-                "detail": f"after effect {self._applied}, before its ack",
-            }
-        )
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _id_parts(mid: str) -> tuple[str | None, str | None]:
@@ -330,7 +450,7 @@ def main(argv: list[str]) -> None:
     # cycles, so collections can be rare; what exists at start-up is never collected.
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
-    {"producer": produce, "consumer": consume, "replayer": replay}[role](spec)
+    {"producer": produce, "consumer": consume, "replayer": replay, "relay": relay}[role](spec)
 
 
 if __name__ == "__main__":

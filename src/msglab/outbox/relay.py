@@ -59,7 +59,9 @@ class Relay:
     batch_size: rows per pass (and the most duplicates one crash can cause).
     poll_s: the wait after a pass that found fewer than ``batch_size`` rows.
     topics: relay only these topics' rows (None: every row of the table).
-    on_published: called with the ids just confirmed, before they are marked (observation).
+    midway: called between a pass's two steps with the batch's ids (after the publish, with
+        the confirmed ids, and before the mark; with ``mark_first``, after the mark and before
+        the publish): for observation, and where the lab's relay-kill strikes.
     """
 
     def __init__(
@@ -71,7 +73,7 @@ class Relay:
         mark_first: bool = False,
         topics: Sequence[str] | None = None,
         backoff: Backoff | None = None,
-        on_published: Callable[[list[str]], None] | None = None,
+        midway: Callable[[list[str]], None] | None = None,
     ) -> None:
         if batch_size < 1 or poll_s <= 0:
             raise ValueError("batch_size must be at least 1 and poll_s positive")
@@ -82,7 +84,7 @@ class Relay:
         self._mark_first = mark_first
         self._topics = list(topics) if topics is not None else None
         self._backoff = backoff or Backoff(attempts=8, first_s=0.2, max_s=2.0)
-        self._on_published = on_published
+        self._midway = midway
         self.stats = RelayStats()
 
     def run_once(self) -> int:
@@ -96,12 +98,16 @@ class Relay:
                     rows = self._claim(conn)
                     self._mark(conn, [r.position for r in rows])
                 if rows:
+                    if self._midway is not None:
+                        self._midway([r.id for r in rows])
                     self._publish(rows)
                 return len(rows)
             with conn.begin():  # the row locks are held until the mark commits
                 rows = self._claim(conn)
                 if rows:
                     confirmed = self._publish(rows)
+                    if self._midway is not None:
+                        self._midway(sorted(confirmed))
                     self._mark(conn, [r.position for r in rows if r.id in confirmed])
             return len(rows)
 
@@ -141,8 +147,6 @@ class Relay:
                 self.stats.unconfirmed += len(left)
             confirmed.update(done)
             self.stats.published += len(done)
-        if self._on_published is not None:
-            self._on_published(sorted(confirmed))
         return confirmed
 
     def _claim(self, conn: Connection) -> Sequence[Row[Any]]:
