@@ -15,7 +15,7 @@ from rich.table import Table
 from msglab.lab.compare import compare as run_matrix
 from msglab.lab.matrix import FULL, QUICK
 from msglab.lab.run import run as run_scenario
-from msglab.lab.scenario import FAULTS, PATTERNS, Scenario
+from msglab.lab.scenario import FAULTS, PATTERNS, Scenario, transport_label
 
 console = Console()
 
@@ -50,8 +50,7 @@ ROWS = (
 
 def show(report: dict[str, Any]) -> None:
     table = Table(
-        title=f"{report['transport']} {report['profile']}, fault {report['fault']}"
-        + (f", pattern {report['pattern']}" if report.get("pattern", "direct") != "direct" else ""),
+        title=f"{transport_label(report)} {report['profile']}, fault {report['fault']}",
         caption=f"run {report['run_id']}",
     )
     table.add_column("measure")
@@ -174,7 +173,9 @@ def compare(
             out,
             quick,
             progress=lambda i, n, row: bar.update(
-                task, completed=i, description=f"{row.transport} {row.profile} {row.fault}"
+                task,
+                completed=i,
+                description=f"{row.transport} {row.pattern} {row.profile} {row.fault}",
             ),
         )
     if as_json:
@@ -206,7 +207,7 @@ def compare(
         observed = "[green]yes[/]" if row["observed"] else "[yellow]not observed[/]"
         table.add_row(
             str(i),
-            r["transport"],
+            transport_label(r),
             r["profile"],
             r["fault"],
             str(r["sent"]),

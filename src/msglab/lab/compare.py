@@ -23,6 +23,7 @@ def scenario_for(row: Row, quick: bool) -> Scenario:
         transport=row.transport,
         profile=row.profile,
         fault=row.fault,
+        pattern=row.pattern,
         messages=row.messages * scale,
         rate=row.rate,
         kill_after=row.kill_after * scale,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from msglab.lab.evidence import DELIVERIES, EFFECTS, SENDS, read
+from msglab.lab.scenario import transport_label
 
 COLORS = {
     "sends": "#4C78A8",
@@ -49,7 +50,7 @@ def bars(rows: list[dict[str, Any]]) -> str:
     ]
     for i, row in enumerate(rows):
         r, y = row["report"], 20 + i * height
-        label = f"{r['transport']} {r['profile']} {r['fault']}"
+        label = f"{transport_label(r)} {r['profile']} {r['fault']}"
         parts.append(f'<text x="0" y="{y + 12}">{esc(label)}</text>')
         for j, (key, color) in enumerate(
             (("lost", COLORS["lost"]), ("duplicate_effects", COLORS["dups"]))
@@ -79,7 +80,7 @@ def latency(rows: list[dict[str, Any]]) -> str:
     ]
     for i, row in enumerate(rows):
         r, y = row["report"], 20 + i * height
-        parts.append(f'<text x="0" y="{y + 12}">{esc(r["transport"])} {esc(r["fault"])}</text>')
+        parts.append(f'<text x="0" y="{y + 12}">{esc(transport_label(r))} {esc(r["fault"])}</text>')
         for key, shade in (("p99", "#9ecae1"), ("p95", "#6baed6"), ("p50", "#2171b5")):
             w = scale * math.log10(r["latency_ms"][key] + 1)
             parts.append(
@@ -165,7 +166,7 @@ def render(summary: dict[str, Any]) -> str:
     body = []
     for row in rows:
         r = row["report"]
-        cells = [esc(r["transport"]), esc(r["profile"]), esc(r["fault"])]
+        cells = [esc(transport_label(r)), esc(r["profile"]), esc(r["fault"])]
         cells += [
             f'<td class="n">{r[k]}</td>'
             for k in ("sent", "confirmed", "delivered", "lost", "duplicate_effects", "reordered")
@@ -180,7 +181,7 @@ def render(summary: dict[str, Any]) -> str:
         )
         body.append("<tr>" + "".join(cells) + "</tr>")
     cards = "".join(
-        f'<div class="card"><h3>{esc(r["report"]["transport"])} {esc(r["report"]["profile"])} '
+        f'<div class="card"><h3>{esc(transport_label(r["report"]))} {esc(r["report"]["profile"])} '
         f"{esc(r['report']['fault'])}</h3>{timeline(r['report'])}</div>"
         for r in rows
     )

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from msglab.lab.worker import RELAY_BATCH
+
 Report = dict[str, Any]
 
 
@@ -29,6 +31,7 @@ class Row:
     transport: str
     profile: str
     fault: str
+    pattern: str = "direct"
     messages: int = 1500
     rate: float = 1500.0
     kill_after: int = 0
@@ -251,10 +254,59 @@ MATRIX: tuple[Row, ...] = (
     ),
 )
 
-QUICK = MATRIX
+PATTERNS: tuple[Row, ...] = (
+    Row(
+        "Publisher: send only after the transaction has committed; a dual write (commit, then "
+        "publish) loses what a crash catches in between",
+        "lost > 0 when the producer dies between its commit and its publish",
+        lambda r: r["lost"] > 0,
+        "kafka",
+        "at-least-once",
+        "producer-kill",
+        pattern="dual-write",
+        drain_quiet_s=5.0,  # what was lost never comes; no consumer rejoins
+    ),
+    Row(
+        "Transactional outbox: the message is stored with the business change, so a producer "
+        "crash loses nothing committed",
+        "lost == 0 when the producer dies right after its commit",
+        lambda r: r["lost"] == 0 and r["confirmed"] > 0,
+        "kafka",
+        "at-least-once",
+        "producer-kill",
+        pattern="outbox",
+    ),
+    Row(
+        "Transactional outbox + idempotent consumer: a relay killed between publish and mark "
+        "sends one batch again, and the dedup table applies it once (effectively once)",
+        f"lost == 0, 0 < duplicate deliveries <= one relay batch ({RELAY_BATCH}), duplicate "
+        "effects == 0",
+        lambda r: (
+            r["lost"] == 0
+            and 0 < r["duplicate_deliveries"] <= RELAY_BATCH
+            and r["duplicate_effects"] == 0
+        ),
+        "kafka",
+        "effectively-once",
+        "relay-kill",
+        pattern="outbox",
+    ),
+    Row(
+        "Consumer: an idempotent consumer (dedup row in the effect's transaction) applies a "
+        "redelivered message once",
+        "duplicate deliveries > 0 after a consumer kill, duplicate effects == 0, lost == 0",
+        lambda r: r["duplicate_deliveries"] > 0 and r["duplicate_effects"] == 0 and r["lost"] == 0,
+        "kafka",
+        "effectively-once",
+        "consumer-kill",
+        kill_after=510,
+    ),
+)
+
+QUICK = (*MATRIX, *PATTERNS)
 
 FULL = (
-    *MATRIX,
+    *QUICK,
     Row(
         "Already seen: a RabbitMQ 3.10 quorum queue killed < 0.5 s after its declaration loses "
         "what it confirmed and stays leaderless",
@@ -319,5 +371,45 @@ FULL = (
         "at-least-once",
         "latency",
         down_s=5.0,
+    ),
+    Row(
+        "Transactional outbox, relay without dedup: a relay killed between publish and mark "
+        "duplicates at most one batch",
+        f"lost == 0 and 0 < duplicate effects <= one relay batch ({RELAY_BATCH})",
+        lambda r: r["lost"] == 0 and 0 < r["duplicate_effects"] <= RELAY_BATCH,
+        "kafka",
+        "at-least-once",
+        "relay-kill",
+        pattern="outbox",
+    ),
+    Row(
+        "Outbox relay marking before it publishes (at-most-once): a relay crash loses the batch",
+        "lost > 0 and duplicate effects == 0",
+        lambda r: r["lost"] > 0 and r["duplicate_effects"] == 0,
+        "kafka",
+        "at-most-once",
+        "relay-kill",
+        pattern="outbox",
+        drain_quiet_s=5.0,
+    ),
+    Row(
+        "Transactional outbox: a database crash during the writes loses nothing committed "
+        "(transactions that failed are retried with the same ids, stored once)",
+        "lost == 0 across a PostgreSQL SIGKILL",
+        lambda r: r["lost"] == 0 and r["confirmed"] > 0,
+        "kafka",
+        "at-least-once",
+        "db-kill",
+        pattern="outbox",
+    ),
+    Row(
+        "Eventual consistency: through an outbox, every committed change reaches the consumer, "
+        "later (the lag is the latency), even across a broker kill",
+        "lost == 0 across a RabbitMQ SIGKILL, p99 latency > p50",
+        lambda r: r["lost"] == 0 and r["latency_ms"]["p99"] > r["latency_ms"]["p50"],
+        "rabbitmq",
+        "at-least-once",
+        "broker-kill",
+        pattern="outbox",
     ),
 )

@@ -43,6 +43,13 @@ PATTERNS: dict[str, str] = {
 }
 """How a producer's message reaches the broker (``--pattern``)."""
 
+
+def transport_label(report: dict[str, Any]) -> str:
+    """A run's transport as tables show it: ``kafka``, or ``kafka via outbox``."""
+    pattern = report.get("pattern", "direct")
+    return report["transport"] if pattern == "direct" else f"{report['transport']} via {pattern}"
+
+
 NETWORK_FAULTS = ("blackhole", "latency")
 """Faults applied by Toxiproxy: every client of the run reaches the broker through its proxy."""
 
