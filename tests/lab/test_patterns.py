@@ -110,3 +110,31 @@ def test_patterns_refuse_what_cannot_work() -> None:
         Scenario(transport="kafka", fault="relay-kill")
     with pytest.raises(UsageError, match="cannot promise effectively-once"):
         Scenario(transport="redis-pubsub", profile="effectively-once")
+
+
+@pytest.mark.parametrize(
+    ("profile", "fault"), [("at-least-once", "producer-kill"), ("at-most-once", "consumer-kill")]
+)
+def test_file_batches_survive_a_producer_crash_and_lose_under_at_most_once(
+    tmp_path: Path, profile: str, fault: str
+) -> None:
+    r = lab(
+        tmp_path,
+        transport="files",
+        profile=profile,
+        fault=fault,
+        messages=1200,
+        rate=1500,
+        kill_after=500,
+        drain_quiet_s=5.0,
+    )
+    assert r["broker_cleanup"] == "deleted"
+    if fault == "producer-kill":  # the batch in writing is a temporary file nobody reads
+        assert r["lost"] == 0 and r["unexpected"] == 0 and r["duplicate_deliveries"] == 0
+    else:  # the taken batch was marked done before its messages were handled
+        assert r["lost"] > 0 and r["duplicate_effects"] == 0
+
+
+def test_the_files_transport_refuses_server_faults() -> None:
+    with pytest.raises(UsageError, match="files has no server for broker-kill"):
+        Scenario(transport="files", fault="broker-kill")

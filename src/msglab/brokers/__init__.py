@@ -7,6 +7,7 @@ The registry imports a transport's module only when it is asked for, so a user w
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 from msglab.config import ClientConfig
 from msglab.errors import UsageError
@@ -29,7 +30,13 @@ SERVICE_OF: dict[str, str | None] = {
     "redis-streams": "redis",
     "files": None,
 }
-"""The ``msglab infra`` service each transport talks to."""
+"""The ``msglab infra`` service each transport talks to (None: it needs no server)."""
+
+
+def serverless_url(name: str, home: Path) -> str:
+    """The URL of a transport that needs no server (SERVICE_OF is None): ``memory://cli``, or
+    the files transport's root ``file://<home>/files``."""
+    return f"file://{home / 'files'}" if name == "files" else "memory://cli"
 
 
 def transport_class(name: str) -> type[Transport]:

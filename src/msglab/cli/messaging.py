@@ -13,7 +13,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
-from msglab.brokers import SERVICE_OF, TRANSPORTS, open_transport, transport_class
+from msglab.brokers import (
+    SERVICE_OF,
+    TRANSPORTS,
+    open_transport,
+    serverless_url,
+    transport_class,
+)
 from msglab.config import ClientConfig, check_name
 from msglab.errors import UsageError
 from msglab.infra import service_url
@@ -41,7 +47,7 @@ def build(transport: str, profile: str, settings: Settings | None = None) -> Tra
     transport_class(transport)  # an unknown name fails here, listing the valid ones
     settings = settings or Settings.from_env()
     service = SERVICE_OF[transport]
-    url = service_url(settings, service) if service else "memory://cli"
+    url = service_url(settings, service) if service else serverless_url(transport, settings.home)
     config = ClientConfig(
         url=url,
         profile=DeliveryProfile.parse(profile),

@@ -19,7 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from msglab.brokers import open_transport
+from msglab.brokers import open_transport, serverless_url
 from msglab.config import ClientConfig
 from msglab.errors import InfraError, MsglabError
 from msglab.infra import backend_for, service_url, toxiproxy
@@ -171,13 +171,17 @@ class Run:
 
     def execute(self) -> dict[str, Any]:
         self.dir.mkdir(parents=True, exist_ok=False)  # two runs never share a folder
-        if self.s.through_proxy:
-            self.infra.up([self.s.service, "postgres", "toxiproxy"])
+        service = self.s.service
+        if service is None:
+            self.infra.up(["postgres"])
+            self.url = serverless_url(self.s.transport, self.settings.home)
+        elif self.s.through_proxy:
+            self.infra.up([service, "postgres", "toxiproxy"])
             self.proxies = toxiproxy.client(self.settings)
-            self.url = toxiproxy.proxied_url(self.settings, self.s.service)
+            self.url = toxiproxy.proxied_url(self.settings, service)
         else:
-            self.infra.up([self.s.service, "postgres"])
-            self.url = service_url(self.settings, self.s.service)
+            self.infra.up([service, "postgres"])
+            self.url = service_url(self.settings, service)
         self.db_url = service_url(self.settings, "postgres")
         db = effects.engine(self.db_url)
         effects.create(db)
@@ -296,6 +300,7 @@ class Run:
             faults.kill_process(self.workers[producers[0]], s.fault, producers[0], log)
             return
         if s.through_proxy:
+            assert s.service is not None  # Scenario refuses network faults without a server
             faults.network_down(self.proxies, s.service, s.fault, s.latency_ms, log)
             try:
                 time.sleep(s.down_s)
@@ -303,6 +308,7 @@ class Run:
                 faults.network_up(self.proxies, s.service, s.fault, log)
             return
         service = "postgres" if s.fault == "db-kill" else s.service
+        assert service is not None  # Scenario refuses server faults without a server
         faults.server_down(self.infra, service, s.fault, log)
         time.sleep(s.down_s)
         faults.server_up(self.infra, service, s.fault, log)

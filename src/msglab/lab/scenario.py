@@ -53,6 +53,9 @@ def transport_label(report: dict[str, Any]) -> str:
 NETWORK_FAULTS = ("blackhole", "latency")
 """Faults applied by Toxiproxy: every client of the run reaches the broker through its proxy."""
 
+SERVER_FAULTS = ("broker-kill", "broker-restart", *NETWORK_FAULTS)
+"""Faults that need a broker server (the files transport has none)."""
+
 SECOND_GROUP_ALONGSIDE = ("fanout", "request-reply")
 """Scenarios whose second group (consumer ``r0``) subscribes with the first: it reads the topic
 along with it, or the replies."""
@@ -110,6 +113,11 @@ class Scenario:
                 f"redis-pubsub cannot promise {self.profile}: pub/sub stores nothing and has no "
                 "acknowledgement; run it with --profile at-most-once"
             )
+        if self.service is None and self.fault in SERVER_FAULTS:
+            raise UsageError(
+                f"{self.transport} has no server for {self.fault}; its faults: "
+                + ", ".join(f for f in FAULTS if f not in SERVER_FAULTS)
+            )
         if self.fault == "relay-kill" and self.pattern != "outbox":
             raise UsageError("relay-kill kills the outbox relay: run it with --pattern outbox")
         if self.messages < 1 or self.producers < 1 or self.consumers < 1 or self.keys < 1:
@@ -135,10 +143,9 @@ class Scenario:
         return self.fault in NETWORK_FAULTS
 
     @property
-    def service(self) -> str:
-        service = SERVICE_OF[self.transport]
-        assert service is not None
-        return service
+    def service(self) -> str | None:
+        """The server behind the transport (None: the files transport needs none)."""
+        return SERVICE_OF[self.transport]
 
     @property
     def quiet_s(self) -> float:
