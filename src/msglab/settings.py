@@ -16,9 +16,9 @@ from typing import Literal
 
 from msglab.errors import ConfigError, UsageError
 
-SERVICES: tuple[str, ...] = ("kafka", "rabbitmq", "redis", "postgres", "toxiproxy")
-"""Every server msglab can run, in the order they are started (Toxiproxy, which sits in front of
-the brokers, last)."""
+SERVICES: tuple[str, ...] = ("kafka", "rabbitmq", "redis", "postgres", "connect", "toxiproxy")
+"""Every server msglab can run, in the order they are started (Kafka Connect after the Kafka and
+PostgreSQL it needs; Toxiproxy, which sits in front of the brokers, last)."""
 
 BACKENDS: tuple[str, ...] = ("native", "compose", "testcontainers")
 
@@ -35,11 +35,13 @@ DEFAULT_PORTS: Mapping[str, int] = {
     "kafka_proxy": 29095,
     "rabbitmq_proxy": 25692,
     "redis_proxy": 26399,
+    "connect": 28083,
 }
 """Named ports and their defaults; ``MSGLAB_<NAME>_PORT`` overrides each (for example
 ``MSGLAB_KAFKA_CONTROLLER_PORT``). ``toxiproxy`` is Toxiproxy's HTTP API; ``<broker>_proxy`` is
 where Toxiproxy listens for that broker's clients; ``kafka_proxied`` is the broker's second
-listener, the proxy's upstream, which advertises the ``kafka_proxy`` address."""
+listener, the proxy's upstream, which advertises the ``kafka_proxy`` address. ``connect`` is Kafka
+Connect's REST API (CDC)."""
 
 AppendFsync = Literal["always", "everysec", "no"]
 

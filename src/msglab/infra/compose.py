@@ -28,11 +28,12 @@ URLS = {
     "rabbitmq": "amqp://guest:guest@{host}:{port}/%2F",
     "redis": "redis://{host}:{port}/0",
     "postgres": "postgresql://postgres:msglab@{host}:{port}/msglab",
+    "connect": "http://{host}:{port}",
     "toxiproxy": "http://{host}:{port}",
 }
 
-STATELESS = ("toxiproxy",)
-"""Services without a volume."""
+STATELESS = ("toxiproxy", "connect")
+"""Services without a volume (Connect keeps its state in Kafka topics)."""
 
 
 def stack_file() -> Path:

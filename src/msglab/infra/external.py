@@ -14,6 +14,7 @@ DEFAULT_PORTS = {
     "rabbitmq": 5672,
     "redis": 6379,
     "postgres": 5432,
+    "connect": 8083,
     "toxiproxy": 8474,
 }
 
@@ -24,6 +25,7 @@ PROBES: dict[str, Probe] = {
     "rabbitmq": lambda h, p, t: probes.amqp_handshake(h, p, t) is not None,
     "redis": probes.redis_ping,
     "postgres": probes.postgres_ready,
+    "connect": probes.connect_rest,
     "toxiproxy": lambda h, p, t: probes.toxiproxy_version(h, p, t) is not None,
 }
 

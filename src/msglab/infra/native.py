@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from msglab.errors import ExternalServiceError, NotRunningError, ServerStartError
 from msglab.infra import external, process
+from msglab.infra.connect import Connect
 from msglab.infra.kafka import Kafka
 from msglab.infra.postgres import Postgres
 from msglab.infra.rabbitmq import RabbitMQ
@@ -19,6 +20,7 @@ SERVICE_TYPES: dict[str, type[NativeService]] = {
     "rabbitmq": RabbitMQ,
     "redis": Redis,
     "postgres": Postgres,
+    "connect": Connect,
     "toxiproxy": Toxiproxy,
 }
 

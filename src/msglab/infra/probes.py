@@ -119,6 +119,21 @@ def _postgres_ssl_request(host: str, port: int, timeout_s: float) -> bool:
         return False
 
 
+def connect_rest(host: str, port: int, timeout_s: float) -> bool:
+    """Kafka Connect's REST API: True when ``GET /connectors`` answers 200 (the worker has
+    joined its group and read its config topic; before that it answers an error or nothing)."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
+    try:
+        conn.request("GET", "/connectors")
+        response = conn.getresponse()
+        response.read()
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+    return response.status == 200
+
+
 def toxiproxy_version(host: str, port: int, timeout_s: float) -> str | None:
     """``GET /version`` of Toxiproxy's HTTP API; the version it reports on 200, else None."""
     conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
