@@ -4,8 +4,9 @@ delete, and waiting until a connector and its tasks run.
 External-call hygiene (docs GUARANTEES.md): a connection not made within ``connect_timeout_s``
 (3-5 s) and a reply not read within ``read_timeout_s`` (10-30 s) are errors naming the URL.
 Only calls that are safe to repeat are retried, at most twice: reads and idempotent writes
-(``PUT .../config``, pause, resume, delete) on a connection failure or a ``409`` (the worker is
-rebalancing); a restart is retried only when the request could not even be sent.
+(``PUT .../config``, pause, resume, delete) on a connection failure; they also wait out a
+rebalance of the worker group (``409``, or ``500`` "a rebalance is expected", for up to
+``REBALANCE_WAIT_S``). A restart is retried only when the request could not even be sent.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from msglab.errors import ConnectError, TransportError
 NAME = "kafka-connect"
 RETRIES = 2
 RETRY_DELAY_S = 0.5
+REBALANCE_WAIT_S = 30.0
+"""How long an idempotent call waits out a rebalance of the worker group (after a worker
+restart Connect answers 409, or 500 "a rebalance is expected", for a few seconds)."""
 
 
 class ConnectorError(TransportError):
@@ -118,13 +122,16 @@ class ConnectClient:
         idempotent: bool = True,
         allow: tuple[int, ...] = (),
     ) -> httpx.Response:
-        """One call; retried (idempotent calls on a lost connection or 409, any call when it
-        was not sent). Raises ConnectError when the worker is unreachable, ConnectorError on
-        an error status not in ``allow``."""
+        """One call; retried (idempotent calls on a lost connection or during a rebalance, any
+        call when it was not sent). Raises ConnectError when the worker is unreachable,
+        ConnectorError on an error status not in ``allow``."""
         last: Exception | None = None
-        for attempt in range(RETRIES + 1):
+        attempt = 0
+        rebalance_deadline = time.monotonic() + REBALANCE_WAIT_S
+        while attempt <= RETRIES:
             if attempt:
                 time.sleep(RETRY_DELAY_S * attempt)
+            attempt += 1
             try:
                 response = self._http.request(method, path, json=body)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # never sent
@@ -137,8 +144,9 @@ class ConnectClient:
                 raise TransportError(
                     f"{NAME}: {method} {self.url}{path} failed, outcome unknown: {exc}"
                 ) from exc
-            if response.status_code == 409 and idempotent and attempt < RETRIES:
-                last = ConnectorError(_error_text(response), 409)  # rebalancing: try again
+            if _rebalancing(response) and idempotent and time.monotonic() < rebalance_deadline:
+                attempt = 0  # the worker answers: wait out the rebalance, not the retries
+                time.sleep(RETRY_DELAY_S)
                 continue
             if response.status_code >= 400 and response.status_code not in allow:
                 raise ConnectorError(
@@ -147,8 +155,6 @@ class ConnectClient:
                     response.status_code,
                 )
             return response
-        if isinstance(last, ConnectorError):
-            raise last
         raise ConnectError(NAME, self.url, f"{type(last).__name__}: {last}") from last
 
     def connectors(self) -> list[str]:
@@ -220,6 +226,12 @@ class ConnectClient:
 
 def _path(name: str, *rest: str) -> str:
     return "/".join(["/connectors", quote(name, safe=""), *rest])
+
+
+def _rebalancing(response: httpx.Response) -> bool:
+    return response.status_code == 409 or (
+        response.status_code == 500 and "rebalance" in _error_text(response).lower()
+    )
 
 
 def _error_text(response: httpx.Response) -> str:

@@ -4,7 +4,8 @@ Servers come up once per test run (session scope) and stay up; each test gets is
 (``unique_name``) instead of fresh servers. Under CI (``CI=true``) a server that cannot start
 *fails* the tests that need it; locally they are skipped with the reason.
 ``MSGLAB_BACKEND=testcontainers`` starts containers instead, where a Docker engine answers
-(Toxiproxy excepted: it always runs natively, in front of whichever servers answer).
+(Toxiproxy and Kafka Connect excepted: they always run natively, in front of whichever servers
+answer).
 """
 
 from __future__ import annotations
@@ -44,10 +45,11 @@ def msglab_infra(msglab_settings: Settings) -> Backend:
 
 
 _containers: dict[str, Any] = {}
+NATIVE_ONLY = ("toxiproxy", "connect")
 
 
 def _server(settings: Settings, infra: Backend, name: str) -> Status:
-    if settings.backend == "testcontainers" and name != "toxiproxy":
+    if settings.backend == "testcontainers" and name not in NATIVE_ONLY:
         return _container(settings, infra, name)
     try:
         infra.up([name])
@@ -97,6 +99,15 @@ def toxiproxy_server(msglab_settings: Settings, msglab_infra: Backend) -> Status
     """Toxiproxy with the proxies ``kafka``, ``rabbitmq`` and ``redis`` (their upstreams need not
     run: ask for those servers' fixtures too). Clients connect with ``proxied_url``."""
     return _server(msglab_settings, msglab_infra, "toxiproxy")
+
+
+@pytest.fixture(scope="session")
+def connect_server(
+    msglab_settings: Settings, msglab_infra: Backend, kafka_server: Status, postgres_server: Status
+) -> Status:
+    """The Kafka Connect worker with the Debezium PostgreSQL plugin (REST API at ``url``), started
+    after the Kafka and PostgreSQL it needs."""
+    return _server(msglab_settings, msglab_infra, "connect")
 
 
 @pytest.fixture
