@@ -154,6 +154,8 @@ def outbox_connector(
         "binary.handling.mode": "bytes",
         # no "__debezium.context.*" headers on each record: msglab's format has none
         "extended.headers.enabled": "false",
+        # Debezium hands a batch to Connect at the latest after this (default 500 ms)
+        "poll.interval.ms": "100",
         # the slot is dropped on purpose only (stop_outbox_connector): dropping it on every
         # stop would lose what is committed while the connector is stopped or restarted
         "slot.drop.on.stop": "false",
