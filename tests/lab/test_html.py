@@ -74,6 +74,20 @@ def report_html(tmp_path: Path) -> Path:
         }
         for i, lose in enumerate((0, 3))
     ]
+    rows.append(
+        {
+            "kind": "probe",
+            "claim": "a read-modify-write without a lock loses updates",
+            "expect": "lost updates > 0",
+            "observed": True,
+            "report": {
+                "probe": "concurrency",
+                "variant": "read-modify-write",
+                "figures": {"lost_updates": 654},
+                "measured": "654 of 1000 increments lost",
+            },
+        }
+    )
     page = tmp_path / "report.html"
     page.write_text(render({"quick": True, "seconds": 1.5, "rows": rows}))
     return page
@@ -93,7 +107,8 @@ def test_the_browser_renders_the_table_and_the_charts(report_html: Path, tmp_pat
     dom = chromium(
         f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", report_html.as_uri()
     ).stdout
-    assert dom.count("<tr>") == 3  # header + 2 runs
+    assert dom.count("<tr>") == 3 + 2  # header + 2 runs, header + 1 probe
+    assert 'id="probes"' in dom and "654 of 1000 increments lost" in dom
     assert "broken" in dom and "not observed" in dom
     assert dom.count("<svg") == 2 + 2  # bars, latency, a timeline per run
     assert "fault window" in dom and dom.count("<polyline") == 2 * 3

@@ -16,6 +16,7 @@ from msglab.lab.compare import compare as run_matrix
 from msglab.lab.matrix import FULL, QUICK
 from msglab.lab.run import run as run_scenario
 from msglab.lab.scenario import FAULTS, PATTERNS, Scenario, transport_label
+from msglab.lab.summary import probes, runs
 
 console = Console()
 
@@ -172,11 +173,7 @@ def compare(
         summary = run_matrix(
             out,
             quick,
-            progress=lambda i, n, row: bar.update(
-                task,
-                completed=i,
-                description=f"{row.transport} {row.pattern} {row.profile} {row.fault}",
-            ),
+            progress=lambda i, n, row: bar.update(task, completed=i, description=row.label),
         )
     if as_json:
         print(json.dumps(summary))
@@ -201,7 +198,7 @@ def compare(
         table.add_column(
             col, justify="right" if col not in ("transport", "profile", "fault") else "left"
         )
-    for i, row in enumerate(summary["rows"], 1):
+    for i, row in enumerate(runs(summary), 1):
         r = row["report"]
         verdict = "[green]kept[/]" if r["verdict"] == "kept" else "[bold red]broken[/]"
         observed = "[green]yes[/]" if row["observed"] else "[yellow]not observed[/]"
@@ -222,6 +219,22 @@ def compare(
             observed,
         )
     console.print(table)
-    for i, row in enumerate(summary["rows"], 1):
+    for i, row in enumerate(runs(summary), 1):
         console.print(f"[dim]{i:>2}. {row['claim']} (expect {row['expect']})[/]")
+    _show_probes(probes(summary), first=len(runs(summary)) + 1)
     console.print(f"report: {out / 'report.html'}  data: {out / 'compare.json'}")
+
+
+def _show_probes(rows: list[dict[str, Any]], first: int) -> None:
+    if not rows:
+        return
+    table = Table(title="claims measured by probes")
+    for col in ("#", "probe", "variant", "measured", "claim observed"):
+        table.add_column(col)
+    for i, row in enumerate(rows, first):
+        r = row["report"]
+        observed = "[green]yes[/]" if row["observed"] else "[yellow]not observed[/]"
+        table.add_row(str(i), r["probe"], r["variant"], r["measured"], observed)
+    console.print(table)
+    for i, row in enumerate(rows, first):
+        console.print(f"[dim]{i:>2}. {row['claim']} (expect {row['expect']})[/]")

@@ -140,6 +140,7 @@ class Postgres(NativeService):
                     "max_replication_slots = 10",
                     "max_wal_senders = 10",
                     "max_connections = 200",
+                    "max_prepared_transactions = 50",  # two-phase commit (a lab probe)
                     "fsync = on",
                     "",
                 ]

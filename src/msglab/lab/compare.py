@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from msglab.lab.html import render
-from msglab.lab.matrix import FULL, QUICK, Row
+from msglab.lab.matrix import FULL, QUICK, Probe, Row
+from msglab.lab.probes import run_probe
 from msglab.lab.run import run
 from msglab.lab.scenario import Scenario
 from msglab.settings import Settings
 
-Progress = Callable[[int, int, Row], None]
+Progress = Callable[[int, int, Row | Probe], None]
 
 
 def scenario_for(row: Row, quick: bool) -> Scenario:
@@ -46,14 +47,23 @@ def compare(
     """Run the matrix; write ``compare.json`` and ``report.html`` into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     rows = QUICK if quick else FULL
+    settings = settings or Settings.from_env()
     began = time.monotonic()
     results = []
     for i, row in enumerate(rows):
         if progress:
             progress(i, len(rows), row)
-        report = run(scenario_for(row, quick), settings, runs_dir=out / "runs")
+        if isinstance(row, Probe):
+            report = run_probe(row.probe, row.variant, settings, quick)
+            evidence = out / "probes" / f"{row.probe}-{row.variant}.json"
+            evidence.parent.mkdir(exist_ok=True)
+            evidence.write_text(json.dumps(report, indent=2) + "\n")
+            report["evidence"] = str(evidence.resolve())
+        else:
+            report = run(scenario_for(row, quick), settings, runs_dir=out / "runs")
         results.append(
             {
+                "kind": "probe" if isinstance(row, Probe) else "run",
                 "claim": row.claim,
                 "expect": row.expect,
                 "observed": bool(row.check(report)),

@@ -14,6 +14,7 @@ from typing import Any
 
 from msglab.lab.evidence import DELIVERIES, EFFECTS, SENDS, read
 from msglab.lab.scenario import transport_label
+from msglab.lab.summary import probes, runs
 
 COLORS = {
     "sends": "#4C78A8",
@@ -146,8 +147,24 @@ def timeline(report: dict[str, Any], bins: int = 80) -> str:
     return "".join(parts)
 
 
+def probe_table(rows: list[dict[str, Any]]) -> str:
+    """The claims measured by probes (locks, hygiene, two-phase commit): one line each."""
+    if not rows:
+        return ""
+    body = "".join(
+        f"<tr><td>{esc(r['report']['probe'])}</td><td>{esc(r['report']['variant'])}</td>"
+        f"<td>{esc(r['report']['measured'])}</td>"
+        f"<td>{esc(r['claim'])}<br><small>expect: {esc(r['expect'])}</small></td>"
+        f'<td class="{"kept" if r["observed"] else "no"}">'
+        f"{'yes' if r['observed'] else 'not observed'}</td></tr>"
+        for r in rows
+    )
+    head = "".join(f"<th>{h}</th>" for h in ("probe", "variant", "measured", "claim", "observed"))
+    return f'<h2>Claims measured by probes</h2><table id="probes"><tr>{head}</tr>{body}</table>'
+
+
 def render(summary: dict[str, Any]) -> str:
-    rows = summary["rows"]
+    rows = runs(summary)
     head = (
         "transport",
         "profile",
@@ -195,11 +212,12 @@ def render(summary: dict[str, Any]) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>msglab compare</title>
 <style>{STYLE}</style></head><body>
 <h1>msglab: what each transport delivers when things break</h1>
-<p>{len(rows)} runs on real servers in {summary["seconds"]} s ({
+<p>{len(rows)} runs and {len(probes(summary))} probes on real servers in {summary["seconds"]} s ({
         "quick" if summary["quick"] else "full"
     } matrix). Broker kills are SIGKILLs of the server process: the OS page cache
 survives them, so this is not a power cut. Raw evidence of each run is in its folder.</p>
 <table id="matrix"><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr>{"".join(body)}</table>
+{probe_table(probes(summary))}
 <h2>Lost and duplicate effects</h2>{bars(rows)}
 <h2>Latency (send to first delivery)</h2>{latency(rows)}
 <h2>Timelines</h2>{legend}{cards}

@@ -7,6 +7,9 @@ one that keeps up with the producer fetches a few messages at a time and loses f
 "Kafka scales by brokers" has no row: one broker runs here, and brokers sharing two cores
 could not show it. Partitions and consumers have one.
 
+Claims that are not about delivering messages (locks, external-call hygiene, two-phase commit)
+are ``Probe`` rows: a measured experiment of ``msglab.lab.probes`` instead of a lab run.
+
 Every row names the claim it tests and what would confirm it (``expect``: a predicate on the
 report, described in words). The measured figures decide; a claim the run does not bear out
 is shown as *not observed*, never hidden.
@@ -41,6 +44,25 @@ class Row:
     warmup_s: float = 1.0
     down_s: float = 2.0  # a killed broker's downtime; a network fault's duration
     drain_quiet_s: float = 0.0  # 0: the scenario's default (30 s after a Kafka rejoin)
+
+    @property
+    def label(self) -> str:
+        return f"{self.transport} {self.pattern} {self.profile} {self.fault}"
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A claim measured by a probe (``msglab.lab.probes``): its report's ``figures`` decide."""
+
+    claim: str
+    expect: str
+    check: Callable[[Report], bool]
+    probe: str
+    variant: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.probe} {self.variant}"
 
 
 def _both_consumers_delivered_all(r: Report) -> bool:
@@ -326,10 +348,116 @@ FILES: tuple[Row, ...] = (
     ),
 )
 
-QUICK = (*MATRIX, *PATTERNS, *FILES)
 
-FULL = (
+def _figure(r: Report, key: str) -> Any:
+    return r["figures"][key]
+
+
+PROBES_QUICK: tuple[Probe, ...] = (
+    Probe(
+        "Concurrency: a read-modify-write without a lock loses updates",
+        "lost updates > 0 (4 threads increment one counter)",
+        lambda r: _figure(r, "lost_updates") > 0,
+        "concurrency",
+        "read-modify-write",
+    ),
+    Probe(
+        "Concurrency: an atomic increment in SQL (n = n + 1) loses none",
+        "lost updates == 0",
+        lambda r: _figure(r, "lost_updates") == 0,
+        "concurrency",
+        "atomic-increment",
+    ),
+    Probe(
+        "Concurrency: optimistic locking with a version column loses none (conflicts retried)",
+        "lost updates == 0 and conflicts > 0",
+        lambda r: _figure(r, "lost_updates") == 0 and _figure(r, "conflicts_retried") > 0,
+        "concurrency",
+        "optimistic-version",
+    ),
+    Probe(
+        "Global transactions / 2PC: long (two-phase) commits lower concurrency",
+        "two-phase transfers/s below one-phase's (4 workers, one hot row per database)",
+        lambda r: (
+            r["figures"]["two_phase"]["transfers_per_s"]
+            < r["figures"]["one_phase"]["transfers_per_s"]
+        ),
+        "two-phase-commit",
+        "compare",
+    ),
+    Probe(
+        "Hygiene: circuit breaker (closed / open / half-open) fails fast while a dependency is "
+        "down, and closes again after it is back",
+        "calls refused at once (< 1 ms) while open, and the final state is closed",
+        lambda r: (
+            _figure(r, "refused_at_once") > 0
+            and _figure(r, "max_refused_ms") < 1.0
+            and _figure(r, "final_state") == "closed"
+        ),
+        "hygiene",
+        "circuit-breaker",
+    ),
+)
+
+PROBES_FULL: tuple[Probe, ...] = (
+    Probe(
+        "Concurrency: SELECT ... FOR UPDATE serialises a read-modify-write (no lost update)",
+        "lost updates == 0",
+        lambda r: _figure(r, "lost_updates") == 0,
+        "concurrency",
+        "select-for-update",
+    ),
+    Probe(
+        "Concurrency: a distributed lock on Redis (wait timeout, always released) serialises a "
+        "read-modify-write",
+        "lost updates == 0",
+        lambda r: _figure(r, "lost_updates") == 0,
+        "concurrency",
+        "redis-lock",
+    ),
+    Probe(
+        "Concurrency: locking two rows in opposite orders deadlocks",
+        "deadlocks > 0",
+        lambda r: _figure(r, "deadlocks") > 0,
+        "concurrency",
+        "lock-order-opposite",
+    ),
+    Probe(
+        "Concurrency: locking in a fixed order avoids deadlocks",
+        "deadlocks == 0",
+        lambda r: _figure(r, "deadlocks") == 0,
+        "concurrency",
+        "lock-order-fixed",
+    ),
+    Probe(
+        "Hygiene: connection timeout 3-5 s (read timeout 5-30 s): an unreachable broker fails "
+        "within it, naming host:port",
+        "every client fails within 5.5 s and its error names host:port",
+        lambda r: all(
+            v["seconds_to_fail"] <= 5.5 and v["names_address"]
+            for k, v in r["figures"].items()
+            if isinstance(v, dict)
+        ),
+        "hygiene",
+        "connect-timeout",
+    ),
+    Probe(
+        "Hygiene: a bulkhead refuses work over capacity (503) instead of letting a slow "
+        "dependency take every worker",
+        "refused > 0 and never more than the limit inside",
+        lambda r: (
+            _figure(r, "refused_503") > 0 and _figure(r, "peak_inside") <= _figure(r, "limit")
+        ),
+        "hygiene",
+        "bulkhead",
+    ),
+)
+
+QUICK: tuple[Row | Probe, ...] = (*MATRIX, *PATTERNS, *FILES, *PROBES_QUICK)
+
+FULL: tuple[Row | Probe, ...] = (
     *QUICK,
+    *PROBES_FULL,
     Row(
         "Already seen: a RabbitMQ 3.10 quorum queue killed < 0.5 s after its declaration loses "
         "what it confirmed and stays leaderless",

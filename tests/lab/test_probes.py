@@ -1,0 +1,96 @@
+"""The probes on the real servers: each asserts what it measured, recomputed from its figures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from msglab.errors import UsageError
+from msglab.infra import service_url
+from msglab.lab import effects
+from msglab.lab.probes import run_probe
+from msglab.settings import Settings
+
+SETTINGS = Settings.from_env()
+
+
+def probe(name: str, variant: str) -> dict[str, Any]:
+    r = run_probe(name, variant, SETTINGS)
+    assert r["probe"] == name and r["variant"] == variant and r["measured"]
+    return r
+
+
+@pytest.mark.postgres
+def test_a_read_modify_write_loses_updates_an_atomic_increment_does_not() -> None:
+    naive = probe("concurrency", "read-modify-write")["figures"]
+    atomic = probe("concurrency", "atomic-increment")["figures"]
+    for f in (naive, atomic):
+        assert f["lost_updates"] == f["expected"] - f["final"]
+    assert naive["lost_updates"] > 0
+    assert atomic["lost_updates"] == 0 and atomic["final"] == atomic["expected"]
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.parametrize("variant", ["optimistic-version", "redis-lock"])
+def test_optimistic_locking_and_a_redis_lock_lose_no_update(variant: str) -> None:
+    f = probe("concurrency", variant)["figures"]
+    assert f["lost_updates"] == 0 and f["final"] == f["expected"]
+    if variant == "optimistic-version":
+        assert f["conflicts_retried"] > 0  # the version column did detect the races
+
+
+@pytest.mark.postgres
+def test_opposite_lock_orders_deadlock_a_fixed_order_does_not() -> None:
+    assert probe("concurrency", "lock-order-opposite")["figures"]["deadlocks"] > 0
+    assert probe("concurrency", "lock-order-fixed")["figures"]["deadlocks"] == 0
+
+
+@pytest.mark.postgres
+def test_two_phase_commit_applies_every_transfer_and_leaves_nothing_prepared() -> None:
+    f = probe("two-phase-commit", "compare")["figures"]
+    for variant in ("one_phase", "two_phase"):
+        n = f[variant]["transfers"]
+        assert f[variant]["balance_a_b"] == [-n, n]
+    db = effects.engine(service_url(SETTINGS, "postgres"))
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM pg_prepared_xacts")).scalar_one() == 0
+
+
+@pytest.mark.redis
+@pytest.mark.toxiproxy
+def test_the_circuit_breaker_fails_fast_while_redis_is_blackholed() -> None:
+    f = probe("hygiene", "circuit-breaker")["figures"]
+    outcomes = [o for _, o, _ in f["raw_calls"]]
+    assert f["failed_after_waiting"] == outcomes.count("failed") >= 3
+    assert f["refused_at_once"] == outcomes.count("refused") > 0
+    assert f["max_refused_ms"] < 5.0 and f["mean_failed_s"] >= 0.5
+    assert [s for _, s in f["transitions"]][-1] == "closed" == f["final_state"]
+
+
+@pytest.mark.kafka
+@pytest.mark.rabbitmq
+@pytest.mark.redis
+@pytest.mark.toxiproxy
+def test_an_unreachable_broker_fails_within_its_timeouts_naming_host_port() -> None:
+    f = probe("hygiene", "connect-timeout")["figures"]
+    for transport in ("kafka", "rabbitmq", "redis-streams"):
+        assert f[transport]["names_address"], f[transport]["error"]
+        assert 2.5 <= f[transport]["seconds_to_fail"] <= 5.5, f[transport]
+
+
+@pytest.mark.redis
+@pytest.mark.toxiproxy
+def test_the_bulkhead_refuses_over_capacity() -> None:
+    f = probe("hygiene", "bulkhead")["figures"]
+    assert f["refused_503"] > 0 and f["peak_inside"] == f["limit"] == 4
+    assert f["accepted"] + f["refused_503"] >= f["callers"] * 10  # every call was answered
+
+
+def test_unknown_probes_and_variants_list_the_valid_ones() -> None:
+    with pytest.raises(UsageError, match="valid: concurrency, hygiene, two-phase-commit"):
+        run_probe("saga", "x", SETTINGS)
+    with pytest.raises(UsageError, match="valid: connect-timeout"):
+        run_probe("hygiene", "x", SETTINGS)
