@@ -6,8 +6,8 @@ inserted in one transaction per batch, before the batch is acked (under effectiv
 the idempotent consumer's claim in the same transaction).
 
 ``lab_orders``: the business change of a producer whose messages go through the database
-(``dual-write`` and ``outbox`` patterns): one row per message, committed before (dual write)
-or with (outbox) the message. A retried transaction stores each row once.
+(``dual-write``, ``outbox`` and ``cdc`` patterns): one row per message, committed before (dual
+write) or with (outbox, cdc) the message. A retried transaction stores each row once.
 """
 
 from __future__ import annotations

@@ -33,9 +33,9 @@ class FaultLog:
 
 
 def server_down(infra: Backend, service: str, fault: str, log: FaultLog) -> None:
-    """broker-kill and db-kill: SIGKILL of the real server process; broker-restart: a graceful
-    stop."""
-    if fault in ("broker-kill", "db-kill"):
+    """broker-kill, db-kill and connect-kill: SIGKILL of the real server process;
+    broker-restart: a graceful stop."""
+    if fault in ("broker-kill", "db-kill", "connect-kill"):
         pid = infra.kill(service)
         log.record(
             fault,

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from msglab.brokers import open_transport, serverless_url
+from msglab.cdc import ConnectClient, start_outbox_connector, stop_outbox_connector
 from msglab.config import ClientConfig
 from msglab.errors import InfraError, MsglabError
 from msglab.infra import backend_for, service_url, toxiproxy
@@ -42,6 +43,7 @@ _ID = re.compile(rb'"id":"([^"\\\n]*)"')
 _OK_ID = re.compile(rb'"id":"([^"\\\n]*)"[^\n]*"outcome":"ok"')
 _FIRST_SENDING = b'"outcome":"sending","try":1}'  # a first attempt's sending line ends so
 
+SERVER_KILLS = ("broker-kill", "db-kill", "connect-kill")
 SIMULATED = (
     "process kill: SIGKILL of the server process; the OS page cache survives, so "
     "this is not a power cut"
@@ -172,7 +174,10 @@ class Run:
     def execute(self) -> dict[str, Any]:
         self.dir.mkdir(parents=True, exist_ok=False)  # two runs never share a folder
         service = self.s.service
-        if service is None:
+        if self.s.pattern == "cdc":
+            self.infra.up(["kafka", "postgres", "connect"])
+            self.url = service_url(self.settings, "kafka")
+        elif service is None:
             self.infra.up(["postgres"])
             self.url = serverless_url(self.s.transport, self.settings.home)
         elif self.s.through_proxy:
@@ -185,6 +190,8 @@ class Run:
         self.db_url = service_url(self.settings, "postgres")
         db = effects.engine(self.db_url)
         effects.create(db)
+        if self.s.pattern == "cdc":
+            self._start_connector()
         (self.dir / "run.json").write_text(
             json.dumps(
                 {"scenario": self.s.to_json(), "url": self.url, "started": time.time()}, indent=2
@@ -203,7 +210,9 @@ class Run:
                 proc.wait()
             log.close()
         effects.dump(db, self.s.run_id, self.dir / f"{EFFECTS}-db.jsonl")
-        if self.s.pattern == "outbox":
+        if self.s.pattern == "cdc":
+            self._stop_connector()
+        if self.s.pattern in ("outbox", "cdc"):
             effects.discard_outbox(db, topic_of(self.s.run_id))
         report = self.report(time.monotonic() - began)
         report["broker_cleanup"] = self._clean_broker()
@@ -228,12 +237,9 @@ class Run:
         time.sleep(s.warmup_s)
         self.progress("publishing", 0.0)
         producers = self._start_producers()
-        fault_pending = s.fault in (
-            "broker-kill",
-            "broker-restart",
-            "db-kill",
-            *NETWORK_FAULTS,
-        ) or (s.fault == "producer-kill" and not self._producer_kills_itself)
+        fault_pending = s.fault in ("broker-restart", *SERVER_KILLS, *NETWORK_FAULTS) or (
+            s.fault == "producer-kill" and not self._producer_kills_itself
+        )
         limit = time.monotonic() + (s.messages / s.rate if s.rate else 0) + 300
         while any(self.workers[p].poll() is None for p in producers):
             if time.monotonic() > limit:
@@ -277,6 +283,20 @@ class Run:
         self._until_quiet(read_replays, lambda: self._confirmed <= replayed, quiet_s=5.0)
         self._stop(["r0"])
 
+    def _start_connector(self) -> None:
+        """cdc: a Debezium connector for this run's outbox rows, running before the first
+        commit (rows committed before it are not published: no snapshot)."""
+        self.connector = f"msglab-lab-{self.s.run_id}"
+        with ConnectClient(service_url(self.settings, "connect")) as client:
+            start_outbox_connector(
+                client, self.connector, self.db_url, topics=[topic_of(self.s.run_id)]
+            )
+
+    def _stop_connector(self) -> None:
+        """Delete the run's connector and its replication slot (a stale slot holds WAL)."""
+        with ConnectClient(service_url(self.settings, "connect")) as client:
+            stop_outbox_connector(client, self.connector)
+
     @property
     def _producer_kills_itself(self) -> bool:
         return self.s.fault == "producer-kill" and self.s.commits_first
@@ -307,7 +327,7 @@ class Run:
             finally:  # also on Ctrl-C: the proxy is left clean
                 faults.network_up(self.proxies, s.service, s.fault, log)
             return
-        service = "postgres" if s.fault == "db-kill" else s.service
+        service = {"db-kill": "postgres", "connect-kill": "connect"}.get(s.fault, s.service)
         assert service is not None  # Scenario refuses server faults without a server
         faults.server_down(self.infra, service, s.fault, log)
         time.sleep(s.down_s)
@@ -379,7 +399,7 @@ class Run:
             "evidence_dir": str(self.dir.resolve()),
             "lost_ids": counts.lost_ids,
             "faults": fault_records,
-            "simulated": SIMULATED if self.s.fault in ("broker-kill", "db-kill") else None,
+            "simulated": SIMULATED if self.s.fault in SERVER_KILLS else None,
             "torn_lines": stats.torn_lines,
             "seconds": round(seconds, 2),
             "interrupted": self.interrupted,

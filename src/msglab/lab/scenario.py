@@ -33,6 +33,8 @@ FAULTS: dict[str, str] = {
     "mark, before the publish); a fresh relay takes over",
     "db-kill": "SIGKILL PostgreSQL after `kill_after` sends (during the business and outbox "
     "writes and the consumers' effects), restart after `down_s`",
+    "connect-kill": "SIGKILL the Kafka Connect worker running the run's Debezium connector "
+    "after `kill_after` sends, restart after `down_s` (pattern cdc)",
 }
 
 PATTERNS: dict[str, str] = {
@@ -40,6 +42,8 @@ PATTERNS: dict[str, str] = {
     "dual-write": "the producer commits its business row, then publishes; sent = committed",
     "outbox": "the producer commits its business row and the message to the outbox table in "
     "one transaction; a relay publishes the outbox; sent = committed",
+    "cdc": "as outbox, but Debezium (Kafka Connect) reads the committed rows from PostgreSQL's "
+    "log and publishes them to Kafka instead of msglab's relay; sent = committed",
 }
 """How a producer's message reaches the broker (``--pattern``)."""
 
@@ -120,6 +124,10 @@ class Scenario:
             )
         if self.fault == "relay-kill" and self.pattern != "outbox":
             raise UsageError("relay-kill kills the outbox relay: run it with --pattern outbox")
+        if self.fault == "connect-kill" and self.pattern != "cdc":
+            raise UsageError("connect-kill kills Kafka Connect: run it with --pattern cdc")
+        if self.pattern == "cdc" and self.transport != "kafka":
+            raise UsageError("the cdc pattern publishes through Kafka Connect: use -t kafka")
         if self.messages < 1 or self.producers < 1 or self.consumers < 1 or self.keys < 1:
             raise UsageError("messages, producers, consumers and keys must be at least 1")
         if self.rate < 0 or self.size < 0:

@@ -66,7 +66,7 @@ class WorkerSpec:
     transport: str
     url: str
     profile: str
-    pattern: str = "direct"  # direct | dual-write | outbox
+    pattern: str = "direct"  # direct | dual-write | outbox | cdc
     db_url: str = ""  # PostgreSQL: effects, business rows, the outbox
     # producer
     first: int = 0  # this producer's messages: seq first .. first + count - 1
@@ -222,7 +222,8 @@ def _commit_then_send(
             "".join(f'{head}{body}"sending","try":{attempt}}}\n' for _, body in pending)
         )
         messages = [m for m, _ in pending]
-        outcome = effects.commit_orders(db, spec.run_id, topic, messages, spec.pattern == "outbox")
+        outbox = spec.pattern != "dual-write"  # outbox and cdc store the message with the row
+        outcome = effects.commit_orders(db, spec.run_id, topic, messages, outbox)
         tail = f',"try":{attempt},"ts":{time.time()!r}}}\n'
         sends.write_lines("".join(f'{head}{body}"{outcome}"{tail}' for _, body in pending))
         if outcome == "ok":
