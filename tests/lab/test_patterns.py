@@ -104,7 +104,7 @@ def test_the_outbox_loses_nothing_committed_across_a_database_kill(tmp_path: Pat
 
 
 def test_patterns_refuse_what_cannot_work() -> None:
-    with pytest.raises(UsageError, match="valid: direct, dual-write, outbox"):
+    with pytest.raises(UsageError, match="valid: direct, dual-write, outbox, cdc"):
         Scenario(transport="kafka", pattern="saga")
     with pytest.raises(UsageError, match="--pattern outbox"):
         Scenario(transport="kafka", fault="relay-kill")
@@ -138,3 +138,32 @@ def test_file_batches_survive_a_producer_crash_and_lose_under_at_most_once(
 def test_the_files_transport_refuses_server_faults() -> None:
     with pytest.raises(UsageError, match="files has no server for broker-kill"):
         Scenario(transport="files", fault="broker-kill")
+
+
+@pytest.mark.connect
+def test_cdc_delivers_every_committed_row_and_a_connect_kill_only_duplicates(
+    tmp_path: Path,
+) -> None:
+    r = lab(
+        tmp_path,
+        transport="kafka",
+        pattern="cdc",
+        fault="connect-kill",
+        messages=2000,
+        rate=1000,
+        kill_after=500,
+        down_s=1.0,
+    )
+    assert [(f["action"], f["target"]) for f in r["faults"]] == [
+        ("kill", "connect"),
+        ("restart", "connect"),
+    ]
+    assert r["confirmed"] == 2000 and r["lost"] == 0 and r["reordered"] == 0
+    assert r["duplicate_deliveries"] > 0  # since the last offset flush, published again
+
+
+def test_cdc_needs_kafka_and_connect_kill_needs_cdc() -> None:
+    with pytest.raises(UsageError, match="use -t kafka"):
+        Scenario(transport="rabbitmq", pattern="cdc")
+    with pytest.raises(UsageError, match="--pattern cdc"):
+        Scenario(transport="kafka", pattern="outbox", fault="connect-kill")
