@@ -91,8 +91,17 @@ class SubscriberBase(ABC):
                 yield None
                 continue
             messages = [h.message for h in held]
-            yield Batch(topic, messages, [h.attempt for h in held], _settle_each, held)
+            yield Batch(topic, messages, [h.attempt for h in held], self._settle_group, held)
             held = []
+
+    def _settle_group(self, batch: Batch, ok: bool, requeue: bool) -> None:
+        """Settle a batch grouped by ``_batches`` (its token: the deliveries), one by one.
+        A transport that can settle many deliveries at once overrides this."""
+        for d in batch.token:
+            if ok:
+                d.ack()
+            else:
+                d.nack(requeue)
 
     def _run(self, items: Iterator[Any]) -> Generator[Any, None, None]:
         """Hand out ``items`` (deliveries or batches), calling ``on_idle`` for each None (an
@@ -123,14 +132,6 @@ class SubscriberBase(ABC):
             # the generator is running below us (ValueError): it stops at its next poll.
             with contextlib.suppress(ValueError):
                 self._generator.close()
-
-
-def _settle_each(batch: Batch, ok: bool, requeue: bool) -> None:
-    for d in batch.token:
-        if ok:
-            d.ack()
-        else:
-            d.nack(requeue)
 
 
 def _nothing() -> None:

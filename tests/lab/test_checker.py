@@ -117,3 +117,14 @@ def test_torn_last_line_is_skipped_and_counted(tmp_path: Path) -> None:
     records = list(read(tmp_path, "sends", stats))
     assert len(records) == 4 and stats.torn_lines == 1 and stats.files == 2
     assert check(records, [], []).confirmed == 2
+
+
+def test_a_batch_recorded_at_one_time_is_in_line_order_not_reordered() -> None:
+    sends = [
+        {"sent_ts": 1.0, "producer": "p0", "seq": i, "id": f"m{i}", "key": "k", "outcome": "ok"}
+        for i in range(50)
+    ]
+    deliveries = [{"ts": 2.0, "consumer": "c0", "id": f"m{i}"} for i in range(50)]
+    assert check(sends, deliveries, []).reordered == 0
+    swapped = [deliveries[1], deliveries[0], *deliveries[2:]]
+    assert check(sends, swapped, []).reordered == 1

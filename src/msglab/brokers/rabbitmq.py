@@ -27,7 +27,7 @@ import pika.exceptions
 
 from msglab.config import ClientConfig, check_name
 from msglab.errors import ConnectError, PublishError, TransportError
-from msglab.message import Delivery, Message
+from msglab.message import Batch, Delivery, Message
 from msglab.ports import Publisher, RawConsume, RawPublish, Subscriber
 from msglab.profiles import DeliveryProfile
 from msglab.subscription import SubscriberBase
@@ -329,9 +329,11 @@ class RabbitSubscriber(SubscriberBase):
         self._conn: Any = None
         self._channel: Any = None
         self._queue = ""
+        self._unsettled: set[int] = set()  # delivery tags handed out on the current channel
 
     def _open(self, topic: str) -> None:
         self._queue = queue_name(topic, self._group)
+        self._unsettled = set()
         try:
             self._conn = pika.BlockingConnection(_params(self._config))
             ch = self._conn.channel()
@@ -393,12 +395,16 @@ class RabbitSubscriber(SubscriberBase):
         )
         # the channel belongs in the token: a tag means nothing on a reopened channel
         token = (self._channel, method.delivery_tag)
+        if self._safe:
+            self._unsettled.add(method.delivery_tag)
         return Delivery(message, topic, attempt, bool(method.redelivered), self._settle, token)
 
     def _settle(self, d: Delivery, ok: bool, requeue: bool) -> None:
         channel, tag = d.token
         if not self._safe or not channel.is_open:
             return  # auto-acked; or the channel died and the broker requeues it
+        if channel is self._channel:
+            self._unsettled.discard(tag)
         try:
             if ok:
                 channel.basic_ack(tag)
@@ -406,6 +412,35 @@ class RabbitSubscriber(SubscriberBase):
                 channel.basic_nack(tag, requeue=requeue)
         except pika.exceptions.AMQPError:
             pass  # the connection died meanwhile: the broker delivers the message again
+
+    def _settle_group(self, batch: Batch, ok: bool, requeue: bool) -> None:
+        """One ``basic_ack(last, multiple=True)`` for a batch that is exactly the oldest
+        deliveries still unsettled on the channel (the broker acks every tag up to ``last``:
+        with an older one still held, that would ack it too); otherwise one by one. One frame
+        instead of a hundred: measured, the broker then keeps up with a concurrent publisher
+        better."""
+        held: list[Delivery] = batch.token
+        channel, last = held[-1].token
+        tags = [d.token[1] for d in held]
+        if (
+            not ok
+            or not self._safe
+            or channel is not self._channel
+            or not channel.is_open
+            or any(d.token[0] is not channel or d.settled for d in held)
+            or tags != list(range(tags[0], last + 1))
+            or min(self._unsettled) != tags[0]
+        ):
+            super()._settle_group(batch, ok, requeue)
+            return
+        try:
+            channel.basic_ack(last, multiple=True)
+        except pika.exceptions.AMQPError:
+            return  # the connection died meanwhile: the broker delivers them again
+        finally:
+            for d in held:
+                d.settled = True
+            self._unsettled.difference_update(tags)
 
     def _release(self) -> None:
         try:

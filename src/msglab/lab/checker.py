@@ -9,7 +9,7 @@ Inputs are the records of a run folder (sends, deliveries, effects); nothing els
 * duplicate_deliveries: deliveries beyond the first of each message.
 * duplicate_effects: effect rows beyond the first of each message.
 * reordered: per (producer, key), a first delivery whose sequence number is below one already
-  delivered, in delivery-time order.
+  delivered, in delivery-time order (equal times: in the order of the consumer's lines).
 * latency: first delivery time minus the send time, in ms (a negative value, a clock step
   between processes, counts as 0 and is reported in ``clock_anomalies``).
 * throughput_per_s: messages delivered per second, first send to last first delivery;
@@ -159,7 +159,9 @@ def check(
 
     reordered = 0
     highest: dict[tuple[str, str], int] = {}
-    for d in (first_delivery[m] for m in sorted(got, key=lambda m: first_delivery[m]["ts"])):
+    # first_delivery is in delivery-time order; equal times (a batch recorded at once) keep the
+    # order of the consumer's lines, which is the order the consumer got them in
+    for d in (d for m, d in first_delivery.items() if m in got):
         s = first_send[d["id"]]
         stream = (s["producer"], s.get("key") or "")
         if s["seq"] < highest.get(stream, -1):

@@ -26,7 +26,6 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as q  # a JSON string literal, fast
 from pathlib import Path
@@ -38,22 +37,21 @@ from msglab.consumers.idempotent import IdempotentConsumer
 from msglab.errors import PublishError, TransportError
 from msglab.lab import effects
 from msglab.lab.evidence import DELIVERIES, FAULTS, REPLAYS, SENDS, Ledger
-from msglab.message import Delivery, Message
+from msglab.message import Batch, Message
 from msglab.outbox import Relay
-from msglab.ports import Publisher, Subscriber
+from msglab.ports import Publisher
 from msglab.profiles import DeliveryProfile
 
 # messages per publish call when the rate is unbounded: the bench publishes its whole batch in
 # one call; 20 000 rather than 5 000 waited for the broker's last acks a quarter as often
 # (Kafka lab publish rate, 4 alternating runs of 60 000: median 76k vs 65k msgs/s)
-UNBOUNDED_BATCH = 20_000
+UNBOUNDED_BATCH = 100_000
 RETRY_FOR_S = 30.0  # an at-least-once producer retries a batch this long at most
 GIVE_UP_AFTER_S = 45.0  # with nothing confirmed for this long, the producer stops sending
 GROUP = "lab"  # the consumer group of every lab run
 REPLAY_GROUP = "lab-replay"  # the second group: replay, fanout, request-reply (its replies)
 SENT_HEADER = "sent"  # the producer's clock when the batch was built (epoch seconds)
-EFFECT_BATCH = 100  # deliveries per effect transaction at most (below the prefetch of 200)
-EFFECT_WINDOW_S = 0.05  # a batch collects deliveries for this long at most
+EFFECT_BATCH = 100  # messages per fetched batch, one effect transaction (prefetch: 200)
 RELAY_BATCH = 500  # outbox rows per relay pass: the most one relay crash can duplicate
 
 
@@ -327,29 +325,27 @@ def consume(spec: WorkerSpec) -> None:
     dedup = None
     if spec.profile == "effectively-once":
         dedup = IdempotentConsumer(db, f"{GROUP}-{spec.run_id}", effects.RETRY)
-    batch = _EffectBatch(spec, deliveries, db, dedup, replier)
-    sub.on_idle(batch.settle)
-    for d in _subscribe(sub, spec):
-        batch.add(d)
+    handler = _BatchHandler(spec, deliveries, db, dedup, replier)
+    stream = sub.batches(topic_of(spec.run_id), EFFECT_BATCH)
+    _ready(spec)
+    for batch in stream:
+        handler.handle(batch)
     if replier is not None:
         replier.close()
     deliveries.close()
 
 
-def _subscribe(sub: Subscriber, spec: WorkerSpec, topic: str = "") -> Iterator[Delivery]:
-    """Subscribe to ``topic`` (the run's by default), then tell the orchestrator
-    (``ready-<name>``)."""
-    stream = sub.subscribe(topic or topic_of(spec.run_id))
+def _ready(spec: WorkerSpec) -> None:
+    """Tell the orchestrator the subscription exists (``ready-<name>``)."""
     (Path(spec.run_dir) / f"ready-{spec.name}").write_text("subscribed\n")
-    return stream
 
 
-class _EffectBatch:
-    """Deliveries handled together, as a batch consumer does: each delivery is recorded as it
-    arrives; at most ``EFFECT_BATCH`` of them (or what came within ``EFFECT_WINDOW_S``, or all
-    once the stream goes idle) get their effects in one committed transaction, and only then
-    their acks. Evidence before effect before ack, per batch. Deliveries still held when the
-    subscription closes are neither applied nor acked: they come again."""
+class _BatchHandler:
+    """Handles what the subscriber fetched together (``Subscriber.batches``, at most
+    ``EFFECT_BATCH`` messages), as a batch consumer does: a delivery line per message, flushed;
+    the batch's effects in one committed transaction; the replies (request-reply); then one ack
+    for the batch. Evidence before effect before ack. A batch the subscription closes on is
+    neither applied nor acked: it comes again."""
 
     def __init__(
         self,
@@ -365,50 +361,41 @@ class _EffectBatch:
         self._db = db
         self._dedup = dedup
         self._consumer = q(spec.name)
-        self._held: list[tuple[Delivery, float]] = []
         self._applied = 0
-        # consumer-kill: settle exactly when the kill threshold is reached
-        self._kill_at = spec.die_after_effects
+        self._kill_at = spec.die_after_effects  # consumer-kill: after exactly this many effects
 
-    def add(self, d: Delivery) -> None:
+    def handle(self, batch: Batch) -> None:
+        messages = list(batch.messages)  # decoded once (Kafka decodes as they are read)
+        if self._kill_at and self._applied + len(messages) >= self._kill_at:
+            # consumer-kill: the handler gets as far as the kill_at-th message; the rest of the
+            # batch is never handed to it (not recorded, no effect), as in a consumer that
+            # handles a fetched batch one message after another and dies there
+            messages = messages[: self._kill_at - self._applied]
+        lines = []
         now = time.time()
-        m = d.message
-        producer, seq = _id_parts(m.id)
-        self._ledger.write_lines(
-            f'{{"ts":{now!r},"consumer":{self._consumer},"id":{q(m.id)},'
-            f'"attempt":{d.attempt},"redelivered":{"true" if d.redelivered else "false"},'
-            f'"key":{_q_or_null(m.key)},"producer":{_q_or_null(producer)},'
-            f'"seq":{_q_or_null(seq)}}}\n',
-            flush=False,
-        )
-        if self._spec.slow_ms:
-            time.sleep(self._spec.slow_ms / 1000)
-        self._held.append((d, now))
-        if (
-            len(self._held) >= EFFECT_BATCH
-            or now - self._held[0][1] >= EFFECT_WINDOW_S
-            or (self._kill_at and self._applied + len(self._held) >= self._kill_at)
-        ):
-            self.settle()
-
-    def settle(self) -> None:
-        if not self._held:
-            return
-        self._ledger.flush()  # the deliveries are on record before their effects
-        held, self._held = self._held, []
-        effects.apply(
-            self._db, self._spec.run_id, self._spec.name, [d.message for d, _ in held], self._dedup
-        )
+        head = f',"consumer":{self._consumer},"id":'
+        for m, attempt in zip(messages, batch.attempts, strict=False):
+            if self._spec.slow_ms:  # slow-consumer: each message takes slow_ms
+                time.sleep(self._spec.slow_ms / 1000)
+                now = time.time()
+            producer, seq = _id_parts(m.id)
+            lines.append(
+                f'{{"ts":{now!r}{head}{q(m.id)},"attempt":{attempt},'
+                f'"redelivered":{"true" if attempt > 1 else "false"},'
+                f'"key":{_q_or_null(m.key)},"producer":{_q_or_null(producer)},'
+                f'"seq":{_q_or_null(seq)}}}\n'
+            )
+        self._ledger.write_lines("".join(lines))  # on record before their effects
+        effects.apply(self._db, self._spec.run_id, self._spec.name, messages, self._dedup)
         if self._replier is not None:  # request-reply: answered after the effect, before the ack
             self._replier.publish(
                 reply_topic_of(self._spec.run_id),
-                [Message(b"", d.message.key, id=d.message.id) for d, _ in held],
+                [Message(b"", m.key, id=m.id) for m in messages],
             )
-        self._applied += len(held)
+        self._applied += len(messages)
         if self._kill_at and self._applied >= self._kill_at:
             _die(self._spec, "consumer-kill", f"after effect {self._applied}, before its ack")
-        for d, _ in held:
-            d.ack()
+        batch.ack()
 
 
 def _id_parts(mid: str) -> tuple[str | None, str | None]:
@@ -431,7 +418,8 @@ def replay(spec: WorkerSpec) -> None:
     sub = open_transport(spec.transport, spec.config()).subscriber(REPLAY_GROUP)
     signal.signal(signal.SIGTERM, lambda *_: sub.close())
     sub.on_idle(ledger.flush)
-    stream = _subscribe(sub, spec, reply_topic_of(spec.run_id) if spec.replies else "")
+    stream = sub.subscribe(reply_topic_of(spec.run_id) if spec.replies else topic_of(spec.run_id))
+    _ready(spec)
     consumer = q(spec.name)
     for d in stream:
         ledger.write_lines(
