@@ -5,9 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from sqlalchemy.engine import Engine
+
+from msglab.lab.effects import engine
+from msglab.outbox import Outbox
 
 
 def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -30,3 +35,12 @@ def status_json(service: str) -> dict[str, Any]:
 @pytest.fixture
 def cli() -> Any:
     return run_cli
+
+
+@pytest.fixture
+def db(postgres_server: Any) -> Iterator[Engine]:
+    """An SQLAlchemy engine (psycopg 3) on msglab's PostgreSQL, with the outbox table."""
+    pg = engine(postgres_server.url)
+    Outbox(pg).create_table()
+    yield pg
+    pg.dispose()

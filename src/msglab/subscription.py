@@ -19,7 +19,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 from msglab.config import check_name
 from msglab.message import Batch, Delivery
@@ -29,7 +29,13 @@ BATCH_WAIT_S = 0.05  # a batch grouped from single deliveries collects for this 
 
 class SubscriberBase(ABC):
     """``prefetch``: how many unacknowledged messages the broker pushes at most (0: it does
-    not push). A batch is kept to half of it, or it would wait for acks that cannot come."""
+    not push). A batch is kept to half of it, or it would wait for acks that cannot come.
+
+    ``fetches_batches``: True where the transport overrides ``_batches`` with the broker's own
+    batch fetch (a batch is then what one fetch returned, handed out at once); False where
+    ``batches`` groups single deliveries, which holds the first of them up to BATCH_WAIT_S."""
+
+    fetches_batches: ClassVar[bool] = False
 
     def __init__(self, group: str, prefetch: int = 0) -> None:
         self._group = check_name("group", group)

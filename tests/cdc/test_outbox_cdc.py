@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from msglab.brokers import open_transport
@@ -37,14 +37,6 @@ from msglab.outbox import Outbox
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.connect]
 
 KEYS = [f"key-{i}" for i in range(5)]
-
-
-@pytest.fixture
-def db(postgres_server: Any) -> Iterator[Engine]:
-    engine = create_engine(postgres_server.url.replace("postgresql://", "postgresql+psycopg://"))
-    Outbox(engine).create_table()
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

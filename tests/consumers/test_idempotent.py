@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Column, MetaData, String, Table, create_engine, select, text
+from sqlalchemy import Column, MetaData, String, Table, select, text
 from sqlalchemy.engine import Connection, Engine
 
 from msglab.config import Backoff
@@ -21,12 +21,9 @@ METADATA = MetaData()
 APPLIED = Table("test_applied", METADATA, Column("group_name", String), Column("id", String))
 
 
-@pytest.fixture
-def db(postgres_server: Any) -> Iterator[Engine]:
-    engine = create_engine(postgres_server.url.replace("postgresql://", "postgresql+psycopg://"))
-    METADATA.create_all(engine)
-    yield engine
-    engine.dispose()
+@pytest.fixture(autouse=True)
+def applied_table(db: Engine) -> None:
+    METADATA.create_all(db)
 
 
 @pytest.fixture

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Iterable
 
 import pytest
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from msglab.brokers import open_transport
@@ -20,14 +19,6 @@ from msglab.outbox import OUTBOX, Outbox, Relay
 from msglab.ports import Publisher
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def db(postgres_server: Any) -> Iterator[Engine]:
-    engine = create_engine(postgres_server.url.replace("postgresql://", "postgresql+psycopg://"))
-    Outbox(engine).create_table()
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

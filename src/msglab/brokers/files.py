@@ -254,6 +254,8 @@ class FilesSubscriber(SubscriberBase):
     """While ``prefetch`` messages are handed out and unsettled, no further batch is claimed
     (polls come back empty, so a consumer that settles in ``on_idle`` settles them)."""
 
+    fetches_batches = True
+
     def __init__(self, transport: FilesTransport, group: str) -> None:
         super().__init__(group)
         self._config = transport.config

@@ -212,6 +212,8 @@ class KafkaSubscriber(SubscriberBase):
     acked message is stored before the next fetch, but never past a nacked message still
     waiting for its redelivery. Stored offsets are committed every second and on close."""
 
+    fetches_batches = True
+
     def __init__(self, config: ClientConfig, group: str) -> None:
         super().__init__(group)
         self._config = config

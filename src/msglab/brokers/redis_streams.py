@@ -63,6 +63,8 @@ Entry = tuple[bytes, dict[bytes, bytes]]  # a stream entry: its id and its field
 
 
 class StreamsSubscriber(SubscriberBase):
+    fetches_batches = True
+
     def __init__(self, config: ClientConfig, group: str) -> None:
         super().__init__(group)
         self._config = config

@@ -26,6 +26,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as q  # a JSON string literal, fast
 from pathlib import Path
@@ -37,7 +38,7 @@ from msglab.consumers.idempotent import IdempotentConsumer
 from msglab.errors import PublishError, TransportError
 from msglab.lab import effects
 from msglab.lab.evidence import DELIVERIES, FAULTS, REPLAYS, SENDS, Ledger
-from msglab.message import Batch, Message
+from msglab.message import Delivery, Message
 from msglab.outbox import Relay
 from msglab.ports import Publisher
 from msglab.profiles import DeliveryProfile
@@ -52,7 +53,8 @@ GIVE_UP_AFTER_S = 45.0  # with nothing confirmed for this long, the producer sto
 GROUP = "lab"  # the consumer group of every lab run
 REPLAY_GROUP = "lab-replay"  # the second group: replay, fanout, request-reply (its replies)
 SENT_HEADER = "sent"  # the producer's clock when the batch was built (epoch seconds)
-EFFECT_BATCH = 100  # messages per fetched batch, one effect transaction (prefetch: 200)
+EFFECT_BATCH = 100  # messages per batch at most, one effect transaction (prefetch: 200)
+EFFECT_WINDOW_S = 0.05  # pushed deliveries: a batch collects for this long at most
 RELAY_BATCH = 500  # outbox rows per relay pass: the most one relay crash can duplicate
 
 
@@ -327,10 +329,19 @@ def consume(spec: WorkerSpec) -> None:
     if spec.profile == "effectively-once":
         dedup = IdempotentConsumer(db, f"{GROUP}-{spec.run_id}", effects.RETRY)
     handler = _BatchHandler(spec, deliveries, db, dedup, replier)
-    stream = sub.batches(topic_of(spec.run_id), EFFECT_BATCH)
-    _ready(spec)
-    for batch in stream:
-        handler.handle(batch)
+    topic = topic_of(spec.run_id)
+    if getattr(sub, "fetches_batches", False):  # one fetch is one batch, handed out at once
+        batches = sub.batches(topic, EFFECT_BATCH)
+        _ready(spec)
+        for batch in batches:
+            handler.handle(list(batch.messages), batch.attempts, None, batch.ack)
+    else:  # the broker pushes one at a time: each is on record as it arrives
+        grouped = _Grouped(handler)
+        sub.on_idle(grouped.flush)
+        stream = sub.subscribe(topic)
+        _ready(spec)
+        for d in stream:
+            grouped.add(d)
     if replier is not None:
         replier.close()
     deliveries.close()
@@ -342,11 +353,12 @@ def _ready(spec: WorkerSpec) -> None:
 
 
 class _BatchHandler:
-    """Handles what the subscriber fetched together (``Subscriber.batches``, at most
-    ``EFFECT_BATCH`` messages), as a batch consumer does: a delivery line per message, flushed;
-    the batch's effects in one committed transaction; the replies (request-reply); then one ack
-    for the batch. Evidence before effect before ack. A batch the subscription closes on is
-    neither applied nor acked: it comes again."""
+    """Handles messages together, as a batch consumer does: a delivery line per message,
+    flushed; the effects in one committed transaction; the replies (request-reply); then the
+    ack. Evidence before effect before ack. A batch the subscription closes on is neither
+    applied nor acked: it comes again. A batch is what the subscriber fetched at once
+    (``Subscriber.batches`` where the broker fetches in batches), or single deliveries grouped
+    by ``_Grouped`` where the broker pushes them one at a time."""
 
     def __init__(
         self,
@@ -364,19 +376,32 @@ class _BatchHandler:
         self._consumer = q(spec.name)
         self._applied = 0
         self._kill_at = spec.die_after_effects  # consumer-kill: after exactly this many effects
+        self.slow_ms = spec.slow_ms
 
-    def handle(self, batch: Batch) -> None:
-        messages = list(batch.messages)  # decoded once (Kafka decodes as they are read)
-        if self._kill_at and self._applied + len(messages) >= self._kill_at:
-            # consumer-kill: the handler gets as far as the kill_at-th message; the rest of the
-            # batch is never handed to it (not recorded, no effect), as in a consumer that
-            # handles a fetched batch one message after another and dies there
+    def kill_due(self, more: int) -> bool:
+        """True when ``more`` messages would reach the consumer-kill point."""
+        return bool(self._kill_at) and self._applied + more >= self._kill_at
+
+    def handle(
+        self,
+        messages: list[Message],
+        attempts: list[int],
+        arrived: list[float] | None,
+        ack: Callable[[], None],
+    ) -> None:
+        """``arrived``: each message's arrival time (None: they arrived together, now)."""
+        if self.kill_due(len(messages)):
+            # consumer-kill: the handler gets as far as the kill_at-th message; the rest is
+            # never handed to it (not recorded, no effect), as in a consumer that handles a
+            # batch one message after another and dies there
             messages = messages[: self._kill_at - self._applied]
         lines = []
         now = time.time()
         head = f',"consumer":{self._consumer},"id":'
-        for m, attempt in zip(messages, batch.attempts, strict=False):
-            if self._spec.slow_ms:  # slow-consumer: each message takes slow_ms
+        for i, (m, attempt) in enumerate(zip(messages, attempts, strict=False)):
+            if arrived is not None:
+                now = arrived[i]
+            elif self._spec.slow_ms:  # slow-consumer: each message takes slow_ms
                 time.sleep(self._spec.slow_ms / 1000)
                 now = time.time()
             producer, seq = _id_parts(m.id)
@@ -396,7 +421,45 @@ class _BatchHandler:
         self._applied += len(messages)
         if self._kill_at and self._applied >= self._kill_at:
             _die(self._spec, "consumer-kill", f"after effect {self._applied}, before its ack")
-        batch.ack()
+        ack()
+
+
+class _Grouped:
+    """Pushed deliveries grouped for ``_BatchHandler``: each is timed as it arrives (and takes
+    ``slow_ms`` there under slow-consumer); a group is handled once it holds EFFECT_BATCH, once
+    EFFECT_WINDOW_S passed since its first, once the kill point is reached, or when the stream
+    goes idle (``flush``, the subscriber's on_idle hook). Each delivery is acked after."""
+
+    def __init__(self, handler: _BatchHandler) -> None:
+        self._handler = handler
+        self._held: list[Delivery] = []
+        self._arrived: list[float] = []
+
+    def add(self, d: Delivery) -> None:
+        if self._handler.slow_ms:
+            time.sleep(self._handler.slow_ms / 1000)
+        self._held.append(d)
+        self._arrived.append(time.time())
+        if (
+            len(self._held) >= EFFECT_BATCH
+            or self._arrived[-1] - self._arrived[0] >= EFFECT_WINDOW_S
+            or self._handler.kill_due(len(self._held))
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._held:
+            return
+        held, arrived = self._held, self._arrived
+        self._held, self._arrived = [], []
+
+        def ack_each() -> None:
+            for d in held:
+                d.ack()
+
+        self._handler.handle(
+            [d.message for d in held], [d.attempt for d in held], arrived, ack_each
+        )
 
 
 def _id_parts(mid: str) -> tuple[str | None, str | None]:
