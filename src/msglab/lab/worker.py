@@ -106,10 +106,12 @@ def produce(spec: WorkerSpec) -> None:
     pub = transport.publisher()
     # connect and look up the topic before the first send (as `msglab bench` does); a broker
     # that is away now is recorded by the first sends
+    topic = topic_of(spec.run_id)
     with contextlib.suppress(TransportError):
-        pub.publish(topic_of(spec.run_id), [])
+        pub.publish(topic, [])
     retry = spec.profile != "at-most-once"
     db = effects.engine(spec.db_url) if spec.pattern != "direct" else None
+    attempt = _publish(pub, topic) if db is None else _commit(db, spec, topic)
     rng = random.Random(f"{spec.seed}-{spec.name}")
     payload = bytes(rng.getrandbits(8) for _ in range(spec.size))
     size = max(1, int(spec.rate * 0.02)) if spec.rate else UNBOUNDED_BATCH  # 20 ms of load
@@ -136,10 +138,9 @@ def produce(spec: WorkerSpec) -> None:
                     f'"seq":{seq},"id":{quoted_prefix}{seq}","key":{quoted_keys[k]},"outcome":',
                 )
             )
-        if db is None:
-            _send(pub, batch, sends, spec, retry, progress)
-        else:
-            _commit_then_send(db, pub, batch, sends, spec, retry, progress)
+        confirmed = _sends(attempt, batch, sends, spec, retry, progress)
+        if db is not None:
+            _after_commit(pub, spec, topic, confirmed, progress)
     pub.close()
     sends.close()
 
@@ -155,92 +156,88 @@ class _Progress:
         return time.monotonic() - self.last_ok > GIVE_UP_AFTER_S
 
 
-def _send(
-    pub: Any,
+Attempt = Callable[[list[Message]], dict[str, str]]
+"""Sends messages once; the outcome (``fail`` or ``unknown``) of each id not confirmed."""
+
+
+def _sends(
+    attempt: Attempt,
     batch: list[tuple[Message, str]],
     sends: Ledger,
     spec: WorkerSpec,
     retry: bool,
     progress: _Progress,
-) -> None:
-    """Publish (message, send-line middle) pairs, recording each attempt and its outcome;
-    under at-least-once retry what was not confirmed until RETRY_FOR_S."""
+) -> list[Message]:
+    """Send (message, send-line middle) pairs with ``attempt``, recording each try and its
+    outcome; under at-least-once retry what was not confirmed until RETRY_FOR_S. The messages
+    confirmed."""
     pending = batch
+    confirmed: list[Message] = []
     deadline = time.monotonic() + RETRY_FOR_S
-    attempt = 0
+    tries = 0
     producer = q(spec.name)
     while pending:
-        attempt += 1
+        tries += 1
         head = f'{{"sent_ts":{time.time()!r},"producer":{producer},'
         sends.write_lines(
-            "".join(f'{head}{body}"sending","try":{attempt}}}\n' for _, body in pending)
+            "".join(f'{head}{body}"sending","try":{tries}}}\n' for _, body in pending)
         )
-        outcome: dict[str, str] = {}
-        try:
-            pub.publish(topic_of(spec.run_id), [m for m, _ in pending])
-        except PublishError as exc:
-            outcome = {**{i: "fail" for i in exc.failed}, **{i: "unknown" for i in exc.unknown}}
-        except TransportError:  # not connected: nothing of this batch was sent
-            outcome = {m.id: "fail" for m, _ in pending}
-        tail = f',"try":{attempt},"ts":{time.time()!r}}}\n'
+        outcome = attempt([m for m, _ in pending])
+        tail = f',"try":{tries},"ts":{time.time()!r}}}\n'
         sends.write_lines(
             "".join(f'{head}{body}"{outcome.get(m.id, "ok")}"{tail}' for m, body in pending)
         )
         if len(outcome) < len(pending):
             progress.last_ok = time.monotonic()
+        confirmed += [m for m, _ in pending if m.id not in outcome]
         pending = [(m, body) for m, body in pending if m.id in outcome]
-        if not retry or time.monotonic() > deadline or progress.stalled():
-            return
-        if pending:
-            time.sleep(0.3)
-
-
-def _commit_then_send(
-    db: Any,
-    pub: Publisher,
-    batch: list[tuple[Message, str]],
-    sends: Ledger,
-    spec: WorkerSpec,
-    retry: bool,
-    progress: _Progress,
-) -> None:
-    """dual-write and outbox: the send is the business transaction (a ``lab_orders`` row per
-    message, and under outbox the messages in the outbox table), recorded like a publish:
-    ``ok`` once committed. Under at-least-once a transaction that failed or whose commit's
-    answer was lost is retried with the same ids (stored once). dual-write then publishes the
-    committed messages itself, retrying under at-least-once; the relay publishes the outbox's.
-    """
-    pending = batch
-    deadline = time.monotonic() + RETRY_FOR_S
-    attempt = 0
-    producer = q(spec.name)
-    topic = topic_of(spec.run_id)
-    committed: list[Message] = []
-    while pending:
-        attempt += 1
-        head = f'{{"sent_ts":{time.time()!r},"producer":{producer},'
-        sends.write_lines(
-            "".join(f'{head}{body}"sending","try":{attempt}}}\n' for _, body in pending)
-        )
-        messages = [m for m, _ in pending]
-        outbox = spec.pattern != "dual-write"  # outbox and cdc store the message with the row
-        outcome = effects.commit_orders(db, spec.run_id, topic, messages, outbox)
-        tail = f',"try":{attempt},"ts":{time.time()!r}}}\n'
-        sends.write_lines("".join(f'{head}{body}"{outcome}"{tail}' for _, body in pending))
-        if outcome == "ok":
-            progress.last_ok = time.monotonic()
-            progress.committed += len(pending)
-            committed += messages
-            pending = []
         if not retry or time.monotonic() > deadline or progress.stalled():
             break
         if pending:
             time.sleep(0.3)
+    return confirmed
+
+
+def _publish(pub: Publisher, topic: str) -> Attempt:
+    """direct: a send is a publish, confirmed by the broker as the profile requires."""
+
+    def attempt(messages: list[Message]) -> dict[str, str]:
+        try:
+            pub.publish(topic, messages)
+        except PublishError as exc:
+            return {**{i: "fail" for i in exc.failed}, **{i: "unknown" for i in exc.unknown}}
+        except TransportError:  # not connected: nothing of this batch was sent
+            return {m.id: "fail" for m in messages}
+        return {}
+
+    return attempt
+
+
+def _commit(db: Any, spec: WorkerSpec, topic: str) -> Attempt:
+    """dual-write, outbox, cdc: a send is the business transaction (a ``lab_orders`` row per
+    message, and under outbox and cdc the messages in the outbox table), ``ok`` once
+    committed; a retry stores each id once."""
+    outbox = spec.pattern != "dual-write"
+
+    def attempt(messages: list[Message]) -> dict[str, str]:
+        outcome = effects.commit_orders(db, spec.run_id, topic, messages, outbox)
+        return {} if outcome == "ok" else {m.id: outcome for m in messages}
+
+    return attempt
+
+
+def _after_commit(
+    pub: Publisher, spec: WorkerSpec, topic: str, committed: list[Message], progress: _Progress
+) -> None:
+    """producer-kill: die between the commit and the publish once ``die_after_commits`` are
+    committed; dual-write then publishes what was committed itself (the relay or Debezium
+    publishes the outbox's)."""
+    progress.committed += len(committed)
     if spec.die_after_commits and progress.committed >= spec.die_after_commits:
         step = "before publishing" if spec.pattern == "dual-write" else "the relay publishes"
         _die(spec, "producer-kill", f"after commit {progress.committed}, {step}")
     if spec.pattern == "dual-write" and committed:
-        _publish_after_commit(pub, topic, committed, retry)
+        _publish_after_commit(pub, topic, committed, spec.profile != "at-most-once")
 
 
 def _publish_after_commit(pub: Publisher, topic: str, messages: list[Message], retry: bool) -> None:

@@ -97,6 +97,7 @@ class _Stats:
 
 
 Step = Callable[[int], bool]  # one increment by worker i; False: retry it
+StepFactory = Callable[[Engine, str, "_Stats", Settings], Step]
 
 
 def _loop(step: Step, n: int, worker: int, stats: _Stats) -> None:
@@ -106,34 +107,27 @@ def _loop(step: Step, n: int, worker: int, stats: _Stats) -> None:
             done += 1
 
 
-def _read_modify_write(db: Engine, name: str, stats: _Stats, settings: Settings) -> Step:
-    def step(worker: int) -> bool:
-        with db.begin() as conn:
-            n = _read(conn, name)
-            conn.execute(
-                text("UPDATE lab_counters SET n = :v WHERE name = :n"), {"v": n + 1, "n": name}
-            )
-        return True
+def _read_then_write(suffix: str) -> StepFactory:
+    """SELECT n (with ``suffix``: `` FOR UPDATE`` locks the row), then UPDATE n = read + 1."""
 
-    return step
+    def make(db: Engine, name: str, stats: _Stats, settings: Settings) -> Step:
+        def step(worker: int) -> bool:
+            with db.begin() as conn:
+                n = _read(conn, name, suffix)
+                conn.execute(
+                    text("UPDATE lab_counters SET n = :v WHERE name = :n"), {"v": n + 1, "n": name}
+                )
+            return True
+
+        return step
+
+    return make
 
 
 def _atomic(db: Engine, name: str, stats: _Stats, settings: Settings) -> Step:
     def step(worker: int) -> bool:
         with db.begin() as conn:
             conn.execute(text("UPDATE lab_counters SET n = n + 1 WHERE name = :n"), {"n": name})
-        return True
-
-    return step
-
-
-def _for_update(db: Engine, name: str, stats: _Stats, settings: Settings) -> Step:
-    def step(worker: int) -> bool:
-        with db.begin() as conn:
-            n = _read(conn, name, " FOR UPDATE")
-            conn.execute(
-                text("UPDATE lab_counters SET n = :v WHERE name = :n"), {"v": n + 1, "n": name}
-            )
         return True
 
     return step
@@ -165,7 +159,7 @@ def _redis_lock(db: Engine, name: str, stats: _Stats, settings: Settings) -> Ste
 
     url = service_url(settings, "redis")
     locks = [RedisLock.from_url(url, name, ttl_s=5.0, wait_s=2.0) for _ in range(WORKERS)]
-    rmw = _read_modify_write(db, name, stats, settings)
+    rmw = _read_then_write("")(db, name, stats, settings)
 
     def step(worker: int) -> bool:
         try:
@@ -178,7 +172,7 @@ def _redis_lock(db: Engine, name: str, stats: _Stats, settings: Settings) -> Ste
     return step
 
 
-def _lock_order(opposite: bool) -> Callable[[Engine, str, _Stats, Settings], Step]:
+def _lock_order(opposite: bool) -> StepFactory:
     def make(db: Engine, name: str, stats: _Stats, settings: Settings) -> Step:
         def step(worker: int) -> bool:
             rows = (name, f"{name}-b")
@@ -211,10 +205,10 @@ def _read(conn: Connection, name: str, suffix: str = "") -> int:
     return int(conn.execute(query, {"n": name}).scalar_one())
 
 
-_STEPS: dict[str, Callable[[Engine, str, _Stats, Settings], Step]] = {
-    "read-modify-write": _read_modify_write,
+_STEPS: dict[str, StepFactory] = {
+    "read-modify-write": _read_then_write(""),
     "atomic-increment": _atomic,
-    "select-for-update": _for_update,
+    "select-for-update": _read_then_write(" FOR UPDATE"),
     "optimistic-version": _optimistic,
     "redis-lock": _redis_lock,
     "lock-order-opposite": _lock_order(True),
