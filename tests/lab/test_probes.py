@@ -94,3 +94,14 @@ def test_unknown_probes_and_variants_list_the_valid_ones() -> None:
         run_probe("saga", "x", SETTINGS)
     with pytest.raises(UsageError, match="valid: connect-timeout"):
         run_probe("hygiene", "x", SETTINGS)
+
+
+@pytest.mark.redis
+@pytest.mark.toxiproxy
+def test_a_write_whose_reply_was_lost_is_found_by_reconciling_and_doubled_by_a_blind_retry() -> (
+    None
+):
+    f = probe("hygiene", "lost-reply")["figures"]
+    assert f["outcome"] == "unknown"  # the client could not know
+    assert f["copies_found_on_reconcile"] == 1  # ... but the write had arrived
+    assert f["copies_after_blind_retry"] == 2  # a retry of a non-idempotent write duplicates

@@ -454,7 +454,7 @@ class KafkaTransport:
     @classmethod
     def profile_settings(cls) -> dict[str, dict[str, str]]:
         out: dict[str, dict[str, str]] = {}
-        for profile in DeliveryProfile:
+        for profile in (DeliveryProfile.AT_MOST_ONCE, DeliveryProfile.AT_LEAST_ONCE):
             cfg = ClientConfig(url="BOOTSTRAP", profile=profile)
             settings = {
                 f"producer {k}": str(v) for k, v in producer_settings(cfg).items() if k != "logger"

@@ -382,6 +382,18 @@ PROBES_QUICK: tuple[Probe, ...] = (
 
 PROBES_FULL: tuple[Probe, ...] = (
     Probe(
+        "Hygiene: retry only reads, connection failures and idempotent writes; a call that "
+        "timed out may have succeeded: reconcile (or use an idempotency key) before retrying",
+        "a write whose reply was lost ends unknown, reconciliation finds it stored once, and a "
+        "blind retry stores it twice",
+        lambda r: (
+            r["figures"]
+            == {"outcome": "unknown", "copies_found_on_reconcile": 1, "copies_after_blind_retry": 2}
+        ),
+        "hygiene",
+        "lost-reply",
+    ),
+    Probe(
         "Hygiene: circuit breaker (closed / open / half-open) fails fast while a dependency is "
         "down, and closes again after it is back",
         "calls refused at once (< 1 ms) while open, and the final state is closed",

@@ -25,7 +25,7 @@ PROBES: dict[str, tuple[str, ...]] = {
         "lock-order-opposite",
         "lock-order-fixed",
     ),
-    "hygiene": ("connect-timeout", "circuit-breaker", "bulkhead"),
+    "hygiene": ("connect-timeout", "circuit-breaker", "bulkhead", "lost-reply"),
     "two-phase-commit": ("compare",),
 }
 

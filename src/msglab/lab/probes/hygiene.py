@@ -7,6 +7,10 @@
   timeout 1 s), through a ``CircuitBreaker(threshold=3, reset_s=1)``; the network is blackholed
   from 0.5 s to 3.5 s. Counted: calls that waited out a timeout, calls the open breaker refused
   at once (and how long a refusal took), and the breaker's transitions.
+* lost-reply: one XADD to Redis Streams whose reply Toxiproxy cuts off (a ``limit_data`` toxic
+  on the way back: the write arrives and runs, its answer does not come): the outcome is
+  *unknown*; a reconciliation (a fresh group reads the stream) finds whether it was stored; a
+  blind retry stores it again.
 * bulkhead: 16 threads call a dependency slowed to 200 ms each way (a ``latency`` toxic on
   Redis) through a ``Bulkhead(limit=4)``: refused calls (503), the most calls inside at once,
   and the latency of the calls let in.
@@ -22,11 +26,12 @@ from typing import Any
 
 from msglab.brokers import open_transport
 from msglab.config import Backoff, ClientConfig
-from msglab.errors import MsglabError
+from msglab.errors import MsglabError, PublishError
 from msglab.infra import backend_for, toxiproxy
-from msglab.infra.toxics import ToxiproxyClient
+from msglab.infra.toxics import Stream, ToxiproxyClient
 from msglab.lab.checker import percentile
 from msglab.message import Message
+from msglab.ports import TopicAdmin, Transport
 from msglab.profiles import DeliveryProfile
 from msglab.resilience import BreakerOpen, Bulkhead, CircuitBreaker, OverCapacity
 from msglab.settings import Settings
@@ -43,14 +48,21 @@ def run(variant: str, settings: Settings, quick: bool) -> tuple[dict[str, Any], 
         "connect-timeout": _connect_timeout,
         "circuit-breaker": _circuit_breaker,
         "bulkhead": _bulkhead,
+        "lost-reply": _lost_reply,
     }[variant](settings, proxies)
 
 
 @contextmanager
-def _toxic(proxies: ToxiproxyClient, service: str, kind: str, **attributes: int) -> Iterator[None]:
+def _toxic(
+    proxies: ToxiproxyClient,
+    service: str,
+    kind: str,
+    streams: tuple[Stream, ...] = ("upstream", "downstream"),
+    **attributes: int,
+) -> Iterator[None]:
     names = []
     try:
-        for stream in ("upstream", "downstream"):
+        for stream in streams:
             name = f"msglab-probe-{kind}-{stream}"
             if name in {t.name for t in proxies.proxy(service).toxics}:
                 proxies.remove_toxic(service, name)
@@ -148,6 +160,53 @@ def _circuit_breaker(settings: Settings, proxies: ToxiproxyClient) -> tuple[dict
         f"open, final state {figures['final_state']}"
     )
     return figures, measured
+
+
+def _lost_reply(settings: Settings, proxies: ToxiproxyClient) -> tuple[dict[str, Any], str]:
+    transport = open_transport("redis-streams", _config(settings, "redis", request_timeout_s=1.0))
+    topic = f"probe-lost-reply-{time.time_ns()}"
+    pub = transport.publisher()
+    pub.publish(topic, [Message(b"warm")])  # connected, the stream exists
+    order = Message(b"order", "k", id=f"{topic}-order")
+    outcome = "ok"
+    # msglab's Redis publisher PINGs first: its 7-byte PONG passes, then the connection is cut
+    # inside the XADD's reply (Redis ran the XADD; the client never hears of it)
+    with _toxic(proxies, "redis", "limit_data", streams=("downstream",), bytes=8):
+        try:
+            pub.publish(topic, [order])
+        except PublishError as exc:
+            outcome = "unknown" if order.id in exc.unknown else "fail"
+        except MsglabError:
+            outcome = "fail"
+    pub.close()
+    found = _copies(transport, topic, order.id)
+    retry = transport.publisher()  # the caller that retries without looking
+    retry.publish(topic, [order])
+    retry.close()
+    figures = {
+        "outcome": outcome,
+        "copies_found_on_reconcile": found,
+        "copies_after_blind_retry": _copies(transport, topic, order.id),
+    }
+    measured = (
+        f"outcome {outcome}; reconciliation found {found} stored cop"
+        f"{'y' if found == 1 else 'ies'}; after a blind retry "
+        f"{figures['copies_after_blind_retry']}"
+    )
+    if isinstance(transport, TopicAdmin):
+        transport.delete_topic(topic, [])
+    return figures, measured
+
+
+def _copies(transport: Transport, topic: str, mid: str) -> int:
+    """How many times ``mid`` is stored in the stream: read by a fresh group until idle."""
+    sub = transport.subscriber(f"reconcile-{time.time_ns()}")
+    sub.on_idle(sub.close)
+    copies = 0
+    for d in sub.subscribe(topic):
+        copies += d.message.id == mid
+        d.ack()
+    return copies
 
 
 def _bulkhead(settings: Settings, proxies: ToxiproxyClient) -> tuple[dict[str, Any], str]:
