@@ -13,7 +13,6 @@ import statistics
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -33,6 +32,7 @@ from msglab.config import ClientConfig
 from msglab.infra import Backend
 from msglab.message import Message
 from msglab.outbox import Outbox
+from msglab.testing.contract import Collector
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.connect]
 
@@ -73,61 +73,17 @@ def cdc(
                 conn.execute(text(drop_slot_sql(slot_name(name))))
 
 
-@dataclass
-class Seen:
-    """Deliveries in arrival order: (message, arrival time)."""
-
-    deliveries: list[tuple[Message, float]] = field(default_factory=list)
-
-    def ids(self) -> set[str]:
-        return {m.id for m, _ in self.deliveries}
-
-    def duplicates(self) -> int:
-        return len(self.deliveries) - len(self.ids())
-
-    def first(self) -> dict[str, tuple[Message, float]]:
-        out: dict[str, tuple[Message, float]] = {}
-        for m, t in self.deliveries:
-            out.setdefault(m.id, (m, t))
-        return out
+def first_arrivals(reader: Collector) -> dict[str, tuple[Message, float]]:
+    """Each message's first delivery and its arrival time."""
+    out: dict[str, tuple[Message, float]] = {}
+    for d, t in zip(reader.deliveries, reader.arrived, strict=True):
+        out.setdefault(d.message.id, (d.message, t))
+    return out
 
 
-class Subscribed:
+def reading(kafka_url: str, topic: str, group: str) -> Collector:
     """msglab's Kafka subscriber reading in a thread from before the first write."""
-
-    def __init__(self, kafka_url: str, topic: str, group: str) -> None:
-        self.seen = Seen()
-        self.stop = threading.Event()
-        self._subscriber = open_transport("kafka", ClientConfig(url=kafka_url)).subscriber(group)
-        self._iter = self._subscriber.subscribe(topic)
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            for delivery in self._iter:
-                if delivery is not None:
-                    self.seen.deliveries.append((delivery.message, time.monotonic()))
-                    delivery.ack()
-                if self.stop.is_set():
-                    break
-        except BaseException as exc:  # reported by the test
-            self.error = exc
-        finally:
-            self._subscriber.close()
-
-    def wait_for(self, ids: set[str], timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not ids <= self.seen.ids() and time.monotonic() < deadline and not self.error:
-            time.sleep(0.05)
-
-    def close(self) -> None:
-        self.stop.set()
-        self._subscriber.close()  # the iteration ends at its next poll
-        self._thread.join(30)
-        if self.error:
-            raise self.error
+    return Collector(open_transport("kafka", ClientConfig(url=kafka_url)), topic, group)
 
 
 def write(db: Engine, topic: str, messages: list[Message], commit: bool = True) -> float:
@@ -159,7 +115,7 @@ def test_committed_messages_arrive_in_msglab_format_rolled_back_never(
     db: Engine, cdc: str, kafka_server: Any, unique_name: str
 ) -> None:
     topic = cdc
-    reader = Subscribed(kafka_server.url, topic, f"{unique_name}_g")
+    reader = reading(kafka_server.url, topic, f"{unique_name}_g")
     sent: list[Message] = []
     committed_at: dict[str, float] = {}
     rolled_back: set[str] = set()
@@ -184,9 +140,8 @@ def test_committed_messages_arrive_in_msglab_format_rolled_back_never(
         reader.wait_for(set(committed_at), 60)
         time.sleep(2.0)  # room for anything that should not come
     finally:
-        reader.close()
-    seen = reader.seen
-    first = seen.first()
+        reader.stop()
+    first = first_arrivals(reader)
     lost = set(committed_at) - set(first)
     assert not lost, f"{len(lost)} committed messages never arrived"
     assert not rolled_back & set(first), "a rolled-back transaction's messages arrived"
@@ -201,10 +156,10 @@ def test_committed_messages_arrive_in_msglab_format_rolled_back_never(
     latencies = sorted(t - committed_at[mid] for mid, (_m, t) in first.items())
     p50 = statistics.median(latencies)
     print(
-        f"\ncdc: {len(first)} delivered, {seen.duplicates()} duplicates, commit->delivery "
+        f"\ncdc: {len(first)} delivered, {reader.duplicates()} duplicates, commit->delivery "
         f"p50 {p50 * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms"
     )
-    assert seen.duplicates() == 0  # no fault: no duplicates
+    assert reader.duplicates() == 0  # no fault: no duplicates
 
 
 def test_connect_kill_loses_nothing_and_counts_duplicates(
@@ -216,7 +171,7 @@ def test_connect_kill_loses_nothing_and_counts_duplicates(
     unique_name: str,
 ) -> None:
     topic = cdc
-    reader = Subscribed(kafka_server.url, topic, f"{unique_name}_g")
+    reader = reading(kafka_server.url, topic, f"{unique_name}_g")
     sent: list[Message] = []
     stop = threading.Event()
     errors: list[BaseException] = []
@@ -250,16 +205,15 @@ def test_connect_kill_loses_nothing_and_counts_duplicates(
         reader.wait_for({m.id for m in sent}, 120)
     finally:
         stop.set()
-        reader.close()
-    seen = reader.seen
-    first = seen.first()
+        reader.stop()
+    first = first_arrivals(reader)
     lost = {m.id for m in sent} - set(first)
     unexpected = set(first) - {m.id for m in sent}
     print(
         f"\nconnect-kill: pid {killed_pid} SIGKILLed, worker back in {report.seconds:.1f}s "
-        f"(last delivery {seen.deliveries[-1][1] - killed_at:.1f}s after the kill); "
+        f"(last delivery {reader.arrived[-1] - killed_at:.1f}s after the kill); "
         f"committed {len(sent)}, delivered {len(first)}, lost {len(lost)}, "
-        f"duplicates {seen.duplicates()}, reordered {reordered(first, sent)}"
+        f"duplicates {reader.duplicates()}, reordered {reordered(first, sent)}"
     )
     assert len(lost) == 0, f"{len(lost)} committed messages lost after the Connect kill"
     assert not unexpected

@@ -13,6 +13,7 @@ from typing import Any
 from msglab.infra import Backend
 from msglab.infra.toxics import Stream, ToxiproxyClient
 from msglab.lab.evidence import FAULTS, Ledger
+from msglab.lab.scenario import SERVER_KILLS
 
 STREAMS: tuple[Stream, ...] = ("upstream", "downstream")  # client -> broker, broker -> client
 
@@ -35,7 +36,7 @@ class FaultLog:
 def server_down(infra: Backend, service: str, fault: str, log: FaultLog) -> None:
     """broker-kill, db-kill and connect-kill: SIGKILL of the real server process;
     broker-restart: a graceful stop."""
-    if fault in ("broker-kill", "db-kill", "connect-kill"):
+    if fault in SERVER_KILLS:
         pid = infra.kill(service)
         log.record(
             fault,

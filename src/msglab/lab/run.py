@@ -27,7 +27,13 @@ from msglab.infra import backend_for, service_url, toxiproxy
 from msglab.lab import effects, faults
 from msglab.lab.checker import PROMISES, check
 from msglab.lab.evidence import DELIVERIES, EFFECTS, REPLAYS, SENDS, ReadStats, Tail, read
-from msglab.lab.scenario import NETWORK_FAULTS, SECOND_GROUP, SECOND_GROUP_ALONGSIDE, Scenario
+from msglab.lab.scenario import (
+    NETWORK_FAULTS,
+    SECOND_GROUP,
+    SECOND_GROUP_ALONGSIDE,
+    SERVER_KILLS,
+    Scenario,
+)
 from msglab.lab.worker import GROUP, REPLAY_GROUP, WorkerSpec, reply_topic_of, topic_of
 from msglab.ports import TopicAdmin
 from msglab.profiles import DeliveryProfile
@@ -43,7 +49,6 @@ _ID = re.compile(rb'"id":"([^"\\\n]*)"')
 _OK_ID = re.compile(rb'"id":"([^"\\\n]*)"[^\n]*"outcome":"ok"')
 _FIRST_SENDING = b'"outcome":"sending","try":1}'  # a first attempt's sending line ends so
 
-SERVER_KILLS = ("broker-kill", "db-kill", "connect-kill")
 SIMULATED = (
     "process kill: SIGKILL of the server process; the OS page cache survives, so "
     "this is not a power cut"
@@ -174,18 +179,15 @@ class Run:
     def execute(self) -> dict[str, Any]:
         self.dir.mkdir(parents=True, exist_ok=False)  # two runs never share a folder
         service = self.s.service
-        if self.s.pattern == "cdc":
-            self.infra.up(["kafka", "postgres", "connect"])
-            self.url = service_url(self.settings, "kafka")
-        elif service is None:
-            self.infra.up(["postgres"])
+        extra = ["connect"] if self.s.pattern == "cdc" else []
+        extra += ["toxiproxy"] if self.s.through_proxy else []
+        self.infra.up([*([service] if service else []), "postgres", *extra])
+        if service is None:
             self.url = serverless_url(self.s.transport, self.settings.home)
         elif self.s.through_proxy:
-            self.infra.up([service, "postgres", "toxiproxy"])
             self.proxies = toxiproxy.client(self.settings)
             self.url = toxiproxy.proxied_url(self.settings, service)
         else:
-            self.infra.up([service, "postgres"])
             self.url = service_url(self.settings, service)
         self.db_url = service_url(self.settings, "postgres")
         db = effects.engine(self.db_url)
@@ -209,9 +211,9 @@ class Run:
                     proc.kill()
                 proc.wait()
             log.close()
+            if self.s.pattern == "cdc":  # also when the run failed: a stale slot holds WAL
+                self._stop_connector()
         effects.dump(db, self.s.run_id, self.dir / f"{EFFECTS}-db.jsonl")
-        if self.s.pattern == "cdc":
-            self._stop_connector()
         if self.s.pattern in ("outbox", "cdc"):
             effects.discard_outbox(db, topic_of(self.s.run_id))
         report = self.report(time.monotonic() - began)
@@ -327,7 +329,7 @@ class Run:
             finally:  # also on Ctrl-C: the proxy is left clean
                 faults.network_up(self.proxies, s.service, s.fault, log)
             return
-        service = {"db-kill": "postgres", "connect-kill": "connect"}.get(s.fault, s.service)
+        service = s.fault_service
         assert service is not None  # Scenario refuses server faults without a server
         faults.server_down(self.infra, service, s.fault, log)
         time.sleep(s.down_s)

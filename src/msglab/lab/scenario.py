@@ -60,6 +60,9 @@ NETWORK_FAULTS = ("blackhole", "latency")
 SERVER_FAULTS = ("broker-kill", "broker-restart", *NETWORK_FAULTS)
 """Faults that need a broker server (the files transport has none)."""
 
+SERVER_KILLS = {"broker-kill": None, "db-kill": "postgres", "connect-kill": "connect"}
+"""Faults that SIGKILL a real server, and which one (None: the transport's broker)."""
+
 SECOND_GROUP_ALONGSIDE = ("fanout", "request-reply")
 """Scenarios whose second group (consumer ``r0``) subscribes with the first: it reads the topic
 along with it, or the replies."""
@@ -142,8 +145,14 @@ class Scenario:
 
     @property
     def commits_first(self) -> bool:
-        """True when a send is a business transaction (dual-write, outbox), not a publish."""
+        """True when a send is a business transaction (dual-write, outbox, cdc), not a
+        publish."""
         return self.pattern != "direct"
+
+    @property
+    def fault_service(self) -> str | None:
+        """The server a server fault acts on: PostgreSQL, Kafka Connect or the broker."""
+        return SERVER_KILLS.get(self.fault) or self.service
 
     @property
     def through_proxy(self) -> bool:

@@ -86,7 +86,8 @@ class ContractReport:
 
 
 class Collector:
-    """Runs a subscriber in a thread, records every delivery, settles each with ``decide``."""
+    """Runs a subscriber in a thread, records every delivery (and when it arrived), settles
+    each with ``decide``."""
 
     def __init__(
         self,
@@ -97,6 +98,7 @@ class Collector:
     ) -> None:
         self.sub = transport.subscriber(group)
         self.deliveries: list[Delivery] = []
+        self.arrived: list[float] = []  # time.monotonic() of each delivery, in order
         self.ids: dict[str, int] = {}
         self._decide = decide
         self._changed = threading.Condition()
@@ -114,6 +116,7 @@ class Collector:
                     delivery.nack(requeue=True)
                 with self._changed:
                     self.deliveries.append(delivery)
+                    self.arrived.append(time.monotonic())
                     mid = delivery.message.id
                     self.ids[mid] = self.ids.get(mid, 0) + 1
                     self._changed.notify_all()

@@ -1,0 +1,59 @@
+"""RabbitMQ settles a batch with one ``basic_ack(multiple=True)`` only when no older delivery is
+still held: a multiple ack would settle that one too. On the real RabbitMQ."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from msglab.brokers import open_transport
+from msglab.config import ClientConfig
+from msglab.message import Batch, Message
+
+pytestmark = pytest.mark.rabbitmq
+
+
+def ids(batch: Batch) -> set[str]:
+    return {m.id for m in batch.messages}
+
+
+def drain(config: ClientConfig, topic: str, group: str, quiet_s: float = 1.5) -> set[str]:
+    """Every message id the group still holds, read (and acked) until quiet."""
+    sub = open_transport("rabbitmq", config).subscriber(group)
+    seen: set[str] = set()
+    last = time.monotonic()
+    sub.on_idle(lambda: sub.close() if time.monotonic() - last > quiet_s else None)
+    for d in sub.subscribe(topic):
+        seen.add(d.message.id)
+        last = time.monotonic()
+        d.ack()
+    return seen
+
+
+@pytest.mark.parametrize("held_first", [True, False])
+def test_acking_a_later_batch_leaves_an_older_held_one_unsettled(
+    rabbitmq_server: Any, unique_name: str, held_first: bool
+) -> None:
+    config = ClientConfig(url=rabbitmq_server.url, prefetch=20)
+    transport = open_transport("rabbitmq", config)
+    sub = transport.subscriber("g")
+    batches = sub.batches(unique_name, 5)
+    pub = transport.publisher()
+    pub.publish(unique_name, [Message(f"m{i}".encode(), "k") for i in range(20)])
+    older, newer = next(batches), next(batches)
+    if held_first:
+        newer.ack()  # the older batch is still held: the acks must not cover it
+    else:
+        older.ack()  # the oldest, then the next: one multiple ack each
+        newer.ack()
+    sub.close()
+    again = drain(config, unique_name, "g")
+    if held_first:
+        assert ids(older) <= again
+        assert not ids(newer) & again
+    else:
+        assert not (ids(older) | ids(newer)) & again
+    assert len(again) == 20 - len(ids(newer)) - (0 if held_first else len(ids(older)))
+    pub.close()
