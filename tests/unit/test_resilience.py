@@ -86,16 +86,21 @@ def test_errors_that_are_not_failures_pass_through_uncounted() -> None:
 def test_the_bulkhead_refuses_over_capacity_and_never_exceeds_its_limit() -> None:
     bulkhead = Bulkhead(limit=3)
     refused = []
+    release = threading.Event()  # the calls inside hold their slots until every caller tried
 
     def call() -> None:
         try:
-            bulkhead.call(lambda: time.sleep(0.1))
+            bulkhead.call(lambda: release.wait(5))
         except OverCapacity as exc:
             refused.append(exc)
 
     threads = [threading.Thread(target=call) for _ in range(10)]
     for t in threads:
         t.start()
+    deadline = time.monotonic() + 5
+    while len(refused) + bulkhead.in_use < 10 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    release.set()
     for t in threads:
         t.join()
     assert bulkhead.peak == 3 and bulkhead.in_use == 0
