@@ -16,15 +16,29 @@ from typing import Literal
 
 from msglab.errors import ConfigError, UsageError
 
-SERVICES: tuple[str, ...] = ("kafka", "rabbitmq", "redis", "postgres", "connect", "toxiproxy")
-"""Every server msglab can run, in the order they are started (Kafka Connect after the Kafka and
-PostgreSQL it needs; Toxiproxy, which sits in front of the brokers, last)."""
+SERVICES: tuple[str, ...] = (
+    "kafka",
+    "kafka2",
+    "rabbitmq",
+    "redis",
+    "postgres",
+    "connect",
+    "toxiproxy",
+)
+"""Every server msglab can run, in the order they are started (Kafka's second broker after the
+first, whose controller it joins; Kafka Connect after the Kafka and PostgreSQL it needs;
+Toxiproxy, which sits in front of the brokers, last)."""
+
+ON_DEMAND: tuple[str, ...] = ("kafka2",)
+"""Services started only when named: a second Kafka broker would take half of every new
+topic's partitions, so it runs only for the scaling probe."""
 
 BACKENDS: tuple[str, ...] = ("native", "compose", "testcontainers")
 
 DEFAULT_PORTS: Mapping[str, int] = {
     "kafka": 29092,
     "kafka_controller": 29093,
+    "kafka2": 29096,
     "rabbitmq": 25682,
     "rabbitmq_dist": 25683,
     "rabbitmq_epmd": 24369,
@@ -40,8 +54,8 @@ DEFAULT_PORTS: Mapping[str, int] = {
 """Named ports and their defaults; ``MSGLAB_<NAME>_PORT`` overrides each (for example
 ``MSGLAB_KAFKA_CONTROLLER_PORT``). ``toxiproxy`` is Toxiproxy's HTTP API; ``<broker>_proxy`` is
 where Toxiproxy listens for that broker's clients; ``kafka_proxied`` is the broker's second
-listener, the proxy's upstream, which advertises the ``kafka_proxy`` address. ``connect`` is Kafka
-Connect's REST API (CDC)."""
+listener, the proxy's upstream, which advertises the ``kafka_proxy`` address. ``kafka2`` is the
+second Kafka broker's (on demand). ``connect`` is Kafka Connect's REST API (CDC)."""
 
 AppendFsync = Literal["always", "everysec", "no"]
 
@@ -56,14 +70,19 @@ def _port(name: str, raw: str) -> int:
     return port
 
 
-def check_services(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    """Return ``names`` (all services when empty) or raise UsageError listing the valid names."""
+def check_services(
+    names: list[str] | tuple[str, ...], on_demand: bool = False
+) -> tuple[str, ...]:
+    """Return ``names`` or raise UsageError listing the valid names. When empty: every service,
+    without the ON_DEMAND ones unless ``on_demand`` (stopping or showing all includes them)."""
     unknown = [n for n in names if n not in SERVICES]
     if unknown:
         raise UsageError(
             f"unknown service {', '.join(map(repr, unknown))}; valid: {', '.join(SERVICES)}"
         )
-    return tuple(names) or SERVICES
+    if names:
+        return tuple(names)
+    return SERVICES if on_demand else tuple(s for s in SERVICES if s not in ON_DEMAND)
 
 
 @dataclass(frozen=True)

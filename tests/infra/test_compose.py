@@ -30,7 +30,7 @@ STACK = Path(__file__).resolve().parents[2] / "compose" / "stack.yml"
 def interpolate(value: Any) -> Any:
     """Resolve ``${VAR:-default}`` to its default, as compose does with the variable unset."""
     if isinstance(value, str):
-        return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
+        return re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", value)
     if isinstance(value, list):
         return [interpolate(v) for v in value]
     if isinstance(value, dict):
@@ -65,6 +65,7 @@ def test_schema_check_can_fail() -> None:
 
 PUBLISHED = {
     "kafka": ("kafka", "kafka_proxied"),
+    "kafka2": ("kafka2",),
     "rabbitmq": ("rabbitmq",),
     "redis": ("redis",),
     "postgres": ("postgres",),

@@ -9,6 +9,7 @@ from sqlalchemy import text
 
 from msglab.errors import UsageError
 from msglab.infra import service_url
+from msglab.infra.kafka import Kafka2
 from msglab.lab import effects
 from msglab.lab.probes import run_probe
 from msglab.settings import Settings
@@ -105,3 +106,16 @@ def test_a_write_whose_reply_was_lost_is_found_by_reconciling_and_doubled_by_a_b
     assert f["outcome"] == "unknown"  # the client could not know
     assert f["copies_found_on_reconcile"] == 1  # ... but the write had arrived
     assert f["copies_after_blind_retry"] == 2  # a retry of a non-idempotent write duplicates
+
+
+@pytest.mark.kafka
+def test_kafka_partitions_spread_over_two_capped_brokers_carry_more_than_on_one() -> None:
+    f = probe("scaling", "kafka-brokers")["figures"]
+    assert f["placement"]["one-broker"] == {"kafka": [0, 1, 2, 3], "kafka2": []}
+    spread = f["placement"]["two-brokers"]
+    assert sorted(spread["kafka"] + spread["kafka2"]) == [0, 1, 2, 3] and spread["kafka2"]
+    quota_mb = f["quota_bytes_per_s_per_broker"] / 1e6
+    assert 0.7 * quota_mb <= f["capped"]["one-broker"]["best_mb_per_s"] <= 1.2 * quota_mb
+    assert f["capped_ratio"] >= 1.5  # the claim: the second broker's share adds to the first's
+    assert f["uncapped"]["one-broker"]["best_msgs_per_s"] > 0  # measured, whatever the ratio
+    assert Kafka2(SETTINGS).pid() is None  # the on-demand broker is stopped again

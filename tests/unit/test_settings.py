@@ -39,7 +39,9 @@ def test_unknown_service_lists_valid_names() -> None:
     with pytest.raises(UsageError) as caught:
         check_services(["kafka", "zeromq"])
     assert all(name in str(caught.value) for name in SERVICES)
-    assert check_services([]) == SERVICES
+    assert check_services([]) == tuple(s for s in SERVICES if s != "kafka2")
+    assert check_services([], on_demand=True) == SERVICES
+    assert check_services(["kafka2"]) == ("kafka2",)
 
 
 def test_unknown_backend_and_fsync_are_refused() -> None:

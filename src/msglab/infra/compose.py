@@ -25,6 +25,7 @@ PROJECT = "msglab"
 
 URLS = {
     "kafka": "{host}:{port}",
+    "kafka2": "{host}:{port}",
     "rabbitmq": "amqp://guest:guest@{host}:{port}/%2F",
     "redis": "redis://{host}:{port}/0",
     "postgres": "postgresql://postgres:msglab@{host}:{port}/msglab",
@@ -94,7 +95,7 @@ class ComposeBackend:
         return [StartReport(s, started=True, cold=False, seconds=seconds) for s in services]
 
     def down(self, names: list[str]) -> list[str]:
-        services = check_services(names)
+        services = check_services(names, on_demand=True)
         self._compose("stop", *services)
         return list(services)
 

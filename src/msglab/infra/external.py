@@ -11,6 +11,7 @@ from msglab.infra.service import Status
 
 DEFAULT_PORTS = {
     "kafka": 9092,
+    "kafka2": 9092,
     "rabbitmq": 5672,
     "redis": 6379,
     "postgres": 5432,
@@ -22,6 +23,7 @@ Probe = Callable[[str, int, float], bool]
 
 PROBES: dict[str, Probe] = {
     "kafka": probes.kafka_api_versions,
+    "kafka2": probes.kafka_api_versions,
     "rabbitmq": lambda h, p, t: probes.amqp_handshake(h, p, t) is not None,
     "redis": probes.redis_ping,
     "postgres": probes.postgres_ready,

@@ -1,9 +1,14 @@
-"""Apache Kafka 4 in KRaft mode (one combined broker + controller), run from Maven Central jars.
+"""Apache Kafka 4 in KRaft mode, run from Maven Central jars: ``kafka`` is one combined broker +
+controller (node 1); ``kafka2`` is an on-demand second broker (node 2, broker only) that joins
+node 1's controller, for the scaling probe.
 
 The jars come from ``resources/kafka/pom.xml`` via ``mvn dependency:copy-dependencies`` into
 ``<cache>/kafka-<version>/lib`` (shared by every MSGLAB_HOME); the broker runs with
 ``java -cp 'lib/*' kafka.Kafka server.properties``. Kafka never fsyncs by default: a SIGKILL
 keeps what reached the page cache, a power cut would not.
+
+Client quotas (``set_producer_quota``) are set with Kafka's own ConfigCommand; the brokers
+measure a client's rate over 2 windows of 1 s, so a quota holds after about 1 s, not 10.
 
 Clients use the PLAINTEXT listener on the ``kafka`` port. A second listener, PROXIED on
 ``kafka_proxied``, is Toxiproxy's upstream and advertises the proxy's address (``kafka_proxy``):
@@ -23,7 +28,7 @@ from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 
-from msglab.errors import InstallError, ServerStartError
+from msglab.errors import InfraError, InstallError, ServerStartError
 from msglab.infra import probes
 from msglab.infra.service import HOST, Launch, NativeService, apt_install
 
@@ -37,6 +42,37 @@ def _pom() -> bytes:
 
 def _log4j2() -> str:
     return resources.files("msglab.infra").joinpath("resources/kafka/log4j2.properties").read_text()
+
+
+def _new_cluster_id() -> str:
+    while True:  # 22-char URL-safe base64 of 16 random bytes, not starting with '-'
+        cid = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
+
+
+def _properties(node: list[str]) -> str:
+    """A node's own lines plus what every msglab broker shares (one replica of everything)."""
+    shared = [
+        "controller.listener.names=CONTROLLER",
+        "inter.broker.listener.name=PLAINTEXT",
+        "num.partitions=1",
+        "offsets.topic.replication.factor=1",
+        "transaction.state.log.replication.factor=1",
+        "transaction.state.log.min.isr=1",
+        "share.coordinator.state.topic.replication.factor=1",
+        "share.coordinator.state.topic.min.isr=1",
+        "group.initial.rebalance.delay.ms=0",
+        # After a SIGKILL the restarted broker cannot register until the controller
+        # expires the old session (default 9 s): shorter, a restart takes ~6 s, not 13.
+        "broker.session.timeout.ms=3000",
+        "broker.heartbeat.interval.ms=1000",
+        "auto.create.topics.enable=true",
+        # A quota'd client's rate over 2 windows of 1 s (default 11): a burst of ~1 s, not 10.
+        "quota.window.num=2",
+        "quota.window.size.seconds=1",
+    ]
+    return "\n".join([*node, *shared, ""])
 
 
 class Kafka(NativeService):
@@ -109,8 +145,7 @@ class Kafka(NativeService):
         self._lib_stamp().write_text(hashlib.sha256(_pom()).hexdigest() + "\n")
 
     def _properties(self) -> str:
-        data = self.data_dir.resolve()
-        return "\n".join(
+        return _properties(
             [
                 "process.roles=broker,controller",
                 "node.id=1",
@@ -120,34 +155,25 @@ class Kafka(NativeService):
                 f"advertised.listeners=PLAINTEXT://{HOST}:{self.port},"
                 f"CONTROLLER://{HOST}:{self.controller_port},"
                 f"PROXIED://{HOST}:{self.settings.ports['kafka_proxy']}",
-                "controller.listener.names=CONTROLLER",
-                "inter.broker.listener.name=PLAINTEXT",
                 "listener.security.protocol.map="
                 "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,PROXIED:PLAINTEXT",
-                f"log.dirs={data}",
-                "num.partitions=1",
-                "offsets.topic.replication.factor=1",
-                "transaction.state.log.replication.factor=1",
-                "transaction.state.log.min.isr=1",
-                "share.coordinator.state.topic.replication.factor=1",
-                "share.coordinator.state.topic.min.isr=1",
-                "group.initial.rebalance.delay.ms=0",
-                # After a SIGKILL the restarted broker cannot register until the controller
-                # expires the old session (default 9 s): shorter, a restart takes ~6 s, not 13.
-                "broker.session.timeout.ms=3000",
-                "broker.heartbeat.interval.ms=1000",
-                "auto.create.topics.enable=true",
-                "",
+                f"log.dirs={self.data_dir.resolve()}",
             ]
         )
 
     def prepare(self) -> bool:
+        self._write_config()
+        if (self.data_dir / "meta.properties").exists():
+            return False
+        self._format(_new_cluster_id(), "--standalone")
+        return True
+
+    def _write_config(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "server.properties").write_text(self._properties())
         (self.root / "log4j2.properties").write_text(_log4j2())
-        if (self.data_dir / "meta.properties").exists():
-            return False
-        cluster_id = self._cluster_id()
+
+    def _format(self, cluster_id: str, *options: str) -> None:
         argv = [
             "java",
             "-cp",
@@ -155,7 +181,7 @@ class Kafka(NativeService):
             *self._log_opts(),
             "kafka.tools.StorageTool",
             "format",
-            "--standalone",
+            *options,
             "-g",
             "-t",
             cluster_id,
@@ -165,15 +191,59 @@ class Kafka(NativeService):
         result = subprocess.run(argv, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise ServerStartError(
-                "formatting Kafka's KRaft storage failed", (result.stdout + result.stderr)[-3000:]
+                f"formatting {self.name}'s KRaft storage failed",
+                (result.stdout + result.stderr)[-3000:],
             )
-        return True
 
-    def _cluster_id(self) -> str:
-        while True:  # 22-char URL-safe base64 of 16 random bytes, not starting with '-'
-            cid = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
-            if not cid.startswith("-"):
-                return cid
+    def cluster_id(self) -> str | None:
+        """The cluster id this node's storage was formatted with (None before the first start)."""
+        try:
+            meta = (self.data_dir / "meta.properties").read_text()
+        except OSError:
+            return None
+        for line in meta.splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "cluster.id":
+                return value.strip()
+        return None
+
+    def hosted_partitions(self, topic: str) -> list[int]:
+        """The partitions of ``topic`` whose log this broker keeps (with one replica: leads)."""
+        found = []
+        for entry in self.data_dir.glob(f"{topic}-*"):
+            number = entry.name.removeprefix(f"{topic}-")
+            if number.isdigit():
+                found.append(int(number))
+        return sorted(found)
+
+    def set_producer_quota(self, client_id: str, bytes_per_s: int | None) -> None:
+        """Cap what producers with ``client_id`` may write to *each* broker (None: remove the
+        cap, if any), with Kafka's ConfigCommand; a broker throttles a client above its quota."""
+        change = (
+            ["--delete-config", "producer_byte_rate"]
+            if bytes_per_s is None
+            else ["--add-config", f"producer_byte_rate={bytes_per_s}"]
+        )
+        argv = [
+            "java",
+            "-cp",
+            f"{self.lib_dir}/*",
+            *self._log_opts(),
+            "kafka.admin.ConfigCommand",
+            "--bootstrap-server",
+            self.address,
+            "--alter",
+            *change,
+            "--entity-type",
+            "clients",
+            "--entity-name",
+            client_id,
+        ]
+        result = subprocess.run(argv, capture_output=True, text=True, check=False)
+        lines = (result.stdout + result.stderr).strip().splitlines()
+        why = lines[-1] if lines else f"exit {result.returncode}"
+        if result.returncode != 0 and not (bytes_per_s is None and "Invalid config" in why):
+            raise InfraError(f"setting the producer quota of {client_id!r} failed: {why}")
 
     def _log_opts(self) -> list[str]:
         return [
@@ -199,3 +269,43 @@ class Kafka(NativeService):
 
     def version(self) -> str | None:
         return KAFKA_VERSION
+
+
+class Kafka2(Kafka):
+    """A second broker (node 2, broker only) that joins ``kafka``'s controller: started by name
+    only (``msglab infra up kafka kafka2``), for the scaling probe. Its storage is formatted with
+    node 1's cluster id, and formatted again when node 1's storage was made anew."""
+
+    name = "kafka2"
+
+    @property
+    def owned_ports(self) -> Mapping[str, int]:
+        return {"kafka2": self.port}
+
+    def _properties(self) -> str:
+        return _properties(
+            [
+                "process.roles=broker",
+                "node.id=2",
+                f"controller.quorum.bootstrap.servers={HOST}:{self.controller_port}",
+                f"listeners=PLAINTEXT://{HOST}:{self.port}",
+                f"advertised.listeners=PLAINTEXT://{HOST}:{self.port}",
+                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                f"log.dirs={self.data_dir.resolve()}",
+            ]
+        )
+
+    def prepare(self) -> bool:
+        first = Kafka(self.settings)
+        cluster = first.cluster_id()
+        if first.pid() is None or cluster is None:
+            raise ServerStartError(
+                "kafka2 joins the controller of kafka (node 1), which is not running: "
+                "start both (`msglab infra up kafka kafka2`)"
+            )
+        self._write_config()
+        if self.cluster_id() == cluster:
+            return False
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        self._format(cluster)
+        return True

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from msglab.errors import ExternalServiceError, NotRunningError, ServerStartError
 from msglab.infra import external, process
 from msglab.infra.connect import Connect
-from msglab.infra.kafka import Kafka
+from msglab.infra.kafka import Kafka, Kafka2
 from msglab.infra.postgres import Postgres
 from msglab.infra.rabbitmq import RabbitMQ
 from msglab.infra.redis import Redis
@@ -17,6 +17,7 @@ from msglab.settings import Settings, check_services
 
 SERVICE_TYPES: dict[str, type[NativeService]] = {
     "kafka": Kafka,
+    "kafka2": Kafka2,
     "rabbitmq": RabbitMQ,
     "redis": Redis,
     "postgres": Postgres,
@@ -70,7 +71,7 @@ class NativeBackend:
     def down(self, names: Iterable[str] = ()) -> list[str]:
         """Stop gracefully, in reverse start order; the names that were running."""
         stopped = []
-        for name in reversed(check_services(list(names))):
+        for name in reversed(check_services(list(names), on_demand=True)):
             if name not in self.settings.external and self.service(name).down():
                 stopped.append(name)
         return stopped

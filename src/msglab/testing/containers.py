@@ -58,6 +58,8 @@ def specs(settings: Settings) -> dict[str, ContainerSpec]:
                 "KAFKA_BROKER_SESSION_TIMEOUT_MS": "3000",
                 "KAFKA_BROKER_HEARTBEAT_INTERVAL_MS": "1000",
                 "KAFKA_AUTO_CREATE_TOPICS_ENABLE": "true",
+                "KAFKA_QUOTA_WINDOW_NUM": "2",
+                "KAFKA_QUOTA_WINDOW_SIZE_SECONDS": "1",
                 "KAFKA_LOG_DIRS": "/var/lib/kafka/data",
             },
             more_ports=[proxied],

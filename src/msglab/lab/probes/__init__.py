@@ -1,7 +1,7 @@
 """Probes: measured experiments for the claims of GUARANTEES.md that are not about delivering
-messages (concurrency control, external-call hygiene, two-phase commit). Each runs on the real
-servers and returns a report: ``figures`` (what was measured, raw enough to recompute the
-``measured`` line) and ``measured`` (one line for the table).
+messages (concurrency control, external-call hygiene, two-phase commit, scaling by brokers).
+Each runs on the real servers and returns a report: ``figures`` (what was measured, raw enough
+to recompute the ``measured`` line) and ``measured`` (one line for the table).
 
 ``run_probe(name, variant, settings, quick)``; ``PROBES`` lists each probe's variants.
 """
@@ -27,6 +27,7 @@ PROBES: dict[str, tuple[str, ...]] = {
     ),
     "hygiene": ("connect-timeout", "circuit-breaker", "bulkhead", "lost-reply"),
     "two-phase-commit": ("compare",),
+    "scaling": ("kafka-brokers",),
 }
 
 
