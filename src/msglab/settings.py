@@ -70,9 +70,7 @@ def _port(name: str, raw: str) -> int:
     return port
 
 
-def check_services(
-    names: list[str] | tuple[str, ...], on_demand: bool = False
-) -> tuple[str, ...]:
+def check_services(names: list[str] | tuple[str, ...], on_demand: bool = False) -> tuple[str, ...]:
     """Return ``names`` or raise UsageError listing the valid names. When empty: every service,
     without the ON_DEMAND ones unless ``on_demand`` (stopping or showing all includes them)."""
     unknown = [n for n in names if n not in SERVICES]
