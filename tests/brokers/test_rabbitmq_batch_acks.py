@@ -1,5 +1,6 @@
-"""RabbitMQ settles a batch with one ``basic_ack(multiple=True)`` only when no older delivery is
-still held: a multiple ack would settle that one too. On the real RabbitMQ."""
+"""RabbitMQ's batches, on the real RabbitMQ: a batch is what the broker has pushed so far (it
+never waits for more), and it is settled with one ``basic_ack(multiple=True)`` only when no
+older delivery is still held: a multiple ack would settle that one too."""
 
 from __future__ import annotations
 
@@ -57,3 +58,31 @@ def test_acking_a_later_batch_leaves_an_older_held_one_unsettled(
         assert not (ids(older) | ids(newer)) & again
     assert len(again) == 20 - len(ids(newer)) - (0 if held_first else len(ids(older)))
     pub.close()
+
+
+def test_a_batch_is_what_was_pushed_handed_out_without_waiting_for_more(
+    rabbitmq_server: Any, unique_name: str
+) -> None:
+    config = ClientConfig(url=rabbitmq_server.url, prefetch=20)
+    transport = open_transport("rabbitmq", config)
+    sub = transport.subscriber("g")
+    batches = sub.batches(unique_name, 10)
+    pub = transport.publisher()
+    pub.publish(unique_name, [Message(b"alone")])
+    time.sleep(0.3)
+    began = time.monotonic()
+    lone = next(batches)
+    waited = time.monotonic() - began
+    lone.ack()
+    pub.publish(unique_name, [Message(f"m{i}".encode()) for i in range(15)])
+    sizes = []
+    while sum(sizes) < 15:
+        batch = next(batches)
+        sizes.append(len(batch))
+        batch.ack()
+    sub.close()
+    pub.close()
+    assert [m.payload for m in lone.messages] == [b"alone"]
+    # a grouping batch would hold the lone message for its window or the next empty poll (0.2 s)
+    assert waited < 0.15
+    assert max(sizes) <= 10 and sum(sizes) == 15

@@ -82,3 +82,10 @@ def test_server_that_fails_to_start_reports_its_log(tmp_path: Path) -> None:
         svc.up()
     assert "last lines of the log" in str(caught.value)
     assert svc.pid() is None
+
+
+def test_the_second_kafka_broker_refuses_to_start_without_the_first(tmp_path: Path) -> None:
+    backend = NativeBackend(private_settings(tmp_path, kafka2=free_port()))
+    with pytest.raises(ServerStartError, match="msglab infra up kafka kafka2"):
+        backend.up(["kafka2"])
+    assert backend.service("kafka2").pid() is None
