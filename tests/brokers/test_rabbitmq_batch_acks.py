@@ -75,7 +75,7 @@ def test_a_batch_is_what_was_pushed_handed_out_without_waiting_for_more(
     waited = time.monotonic() - began
     lone.ack()
     pub.publish(unique_name, [Message(f"m{i}".encode()) for i in range(15)])
-    sizes = []
+    sizes: list[int] = []
     while sum(sizes) < 15:
         batch = next(batches)
         sizes.append(len(batch))
