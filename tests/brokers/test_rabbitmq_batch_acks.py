@@ -5,6 +5,7 @@ older delivery is still held: a multiple ack would settle that one too."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,6 +15,14 @@ from msglab.config import ClientConfig
 from msglab.message import Batch, Message
 
 pytestmark = pytest.mark.rabbitmq
+
+
+@pytest.fixture
+def topic(rabbitmq_server: Any, unique_name: str) -> Iterator[str]:
+    """The test's topic; its exchange and group g's queue are deleted after the test."""
+    yield unique_name
+    transport = open_transport("rabbitmq", ClientConfig(url=rabbitmq_server.url))
+    transport.delete_topic(unique_name, ["g"])  # type: ignore[attr-defined]
 
 
 def ids(batch: Batch) -> set[str]:
@@ -35,14 +44,14 @@ def drain(config: ClientConfig, topic: str, group: str, quiet_s: float = 1.5) ->
 
 @pytest.mark.parametrize("held_first", [True, False])
 def test_acking_a_later_batch_leaves_an_older_held_one_unsettled(
-    rabbitmq_server: Any, unique_name: str, held_first: bool
+    rabbitmq_server: Any, topic: str, held_first: bool
 ) -> None:
     config = ClientConfig(url=rabbitmq_server.url, prefetch=20)
     transport = open_transport("rabbitmq", config)
     sub = transport.subscriber("g")
-    batches = sub.batches(unique_name, 5)
+    batches = sub.batches(topic, 5)
     pub = transport.publisher()
-    pub.publish(unique_name, [Message(f"m{i}".encode(), "k") for i in range(20)])
+    pub.publish(topic, [Message(f"m{i}".encode(), "k") for i in range(20)])
     older, newer = next(batches), next(batches)
     if held_first:
         newer.ack()  # the older batch is still held: the acks must not cover it
@@ -50,7 +59,7 @@ def test_acking_a_later_batch_leaves_an_older_held_one_unsettled(
         older.ack()  # the oldest, then the next: one multiple ack each
         newer.ack()
     sub.close()
-    again = drain(config, unique_name, "g")
+    again = drain(config, topic, "g")
     if held_first:
         assert ids(older) <= again
         assert not ids(newer) & again
@@ -61,20 +70,20 @@ def test_acking_a_later_batch_leaves_an_older_held_one_unsettled(
 
 
 def test_a_batch_is_what_was_pushed_handed_out_without_waiting_for_more(
-    rabbitmq_server: Any, unique_name: str
+    rabbitmq_server: Any, topic: str
 ) -> None:
     config = ClientConfig(url=rabbitmq_server.url, prefetch=20)
     transport = open_transport("rabbitmq", config)
     sub = transport.subscriber("g")
-    batches = sub.batches(unique_name, 10)
+    batches = sub.batches(topic, 10)
     pub = transport.publisher()
-    pub.publish(unique_name, [Message(b"alone")])
+    pub.publish(topic, [Message(b"alone")])
     time.sleep(0.3)
     began = time.monotonic()
     lone = next(batches)
     waited = time.monotonic() - began
     lone.ack()
-    pub.publish(unique_name, [Message(f"m{i}".encode()) for i in range(15)])
+    pub.publish(topic, [Message(f"m{i}".encode()) for i in range(15)])
     sizes: list[int] = []
     while sum(sizes) < 15:
         batch = next(batches)

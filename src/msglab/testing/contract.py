@@ -10,6 +10,7 @@ and counts duplicate deliveries instead of hiding them: every test records what 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -26,9 +27,9 @@ import pytest
 
 from msglab.brokers import open_transport
 from msglab.config import ClientConfig
-from msglab.errors import PublishError, TransportError, UsageError
+from msglab.errors import MsglabError, PublishError, TransportError, UsageError
 from msglab.message import Delivery, Message
-from msglab.ports import Transport
+from msglab.ports import TopicAdmin, Transport
 from msglab.profiles import DeliveryProfile
 
 
@@ -96,6 +97,7 @@ class Collector:
         group: str,
         decide: Callable[[Delivery], bool] = lambda d: True,
     ) -> None:
+        self.transport, self.topic, self.group = transport, topic, group
         self.sub = transport.subscriber(group)
         self.deliveries: list[Delivery] = []
         self.arrived: list[float] = []  # time.monotonic() of each delivery, in order
@@ -207,10 +209,19 @@ class TransportContract:
 
     @pytest.fixture
     def collectors(self) -> Iterator[list[Collector]]:
+        """The test's collectors, stopped after it; then their topics and groups' queues are
+        deleted (a RabbitMQ that keeps every test's quorum queues restarts ever slower)."""
         made: list[Collector] = []
         yield made
         for c in made:
             c.stop()
+        groups: dict[str, set[str]] = {}
+        for c in made:
+            groups.setdefault(c.topic, set()).add(c.group)
+        for c in made:
+            if isinstance(c.transport, TopicAdmin) and c.topic in groups:
+                with contextlib.suppress(MsglabError):
+                    c.transport.delete_topic(c.topic, sorted(groups.pop(c.topic)))
 
     def _collect(
         self,
