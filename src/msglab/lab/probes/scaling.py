@@ -66,13 +66,7 @@ def run(variant: str, settings: Settings, quick: bool) -> tuple[dict[str, Any], 
         publisher.publish(topics["one-broker"], [Message(b"create")])
         backend.up(["kafka2"])
         publisher.publish(topics["two-brokers"], [Message(b"create")])
-        placement = {
-            layout: {
-                "kafka": first.hosted_partitions(topic),
-                "kafka2": second.hosted_partitions(topic),
-            }
-            for layout, topic in topics.items()
-        }
+        placement = {layout: _placement(topic, first, second) for layout, topic in topics.items()}
         figures: dict[str, Any] = {
             "message_bytes": MESSAGE_BYTES,
             "partitions": PARTITIONS,
@@ -107,6 +101,18 @@ def run(variant: str, settings: Settings, quick: bool) -> tuple[dict[str, Any], 
                 transport.delete_topic(topic, [])
         backend.down(["kafka2"])
     return figures, _measured(figures)
+
+
+def _placement(topic: str, *brokers: Kafka, wait_s: float = 10.0) -> dict[str, list[int]]:
+    """Which broker keeps which partition of ``topic``: a broker makes a partition's log when
+    it learns it leads it, which may come after a producer's first write to another partition,
+    so this waits (up to ``wait_s``) until every partition has a broker."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        found = {b.name: b.hosted_partitions(topic) for b in brokers}
+        if sum(map(len, found.values())) >= PARTITIONS or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
 
 
 def _measure(
