@@ -31,7 +31,7 @@ from msglab.errors import UsageError
 from msglab.infra import backend_for, service_url
 from msglab.infra.kafka import Kafka, Kafka2
 from msglab.message import Message
-from msglab.ports import TopicAdmin
+from msglab.ports import Publisher, TopicAdmin
 from msglab.profiles import DeliveryProfile
 from msglab.settings import Settings
 
@@ -74,23 +74,9 @@ def run(variant: str, settings: Settings, quick: bool) -> tuple[dict[str, Any], 
             "warmup_s": WARMUP_S,
             "placement": placement,
         }
-        payload = bytes(MESSAGE_BYTES)
         for mode in ("uncapped", "capped"):
-            chunk = 1000 if mode == "uncapped" else 50
             first.set_producer_quota(CLIENT_ID, QUOTA_BYTES_PER_S if mode == "capped" else None)
-            rounds: dict[str, list[dict[str, Any]]] = {layout: [] for layout in LAYOUTS}
-            for order in (LAYOUTS, LAYOUTS[::-1]):  # alternating: neither layout always first
-                for layout in order:
-                    measured = _measure(publisher, topics[layout], payload, chunk, seconds[mode])
-                    rounds[layout].append(measured)
-            figures[mode] = {
-                layout: {
-                    "best_msgs_per_s": _best(runs, "msgs_per_s"),
-                    "best_mb_per_s": _best(runs, "mb_per_s"),
-                    "rounds": runs,
-                }
-                for layout, runs in rounds.items()
-            }
+            figures[mode] = _rounds(publisher, topics, mode, seconds[mode])
             one, two = (figures[mode][layout]["best_msgs_per_s"] for layout in LAYOUTS)
             figures[f"{mode}_ratio"] = round(two / one, 2) if one else 0.0
     finally:
@@ -115,8 +101,29 @@ def _placement(topic: str, *brokers: Kafka, wait_s: float = 10.0) -> dict[str, l
         time.sleep(0.1)
 
 
+def _rounds(
+    publisher: Publisher, topics: dict[str, str], mode: str, seconds: float
+) -> dict[str, dict[str, Any]]:
+    """Each layout measured twice, in alternating order (neither always first); the best
+    round counts."""
+    chunk = 1000 if mode == "uncapped" else 50
+    payload = bytes(MESSAGE_BYTES)
+    rounds: dict[str, list[dict[str, Any]]] = {layout: [] for layout in LAYOUTS}
+    for order in (LAYOUTS, LAYOUTS[::-1]):
+        for layout in order:
+            rounds[layout].append(_measure(publisher, topics[layout], payload, chunk, seconds))
+    return {
+        layout: {
+            "best_msgs_per_s": _best(runs, "msgs_per_s"),
+            "best_mb_per_s": _best(runs, "mb_per_s"),
+            "rounds": runs,
+        }
+        for layout, runs in rounds.items()
+    }
+
+
 def _measure(
-    publisher: Any, topic: str, payload: bytes, chunk: int, seconds: float
+    publisher: Publisher, topic: str, payload: bytes, chunk: int, seconds: float
 ) -> dict[str, Any]:
     """Publish ``chunk`` messages at a time for ``seconds``; the rate after the warm-up."""
     series: list[tuple[float, int]] = []
