@@ -63,6 +63,14 @@ def fake_run(folder: Path, fault: str, lose: int) -> dict[str, Any]:
     }
 
 
+def scaling_mode(one: float, two: float) -> dict[str, Any]:
+    """A mode of the scaling probe's figures: the best and two rounds per layout."""
+    return {
+        layout: {"best_mb_per_s": mb, "rounds": [{"mb_per_s": mb}, {"mb_per_s": mb * 0.9}]}
+        for layout, mb in (("one-broker", one), ("two-brokers", two))
+    }
+
+
 @pytest.fixture
 def report_html(tmp_path: Path) -> Path:
     rows = [
@@ -88,6 +96,26 @@ def report_html(tmp_path: Path) -> Path:
             },
         }
     )
+    rows.append(
+        {
+            "kind": "probe",
+            "claim": "Kafka: scales by brokers",
+            "expect": "capped ratio >= 1.5",
+            "observed": True,
+            "report": {
+                "probe": "scaling",
+                "variant": "kafka-brokers",
+                "figures": {
+                    "quota_bytes_per_s_per_broker": 1_000_000,
+                    "capped": scaling_mode(0.98, 1.87),
+                    "capped_ratio": 1.91,
+                    "uncapped": scaling_mode(140.0, 70.0),
+                    "uncapped_ratio": 0.5,
+                },
+                "measured": "1 broker 0.98 MB/s, 2 brokers 1.87 MB/s",
+            },
+        }
+    )
     page = tmp_path / "report.html"
     page.write_text(render({"quick": True, "seconds": 1.5, "rows": rows}))
     return page
@@ -107,10 +135,11 @@ def test_the_browser_renders_the_table_and_the_charts(report_html: Path, tmp_pat
     dom = chromium(
         f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", report_html.as_uri()
     ).stdout
-    assert dom.count("<tr>") == 3 + 2  # header + 2 runs, header + 1 probe
+    assert dom.count("<tr>") == 3 + 3  # header + 2 runs, header + 2 probes
     assert 'id="probes"' in dom and "654 of 1000 increments lost" in dom
     assert "broken" in dom and "not observed" in dom
-    assert dom.count("<svg") == 2 + 2  # bars, latency, a timeline per run
+    assert dom.count("<svg") == 2 + 2 + 2  # bars, latency, a timeline per run, scaling x2
+    assert "Kafka: one broker or two" in dom and "capped at 1.0 MB/s per broker: x1.91" in dom
     assert "fault window" in dom and dom.count("<polyline") == 2 * 3
 
 

@@ -1,8 +1,9 @@
 """A self-contained HTML report of a comparison: one table and inline SVG charts, no scripts.
 
-Charts: lost and duplicate bars across the matrix, latency percentiles per run, and a timeline
+Charts: lost and duplicate bars across the matrix, latency percentiles per run, a timeline
 per run (sends confirmed, deliveries and effects per time bin, the fault window shaded),
-drawn from the raw evidence files of each run.
+drawn from the raw evidence files of each run, and the scaling probe's rates (one Kafka
+broker or two).
 """
 
 from __future__ import annotations
@@ -163,6 +164,49 @@ def probe_table(rows: list[dict[str, Any]]) -> str:
     return f'<h2>Claims measured by probes</h2><table id="probes"><tr>{head}</tr>{body}</table>'
 
 
+def scaling(rows: list[dict[str, Any]]) -> str:
+    """The scaling probe's figures as bars: MB/s on one broker and on two, capped (each broker
+    held to a quota) and uncapped, each mode on its own scale; every round is a thin bar."""
+    found = [r["report"]["figures"] for r in rows if r["report"]["probe"] == "scaling"]
+    if not found:
+        return ""
+    f = found[0]
+    width, left, height = 760, 170, 26
+    parts = []
+    for mode in ("capped", "uncapped"):
+        layouts = f[mode]
+        peak = max(x["mb_per_s"] for v in layouts.values() for x in v["rounds"]) or 1.0
+        title = (
+            f"capped at {f['quota_bytes_per_s_per_broker'] / 1e6:.1f} MB/s per broker"
+            if mode == "capped"
+            else "uncapped (both brokers share this machine)"
+        )
+        svg = [
+            f'<svg width="{width}" height="{height * len(layouts) + 24}" role="img" '
+            f'aria-label="{esc(title)}"><text x="0" y="12">{esc(title)}: x{f[mode + "_ratio"]}'
+            "</text>"
+        ]
+        for i, (layout, v) in enumerate(layouts.items()):
+            y = 20 + i * height
+            best = v["best_mb_per_s"]
+            w = (width - left - 90) * best / peak
+            svg.append(f'<text x="0" y="{y + 13}">{esc(layout)}</text>')
+            svg.append(
+                f'<rect x="{left}" y="{y}" width="{w:.1f}" height="14" fill="{COLORS["sends"]}">'
+                f"<title>best {best} MB/s</title></rect>"
+                f'<text x="{left + w + 4:.1f}" y="{y + 12}">{best:.2f} MB/s</text>'
+            )
+            for j, x in enumerate(v["rounds"]):
+                rw = (width - left - 90) * x["mb_per_s"] / peak
+                svg.append(
+                    f'<rect x="{left}" y="{y + 16 + j * 3}" width="{rw:.1f}" height="2" '
+                    f'fill="#999"><title>round {j + 1}: {x["mb_per_s"]} MB/s</title></rect>'
+                )
+        svg.append("</svg>")
+        parts.append("".join(svg))
+    return "<h2>Kafka: one broker or two</h2>" + "<br>".join(parts)
+
+
 def render(summary: dict[str, Any]) -> str:
     rows = runs(summary)
     head = (
@@ -218,6 +262,7 @@ def render(summary: dict[str, Any]) -> str:
 survives them, so this is not a power cut. Raw evidence of each run is in its folder.</p>
 <table id="matrix"><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr>{"".join(body)}</table>
 {probe_table(probes(summary))}
+{scaling(probes(summary))}
 <h2>Lost and duplicate effects</h2>{bars(rows)}
 <h2>Latency (send to first delivery)</h2>{latency(rows)}
 <h2>Timelines</h2>{legend}{cards}
