@@ -31,9 +31,10 @@ class SubscriberBase(ABC):
     """``prefetch``: how many unacknowledged messages the broker pushes at most (0: it does
     not push). A batch is kept to half of it, or it would wait for acks that cannot come.
 
-    ``fetches_batches``: True where the transport overrides ``_batches`` with the broker's own
-    batch fetch (a batch is then what one fetch returned, handed out at once); False where
-    ``batches`` groups single deliveries, which holds the first of them up to BATCH_WAIT_S."""
+    ``fetches_batches``: True where a batch is what the client already holds, handed out at once
+    (the transport overrides ``_batches`` with the broker's own batch fetch, or ``_more_coming``
+    with what its client has buffered); False where ``batches`` groups single deliveries, which
+    holds the first of them up to BATCH_WAIT_S."""
 
     fetches_batches: ClassVar[bool] = False
 
@@ -45,6 +46,7 @@ class SubscriberBase(ABC):
         self._iterating_thread: int | None = None
         self._released = threading.Lock()
         self._idle: Callable[[], None] = _nothing
+        self._batch_began = 0.0  # when the batch ``_batches`` is grouping got its first delivery
 
     def on_idle(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` in the iterating thread after each poll that found nothing."""
@@ -80,18 +82,16 @@ class SubscriberBase(ABC):
         return self._generator
 
     def _batches(self, topic: str, limit: int) -> Iterator[Batch | None]:
-        """Deliveries grouped: a batch ends when it is full, when a poll found nothing more,
-        or when the next delivery comes BATCH_WAIT_S after its first (a slow, steady stream
-        would otherwise fill it for seconds). Transports that fetch in batches override this,
-        yielding None for an empty poll as ``_deliveries`` does."""
+        """Deliveries grouped: a batch ends when it is full, when a poll found nothing more, or
+        when ``_more_coming`` says so. Transports that fetch in batches override this, yielding
+        None for an empty poll as ``_deliveries`` does."""
         held: list[Delivery] = []
-        began = 0.0
         for d in self._deliveries(topic):
             if d is not None:
                 if not held:
-                    began = time.monotonic()
+                    self._batch_began = time.monotonic()
                 held.append(d)
-                if len(held) < limit and time.monotonic() - began < BATCH_WAIT_S:
+                if len(held) < limit and self._more_coming():
                     continue
             elif not held:
                 yield None
@@ -99,6 +99,12 @@ class SubscriberBase(ABC):
             messages = [h.message for h in held]
             yield Batch(topic, messages, [h.attempt for h in held], self._settle_group, held)
             held = []
+
+    def _more_coming(self) -> bool:
+        """Whether a batch being grouped waits for another delivery: by default until
+        BATCH_WAIT_S after its first (a slow, steady stream would otherwise fill it for
+        seconds). A transport that knows what it already holds says so instead."""
+        return time.monotonic() - self._batch_began < BATCH_WAIT_S
 
     def _settle_group(self, batch: Batch, ok: bool, requeue: bool) -> None:
         """Settle a batch grouped by ``_batches`` (its token: the deliveries), one by one.

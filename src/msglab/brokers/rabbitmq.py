@@ -322,7 +322,7 @@ class RabbitPublisher:
 
 
 class RabbitSubscriber(SubscriberBase):
-    fetches_batches = True  # a batch is what pika holds already pushed (``_batches``)
+    fetches_batches = True  # a batch is what pika holds already pushed (``_more_coming``)
 
     def __init__(self, config: ClientConfig, group: str) -> None:
         super().__init__(group, prefetch=config.prefetch)
@@ -385,28 +385,12 @@ class RabbitSubscriber(SubscriberBase):
                 self._release()
                 self._reopen(topic)
 
-    def _batches(self, topic: str, limit: int) -> Iterator[Batch | None]:
-        """What the broker has pushed so far, as one batch: a batch ends when it is full or
-        when pika holds no further delivery (``get_waiting_message_count() == 0``), never by
-        waiting. A consumer that keeps up gets small batches and no added latency; one that
-        falls behind gets full ones, each settled with one ack."""
-        held: list[Delivery] = []
-        for d in self._deliveries(topic):
-            if d is not None:
-                held.append(d)
-                channel = self._channel
-                if (
-                    len(held) < limit
-                    and channel is not None
-                    and channel.get_waiting_message_count()
-                ):
-                    continue
-            elif not held:
-                yield None
-                continue
-            messages = [h.message for h in held]
-            yield Batch(topic, messages, [h.attempt for h in held], self._settle_group, held)
-            held = []
+    def _more_coming(self) -> bool:
+        """A batch takes what the broker has pushed so far: it ends when pika holds no further
+        delivery, never by waiting. A consumer that keeps up gets small batches and no added
+        latency; one that falls behind gets full ones, each settled with one ack."""
+        channel = self._channel
+        return channel is not None and channel.get_waiting_message_count() > 0
 
     def _delivery(self, topic: str, method: Any, props: Any, body: bytes) -> Delivery:
         headers = dict(props.headers or {})
