@@ -13,6 +13,7 @@ import pytest
 from msglab.brokers import open_transport
 from msglab.config import ClientConfig
 from msglab.message import Batch, Message
+from msglab.ports import Publisher, Subscriber
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -42,15 +43,21 @@ def drain(config: ClientConfig, topic: str, group: str, quiet_s: float = 1.5) ->
     return seen
 
 
+def open_batches(
+    url: str, topic: str, limit: int
+) -> tuple[ClientConfig, Subscriber, Iterator[Batch], Publisher]:
+    """Group g's batches of ``topic`` (prefetch 20, subscribed at once) and a publisher."""
+    config = ClientConfig(url=url, prefetch=20)
+    transport = open_transport("rabbitmq", config)
+    sub = transport.subscriber("g")
+    return config, sub, sub.batches(topic, limit), transport.publisher()
+
+
 @pytest.mark.parametrize("held_first", [True, False])
 def test_acking_a_later_batch_leaves_an_older_held_one_unsettled(
     rabbitmq_server: Any, topic: str, held_first: bool
 ) -> None:
-    config = ClientConfig(url=rabbitmq_server.url, prefetch=20)
-    transport = open_transport("rabbitmq", config)
-    sub = transport.subscriber("g")
-    batches = sub.batches(topic, 5)
-    pub = transport.publisher()
+    config, sub, batches, pub = open_batches(rabbitmq_server.url, topic, 5)
     pub.publish(topic, [Message(f"m{i}".encode(), "k") for i in range(20)])
     older, newer = next(batches), next(batches)
     if held_first:
@@ -72,11 +79,7 @@ def test_acking_a_later_batch_leaves_an_older_held_one_unsettled(
 def test_a_batch_is_what_was_pushed_handed_out_without_waiting_for_more(
     rabbitmq_server: Any, topic: str
 ) -> None:
-    config = ClientConfig(url=rabbitmq_server.url, prefetch=20)
-    transport = open_transport("rabbitmq", config)
-    sub = transport.subscriber("g")
-    batches = sub.batches(topic, 10)
-    pub = transport.publisher()
+    _, sub, batches, pub = open_batches(rabbitmq_server.url, topic, 10)
     pub.publish(topic, [Message(b"alone")])
     time.sleep(0.3)
     began = time.monotonic()
