@@ -173,22 +173,16 @@ class Kafka(NativeService):
         (self.root / "server.properties").write_text(self._properties())
         (self.root / "log4j2.properties").write_text(_log4j2())
 
+    def _tool(self, main_class: str, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run one of Kafka's own command-line tools from the broker's jars."""
+        argv = ["java", "-cp", f"{self.lib_dir}/*", *self._log_opts(), main_class, *args]
+        return subprocess.run(argv, capture_output=True, text=True, check=False)
+
     def _format(self, cluster_id: str, *options: str) -> None:
-        argv = [
-            "java",
-            "-cp",
-            f"{self.lib_dir}/*",
-            *self._log_opts(),
-            "kafka.tools.StorageTool",
-            "format",
-            *options,
-            "-g",
-            "-t",
-            cluster_id,
-            "-c",
-            str(self.root / "server.properties"),
-        ]
-        result = subprocess.run(argv, capture_output=True, text=True, check=False)
+        config = str(self.root / "server.properties")
+        result = self._tool(
+            "kafka.tools.StorageTool", "format", *options, "-g", "-t", cluster_id, "-c", config
+        )
         if result.returncode != 0:
             raise ServerStartError(
                 f"formatting {self.name}'s KRaft storage failed",
@@ -224,22 +218,11 @@ class Kafka(NativeService):
             if bytes_per_s is None
             else ["--add-config", f"producer_byte_rate={bytes_per_s}"]
         )
-        argv = [
-            "java",
-            "-cp",
-            f"{self.lib_dir}/*",
-            *self._log_opts(),
+        result = self._tool(
             "kafka.admin.ConfigCommand",
-            "--bootstrap-server",
-            self.address,
-            "--alter",
-            *change,
-            "--entity-type",
-            "clients",
-            "--entity-name",
-            client_id,
-        ]
-        result = subprocess.run(argv, capture_output=True, text=True, check=False)
+            *("--bootstrap-server", self.address, "--alter", *change),
+            *("--entity-type", "clients", "--entity-name", client_id),
+        )
         lines = (result.stdout + result.stderr).strip().splitlines()
         why = lines[-1] if lines else f"exit {result.returncode}"
         if result.returncode != 0 and not (bytes_per_s is None and "Invalid config" in why):
