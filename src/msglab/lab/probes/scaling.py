@@ -47,7 +47,7 @@ def run(variant: str, settings: Settings, quick: bool) -> tuple[dict[str, Any], 
     del variant  # one variant: kafka-brokers
     if settings.backend != "native":
         raise UsageError("the scaling probe needs msglab's own brokers (backend native)")
-    seconds = {"capped": 4.0 if quick else 5.0, "uncapped": 2.5 if quick else 4.0}
+    seconds = {"capped": 6.0 if quick else 8.0, "uncapped": 2.5 if quick else 4.0}
     backend = backend_for(settings)
     backend.up(["kafka"])
     backend.down(["kafka2"])  # a stopped broker is fenced: new partitions go to node 1 only
