@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -11,8 +12,10 @@ from msglab.errors import UsageError
 from msglab.infra import service_url
 from msglab.infra.kafka import Kafka2
 from msglab.lab import effects
-from msglab.lab.probes import run_probe
+from msglab.lab.matrix import FULL, QUICK, Probe
+from msglab.lab.probes import PROBES, run_probe
 from msglab.settings import Settings
+from tests.conftest import run_cli
 
 SETTINGS = Settings.from_env()
 
@@ -119,3 +122,24 @@ def test_kafka_partitions_spread_over_two_capped_brokers_carry_more_than_on_one(
     assert f["capped_ratio"] >= 1.5  # the claim: the second broker's share adds to the first's
     assert f["uncapped"]["one-broker"]["best_msgs_per_s"] > 0  # measured, whatever the ratio
     assert Kafka2(SETTINGS).pid() is None  # the on-demand broker is stopped again
+
+
+def test_every_probe_variant_is_a_row_of_the_full_matrix_once() -> None:
+    rows = [(r.probe, r.variant) for r in FULL if isinstance(r, Probe)]
+    assert sorted(rows) == sorted((name, v) for name, vs in PROBES.items() for v in vs)
+    assert {(r.probe, r.variant) for r in QUICK if isinstance(r, Probe)} <= set(rows)
+
+
+def test_the_probe_command_refuses_an_unknown_probe_listing_the_valid_ones() -> None:
+    result = run_cli("probe", "saga", check=False)
+    assert result.returncode == 2
+    assert all(name in result.stderr for name in PROBES)
+
+
+@pytest.mark.postgres
+def test_the_probe_command_shows_the_measurement_and_the_claim_it_tests() -> None:
+    (row,) = json.loads(run_cli("probe", "concurrency", "atomic-increment", "--json").stdout)
+    assert row["observed"] is True and row["report"]["figures"]["lost_updates"] == 0
+    assert row["claim"].startswith("Concurrency: an atomic increment")
+    shown = run_cli("probe", "concurrency", "atomic-increment").stdout
+    assert "atomic-increment" in shown and "increments" in shown and "yes" in shown

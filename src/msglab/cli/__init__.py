@@ -26,6 +26,7 @@ for command in messaging.COMMANDS:
     app.command()(command)
 app.command()(lab.run)
 app.command()(lab.compare)
+app.command()(lab.probe)
 
 err_console = Console(stderr=True)
 

@@ -1,4 +1,5 @@
-"""``msglab run``: one delivery experiment with a fault, on the real servers."""
+"""``msglab run`` (one delivery experiment with a fault), ``msglab compare`` (the claim matrix)
+and ``msglab probe`` (one measured experiment), on the real servers."""
 
 from __future__ import annotations
 
@@ -12,11 +13,14 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from msglab.errors import UsageError
 from msglab.lab.compare import compare as run_matrix
-from msglab.lab.matrix import FULL, QUICK
+from msglab.lab.matrix import FULL, QUICK, Probe
+from msglab.lab.probes import PROBES, run_probe
 from msglab.lab.run import run as run_scenario
 from msglab.lab.scenario import FAULTS, PATTERNS, Scenario, transport_label
 from msglab.lab.summary import probes, runs
+from msglab.settings import Settings
 
 console = Console()
 
@@ -238,3 +242,31 @@ def _show_probes(rows: list[dict[str, Any]], first: int) -> None:
     console.print(table)
     for i, row in enumerate(rows, first):
         console.print(f"[dim]{i:>2}. {row['claim']} (expect {row['expect']})[/]")
+
+
+def probe(
+    name: Annotated[str, typer.Argument(help=f"The probe: {', '.join(PROBES)}.")],
+    variant: Annotated[
+        str | None, typer.Argument(help="One of its variants; all of them when omitted.")
+    ] = None,
+    quick: Annotated[bool, typer.Option("--quick/--full", help="Quick: shorter runs.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the reports as JSON.")] = False,
+) -> None:
+    """Run one probe (or each of its variants) on the real servers: what it measured, beside
+    the claim of the matrix it tests and whether the figures bear it out."""
+    if name not in PROBES:
+        raise UsageError(f"unknown probe {name!r}; valid: {', '.join(PROBES)}")
+    settings = Settings.from_env()
+    claims = {(row.probe, row.variant): row for row in FULL if isinstance(row, Probe)}
+    rows: list[dict[str, Any]] = []
+    for v in [variant] if variant else PROBES[name]:
+        report = run_probe(name, v, settings, quick)
+        row = claims[(name, v)]  # every variant is a row of the full matrix (tested)
+        observed = bool(row.check(report))
+        rows.append(
+            {"claim": row.claim, "expect": row.expect, "observed": observed, "report": report}
+        )
+    if as_json:
+        print(json.dumps(rows))
+        return
+    _show_probes(rows, first=1)
