@@ -7,7 +7,9 @@ Each layout is measured twice:
 * capped: each broker lets the probe's client write at most ``QUOTA_BYTES_PER_S`` (a Kafka
   client quota, which every broker enforces on its own), standing in for what one broker's
   disk and network can take. Spread over two brokers the producer should get about twice
-  as much: that is the claim (partition leaders spread the load over the brokers).
+  as much: that is the claim (partition leaders spread the load over the brokers). It gets
+  somewhat less (1.7-1.9x here): the producer waits for each chunk's confirmations from both
+  brokers, so a throttle on either one holds up the next chunk for both.
 * uncapped: as fast as the brokers take it here. Both brokers share this machine's cores,
   disk and page cache, so a second broker can add no capacity: whatever ratio comes out is
   reported as measured, not as the claim.
