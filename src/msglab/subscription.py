@@ -46,7 +46,6 @@ class SubscriberBase(ABC):
         self._iterating_thread: int | None = None
         self._released = threading.Lock()
         self._idle: Callable[[], None] = _nothing
-        self._batch_began = 0.0  # when the batch ``_batches`` is grouping got its first delivery
 
     def on_idle(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` in the iterating thread after each poll that found nothing."""
@@ -86,12 +85,13 @@ class SubscriberBase(ABC):
         when ``_more_coming`` says so. Transports that fetch in batches override this, yielding
         None for an empty poll as ``_deliveries`` does."""
         held: list[Delivery] = []
+        began = 0.0
         for d in self._deliveries(topic):
             if d is not None:
                 if not held:
-                    self._batch_began = time.monotonic()
+                    began = time.monotonic()
                 held.append(d)
-                if len(held) < limit and self._more_coming():
+                if len(held) < limit and self._more_coming(began):
                     continue
             elif not held:
                 yield None
@@ -100,11 +100,12 @@ class SubscriberBase(ABC):
             yield Batch(topic, messages, [h.attempt for h in held], self._settle_group, held)
             held = []
 
-    def _more_coming(self) -> bool:
-        """Whether a batch being grouped waits for another delivery: by default until
-        BATCH_WAIT_S after its first (a slow, steady stream would otherwise fill it for
-        seconds). A transport that knows what it already holds says so instead."""
-        return time.monotonic() - self._batch_began < BATCH_WAIT_S
+    def _more_coming(self, began: float) -> bool:
+        """Whether a batch being grouped (its first delivery came at ``began``) waits for
+        another: by default until BATCH_WAIT_S after its first (a slow, steady stream would
+        otherwise fill it for seconds). A transport that knows what it already holds says so
+        instead."""
+        return time.monotonic() - began < BATCH_WAIT_S
 
     def _settle_group(self, batch: Batch, ok: bool, requeue: bool) -> None:
         """Settle a batch grouped by ``_batches`` (its token: the deliveries), one by one.

@@ -13,7 +13,7 @@ import pytest
 from msglab.brokers import open_transport
 from msglab.config import ClientConfig
 from msglab.message import Batch, Message
-from msglab.ports import Publisher, Subscriber
+from msglab.ports import Publisher, Subscriber, TopicAdmin
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -23,7 +23,8 @@ def topic(rabbitmq_server: Any, unique_name: str) -> Iterator[str]:
     """The test's topic; its exchange and group g's queue are deleted after the test."""
     yield unique_name
     transport = open_transport("rabbitmq", ClientConfig(url=rabbitmq_server.url))
-    transport.delete_topic(unique_name, ["g"])  # type: ignore[attr-defined]
+    assert isinstance(transport, TopicAdmin)
+    transport.delete_topic(unique_name, ["g"])
 
 
 def ids(batch: Batch) -> set[str]:

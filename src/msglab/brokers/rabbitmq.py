@@ -385,7 +385,7 @@ class RabbitSubscriber(SubscriberBase):
                 self._release()
                 self._reopen(topic)
 
-    def _more_coming(self) -> bool:
+    def _more_coming(self, began: float) -> bool:
         """A batch takes what the broker has pushed so far: it ends when pika holds no further
         delivery, never by waiting. A consumer that keeps up gets small batches and no added
         latency; one that falls behind gets full ones, each settled with one ack."""

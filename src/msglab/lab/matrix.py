@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from msglab.infra.connect import OFFSET_FLUSH_INTERVAL_MS
+from msglab.lab.probes.scaling import QUOTA_BYTES_PER_S
 from msglab.lab.worker import RELAY_BATCH
 
 Report = dict[str, Any]
@@ -384,8 +385,8 @@ PROBES_QUICK: tuple[Probe, ...] = (
 PROBES_FULL: tuple[Probe, ...] = (
     Probe(
         "Kafka: scales by brokers (partition leaders spread the load over the brokers)",
-        "each broker capped at 1 MB/s: 4 partitions on 2 brokers carry >= 1.4x what 4 "
-        "partitions on 1 broker carry",
+        f"each broker capped at {QUOTA_BYTES_PER_S / 1e6:g} MB/s: 4 partitions on 2 brokers "
+        "carry >= 1.4x what 4 partitions on 1 broker carry",
         lambda r: _figure(r, "capped_ratio") >= 1.4,
         "scaling",
         "kafka-brokers",

@@ -42,6 +42,7 @@ from msglab.message import Delivery, Message
 from msglab.outbox import Relay
 from msglab.ports import Publisher
 from msglab.profiles import DeliveryProfile
+from msglab.subscription import BATCH_WAIT_S
 
 # messages per publish call when the rate is unbounded: the bench publishes its whole batch in
 # one call, and each call waits for the broker's last acks; 20 000 rather than 5 000 raised the
@@ -54,7 +55,6 @@ GROUP = "lab"  # the consumer group of every lab run
 REPLAY_GROUP = "lab-replay"  # the second group: replay, fanout, request-reply (its replies)
 SENT_HEADER = "sent"  # the producer's clock when the batch was built (epoch seconds)
 EFFECT_BATCH = 100  # messages per batch at most, one effect transaction (prefetch: 200)
-EFFECT_WINDOW_S = 0.05  # pushed deliveries: a batch collects for this long at most
 RELAY_BATCH = 500  # outbox rows per relay pass: the most one relay crash can duplicate
 
 
@@ -424,7 +424,7 @@ class _BatchHandler:
 class _Grouped:
     """Pushed deliveries grouped for ``_BatchHandler``: each is timed as it arrives (and takes
     ``slow_ms`` there under slow-consumer); a group is handled once it holds EFFECT_BATCH, once
-    EFFECT_WINDOW_S passed since its first, once the kill point is reached, or when the stream
+    BATCH_WAIT_S passed since its first, once the kill point is reached, or when the stream
     goes idle (``flush``, the subscriber's on_idle hook). Each delivery is acked after."""
 
     def __init__(self, handler: _BatchHandler) -> None:
@@ -439,7 +439,7 @@ class _Grouped:
         self._arrived.append(time.time())
         if (
             len(self._held) >= EFFECT_BATCH
-            or self._arrived[-1] - self._arrived[0] >= EFFECT_WINDOW_S
+            or self._arrived[-1] - self._arrived[0] >= BATCH_WAIT_S
             or self._handler.kill_due(len(self._held))
         ):
             self.flush()

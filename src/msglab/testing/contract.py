@@ -215,13 +215,13 @@ class TransportContract:
         yield made
         for c in made:
             c.stop()
-        groups: dict[str, set[str]] = {}
+        topics: dict[str, tuple[Transport, set[str]]] = {}
         for c in made:
-            groups.setdefault(c.topic, set()).add(c.group)
-        for c in made:
-            if isinstance(c.transport, TopicAdmin) and c.topic in groups:
+            topics.setdefault(c.topic, (c.transport, set()))[1].add(c.group)
+        for topic, (transport, groups) in topics.items():
+            if isinstance(transport, TopicAdmin):
                 with contextlib.suppress(MsglabError):
-                    c.transport.delete_topic(c.topic, sorted(groups.pop(c.topic)))
+                    transport.delete_topic(topic, sorted(groups))
 
     def _collect(
         self,
