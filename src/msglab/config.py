@@ -8,7 +8,8 @@ when a timeout fires is reported as *unknown*, never as failed or sent.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
+from urllib.parse import urlsplit, urlunsplit
 
 from msglab.errors import ConfigError, UsageError
 from msglab.profiles import DeliveryProfile
@@ -17,6 +18,25 @@ NAME_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 NAME_RULE_TEXT = (
     "1-200 characters of letters, digits, '.', '_' and '-', starting with a letter or digit"
 )
+
+
+SECRET_PARAM = re.compile(r"(?i)((?:password|passwd|pwd|secret|token)=)[^&;\s]*")
+
+
+def redact_url(url: str) -> str:
+    """``url`` as a person or a file may see it: the password of its user part and of any
+    ``password=`` / ``secret=`` / ``token=`` parameter replaced by ``***``
+    (``postgresql://postgres:***@127.0.0.1:25442/msglab``). A URL without a secret (a Kafka
+    bootstrap list, ``redis://host:port/0``) comes back unchanged."""
+    url = SECRET_PARAM.sub(r"\1***", url)
+    if "://" not in url:
+        return url
+    parts = urlsplit(url)
+    userinfo, at, hostinfo = parts.netloc.rpartition("@")
+    user, colon, _password = userinfo.partition(":")
+    if not at or not colon:
+        return url
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostinfo}"))
 
 
 def check_name(kind: str, name: str) -> str:
@@ -77,6 +97,11 @@ class ClientConfig:
             raise ConfigError("timeouts must be positive")
         if self.max_payload_bytes <= 0 or self.prefetch <= 0 or self.partitions <= 0:
             raise ConfigError("max_payload_bytes, prefetch and partitions must be positive")
+
+    def __repr__(self) -> str:
+        """The fields, with the URL's password hidden (configs end up in logs)."""
+        shown = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.name != "url"]
+        return f"ClientConfig(url={redact_url(self.url)!r}, {', '.join(shown)})"
 
     def with_profile(self, profile: DeliveryProfile) -> ClientConfig:
         return replace(self, profile=profile)

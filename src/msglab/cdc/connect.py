@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 import httpx
 
+from msglab.config import redact_url
 from msglab.errors import ConnectError, TransportError
 
 NAME = "kafka-connect"
@@ -99,6 +100,7 @@ class ConnectClient:
         self, url: str, connect_timeout_s: float = 5.0, read_timeout_s: float = 30.0
     ) -> None:
         self.url = url.rstrip("/")
+        self.shown_url = redact_url(self.url)  # for messages: the password hidden
         timeout = httpx.Timeout(read_timeout_s, connect=connect_timeout_s)
         self._http = httpx.Client(base_url=self.url, timeout=timeout)
 
@@ -142,7 +144,7 @@ class ConnectClient:
                 if idempotent:
                     continue
                 raise TransportError(
-                    f"{NAME}: {method} {self.url}{path} failed, outcome unknown: {exc}"
+                    f"{NAME}: {method} {self.shown_url}{path} failed, outcome unknown: {exc}"
                 ) from exc
             if _rebalancing(response) and idempotent and time.monotonic() < rebalance_deadline:
                 attempt = 0  # the worker answers: wait out the rebalance, not the retries
@@ -150,12 +152,12 @@ class ConnectClient:
                 continue
             if response.status_code >= 400 and response.status_code not in allow:
                 raise ConnectorError(
-                    f"{NAME}: {method} {self.url}{path} -> {response.status_code}: "
+                    f"{NAME}: {method} {self.shown_url}{path} -> {response.status_code}: "
                     f"{_error_text(response)}",
                     response.status_code,
                 )
             return response
-        raise ConnectError(NAME, self.url, f"{type(last).__name__}: {last}") from last
+        raise ConnectError(NAME, self.shown_url, f"{type(last).__name__}: {last}") from last
 
     def connectors(self) -> list[str]:
         return list(self._request("GET", "/connectors").json())
@@ -211,8 +213,8 @@ class ConnectClient:
                 )
             if time.monotonic() > deadline:
                 raise ConnectorError(
-                    f"{NAME}: connector {name} at {self.url} not RUNNING after {timeout_s:.0f}s "
-                    f"({last})"
+                    f"{NAME}: connector {name} at {self.shown_url} not RUNNING after "
+                    f"{timeout_s:.0f}s ({last})"
                 )
             time.sleep(0.2)
 

@@ -54,6 +54,7 @@ from collections.abc import Mapping, Sequence
 from urllib.parse import unquote, urlsplit
 
 from msglab.cdc.connect import ConnectClient, ConnectorError, ConnectorStatus
+from msglab.config import redact_url
 from msglab.errors import ConfigError
 from msglab.message import Message
 from msglab.ports import Handler
@@ -86,16 +87,16 @@ def _check_slot(slot: str) -> str:
 
 def database_settings(database_url: str) -> dict[str, str]:
     """Debezium's ``database.*`` settings from ``postgresql://user:password@host:port/db``."""
-    parts = urlsplit(database_url)
+    parts, shown = urlsplit(database_url), redact_url(database_url)
     if parts.scheme not in ("postgresql", "postgres", "postgresql+psycopg") or not parts.hostname:
-        raise ConfigError(f"not a PostgreSQL URL: {database_url!r}")
+        raise ConfigError(f"not a PostgreSQL URL: {shown!r}")
     database = parts.path.lstrip("/")
     if not database or not parts.username:
-        raise ConfigError(f"the PostgreSQL URL names no database or user: {database_url!r}")
+        raise ConfigError(f"the PostgreSQL URL names no database or user: {shown!r}")
     try:
         port = parts.port or 5432
     except ValueError:
-        raise ConfigError(f"the PostgreSQL URL has an invalid port: {database_url!r}") from None
+        raise ConfigError(f"the PostgreSQL URL has an invalid port: {shown!r}") from None
     return {
         "database.hostname": parts.hostname,
         "database.port": str(port),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from msglab.config import redact_url
 from msglab.errors import ExternalServiceError, NotRunningError, ServerStartError
 from msglab.infra import external, process
 from msglab.infra.connect import Connect
@@ -42,7 +43,8 @@ class NativeBackend:
         url = self.settings.external.get(name)
         if url is not None:
             raise ExternalServiceError(
-                f"{name} is external ({url}): msglab does not own it and will not {action} it"
+                f"{name} is external ({redact_url(url)}): msglab does not own it and will not "
+                f"{action} it"
             )
         return self.service(name)
 
@@ -65,7 +67,10 @@ class NativeBackend:
             if url is None:
                 reports.append(self.service(name).up())
             elif not external.status(name, url, self.settings.connect_timeout_s).healthy:
-                raise ServerStartError(f"{name} is external ({url}) and does not answer")
+                raise ServerStartError(
+                    f"{name} is external ({redact_url(url)}) and does not answer within "
+                    f"{self.settings.connect_timeout_s:g} s"
+                )
         return reports
 
     def down(self, names: Iterable[str] = ()) -> list[str]:

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from msglab.config import redact_url
 from msglab.errors import InstallError, NotRunningError, PortInUseError, ServerStartError
 from msglab.infra import process
 from msglab.settings import Settings
@@ -36,13 +37,15 @@ class Status:
     owner: str  # "msglab" (native), "external" (given by URL) or "compose"
     pid: int | None
     address: str  # host:port
-    url: str  # what a plain client connects with
+    url: str  # what a plain client connects with, password included: never shown as is
     healthy: bool
     data_dir: str | None
     version: str | None
 
     def to_json(self) -> dict[str, object]:
-        return asdict(self)
+        """The fields as shown to people and scripts: the URL's password is ``***``
+        (``msglab infra url SERVICE`` prints it whole)."""
+        return {**asdict(self), "url": redact_url(self.url)}
 
 
 @dataclass(frozen=True)
