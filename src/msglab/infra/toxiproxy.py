@@ -22,6 +22,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from msglab.errors import InfraError, InstallError, UsageError
 from msglab.infra import external, probes
@@ -38,29 +39,43 @@ PROXIED = ("kafka", "rabbitmq", "redis")
 _UPSTREAM_PORT = {"kafka": "kafka_proxied", "rabbitmq": "rabbitmq", "redis": "redis"}
 
 
+def upstream(settings: Settings, service: str, own_host: str = HOST) -> str:
+    """Where the proxy of ``service`` forwards to: the external server's host:port when
+    ``MSGLAB_<SERVICE>_URL`` names one, else msglab's own (Kafka: its ``kafka_proxied``
+    listener) on ``own_host``."""
+    url = settings.external.get(service)
+    if url is not None:
+        host, port = external.host_port(service, url)
+        return f"{host}:{port}"
+    return f"{own_host}:{settings.ports[_UPSTREAM_PORT[service]]}"
+
+
 def proxy_specs(
     settings: Settings, listen_host: str = HOST, upstream_hosts: Mapping[str, str] | None = None
 ) -> list[ProxySpec]:
-    """One proxy per broker: listen on ``<broker>_proxy``, forward to the broker's port
-    (Kafka: its ``kafka_proxied`` listener). ``upstream_hosts`` maps a broker to the host its
-    proxy forwards to (default 127.0.0.1; the compose backend gives container names)."""
+    """One proxy per broker: listen on ``<broker>_proxy``, forward to ``upstream``: the
+    server the clients would use without the proxy. ``upstream_hosts`` maps a broker msglab
+    runs to the host its proxy forwards to (default 127.0.0.1; the compose backend gives
+    container names)."""
     hosts = upstream_hosts or {}
     p = settings.ports
     return [
         ProxySpec(
             name,
             f"{listen_host}:{p[f'{name}_proxy']}",
-            f"{hosts.get(name, HOST)}:{p[_UPSTREAM_PORT[name]]}",
+            upstream(settings, name, hosts.get(name, HOST)),
         )
         for name in PROXIED
     ]
 
 
 def proxied_url(settings: Settings, service: str) -> str:
-    """What a client of ``service`` connects with to go through its Toxiproxy proxy.
-
-    kafka: a ``bootstrap.servers`` value; rabbitmq: an AMQP URL; redis: a Redis URL; each at
-    ``<service>_proxy`` on Toxiproxy's host (127.0.0.1, or the host of MSGLAB_TOXIPROXY_URL).
+    """What a client of ``service`` connects with to go through its Toxiproxy proxy: the
+    service's URL (msglab's own or the external one, with its user, password, vhost or
+    database) with host:port replaced by ``<service>_proxy`` on Toxiproxy's host (127.0.0.1,
+    or the host of MSGLAB_TOXIPROXY_URL). Kafka: a ``bootstrap.servers`` value, which works
+    for msglab's own broker only (it advertises the proxy's address on that listener; an
+    external cluster advertises its own addresses, and its clients would bypass the proxy).
     Raises UsageError for a service without a proxy.
     """
     if service not in PROXIED:
@@ -70,9 +85,18 @@ def proxied_url(settings: Settings, service: str) -> str:
     address = f"{host}:{settings.ports[f'{service}_proxy']}"
     if service == "kafka":
         return address
-    if service == "rabbitmq":
-        return f"amqp://guest:guest@{address}/%2F"
-    return f"redis://{address}/0"
+    from msglab.infra import service_url  # the package imports this module
+
+    parts = urlsplit(service_url(settings, service))
+    credentials = parts.netloc.rpartition("@")[0]
+    netloc = f"{credentials}@{address}" if credentials else address
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def point_proxies(settings: Settings) -> None:
+    """Make the running Toxiproxy's proxies forward to the servers ``settings`` name now (a
+    Toxiproxy started before MSGLAB_<SERVICE>_URL was set still forwards to msglab's own)."""
+    client(settings).populate(proxy_specs(settings))
 
 
 def client(settings: Settings) -> ToxiproxyClient:
@@ -182,6 +206,8 @@ __all__ = [
     "TOXIPROXY_VERSION",
     "Toxiproxy",
     "client",
+    "point_proxies",
     "proxied_url",
     "proxy_specs",
+    "upstream",
 ]

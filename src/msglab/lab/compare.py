@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from msglab.errors import UsageError
 from msglab.lab.html import render
 from msglab.lab.matrix import FULL, QUICK, Probe, Row
-from msglab.lab.probes import run_probe
+from msglab.lab.probes import check_servers, run_probe
 from msglab.lab.run import run
 from msglab.lab.scenario import Scenario
+from msglab.lab.servers import plan
 from msglab.settings import Settings
 
-Progress = Callable[[int, int, Row | Probe], None]
+Progress = Callable[[int, int, Row | Probe, dict[str, Any] | None], None]
+"""Called as ``(i, n, row, None)`` when row i of n starts and ``(i, n, row, result)`` when it
+finished (result: its entry in the summary's ``rows``)."""
 
 
 def scenario_for(row: Row, quick: bool) -> Scenario:
@@ -38,21 +42,45 @@ def scenario_for(row: Row, quick: bool) -> Scenario:
     )
 
 
+def refusal(row: Row | Probe, quick: bool, settings: Settings) -> str | None:
+    """Why ``row`` cannot run on the servers ``settings`` name (a kill of an external server,
+    a network fault on an external Kafka, a probe that must own its server), or None."""
+    try:
+        if isinstance(row, Probe):
+            check_servers(row.probe, settings)
+        else:
+            plan(scenario_for(row, quick), settings)
+    except UsageError as exc:
+        return str(exc)
+    return None
+
+
 def compare(
     out: Path,
     quick: bool = True,
     settings: Settings | None = None,
     progress: Progress | None = None,
+    rows: Sequence[Row | Probe] | None = None,
 ) -> dict[str, Any]:
-    """Run the matrix; write ``compare.json`` and ``report.html`` into ``out``."""
+    """Run the matrix (``rows``, by default the quick or full one); write ``compare.json`` and
+    ``report.html`` into ``out``. Rows that cannot run on the servers the user named are left
+    out before anything starts and listed in the summary's ``skipped`` with the reason."""
     out.mkdir(parents=True, exist_ok=True)
-    rows = QUICK if quick else FULL
     settings = settings or Settings.from_env()
+    skipped = []
+    runnable = []
+    for row in rows if rows is not None else (QUICK if quick else FULL):
+        reason = refusal(row, quick, settings)
+        if reason is None:
+            runnable.append(row)
+        else:
+            skipped.append({"row": row.label, "claim": row.claim, "reason": reason})
+    rows = runnable
     began = time.monotonic()
     results = []
     for i, row in enumerate(rows):
         if progress:
-            progress(i, len(rows), row)
+            progress(i, len(rows), row, None)
         if isinstance(row, Probe):
             report = run_probe(row.probe, row.variant, settings, quick)
             evidence = out / "probes" / f"{row.probe}-{row.variant}.json"
@@ -61,18 +89,18 @@ def compare(
             report["evidence"] = str(evidence.resolve())
         else:
             report = run(scenario_for(row, quick), settings, runs_dir=out / "runs")
-        results.append(
-            {
-                "kind": "probe" if isinstance(row, Probe) else "run",
-                "claim": row.claim,
-                "expect": row.expect,
-                "observed": bool(row.check(report)),
-                "report": report,
-            }
-        )
-    if progress:
-        progress(len(rows), len(rows), rows[-1])
-    summary = {"quick": quick, "seconds": round(time.monotonic() - began, 1), "rows": results}
+        result = {
+            "kind": "probe" if isinstance(row, Probe) else "run",
+            "claim": row.claim,
+            "expect": row.expect,
+            "observed": bool(row.check(report)),
+            "report": report,
+        }
+        results.append(result)
+        if progress:
+            progress(i, len(rows), row, result)
+    seconds = round(time.monotonic() - began, 1)
+    summary = {"quick": quick, "seconds": seconds, "rows": results, "skipped": skipped}
     (out / "compare.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "report.html").write_text(render(summary))
     return summary

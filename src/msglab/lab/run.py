@@ -19,11 +19,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from msglab.brokers import open_transport, serverless_url
+from msglab.brokers import open_transport
 from msglab.cdc import ConnectClient, start_outbox_connector, stop_outbox_connector
 from msglab.config import ClientConfig
 from msglab.errors import InfraError, MsglabError
-from msglab.infra import backend_for, service_url, toxiproxy
+from msglab.infra import backend_for, toxiproxy
 from msglab.lab import effects, faults
 from msglab.lab.checker import PROMISES, check
 from msglab.lab.evidence import DELIVERIES, EFFECTS, REPLAYS, SENDS, ReadStats, Tail, read
@@ -34,6 +34,7 @@ from msglab.lab.scenario import (
     SERVER_KILLS,
     Scenario,
 )
+from msglab.lab.servers import plan
 from msglab.lab.worker import GROUP, REPLAY_GROUP, WorkerSpec, reply_topic_of, topic_of
 from msglab.ports import TopicAdmin
 from msglab.profiles import DeliveryProfile
@@ -98,13 +99,19 @@ class Run:
         )
 
     def _start(self, spec: WorkerSpec) -> None:
+        """Start a worker process. Its spec (with the servers' passwords) goes through its
+        standard input: a command line is readable by every user of the machine (``ps``)."""
         log = open(self.dir / f"worker-{spec.name}.log", "ab")  # noqa: SIM115
-        self.workers[spec.name] = subprocess.Popen(
-            [sys.executable, "-m", "msglab.lab.worker", spec.role, json.dumps(asdict(spec))],
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "msglab.lab.worker", spec.role, spec.name, self.s.run_id],
             stdout=log,
             stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
         )
+        assert proc.stdin is not None
+        with proc.stdin:
+            proc.stdin.write(json.dumps(asdict(spec)).encode())
+        self.workers[spec.name] = proc
 
     def _start_consumers(self, suffix: str = "") -> list[str]:
         names = [f"c{i}{suffix}" for i in range(self.s.consumers)]
@@ -177,27 +184,20 @@ class Run:
     # -- the run ---------------------------------------------------------------------------
 
     def execute(self) -> dict[str, Any]:
+        servers = plan(self.s, self.settings)  # refuses a fault the servers cannot take
         self.dir.mkdir(parents=True, exist_ok=False)  # two runs never share a folder
-        service = self.s.service
-        extra = ["connect"] if self.s.pattern == "cdc" else []
-        extra += ["toxiproxy"] if self.s.through_proxy else []
-        self.infra.up([*([service] if service else []), "postgres", *extra])
-        if service is None:
-            self.url = serverless_url(self.s.transport, self.settings.home)
-        elif self.s.through_proxy:
+        self.infra.up(servers.services)
+        if self.s.through_proxy:
+            toxiproxy.point_proxies(self.settings)
             self.proxies = toxiproxy.client(self.settings)
-            self.url = toxiproxy.proxied_url(self.settings, service)
-        else:
-            self.url = service_url(self.settings, service)
-        self.db_url = service_url(self.settings, "postgres")
+        self.url, self.db_url = servers.broker_url, servers.database.url
         db = effects.engine(self.db_url)
         effects.create(db)
-        if self.s.pattern == "cdc":
-            self._start_connector()
+        if servers.connect:
+            self._start_connector(servers.connect.url)
+        run_json = {"scenario": self.s.to_json(), "servers": servers.to_json()}
         (self.dir / "run.json").write_text(
-            json.dumps(
-                {"scenario": self.s.to_json(), "url": self.url, "started": time.time()}, indent=2
-            )
+            json.dumps({**run_json, "started": time.time()}, indent=2) + "\n"
         )
         log = faults.FaultLog(self.dir)
         began = time.monotonic()
@@ -285,18 +285,19 @@ class Run:
         self._until_quiet(read_replays, lambda: self._confirmed <= replayed, quiet_s=5.0)
         self._stop(["r0"])
 
-    def _start_connector(self) -> None:
+    def _start_connector(self, connect_url: str) -> None:
         """cdc: a Debezium connector for this run's outbox rows, running before the first
         commit (rows committed before it are not published: no snapshot)."""
         self.connector = f"msglab-lab-{self.s.run_id}"
-        with ConnectClient(service_url(self.settings, "connect")) as client:
+        self.connect_url = connect_url
+        with ConnectClient(connect_url) as client:
             start_outbox_connector(
                 client, self.connector, self.db_url, topics=[topic_of(self.s.run_id)]
             )
 
     def _stop_connector(self) -> None:
         """Delete the run's connector and its replication slot (a stale slot holds WAL)."""
-        with ConnectClient(service_url(self.settings, "connect")) as client:
+        with ConnectClient(self.connect_url) as client:
             stop_outbox_connector(client, self.connector)
 
     @property

@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii as q  # a JSON string literal, fast
 from pathlib import Path
 from typing import Any
@@ -65,10 +65,10 @@ class WorkerSpec:
     run_id: str
     run_dir: str
     transport: str
-    url: str
+    url: str = field(repr=False)  # with its password: never logged
     profile: str
     pattern: str = "direct"  # direct | dual-write | outbox | cdc
-    db_url: str = ""  # PostgreSQL: effects, business rows, the outbox
+    db_url: str = field(default="", repr=False)  # PostgreSQL: effects, business rows, the outbox
     # producer
     first: int = 0  # this producer's messages: seq first .. first + count - 1
     count: int = 0
@@ -492,9 +492,11 @@ def replay(spec: WorkerSpec) -> None:
 
 
 def main(argv: list[str]) -> None:
+    """``python -m msglab.lab.worker ROLE NAME RUN_ID`` with the WorkerSpec as JSON on standard
+    input (the command line names the worker for ``ps``; the spec holds passwords)."""
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` dumps every thread's stack
-    role, raw = argv
-    spec = WorkerSpec(**json.loads(raw))
+    role = argv[0]
+    spec = WorkerSpec(**json.loads(sys.stdin.read()))
     # A worker holds thousands of messages in flight, and every young collection would walk
     # them (10-15 % of a Kafka producer's time, measured). Its loops make no reference
     # cycles, so collections can be rare; what exists at start-up is never collected.

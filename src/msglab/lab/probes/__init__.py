@@ -31,6 +31,22 @@ PROBES: dict[str, tuple[str, ...]] = {
 }
 
 
+OWN_SERVERS: dict[str, tuple[str, ...]] = {"scaling": ("kafka",)}
+"""Servers a probe must own: the scaling probe starts a second broker that joins msglab's
+Kafka and sets client quotas on it."""
+
+
+def check_servers(name: str, settings: Settings) -> None:
+    """UsageError, before anything starts, when probe ``name`` needs to own a server that
+    ``settings`` name as external."""
+    for service in OWN_SERVERS.get(name, ()):
+        if service in settings.external:
+            raise UsageError(
+                f"probe {name} needs msglab's own {service}, and MSGLAB_{service.upper()}_URL "
+                f"names an external one; unset it to run this probe"
+            )
+
+
 def run_probe(name: str, variant: str, settings: Settings, quick: bool = True) -> dict[str, Any]:
     """Run one probe variant; its report (``probe``, ``variant``, ``figures``, ``measured``,
     ``seconds``)."""
@@ -38,6 +54,7 @@ def run_probe(name: str, variant: str, settings: Settings, quick: bool = True) -
         raise UsageError(f"unknown probe {name!r}; valid: {', '.join(PROBES)}")
     if variant not in PROBES[name]:
         raise UsageError(f"unknown variant {variant!r} of {name}; valid: {', '.join(PROBES[name])}")
+    check_servers(name, settings)
     module = importlib.import_module(f"msglab.lab.probes.{name.replace('-', '_')}")
     began = time.monotonic()
     figures, measured = module.run(variant, settings, quick)

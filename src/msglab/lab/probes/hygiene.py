@@ -43,6 +43,7 @@ BROKERS = {"kafka": "kafka", "rabbitmq": "rabbitmq", "redis-streams": "redis"}
 def run(variant: str, settings: Settings, quick: bool) -> tuple[dict[str, Any], str]:
     services = ["redis", "toxiproxy"] if variant != "connect-timeout" else [*BROKERS.values()]
     backend_for(settings).up(list(dict.fromkeys([*services, "toxiproxy"])))
+    toxiproxy.point_proxies(settings)
     proxies = toxiproxy.client(settings)
     return {
         "connect-timeout": _connect_timeout,
