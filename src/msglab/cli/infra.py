@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from msglab.errors import UsageError
-from msglab.infra import backend_for
+from msglab.infra import Status, backend_for, service_url
 from msglab.settings import BACKENDS, SERVICES, Settings, check_services
 
 app = typer.Typer(help="Run the real servers: " + ", ".join(SERVICES) + ".", no_args_is_help=True)
@@ -73,13 +73,45 @@ def status(services: Services = None, backend: Backend = None, as_json: AsJson =
     if as_json:
         print(json.dumps([s.to_json() for s in rows], indent=2))
         return
-    table = Table(title="msglab servers (URLs and data folders: --json)")
-    for col in ("service", "owner", "pid", "address", "healthy", "version"):
-        table.add_column(col, no_wrap=True)
-    for s in rows:
-        health = "[green]yes[/]" if s.healthy else "[red]no[/]"
-        table.add_row(s.service, s.owner, str(s.pid or "-"), s.address, health, s.version or "-")
-    console.print(table)
+    console.print(status_table(rows, console.width))
+
+
+def status_table(rows: list[Status], width: int) -> Table:
+    """One line per server, as ``kubectl get`` draws it: no borders, and the columns a person
+    looks up (service, pid, address) never cut. They keep their full width; the version is cut
+    to what is left of ``width`` columns, and left out when fewer than 8 are (80 columns fit
+    every server msglab runs)."""
+    table = Table(title="msglab servers (URLs, data folders: --json)", box=None, pad_edge=False)
+    whole = {
+        "service": [s.service for s in rows],
+        "pid": [str(s.pid or "-") for s in rows],
+        "address": [s.address for s in rows],
+        "healthy": [("yes" if s.healthy else "no") for s in rows],
+        "owner": [s.owner for s in rows],
+    }
+    used = 0
+    for col, cells in whole.items():
+        widest = max(map(len, [col, *cells]))
+        table.add_column(col, no_wrap=True, min_width=widest, header_style="bold")
+        used += widest + 2
+    with_version = width - used >= 8
+    if with_version:
+        table.add_column("version", no_wrap=True, overflow="ellipsis", header_style="bold")
+    for i, s in enumerate(rows):
+        cells = [whole[col][i] for col in whole]
+        cells[3] = "[green]yes[/]" if s.healthy else "[red]no[/]"
+        table.add_row(*cells, *([s.version or "-"] if with_version else []))
+    return table
+
+
+@app.command()
+def url(
+    service: Annotated[str, typer.Argument(help=f"One of {', '.join(SERVICES)}.")],
+) -> None:
+    """Print the URL a plain client connects with, password included (``status`` hides it),
+    for scripts: ``psql "$(msglab infra url postgres)"``."""
+    (name,) = check_services([service])
+    print(service_url(Settings.from_env(), name))
 
 
 @app.command()

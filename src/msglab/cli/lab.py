@@ -15,7 +15,7 @@ from rich.table import Table
 
 from msglab.errors import UsageError
 from msglab.lab.compare import compare as run_matrix
-from msglab.lab.matrix import FULL, QUICK, Probe
+from msglab.lab.matrix import FULL, Probe, Row
 from msglab.lab.probes import PROBES, run_probe
 from msglab.lab.run import run as run_scenario
 from msglab.lab.scenario import FAULTS, PATTERNS, Scenario, transport_label
@@ -165,20 +165,27 @@ def compare(
     """Run the claim matrix (GUARANTEES.md) on the real servers: one table, compare.json and a
     self-contained report.html with charts."""
     interrupt_on_signals()
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("matrix", total=len(QUICK if quick else FULL))
-        summary = run_matrix(
-            out,
-            quick,
-            progress=lambda i, n, row: bar.update(task, completed=i, description=row.label),
-        )
+    if as_json:
+        print(json.dumps(run_matrix(out, quick)))
+        return
+    if console.is_terminal:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
+            task = bar.add_task("matrix", total=None)
+
+            def advance(i: int, n: int, row: Row | Probe, result: dict[str, Any] | None) -> None:
+                done = i + (result is not None)
+                bar.update(task, total=n, completed=done, description=row.label)
+
+            summary = run_matrix(out, quick, progress=advance)
+    else:  # a log or a pipe: a line per finished row, so that progress shows
+        summary = run_matrix(out, quick, progress=_print_finished)
     if as_json:
         print(json.dumps(summary))
         return
@@ -226,7 +233,29 @@ def compare(
     for i, row in enumerate(runs(summary), 1):
         console.print(f"[dim]{i:>2}. {row['claim']} (expect {row['expect']})[/]")
     _show_probes(probes(summary), first=len(runs(summary)) + 1)
+    for skipped in summary["skipped"]:
+        console.print(f"[yellow]skipped[/] {skipped['row']}: {skipped['reason']}")
     console.print(f"report: {out / 'report.html'}  data: {out / 'compare.json'}")
+
+
+def finished_line(i: int, n: int, result: dict[str, Any]) -> str:
+    """One line for a finished row of the matrix: number, what ran, what it measured, whether
+    the claim was observed."""
+    r = result["report"]
+    observed = "observed" if result["observed"] else "NOT observed"
+    if result["kind"] == "probe":
+        what = f"probe {r['probe']} {r['variant']}: {r['measured']}"
+    else:
+        what = (
+            f"{transport_label(r)} {r['profile']} {r['fault']}: lost {r['lost']}, "
+            f"duplicates {r['duplicate_effects']}, {r['verdict']}"
+        )
+    return f"[{i + 1:>{len(str(n))}}/{n}] {what}; claim {observed}"
+
+
+def _print_finished(i: int, n: int, row: Row | Probe, result: dict[str, Any] | None) -> None:
+    if result is not None:
+        print(finished_line(i, n, result), flush=True)
 
 
 def _show_probes(rows: list[dict[str, Any]], first: int) -> None:
