@@ -1,7 +1,7 @@
 """A small client of Kafka Connect's REST API: connector configs, status, pause/resume, restart,
 delete, and waiting until a connector and its tasks run.
 
-External-call hygiene (docs GUARANTEES.md): a connection not made within ``connect_timeout_s``
+External-call hygiene (docs/guarantees.md): a connection not made within ``connect_timeout_s``
 (3-5 s) and a reply not read within ``read_timeout_s`` (10-30 s) are errors naming the URL.
 Only calls that are safe to repeat are retried, at most twice: reads and idempotent writes
 (``PUT .../config``, pause, resume, delete) on a connection failure; they also wait out a

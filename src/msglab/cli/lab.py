@@ -162,7 +162,7 @@ def compare(
     ),
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Run the claim matrix (GUARANTEES.md) on the real servers: one table, compare.json and a
+    """Run the claim matrix (docs/guarantees.md) on the real servers: one table, compare.json and a
     self-contained report.html with charts."""
     interrupt_on_signals()
     if as_json:

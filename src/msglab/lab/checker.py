@@ -1,4 +1,4 @@
-"""The checker: counts what GUARANTEES.md defines, from the raw evidence alone.
+"""The checker: counts what docs/guarantees.md defines, from the raw evidence alone.
 
 Inputs are the records of a run folder (sends, deliveries, effects); nothing else is trusted.
 

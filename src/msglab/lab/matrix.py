@@ -1,4 +1,4 @@
-"""The comparison matrix: one row per claim of GUARANTEES.md, each a lab scenario.
+"""The comparison matrix: one row per claim of docs/guarantees.md, each a lab scenario.
 
 Consumer kills fire after 510 effects (2040 in the full matrix), inside a fetched batch: at a
 batch boundary (a multiple of the prefetch, 200) an at-most-once consumer loses nothing, and

@@ -1,4 +1,4 @@
-"""External-call hygiene for any client msglab drives (GUARANTEES.md): a circuit breaker that
+"""External-call hygiene for any client msglab drives (docs/guarantees.md): a circuit breaker that
 fails fast while a dependency is down, a bulkhead that refuses work over capacity, and a
 distributed lock on Redis with a wait timeout (``msglab.resilience.redis_lock``; it imports
 redis-py, so it is not imported here)."""

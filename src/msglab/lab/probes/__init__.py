@@ -1,4 +1,4 @@
-"""Probes: measured experiments for the claims of GUARANTEES.md that are not about delivering
+"""Probes: measured experiments for the claims of docs/guarantees.md that are not about delivering
 messages (concurrency control, external-call hygiene, two-phase commit, scaling by brokers).
 Each runs on the real servers and returns a report: ``figures`` (what was measured, raw enough
 to recompute the ``measured`` line) and ``measured`` (one line for the table).

@@ -8,8 +8,8 @@ about: with 4 hot rows per database the two variants measured alike, 672 and 750
   both (SQLAlchemy's ``begin_twophase``): atomic, but each row stays locked from its update
   until the second phase, across four more round trips and two more WAL flushes.
 
-Measured: transfers per second and the latency of one transfer; GUARANTEES.md's claim is that
-long (two-phase) commits lower concurrency.
+Measured: transfers per second and the latency of one transfer; the claim (docs/guarantees.md)
+is that long (two-phase) commits lower concurrency.
 """
 
 from __future__ import annotations
