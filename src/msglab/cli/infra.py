@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Annotated
 
@@ -73,12 +74,20 @@ def status(services: Services = None, backend: Backend = None, as_json: AsJson =
     if as_json:
         print(json.dumps([s.to_json() for s in rows], indent=2))
         return
-    console.print(status_table(rows, console.width))
+    table = status_table(rows, console.width)
+    if table.min_width and table.min_width > console.width:
+        # as kubectl does: the terminal wraps a line that is too long, nothing is cut
+        wide = Console(width=table.min_width, file=io.StringIO(), color_system=None)
+        wide.print(table)
+        print(wide.file.getvalue(), end="")  # type: ignore[attr-defined]
+        return
+    console.print(table)
 
 
 def status_table(rows: list[Status], width: int) -> Table:
     """One line per server, as ``kubectl get`` draws it: no borders, and the columns a person
-    looks up (service, pid, address) never cut. They keep their full width; the version is cut
+    looks up (service, pid, address) never cut. They keep their full width (the table's
+    ``min_width``, which can exceed ``width`` for a long external address); the version is cut
     to what is left of ``width`` columns, and left out when fewer than 8 are (80 columns fit
     every server msglab runs)."""
     table = Table(title="msglab servers (URLs, data folders: --json)", box=None, pad_edge=False)
@@ -94,6 +103,7 @@ def status_table(rows: list[Status], width: int) -> Table:
         widest = max(map(len, [col, *cells]))
         table.add_column(col, no_wrap=True, min_width=widest, header_style="bold")
         used += widest + 2
+    table.min_width = used - 2
     with_version = width - used >= 8
     if with_version:
         table.add_column("version", no_wrap=True, overflow="ellipsis", header_style="bold")

@@ -248,7 +248,7 @@ def finished_line(i: int, n: int, result: dict[str, Any]) -> str:
     else:
         what = (
             f"{transport_label(r)} {r['profile']} {r['fault']}: lost {r['lost']}, "
-            f"duplicates {r['duplicate_effects']}, {r['verdict']}"
+            f"duplicate effects {r['duplicate_effects']}, {r['verdict']}"
         )
     return f"[{i + 1:>{len(str(n))}}/{n}] {what}; claim {observed}"
 

@@ -1,0 +1,108 @@
+"""What the CLI prints fits an 80-column terminal and reads well in a log or a pipe."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from msglab.cli import app
+from msglab.cli import lab as lab_cli
+from msglab.cli.infra import status_table
+from msglab.infra import Status
+from msglab.lab.matrix import QUICK, Probe, Row
+
+LONG = "broker-1.kafka.production.example.com:9092"
+
+
+def status(service: str, address: str, pid: int | None, version: str) -> Status:
+    return Status(service, "msglab", pid, address, "", True, None, version)
+
+
+ROWS = [
+    status("kafka", LONG, None, "4.1.1"),
+    status("connect", "127.0.0.1:28083", 23456, "4.1.1 (Debezium 3.4.1.Final)"),
+    status("toxiproxy", "127.0.0.1:28474", 12345, "2.12.0"),
+]
+
+
+def render(rows: list[Status], width: int) -> list[str]:
+    out = io.StringIO()
+    console = Console(file=out, width=width, color_system=None)
+    console.print(status_table(rows, console.width))
+    return out.getvalue().splitlines()
+
+
+def test_status_keeps_every_address_and_pid_whole_at_80_columns() -> None:
+    lines = render(ROWS, 80)
+    assert all(len(line) <= 80 for line in lines), lines
+    for row in ROWS:
+        (line,) = [line for line in lines if line.startswith(row.service)]
+        assert row.address in line and str(row.pid or "-") in line, line
+
+
+def test_status_shows_the_version_when_there_is_room() -> None:
+    assert any("4.1.1 (Debezium 3.4.1.Final)" in line for line in render(ROWS[1:], 80))
+
+
+def test_status_in_a_pipe_keeps_addresses_whole(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "msglab", "infra", "status"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MSGLAB_HOME": str(tmp_path), "MSGLAB_REDIS_URL": f"redis://{LONG}"},
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert LONG in result.stdout
+    assert "…" not in result.stdout
+    assert max(map(len, result.stdout.splitlines())) <= 80
+
+
+def fake_compare(out: Path, quick: bool, progress: Any = None, **_: Any) -> dict[str, Any]:
+    """Two rows of the quick matrix, 'run' at once: what the CLI shows of each as it ends."""
+    row = next(r for r in QUICK if isinstance(r, Row))
+    probe = next(r for r in QUICK if isinstance(r, Probe))
+    report = {
+        "transport": row.transport,
+        "pattern": "direct",
+        "profile": row.profile,
+        "fault": row.fault,
+        "lost": 7,
+        "duplicate_effects": 3,
+        "verdict": "broken",
+    }
+    results = [
+        {"kind": "run", "observed": True, "report": report, "claim": "c", "expect": "e"},
+        {
+            "kind": "probe",
+            "observed": False,
+            "report": {"probe": probe.probe, "variant": probe.variant, "measured": "1 of 2"},
+            "claim": "c",
+            "expect": "e",
+        },
+    ]
+    for i, (r, result) in enumerate(zip((row, probe), results, strict=True)):
+        progress(i, 2, r, None)
+        progress(i, 2, r, result)
+    return {"quick": True, "seconds": 1.0, "rows": [], "skipped": []}
+
+
+def test_compare_in_a_pipe_prints_a_line_per_finished_row(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(lab_cli, "run_matrix", fake_compare)
+    result = CliRunner().invoke(app, ["compare", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    (first,) = [line for line in lines if line.startswith("[1/2]")]
+    assert "lost 7" in first and "duplicate effects 3" in first and "broken" in first
+    (second,) = [line for line in lines if line.startswith("[2/2]")]
+    assert "probe" in second and "1 of 2" in second and "NOT observed" in second
