@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 MSGLAB := $(VENV)/bin/msglab
 STAMP := $(VENV)/.msglab-installed
 
-.PHONY: demo test lint unit dev clean
+.PHONY: demo test lint unit dev clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -26,7 +26,18 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-test: lint
+# the report tests look at report.html in a real headless browser (Debian's chromium)
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium for the report tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends chromium >/dev/null; \
+	  else \
+	    echo "make test needs chromium: sudo apt-get install chromium" >&2; exit 1; \
+	  fi; }
+
+test: lint browser
 	$(PY) -m pytest
 
 clean:
