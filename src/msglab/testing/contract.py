@@ -631,14 +631,17 @@ class TransportContract:
                 "-m",
                 "msglab.testing.worker",
                 self.transport_name,
-                json.dumps(_config_dict(config)),
                 topic,
                 "g",
                 str(out),
             ],
+            stdin=subprocess.PIPE,  # the config, with the broker's password: not in argv
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
+        assert worker.stdin is not None
+        with worker.stdin:
+            worker.stdin.write(json.dumps(_config_dict(config)).encode())
         try:
             assert _wait_line(worker, "subscribed", 60), "worker did not subscribe"
             sent = make_messages(1)

@@ -1,6 +1,8 @@
 """A consumer process for the contract suite's consumer-kill test.
 
-``python -m msglab.testing.worker TRANSPORT CONFIG_JSON TOPIC GROUP OUT``: subscribes, prints
+``python -m msglab.testing.worker TRANSPORT TOPIC GROUP OUT`` with the ClientConfig's fields as
+JSON on standard input (they hold the broker's password; a command line is readable by every
+user of the machine): subscribes, prints
 ``subscribed``, handles the first delivery by writing its id to OUT (fsynced), and then hangs
 without acking until it is killed.
 """
@@ -18,8 +20,8 @@ from msglab.profiles import DeliveryProfile
 
 
 def main(argv: list[str]) -> None:
-    name, raw, topic, group, out = argv
-    fields = json.loads(raw)
+    name, topic, group, out = argv
+    fields = json.loads(sys.stdin.read())
     fields["profile"] = DeliveryProfile(fields["profile"])
     sub = open_transport(name, ClientConfig(**fields)).subscriber(group)
     deliveries = sub.subscribe(topic)
