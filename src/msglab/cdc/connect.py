@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
 from msglab.errors import ConnectError, TransportError
+from msglab.extras import driver_import
+
+with driver_import("cdc", __name__):
+    import httpx
 
 NAME = "kafka-connect"
 RETRIES = 2
