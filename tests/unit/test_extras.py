@@ -11,6 +11,7 @@ import pytest
 from msglab import extras
 from msglab.brokers import EXTRA_OF
 from msglab.errors import MissingExtraError, UsageError
+from msglab.lab.probes import EXTRAS as PROBE_EXTRAS
 
 PYPROJECT = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
 OPTIONAL = PYPROJECT["project"]["optional-dependencies"]
@@ -29,8 +30,9 @@ def test_all_is_the_all_extra() -> None:
     assert requirement == f"msglab[{','.join(extras.ALL)}]"
 
 
-def test_transports_name_known_extras() -> None:
-    assert {e for e in EXTRA_OF.values() if e} <= set(extras.EXTRAS)
+def test_transports_and_probes_name_known_extras() -> None:
+    named = {e for e in EXTRA_OF.values() if e} | {e for es in PROBE_EXTRAS.values() for e in es}
+    assert named <= set(extras.EXTRAS)
 
 
 def test_require_names_every_missing_extra_once(monkeypatch: pytest.MonkeyPatch) -> None:

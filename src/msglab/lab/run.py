@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from msglab.brokers import open_transport, serverless_url
-from msglab.cdc import ConnectClient, start_outbox_connector, stop_outbox_connector
 from msglab.config import ClientConfig
 from msglab.errors import InfraError, MsglabError
 from msglab.infra import backend_for, service_url, toxiproxy
@@ -288,6 +287,8 @@ class Run:
     def _start_connector(self) -> None:
         """cdc: a Debezium connector for this run's outbox rows, running before the first
         commit (rows committed before it are not published: no snapshot)."""
+        from msglab.cdc import ConnectClient, start_outbox_connector  # httpx: only for cdc
+
         self.connector = f"msglab-lab-{self.s.run_id}"
         with ConnectClient(service_url(self.settings, "connect")) as client:
             start_outbox_connector(
@@ -296,6 +297,8 @@ class Run:
 
     def _stop_connector(self) -> None:
         """Delete the run's connector and its replication slot (a stale slot holds WAL)."""
+        from msglab.cdc import ConnectClient, stop_outbox_connector
+
         with ConnectClient(service_url(self.settings, "connect")) as client:
             stop_outbox_connector(client, self.connector)
 

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from msglab.errors import UsageError
+from msglab.extras import require
 from msglab.settings import Settings
 
 PROBES: dict[str, tuple[str, ...]] = {
@@ -30,6 +31,14 @@ PROBES: dict[str, tuple[str, ...]] = {
     "scaling": ("kafka-brokers",),
 }
 
+EXTRAS: dict[str, tuple[str, ...]] = {
+    "concurrency": ("postgres", "redis"),
+    "hygiene": ("kafka", "rabbitmq", "redis"),
+    "two-phase-commit": ("postgres",),
+    "scaling": ("kafka",),
+}
+"""The pip extras each probe's drivers come with."""
+
 
 def run_probe(name: str, variant: str, settings: Settings, quick: bool = True) -> dict[str, Any]:
     """Run one probe variant; its report (``probe``, ``variant``, ``figures``, ``measured``,
@@ -38,6 +47,7 @@ def run_probe(name: str, variant: str, settings: Settings, quick: bool = True) -
         raise UsageError(f"unknown probe {name!r}; valid: {', '.join(PROBES)}")
     if variant not in PROBES[name]:
         raise UsageError(f"unknown variant {variant!r} of {name}; valid: {', '.join(PROBES[name])}")
+    require(*EXTRAS[name], what=f"probe {name}")
     module = importlib.import_module(f"msglab.lab.probes.{name.replace('-', '_')}")
     began = time.monotonic()
     figures, measured = module.run(variant, settings, quick)
