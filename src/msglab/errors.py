@@ -2,6 +2,7 @@
 
     MsglabError                      every error msglab raises; the CLI maps it to an exit code
     ├── UsageError                   bad input: an unknown name, an impossible option (exit 2)
+    │   └── MissingExtraError        a driver is not installed; names the extra (also ImportError)
     ├── ConfigError                  settings that cannot work together (exit 2)
     ├── TransportError               a broker operation failed
     │   ├── ConnectError             no connection within the connect timeout (names host:port)
@@ -18,6 +19,8 @@ A driver's exception is converted at one boundary per module and chained (``rais
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class MsglabError(Exception):
     """Base of every error msglab raises. ``exit_code`` is what the CLI exits with."""
@@ -29,6 +32,20 @@ class UsageError(MsglabError):
     """The user asked for something that does not exist or cannot be done; the message says why."""
 
     exit_code = 2
+
+
+class MissingExtraError(UsageError, ImportError):
+    """``what`` needs ``drivers`` that are not installed; the message names the pip extras that
+    bring them (``pip install 'msglab[postgres]'``). An ImportError too, so that importing a
+    module without its driver fails as an import does."""
+
+    def __init__(self, what: str, extras: Sequence[str], drivers: Sequence[str]) -> None:
+        super().__init__(
+            f"{what} needs {', '.join(drivers)} (not installed): "
+            f"pip install 'msglab[{','.join(extras)}]'"
+        )
+        self.extras = tuple(extras)
+        self.name = drivers[0] if drivers else None  # ImportError's: the module not found
 
 
 class ConfigError(MsglabError):

@@ -14,9 +14,9 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from msglab.cli import app
-from msglab.cli import lab as lab_cli
 from msglab.cli.infra import status_table
 from msglab.infra import Status
+from msglab.lab import compare as lab_compare
 from msglab.lab.matrix import QUICK, Probe, Row
 
 LONG = "broker-1.kafka.production.example.com:9092"
@@ -98,7 +98,7 @@ def fake_compare(out: Path, quick: bool, progress: Any = None, **_: Any) -> dict
 def test_compare_in_a_pipe_prints_a_line_per_finished_row(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(lab_cli, "run_matrix", fake_compare)
+    monkeypatch.setattr(lab_compare, "compare", fake_compare)
     result = CliRunner().invoke(app, ["compare", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()

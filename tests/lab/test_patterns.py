@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 
 from msglab.errors import UsageError
-from msglab.lab.scenario import Scenario
-from msglab.lab.worker import RELAY_BATCH
+from msglab.lab.scenario import RELAY_BATCH, Scenario
 from tests.lab.test_runs import jsonl, lab
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]

@@ -1,7 +1,8 @@
 """Transports, chosen by name. Each module maps msglab's topics and groups onto one broker.
 
 The registry imports a transport's module only when it is asked for, so a user without
-``pika`` installed can still use Kafka.
+``pika`` installed can still use Kafka, and one without any driver the memory and files
+transports; asking for a transport whose driver is missing names the extra to install.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from msglab.config import ClientConfig
 from msglab.errors import UsageError
+from msglab.extras import require
 from msglab.ports import Transport
 
 TRANSPORTS: dict[str, str] = {
@@ -32,6 +34,16 @@ SERVICE_OF: dict[str, str | None] = {
 }
 """The ``msglab infra`` service each transport talks to (None: it needs no server)."""
 
+EXTRA_OF: dict[str, str | None] = {
+    "memory": None,
+    "kafka": "kafka",
+    "rabbitmq": "rabbitmq",
+    "redis-pubsub": "redis",
+    "redis-streams": "redis",
+    "files": None,
+}
+"""The pip extra that installs each transport's driver (None: it needs none)."""
+
 
 def serverless_url(name: str, home: Path) -> str:
     """The URL of a transport that needs no server (SERVICE_OF is None): ``memory://cli``, or
@@ -40,16 +52,15 @@ def serverless_url(name: str, home: Path) -> str:
 
 
 def transport_class(name: str) -> type[Transport]:
+    """The class of transport ``name``, its module imported now. UsageError lists the valid
+    names; MissingExtraError names the extra that installs its driver."""
     if name not in TRANSPORTS:
         raise UsageError(f"unknown transport {name!r}; valid: {', '.join(TRANSPORTS)}")
+    extra = EXTRA_OF[name]
+    if extra is not None:
+        require(extra, what=f"transport {name!r}")
     module, _, attr = TRANSPORTS[name].partition(":")
-    try:
-        cls: type[Transport] = getattr(importlib.import_module(module), attr)
-    except ImportError as exc:
-        raise UsageError(
-            f"transport {name!r} needs a driver that is not installed ({exc.name}); "
-            f"install msglab[{SERVICE_OF[name]}]"
-        ) from exc
+    cls: type[Transport] = getattr(importlib.import_module(module), attr)
     return cls
 
 

@@ -12,13 +12,15 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import redis
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
-
 from msglab.config import ClientConfig, check_name
 from msglab.errors import ConnectError, PublishError, TransportError
+from msglab.extras import driver_import
 from msglab.message import Message
+
+with driver_import("redis", __name__):
+    import redis
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
 
 
 def address(url: str) -> str:

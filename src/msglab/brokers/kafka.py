@@ -25,15 +25,17 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, overload
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
-
 from msglab.config import ClientConfig, check_name
 from msglab.errors import ConnectError, PublishError, TransportError
+from msglab.extras import driver_import
 from msglab.message import Batch, Delivery, Message
 from msglab.ports import Publisher, RawConsume, RawPublish, Subscriber
 from msglab.profiles import DeliveryProfile
 from msglab.subscription import SubscriberBase
+
+with driver_import("kafka", __name__):
+    from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 NAME = "kafka"
 LOG = logging.getLogger("msglab.brokers.kafka")  # librdkafka's log, instead of raw stderr

@@ -22,15 +22,17 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-import pika
-import pika.exceptions
-
 from msglab.config import ClientConfig, check_name
 from msglab.errors import ConnectError, PublishError, TransportError
+from msglab.extras import driver_import
 from msglab.message import Batch, Delivery, Message
 from msglab.ports import Publisher, RawConsume, RawPublish, Subscriber
 from msglab.profiles import DeliveryProfile
 from msglab.subscription import SubscriberBase
+
+with driver_import("rabbitmq", __name__):
+    import pika
+    import pika.exceptions
 
 NAME = "rabbitmq"
 WINDOW = 1000

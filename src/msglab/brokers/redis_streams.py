@@ -21,8 +21,6 @@ import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-import redis
-
 from msglab.brokers._redis_common import (
     PipelinedPublisher,
     boundary,
@@ -31,10 +29,14 @@ from msglab.brokers._redis_common import (
     raw_pipelined,
 )
 from msglab.config import ClientConfig
+from msglab.extras import driver_import
 from msglab.message import Batch, Delivery, Message
 from msglab.ports import Publisher, RawConsume, RawPublish, Subscriber
 from msglab.profiles import DeliveryProfile
 from msglab.subscription import SubscriberBase
+
+with driver_import("redis", __name__):
+    import redis
 
 NAME = "redis-streams"
 

@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
 from msglab.config import redact_url
 from msglab.errors import ConnectError, TransportError
+from msglab.extras import driver_import
+
+with driver_import("cdc", __name__):
+    import httpx
 
 NAME = "kafka-connect"
 RETRIES = 2

@@ -1,5 +1,9 @@
 """``msglab run`` (one delivery experiment with a fault), ``msglab compare`` (the claim matrix)
-and ``msglab probe`` (one measured experiment), on the real servers."""
+and ``msglab probe`` (one measured experiment), on the real servers.
+
+Each command names the pip extras it needs before it starts (a probe: ``run_probe``), and
+imports the modules that use the drivers (``lab.run``, ``lab.compare``) only then, so that
+``msglab --help`` needs none."""
 
 from __future__ import annotations
 
@@ -13,11 +17,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from msglab import extras
 from msglab.errors import UsageError
-from msglab.lab.compare import compare as run_matrix
 from msglab.lab.matrix import FULL, Probe, Row
 from msglab.lab.probes import PROBES, run_probe
-from msglab.lab.run import run as run_scenario
 from msglab.lab.scenario import FAULTS, PATTERNS, Scenario, transport_label
 from msglab.lab.summary import probes, runs
 from msglab.settings import Settings
@@ -135,6 +138,9 @@ def run(
         down_s=down,
         latency_ms=latency_ms,
     )
+    extras.require(*scenario.extras, what=f"msglab run -t {transport}")
+    from msglab.lab.run import run as run_scenario
+
     if as_json:
         report = run_scenario(scenario, runs_dir=runs_dir)
         print(json.dumps(report))
@@ -165,6 +171,9 @@ def compare(
     """Run the claim matrix (docs/guarantees.md) on the real servers: one table, compare.json and a
     self-contained report.html with charts."""
     interrupt_on_signals()
+    extras.require(*extras.ALL, what="msglab compare")
+    from msglab.lab.compare import compare as run_matrix
+
     if as_json:
         print(json.dumps(run_matrix(out, quick)))
         return
@@ -186,9 +195,6 @@ def compare(
             summary = run_matrix(out, quick, progress=advance)
     else:  # a log or a pipe: a line per finished row, so that progress shows
         summary = run_matrix(out, quick, progress=_print_finished)
-    if as_json:
-        print(json.dumps(summary))
-        return
     table = Table(title=f"msglab compare ({summary['seconds']} s)")
     for col in (
         "#",

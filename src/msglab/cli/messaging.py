@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemaining
 from rich.table import Table
 
 from msglab.brokers import (
+    EXTRA_OF,
     SERVICE_OF,
     TRANSPORTS,
     open_transport,
@@ -21,7 +22,7 @@ from msglab.brokers import (
     transport_class,
 )
 from msglab.config import ClientConfig, check_name
-from msglab.errors import UsageError
+from msglab.errors import MissingExtraError, UsageError
 from msglab.infra import service_url
 from msglab.jobs import consume_job, publish_job, round_trip
 from msglab.ports import Transport
@@ -180,9 +181,27 @@ def profiles(
     transport: Annotated[str | None, typer.Option("--transport", "-t")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Per transport, the exact client and server settings each delivery profile turns on."""
+    """Per transport, the exact client and server settings each delivery profile turns on
+    (of every transport whose driver is installed, when none is named)."""
     names = [transport] if transport else list(TRANSPORTS)
-    data = {n: transport_class(n).profile_settings() for n in names}
+    data: dict[str, dict[str, dict[str, str]]] = {}
+    absent: list[str] = []
+    for name in names:
+        try:
+            data[name] = transport_class(name).profile_settings()
+        except MissingExtraError:
+            if transport:
+                raise
+            absent.append(name)
+    if absent:
+        needed = ",".join(dict.fromkeys(str(EXTRA_OF[n]) for n in absent))
+        Console(stderr=True).print(
+            f"not shown (driver not installed): {', '.join(absent)}; "
+            f"pip install 'msglab[{needed}]'",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     if as_json:
         print(json.dumps(data, indent=2))
         return

@@ -21,13 +21,15 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TypeVar
 
-from sqlalchemy import Column, DateTime, MetaData, String, Table, func, text
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import OperationalError
-
 from msglab.config import Backoff
+from msglab.extras import driver_import
 from msglab.message import Message
 from msglab.ports import Handler
+
+with driver_import("postgres", __name__):
+    from sqlalchemy import Column, DateTime, MetaData, String, Table, func, text
+    from sqlalchemy.engine import Connection, Engine
+    from sqlalchemy.exc import OperationalError
 
 METADATA = MetaData()
 PROCESSED = Table(

@@ -18,14 +18,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Column, Float, MetaData, String, Table, create_engine, select, text
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import OperationalError
-
 from msglab.config import Backoff
 from msglab.consumers.idempotent import IdempotentConsumer, in_transaction
+from msglab.extras import driver_import
 from msglab.message import Message
 from msglab.outbox import Outbox
+
+with driver_import("postgres", __name__):
+    from sqlalchemy import Column, Float, MetaData, String, Table, create_engine, select, text
+    from sqlalchemy.engine import Connection, Engine
+    from sqlalchemy.exc import OperationalError
 
 METADATA = MetaData()
 EFFECTS = Table(

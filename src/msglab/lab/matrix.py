@@ -24,7 +24,7 @@ from typing import Any
 
 from msglab.infra.connect import OFFSET_FLUSH_INTERVAL_MS
 from msglab.lab.probes.scaling import QUOTA_BYTES_PER_S
-from msglab.lab.worker import RELAY_BATCH
+from msglab.lab.scenario import RELAY_BATCH
 
 Report = dict[str, Any]
 

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from msglab.brokers import open_transport
-from msglab.cdc import ConnectClient, start_outbox_connector, stop_outbox_connector
 from msglab.config import ClientConfig
 from msglab.errors import InfraError, MsglabError
 from msglab.infra import backend_for, toxiproxy
@@ -288,6 +287,8 @@ class Run:
     def _start_connector(self, connect_url: str) -> None:
         """cdc: a Debezium connector for this run's outbox rows, running before the first
         commit (rows committed before it are not published: no snapshot)."""
+        from msglab.cdc import ConnectClient, start_outbox_connector  # httpx: only for cdc
+
         self.connector = f"msglab-lab-{self.s.run_id}"
         self.connect_url = connect_url
         with ConnectClient(connect_url) as client:
@@ -297,6 +298,8 @@ class Run:
 
     def _stop_connector(self) -> None:
         """Delete the run's connector and its replication slot (a stale slot holds WAL)."""
+        from msglab.cdc import ConnectClient, stop_outbox_connector
+
         with ConnectClient(self.connect_url) as client:
             stop_outbox_connector(client, self.connector)
 

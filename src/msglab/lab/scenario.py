@@ -7,7 +7,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from msglab.brokers import SERVICE_OF, TRANSPORTS
+from msglab.brokers import EXTRA_OF, SERVICE_OF, TRANSPORTS
 from msglab.errors import UsageError
 from msglab.profiles import DeliveryProfile
 
@@ -69,6 +69,9 @@ along with it, or the replies."""
 
 SECOND_GROUP = ("replay", *SECOND_GROUP_ALONGSIDE)
 """Scenarios with a second group: ``replay``'s subscribes after the drain."""
+
+RELAY_BATCH = 500
+"""Outbox rows per relay pass (outbox pattern): the most one relay crash can duplicate."""
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,17 @@ class Scenario:
     def service(self) -> str | None:
         """The server behind the transport (None: the files transport needs none)."""
         return SERVICE_OF[self.transport]
+
+    @property
+    def extras(self) -> tuple[str, ...]:
+        """The pip extras the run needs: its transport's driver, PostgreSQL's (every consumer's
+        effect is a row there) and, for the cdc pattern, Kafka Connect's client."""
+        transport = EXTRA_OF[self.transport]
+        return (
+            *([transport] if transport else []),
+            "postgres",
+            *(["cdc"] if self.pattern == "cdc" else []),
+        )
 
     @property
     def quiet_s(self) -> float:

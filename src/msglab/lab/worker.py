@@ -38,6 +38,7 @@ from msglab.consumers.idempotent import IdempotentConsumer
 from msglab.errors import PublishError, TransportError
 from msglab.lab import effects
 from msglab.lab.evidence import DELIVERIES, FAULTS, REPLAYS, SENDS, Ledger
+from msglab.lab.scenario import RELAY_BATCH
 from msglab.message import Delivery, Message
 from msglab.outbox import Relay
 from msglab.ports import Publisher
@@ -55,7 +56,6 @@ GROUP = "lab"  # the consumer group of every lab run
 REPLAY_GROUP = "lab-replay"  # the second group: replay, fanout, request-reply (its replies)
 SENT_HEADER = "sent"  # the producer's clock when the batch was built (epoch seconds)
 EFFECT_BATCH = 100  # messages per batch at most, one effect transaction (prefetch: 200)
-RELAY_BATCH = 500  # outbox rows per relay pass: the most one relay crash can duplicate
 
 
 @dataclass(frozen=True)

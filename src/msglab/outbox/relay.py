@@ -26,14 +26,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.engine import Connection, Engine, Row
-from sqlalchemy.exc import OperationalError
-
 from msglab.config import Backoff
 from msglab.errors import PublishError, TransportError
+from msglab.extras import driver_import
 from msglab.message import Message
 from msglab.ports import Publisher
+
+with driver_import("postgres", __name__):
+    from sqlalchemy import text
+    from sqlalchemy.engine import Connection, Engine, Row
+    from sqlalchemy.exc import OperationalError
 
 log = logging.getLogger(__name__)
 

@@ -12,24 +12,26 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    DateTime,
-    Identity,
-    Index,
-    LargeBinary,
-    MetaData,
-    String,
-    Table,
-    func,
-    text,
-)
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Connection, Engine
-
 from msglab.config import check_name
+from msglab.extras import driver_import
 from msglab.message import Message
+
+with driver_import("postgres", __name__):
+    from sqlalchemy import (
+        BigInteger,
+        Column,
+        DateTime,
+        Identity,
+        Index,
+        LargeBinary,
+        MetaData,
+        String,
+        Table,
+        func,
+        text,
+    )
+    from sqlalchemy.dialects.postgresql import JSONB
+    from sqlalchemy.engine import Connection, Engine
 
 METADATA = MetaData()
 OUTBOX = Table(

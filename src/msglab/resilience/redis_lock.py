@@ -14,9 +14,11 @@ import uuid
 from types import TracebackType
 from typing import Any
 
-import redis
-
 from msglab.errors import MsglabError
+from msglab.extras import driver_import
+
+with driver_import("redis", __name__):
+    import redis
 
 _RELEASE = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"

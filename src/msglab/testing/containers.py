@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from msglab.extras import driver_import
 from msglab.settings import Settings
 
 
@@ -111,7 +112,8 @@ def specs(settings: Settings) -> dict[str, ContainerSpec]:
 
 def build(spec: ContainerSpec) -> Any:
     """A testcontainers ``DockerContainer`` for ``spec`` (not started)."""
-    from testcontainers.core.container import DockerContainer
+    with driver_import("testcontainers", __name__):
+        from testcontainers.core.container import DockerContainer
 
     container = DockerContainer(spec.image)
     for key, value in spec.env.items():

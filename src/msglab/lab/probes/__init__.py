@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from msglab.errors import UsageError
+from msglab.extras import require
 from msglab.settings import Settings
 
 PROBES: dict[str, tuple[str, ...]] = {
@@ -29,6 +30,14 @@ PROBES: dict[str, tuple[str, ...]] = {
     "two-phase-commit": ("compare",),
     "scaling": ("kafka-brokers",),
 }
+
+EXTRAS: dict[str, tuple[str, ...]] = {
+    "concurrency": ("postgres", "redis"),
+    "hygiene": ("kafka", "rabbitmq", "redis"),
+    "two-phase-commit": ("postgres",),
+    "scaling": ("kafka",),
+}
+"""The pip extras each probe's drivers come with."""
 
 
 OWN_SERVERS: dict[str, tuple[str, ...]] = {"scaling": ("kafka",)}
@@ -55,6 +64,7 @@ def run_probe(name: str, variant: str, settings: Settings, quick: bool = True) -
     if variant not in PROBES[name]:
         raise UsageError(f"unknown variant {variant!r} of {name}; valid: {', '.join(PROBES[name])}")
     check_servers(name, settings)
+    require(*EXTRAS[name], what=f"probe {name}")
     module = importlib.import_module(f"msglab.lab.probes.{name.replace('-', '_')}")
     began = time.monotonic()
     figures, measured = module.run(variant, settings, quick)

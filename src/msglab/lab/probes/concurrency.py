@@ -21,13 +21,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import OperationalError
-
+from msglab.extras import driver_import
 from msglab.infra import backend_for, service_url
 from msglab.lab import effects
 from msglab.settings import Settings
+
+with driver_import("postgres", __name__):
+    from sqlalchemy import text
+    from sqlalchemy.engine import Connection, Engine
+    from sqlalchemy.exc import OperationalError
 
 WORKERS = 4
 STEP_S = 0.005  # lock-order: the pause between the two updates of one transaction

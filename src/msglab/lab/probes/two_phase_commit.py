@@ -20,13 +20,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.engine import Engine
-
+from msglab.extras import driver_import
 from msglab.infra import backend_for, service_url
 from msglab.lab import effects
 from msglab.lab.checker import percentile
 from msglab.settings import Settings
+
+with driver_import("postgres", __name__):
+    from sqlalchemy import text
+    from sqlalchemy.engine import Engine
 
 WORKERS = 4
 HOT_ROWS = 1
