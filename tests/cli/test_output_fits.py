@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from msglab.cli import app
+from msglab.cli import lab as lab_cli
 from msglab.cli.infra import status_table
 from msglab.infra import Status
 from msglab.lab import compare as lab_compare
@@ -106,3 +108,46 @@ def test_compare_in_a_pipe_prints_a_line_per_finished_row(
     assert "lost 7" in first and "duplicate effects 3" in first and "broken" in first
     (second,) = [line for line in lines if line.startswith("[2/2]")]
     assert "probe" in second and "1 of 2" in second and "NOT observed" in second
+
+
+def summary_of_every_quick_run() -> dict[str, Any]:
+    report = {
+        "sent": 6000,
+        "confirmed": 6000,
+        "delivered": 5990,
+        "lost": 10,
+        "duplicate_effects": 345,
+        "reordered": 0,
+        "latency_ms": {"p99": 1514.0},
+        "publish_per_s": 1506.0,
+        "verdict": "broken",
+    }
+    rows = [
+        {
+            "kind": "run",
+            "observed": True,
+            "report": {
+                **report,
+                "transport": r.transport,
+                "pattern": r.pattern,
+                "profile": r.profile,
+                "fault": r.fault,
+            },
+        }
+        for r in QUICK
+        if isinstance(r, Row)
+    ]
+    return {"seconds": 1.0, "rows": rows}
+
+
+@pytest.mark.parametrize(("width", "shows"), [(80, "run"), (200, "p99 ms")])
+def test_the_compare_table_fits_the_terminal(width: int, shows: str) -> None:
+    out = io.StringIO()
+    console = Console(file=out, width=width, color_system=None)
+    console.print(lab_cli.runs_table(summary_of_every_quick_run(), width))
+    lines = out.getvalue().splitlines()
+    assert max(map(len, lines)) <= width
+    assert shows in lines[1] + lines[2]  # the header (the wide table's is under its border)
+    assert "…" not in out.getvalue()
+    numbered = [line for line in lines if re.match(r"^\W*27\b", line)]
+    assert len(numbered) == 1, "the last run has no line of its own"

@@ -12,6 +12,7 @@ import signal
 from pathlib import Path
 from typing import Annotated, Any
 
+import rich.box
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -195,53 +196,62 @@ def compare(
             summary = run_matrix(out, quick, progress=advance)
     else:  # a log or a pipe: a line per finished row, so that progress shows
         summary = run_matrix(out, quick, progress=_print_finished)
-    table = Table(title=f"msglab compare ({summary['seconds']} s)")
-    for col in (
-        "#",
-        "transport",
-        "profile",
-        "fault",
-        "sent",
-        "conf.",
-        "deliv.",
-        "lost",
-        "dups",
-        "reord.",
-        "p99 ms",
-        "pub/s",
-        "verdict",
-        "claim observed",
-    ):
-        table.add_column(
-            col, justify="right" if col not in ("transport", "profile", "fault") else "left"
-        )
-    for i, row in enumerate(runs(summary), 1):
-        r = row["report"]
-        verdict = "[green]kept[/]" if r["verdict"] == "kept" else "[bold red]broken[/]"
-        observed = "[green]yes[/]" if row["observed"] else "[yellow]not observed[/]"
-        table.add_row(
-            str(i),
-            transport_label(r),
-            r["profile"],
-            r["fault"],
-            str(r["sent"]),
-            str(r["confirmed"]),
-            str(r["delivered"]),
-            str(r["lost"]),
-            str(r["duplicate_effects"]),
-            str(r["reordered"]),
-            f"{r['latency_ms']['p99']:.0f}",
-            f"{r['publish_per_s']:.0f}",
-            verdict,
-            observed,
-        )
-    console.print(table)
+    console.print(runs_table(summary, console.width))
     for i, row in enumerate(runs(summary), 1):
         console.print(f"[dim]{i:>2}. {row['claim']} (expect {row['expect']})[/]")
     _show_probes(probes(summary), first=len(runs(summary)) + 1)
     for skipped in summary["skipped"]:
         console.print(f"[yellow]skipped[/] {skipped['row']}: {skipped['reason']}")
     console.print(f"report: {out / 'report.html'}  data: {out / 'compare.json'}")
+
+
+WIDE = (
+    ("transport", "transport"),
+    ("profile", "profile"),
+    ("fault", "fault"),
+    ("sent", "sent"),
+    ("confirmed", "conf."),
+    ("delivered", "deliv."),
+    ("lost", "lost"),
+    ("duplicate_effects", "dups"),
+    ("reordered", "reord."),
+    ("p99", "p99 ms"),
+    ("publish_per_s", "pub/s"),
+)
+NARROW = (
+    ("run", "run"),
+    ("sent", "sent"),
+    ("lost", "lost"),
+    ("duplicate_effects", "dups"),
+    ("reordered", "reord."),
+)
+"""The compare table's columns, by report key: every count when the terminal is wide enough,
+else (80 columns, a log) what a run was and what it lost, duplicated and reordered; the rest
+is in compare.json and report.html."""
+
+
+def runs_table(summary: dict[str, Any], width: int) -> Table:
+    """The lab runs of ``summary`` as one table that fits ``width`` columns."""
+    for columns, box in ((WIDE, rich.box.HEAVY_HEAD), (NARROW, None)):
+        table = Table(title=f"msglab compare ({summary['seconds']} s)", box=box, pad_edge=False)
+        for key, header in (("#", "#"), *columns, ("verdict", "verdict"), ("claim", "claim")):
+            text = key in ("run", "transport", "profile", "fault", "verdict", "claim")
+            table.add_column(header, justify="left" if text else "right")
+        for i, row in enumerate(runs(summary), 1):
+            r = row["report"]
+            cells = {
+                **r,
+                "transport": transport_label(r),
+                "p99": f"{r['latency_ms']['p99']:.0f}",
+                "publish_per_s": f"{r['publish_per_s']:.0f}",
+                "run": f"{transport_label(r)} {r['profile']} {r['fault']}",
+            }
+            verdict = "[green]kept[/]" if r["verdict"] == "kept" else "[bold red]broken[/]"
+            observed = "[green]observed[/]" if row["observed"] else "[yellow]not obs.[/]"
+            table.add_row(str(i), *(str(cells[key]) for key, _ in columns), verdict, observed)
+        if Console(width=1000).measure(table).maximum <= width:
+            break
+    return table
 
 
 def finished_line(i: int, n: int, result: dict[str, Any]) -> str:
@@ -267,13 +277,15 @@ def _print_finished(i: int, n: int, row: Row | Probe, result: dict[str, Any] | N
 def _show_probes(rows: list[dict[str, Any]], first: int) -> None:
     if not rows:
         return
-    table = Table(title="claims measured by probes")
-    for col in ("#", "probe", "variant", "measured", "claim observed"):
-        table.add_column(col)
+    table = Table(title="claims measured by probes", box=None, pad_edge=False)
+    table.add_column("#", justify="right")
+    table.add_column("probe", no_wrap=True)
+    table.add_column("measured")  # the one column that wraps
+    table.add_column("claim", no_wrap=True)
     for i, row in enumerate(rows, first):
         r = row["report"]
-        observed = "[green]yes[/]" if row["observed"] else "[yellow]not observed[/]"
-        table.add_row(str(i), r["probe"], r["variant"], r["measured"], observed)
+        observed = "[green]observed[/]" if row["observed"] else "[yellow]not obs.[/]"
+        table.add_row(str(i), f"{r['probe']} {r['variant']}", r["measured"], observed)
     console.print(table)
     for i, row in enumerate(rows, first):
         console.print(f"[dim]{i:>2}. {row['claim']} (expect {row['expect']})[/]")
