@@ -22,21 +22,26 @@ from sqlalchemy.engine import Engine
 from msglab.brokers import open_transport
 from msglab.cdc import (
     ConnectClient,
+    database_settings,
     drop_slot_sql,
     expand_headers,
+    password_file_of,
     slot_name,
     start_outbox_connector,
     stop_outbox_connector,
 )
 from msglab.config import ClientConfig
 from msglab.infra import Backend
+from msglab.infra.connect import Connect
 from msglab.message import Message
 from msglab.outbox import Outbox
+from msglab.settings import Settings
 from msglab.testing.contract import Collector
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.connect]
 
 KEYS = [f"key-{i}" for i in range(5)]
+SECRETS = Connect(Settings.from_env()).secrets_dir  # what msglab's own worker may read
 
 
 @pytest.fixture
@@ -58,11 +63,14 @@ def cdc(
     """A connector publishing this test's topic (named like the test); the topic's name."""
     topic = unique_name
     name = f"cdc_{unique_name}"
-    start_outbox_connector(connect, name, postgres_server.url, topics=[topic], timeout_s=90)
+    start_outbox_connector(
+        connect, name, postgres_server.url, topics=[topic], timeout_s=90, secrets_dir=SECRETS
+    )
     assert slot_name(name) in slots(db)  # from here on every commit is captured
     yield topic
     try:
-        assert stop_outbox_connector(connect, name)
+        assert stop_outbox_connector(connect, name, secrets_dir=SECRETS)
+        assert not password_file_of(SECRETS, name).exists(), "the password file stayed"
         deadline = time.monotonic() + 15
         while slot_name(name) in slots(db) and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -109,6 +117,20 @@ def reordered(first: dict[str, tuple[Message, float]], sent: list[Message]) -> i
             count += 1
         last[m.key] = max(p, last.get(m.key, -1))
     return count
+
+
+def test_the_connector_config_holds_a_reference_to_the_password_not_the_password(
+    connect: ConnectClient, cdc: str, postgres_server: Any
+) -> None:
+    name = f"cdc_{cdc}"
+    password = database_settings(postgres_server.url)["database.password"]
+    shown = connect.get_config(name)  # what anyone who reaches Connect's REST API reads
+    path = password_file_of(SECRETS, name)
+    assert shown["database.password"] == f"${{file:{path}:password}}"
+    # msglab's own password is "msglab", the database's name too
+    assert {key for key, value in shown.items() if value == password} <= {"database.dbname"}
+    assert path.stat().st_mode & 0o077 == 0, "the password file is readable by others"
+    assert connect.status(name).running  # the worker read the password from the file
 
 
 def test_committed_messages_arrive_in_msglab_format_rolled_back_never(

@@ -13,13 +13,16 @@ from msglab.cdc.outbox import (
     HEADERS_HEADER,
     ID_HEADER,
     OUTBOX_TABLE,
+    database_settings,
     drop_slot_sql,
     expand_headers,
     expand_headers_middleware,
     outbox_connector,
+    password_file_of,
     slot_name,
     start_outbox_connector,
     stop_outbox_connector,
+    write_password_file,
 )
 
 __all__ = [
@@ -30,11 +33,14 @@ __all__ = [
     "ConnectorError",
     "ConnectorStatus",
     "TaskState",
+    "database_settings",
     "drop_slot_sql",
     "expand_headers",
     "expand_headers_middleware",
     "outbox_connector",
+    "password_file_of",
     "slot_name",
     "start_outbox_connector",
     "stop_outbox_connector",
+    "write_password_file",
 ]

@@ -48,9 +48,11 @@ slot. ``stop_outbox_connector`` drops it; ``drop_slot_sql`` is the manual way ou
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from msglab.cdc.connect import ConnectClient, ConnectorError, ConnectorStatus
@@ -116,6 +118,7 @@ def outbox_connector(
     headers_header: str | None = HEADERS_HEADER,
     snapshot_mode: str = "no_data",
     extra: Mapping[str, str] | None = None,
+    password_file: Path | None = None,
 ) -> dict[str, str]:
     """The config of a Debezium PostgreSQL connector publishing ``public.msglab_outbox``.
 
@@ -131,6 +134,10 @@ def outbox_connector(
     snapshot_mode: ``no_data`` (only rows committed after the slot exists) or another Debezium
         ``snapshot.mode`` (``initial`` also publishes the rows already in the table).
     extra: more connector settings, applied last.
+    password_file: a properties file with ``password=`` that the Connect worker reads through
+        its FileConfigProvider (alias ``file``): the config then says
+        ``${file:<path>:password}``, so Connect's REST API and config topic never hold the
+        password (``write_password_file``). None: the password is in the config itself.
     """
     slot = _check_slot(slot if slot is not None else slot_name(name))
     if snapshot_mode not in SNAPSHOT_MODES:
@@ -143,6 +150,7 @@ def outbox_connector(
         "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
         "tasks.max": "1",
         **database_settings(database_url),
+        **({"database.password": f"${{file:{password_file}:password}}"} if password_file else {}),
         "plugin.name": "pgoutput",
         "slot.name": slot,
         "publication.name": publication or f"{slot}_pub",
@@ -197,46 +205,81 @@ def outbox_connector(
     return config
 
 
+def password_file_of(secrets_dir: Path, name: str) -> Path:
+    """Where connector ``name``'s password file lives in ``secrets_dir``."""
+    return secrets_dir / f"{name}.properties"
+
+
+def write_password_file(secrets_dir: Path, name: str, database_url: str) -> Path:
+    """Write the password of ``database_url`` to ``<secrets_dir>/<name>.properties`` (mode
+    0600, only its owner reads it), for the worker's FileConfigProvider; its path."""
+    password = database_settings(database_url)["database.password"]
+    escaped = password.replace("\\", "\\\\")  # a properties file's one escape character
+    if escaped[:1].isspace():
+        escaped = "\\" + escaped  # leading white space would be dropped
+    path = password_file_of(secrets_dir, name)
+    secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(f"password={escaped}\n")
+    return path
+
+
 def start_outbox_connector(
     client: ConnectClient,
     name: str,
     database_url: str,
     *,
     timeout_s: float = 60.0,
+    secrets_dir: Path | None = None,
     **options: object,
 ) -> ConnectorStatus:
     """Create (or update) the outbox connector ``name`` and wait until it and its task run.
 
-    ``options`` are ``outbox_connector``'s. Once this returns the replication slot exists:
+    ``options`` are ``outbox_connector``'s. ``secrets_dir``: a folder the Connect worker reads
+    through its FileConfigProvider (msglab's own worker: ``Connect.secrets_dir``); the
+    password goes to a file there instead of into the connector's config, which Connect's REST
+    API shows to anyone who can reach it. Once this returns the replication slot exists:
     every outbox row committed from then on is published (at-least-once, see the module).
     Raises ConnectorError with the task's trace when it fails, ConnectError when Connect is
     unreachable."""
+    if secrets_dir is not None:
+        options["password_file"] = write_password_file(secrets_dir, name, database_url)
     config = outbox_connector(name, database_url, **options)  # type: ignore[arg-type]
     client.put_config(name, config)
     return client.wait_running(name, timeout_s)
 
 
 def stop_outbox_connector(
-    client: ConnectClient, name: str, *, drop_slot: bool = True, timeout_s: float = 60.0
+    client: ConnectClient,
+    name: str,
+    *,
+    drop_slot: bool = True,
+    timeout_s: float = 60.0,
+    secrets_dir: Path | None = None,
 ) -> bool:
-    """Delete the connector ``name`` and (``drop_slot``) its replication slot; False if there
-    was no such connector.
+    """Delete the connector ``name``, (``drop_slot``) its replication slot and (``secrets_dir``)
+    its password file; False if there was no such connector.
 
     The slot is dropped by the connector's own task as it stops: the config is first updated
     with ``slot.drop.on.stop=true`` and the task restarted with it, then the connector is
     deleted. When the task cannot run (FAILED, or the worker is down) the slot stays: drop it
     with ``drop_slot_sql(slot)``."""
-    if not client.exists(name):
-        return False
-    if drop_slot:
-        config = client.get_config(name)
-        if config.get("slot.drop.on.stop") != "true":
-            config["slot.drop.on.stop"] = "true"
-            client.put_config(name, config)
-            _wait_tasks_reconfigured(client, name, timeout_s)
-    client.delete(name)
-    client.wait_gone(name, timeout_s)
-    return True
+    try:
+        if not client.exists(name):
+            return False
+        if drop_slot:
+            config = client.get_config(name)  # as stored: a password file stays a reference
+            if config.get("slot.drop.on.stop") != "true":
+                config["slot.drop.on.stop"] = "true"
+                client.put_config(name, config)
+                _wait_tasks_reconfigured(client, name, timeout_s)
+        client.delete(name)
+        client.wait_gone(name, timeout_s)
+        return True
+    finally:
+        if secrets_dir is not None:
+            password_file_of(secrets_dir, name).unlink(missing_ok=True)
 
 
 def _wait_tasks_reconfigured(client: ConnectClient, name: str, timeout_s: float) -> None:

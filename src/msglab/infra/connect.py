@@ -195,6 +195,12 @@ class Connect(NativeService):
                 f"rest.advertised.host.name={HOST}",
                 f"rest.advertised.port={self.port}",
                 f"plugin.path={self.plugin_dir.resolve()}",
+                # connector passwords stay in files only root reads: a config says
+                # ${file:<path>:password} (msglab.cdc.outbox.write_password_file)
+                "config.providers=file",
+                "config.providers.file.class="
+                "org.apache.kafka.common.config.provider.FileConfigProvider",
+                f"config.providers.file.param.allowed.paths={self.secrets_dir.resolve()}",
                 # Every plugin here (Debezium's, Kafka's own) has ServiceLoader manifests:
                 # loading them from those skips a reflective scan of every jar (~4.5 s).
                 "plugin.discovery=service_load",
@@ -207,9 +213,16 @@ class Connect(NativeService):
             ]
         )
 
+    @property
+    def secrets_dir(self) -> Path:
+        """Connector passwords, one properties file each (mode 0600 in a 0700 folder): the only
+        folder the worker's FileConfigProvider (alias ``file``) may read."""
+        return self.root / "secrets"
+
     def prepare(self) -> bool:
         self._check_dependencies()
         self.root.mkdir(parents=True, exist_ok=True)
+        self.secrets_dir.mkdir(mode=0o700, exist_ok=True)
         (self.root / "worker.properties").write_text(self.worker_properties())
         (self.root / "log4j2.properties").write_bytes(_resource("log4j2.properties"))
         marker = self.data_dir / "prepared"

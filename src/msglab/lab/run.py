@@ -33,7 +33,7 @@ from msglab.lab.scenario import (
     SERVER_KILLS,
     Scenario,
 )
-from msglab.lab.servers import plan
+from msglab.lab.servers import Endpoint, plan
 from msglab.lab.worker import GROUP, REPLAY_GROUP, WorkerSpec, reply_topic_of, topic_of
 from msglab.ports import TopicAdmin
 from msglab.profiles import DeliveryProfile
@@ -193,7 +193,7 @@ class Run:
         db = effects.engine(self.db_url)
         effects.create(db)
         if servers.connect:
-            self._start_connector(servers.connect.url)
+            self._start_connector(servers.connect, servers.connect_secrets)
         run_json = {"scenario": self.s.to_json(), "servers": servers.to_json()}
         (self.dir / "run.json").write_text(
             json.dumps({**run_json, "started": time.time()}, indent=2) + "\n"
@@ -284,24 +284,29 @@ class Run:
         self._until_quiet(read_replays, lambda: self._confirmed <= replayed, quiet_s=5.0)
         self._stop(["r0"])
 
-    def _start_connector(self, connect_url: str) -> None:
+    def _start_connector(self, connect: Endpoint, secrets_dir: Path | None) -> None:
         """cdc: a Debezium connector for this run's outbox rows, running before the first
         commit (rows committed before it are not published: no snapshot)."""
         from msglab.cdc import ConnectClient, start_outbox_connector  # httpx: only for cdc
 
         self.connector = f"msglab-lab-{self.s.run_id}"
-        self.connect_url = connect_url
-        with ConnectClient(connect_url) as client:
+        self.connect_url, self.connect_secrets = connect.url, secrets_dir
+        with ConnectClient(connect.url) as client:
             start_outbox_connector(
-                client, self.connector, self.db_url, topics=[topic_of(self.s.run_id)]
+                client,
+                self.connector,
+                self.db_url,
+                topics=[topic_of(self.s.run_id)],
+                secrets_dir=secrets_dir,
             )
 
     def _stop_connector(self) -> None:
-        """Delete the run's connector and its replication slot (a stale slot holds WAL)."""
+        """Delete the run's connector, its replication slot (a stale slot holds WAL) and its
+        password file."""
         from msglab.cdc import ConnectClient, stop_outbox_connector
 
         with ConnectClient(self.connect_url) as client:
-            stop_outbox_connector(client, self.connector)
+            stop_outbox_connector(client, self.connector, secrets_dir=self.connect_secrets)
 
     @property
     def _producer_kills_itself(self) -> bool:

@@ -16,11 +16,13 @@ then forwards to the external address (``toxiproxy.point_proxies``).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from msglab.brokers import serverless_url
 from msglab.config import redact_url
 from msglab.errors import UsageError
 from msglab.infra import external, service_url, toxiproxy
+from msglab.infra.connect import Connect
 from msglab.lab.scenario import FAULTS, NETWORK_FAULTS, SERVER_FAULTS, SERVER_KILLS, Scenario
 from msglab.settings import Settings
 
@@ -64,6 +66,7 @@ class Servers:
     database: Endpoint
     connect: Endpoint | None
     broker_url: str  # what the run's clients connect with: the broker's, or the folder's
+    connect_secrets: Path | None = None  # msglab's own worker reads passwords from files here
 
     @property
     def services(self) -> list[str]:
@@ -123,4 +126,7 @@ def plan(scenario: Scenario, settings: Settings) -> Servers:
     else:
         url = serverless_url(scenario.transport, settings.home)
     connect = _endpoint(settings, "connect", "connect") if scenario.pattern == "cdc" else None
-    return Servers(broker, _endpoint(settings, "database", "postgres"), connect, url)
+    secrets = None
+    if connect and connect.owner == "msglab" and settings.backend == "native":
+        secrets = Connect(settings).secrets_dir
+    return Servers(broker, _endpoint(settings, "database", "postgres"), connect, url, secrets)
