@@ -183,7 +183,7 @@ class Run:
     # -- the run ---------------------------------------------------------------------------
 
     def execute(self) -> dict[str, Any]:
-        servers = plan(self.s, self.settings)  # refuses a fault the servers cannot take
+        self.servers = servers = plan(self.s, self.settings)  # refuses what they cannot take
         self.dir.mkdir(parents=True, exist_ok=False)  # two runs never share a folder
         self.infra.up(servers.services)
         if self.s.through_proxy:
@@ -193,7 +193,7 @@ class Run:
         db = effects.engine(self.db_url)
         effects.create(db)
         if servers.connect:
-            self._start_connector(servers.connect, servers.connect_secrets)
+            self._start_connector(servers.connect)
         run_json = {"scenario": self.s.to_json(), "servers": servers.to_json()}
         (self.dir / "run.json").write_text(
             json.dumps({**run_json, "started": time.time()}, indent=2) + "\n"
@@ -284,20 +284,19 @@ class Run:
         self._until_quiet(read_replays, lambda: self._confirmed <= replayed, quiet_s=5.0)
         self._stop(["r0"])
 
-    def _start_connector(self, connect: Endpoint, secrets_dir: Path | None) -> None:
+    def _start_connector(self, connect: Endpoint) -> None:
         """cdc: a Debezium connector for this run's outbox rows, running before the first
         commit (rows committed before it are not published: no snapshot)."""
         from msglab.cdc import ConnectClient, start_outbox_connector  # httpx: only for cdc
 
         self.connector = f"msglab-lab-{self.s.run_id}"
-        self.connect_url, self.connect_secrets = connect.url, secrets_dir
         with ConnectClient(connect.url) as client:
             start_outbox_connector(
                 client,
                 self.connector,
                 self.db_url,
                 topics=[topic_of(self.s.run_id)],
-                secrets_dir=secrets_dir,
+                secrets_dir=self.servers.connect_secrets,
             )
 
     def _stop_connector(self) -> None:
@@ -305,8 +304,10 @@ class Run:
         password file."""
         from msglab.cdc import ConnectClient, stop_outbox_connector
 
-        with ConnectClient(self.connect_url) as client:
-            stop_outbox_connector(client, self.connector, secrets_dir=self.connect_secrets)
+        assert self.servers.connect is not None  # a cdc run's
+        with ConnectClient(self.servers.connect.url) as client:
+            secrets = self.servers.connect_secrets
+            stop_outbox_connector(client, self.connector, secrets_dir=secrets)
 
     @property
     def _producer_kills_itself(self) -> bool:

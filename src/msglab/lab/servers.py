@@ -23,7 +23,7 @@ from msglab.config import redact_url
 from msglab.errors import UsageError
 from msglab.infra import external, service_url, toxiproxy
 from msglab.infra.connect import Connect
-from msglab.lab.scenario import FAULTS, NETWORK_FAULTS, SERVER_FAULTS, SERVER_KILLS, Scenario
+from msglab.lab.scenario import FAULTS, NETWORK_FAULTS, SERVER_KILLS, Scenario
 from msglab.settings import Settings
 
 PROCESS_FAULTS = ("broker-restart", *SERVER_KILLS)
@@ -103,11 +103,7 @@ def plan(scenario: Scenario, settings: Settings) -> Servers:
         raise _refuse(
             scenario, fault_service, settings, "msglab does not own it and has no process to signal"
         )
-    if (
-        scenario.fault in NETWORK_FAULTS
-        and scenario.service == "kafka"
-        and ("kafka" in settings.external)
-    ):
+    if scenario.through_proxy and scenario.service == "kafka" and "kafka" in settings.external:
         raise _refuse(
             scenario,
             "kafka",
@@ -115,7 +111,6 @@ def plan(scenario: Scenario, settings: Settings) -> Servers:
             "the fault is made in Toxiproxy, and Kafka clients reconnect to the addresses an "
             "external cluster advertises, bypassing the proxy",
         )
-    assert scenario.service is not None or scenario.fault not in SERVER_FAULTS  # Scenario's
     broker = None
     if scenario.service is not None:
         broker = _endpoint(settings, "broker", scenario.service)
