@@ -14,6 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from msglab.errors import UsageError
+from msglab.lab.checker import MEASURES
 from msglab.lab.compare import compare as run_matrix
 from msglab.lab.matrix import FULL, QUICK, Probe
 from msglab.lab.probes import PROBES, run_probe
@@ -36,23 +37,6 @@ def interrupt_on_signals() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
-ROWS = (
-    ("sent", "sent"),
-    ("confirmed", "confirmed"),
-    ("failed", "failed"),
-    ("unknown", "unknown"),
-    ("delivered", "delivered (distinct)"),
-    ("lost", "lost (confirmed, never delivered)"),
-    ("unconfirmed_lost", "unconfirmed lost"),
-    ("recovered", "recovered (unknown, delivered)"),
-    ("unexpected", "unexpected"),
-    ("duplicate_deliveries", "duplicate deliveries"),
-    ("duplicate_effects", "duplicate effects"),
-    ("reordered", "reordered"),
-    ("throughput_per_s", "throughput /s"),
-)
-
-
 def show(report: dict[str, Any]) -> None:
     table = Table(
         title=f"{transport_label(report)} {report['profile']}, fault {report['fault']}",
@@ -60,7 +44,7 @@ def show(report: dict[str, Any]) -> None:
     )
     table.add_column("measure")
     table.add_column("value", justify="right")
-    for key, label in ROWS:
+    for key, label in MEASURES:
         value = report[key]
         bad = key in ("lost", "duplicate_effects") and value
         table.add_row(label, f"[bold red]{value}[/]" if bad else str(value))
