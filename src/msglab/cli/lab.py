@@ -68,6 +68,7 @@ def show(report: dict[str, Any]) -> None:
     if report.get("simulated"):
         console.print(f"[dim]{report['simulated']}[/]")
     console.print(f"evidence: {report['evidence_dir']}")
+    console.print(f"report: {Path(report['evidence_dir']) / 'report.html'}")
 
 
 def _percentiles(lat: dict[str, float]) -> str:
