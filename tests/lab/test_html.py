@@ -229,10 +229,14 @@ def shows_the_evidence(chart: dict[str, Any], folder: Path) -> None:
 
 def test_the_timelines_show_the_evidence(report_html: Path, tmp_path: Path) -> None:
     compare = Charts(report_html.read_text()).charts
-    (single,) = Charts(run_page(tmp_path / "run1")).charts
+    single_page = run_page(tmp_path / "run1")
+    (single,) = Charts(single_page).charts
     assert len(compare) == 2
     for chart, folder in zip((*compare, single), ("run0", "run1", "run1"), strict=True):
         shows_the_evidence(chart, tmp_path / folder)
+    start = min(s["sent_ts"] for s in read(tmp_path / "run1", SENDS))
+    for f in FAULTS:  # the run's page lists its faults, timed as its chart is
+        assert f"<li>{f['ts'] - start:.2f} s: {f['action']} {f['target']} " in single_page
 
 
 def pixels(png: bytes) -> list[tuple[int, ...]]:

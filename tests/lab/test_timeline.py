@@ -62,7 +62,7 @@ def test_the_curves_end_at_the_checkers_counts(tmp_path: Path) -> None:
     )  # first ok line of a, b, d; x = since 10.0
     assert t.curves["delivered"] == approx([1.0, 3.0, 4.0])  # zz was never sent: not drawn
     assert t.windows == [windows([{"ts": 10.7, "action": "kill", "target": "kafka"}], 10.0)[0]]
-    assert t.span == approx(4.1)  # the last effect
+    assert t.span == approx(4.1) and t.start == 10.0  # the last effect; the first send
 
 
 def test_a_curve_of_100k_messages_is_at_most_400_corners_and_true_to_the_evidence() -> None:

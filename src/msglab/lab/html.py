@@ -199,7 +199,7 @@ def render(summary: dict[str, Any]) -> str:
         body.append("<tr>" + "".join(cells) + "</tr>")
     cards = "".join(
         f'<div class="card"><h3>{esc(title(r["report"]))}</h3>'
-        f"{timeline_svg(r['report'], 540, 300)}</div>"
+        f"{timeline_svg(timeline.of_run(Path(r['report']['evidence_dir'])), 540, 300)}</div>"
         for r in rows
     )
     return page(
@@ -232,10 +232,11 @@ def run_page(folder: Path) -> str:
         f'<tr><td>latency ms p50 / p95 / p99 / max</td><td class="n">{lat["p50"]:.1f} / '
         f"{lat['p95']:.1f} / {lat['p99']:.1f} / {lat['max']:.1f}</td></tr>"
     )
+    t = timeline.of_run(folder)
     faults = "".join(
-        f"<li>{esc(f['action'])} {esc(f.get('target', ''))} ({esc(f.get('fault', ''))})"
-        f"{esc(': ' + f['detail']) if f.get('detail') else ''}</li>"
-        for f in r["faults"]
+        f"<li>{f['ts'] - t.start:.2f} s: {esc(f['action'])} {esc(f.get('target', ''))} "
+        f"({esc(f.get('fault', ''))}){esc(', ' + f['detail']) if f.get('detail') else ''}</li>"
+        for f in sorted(r["faults"], key=lambda f: f["ts"])
     )
     verdict = "kept" if r["verdict"] == "kept" else "broken: a finding"
     return page(
@@ -243,10 +244,10 @@ def run_page(folder: Path) -> str:
         f"""<h1>{esc(title(r))}</h1>
 <p>Run {esc(r["run_id"])}: the promise of {esc(r["profile"])} ({esc(r["promise"])}) was
 <span class="{esc(r["verdict"])}">{verdict}</span>. {esc(r.get("simulated") or "")}</p>
-{timeline_svg({**r, "evidence_dir": str(folder)}, 960, 440)}
+{timeline_svg(t, 960, 440)}
 <p>{EXPLAIN}</p>
 <table id="counts"><tr><th>measure</th><th>value</th></tr>{counts}</table>
-<h2>Faults</h2><ul>{faults or "<li>none</li>"}</ul>
+<h2>Faults (seconds since the first send)</h2><ul>{faults or "<li>none</li>"}</ul>
 <p>Raw evidence: {esc(folder.resolve())} (format: docs/evidence.md).</p>""",
     )
 
@@ -256,12 +257,9 @@ def title(report: dict[str, Any]) -> str:
     return f"{transport_label(report)} {report['profile']}, fault {report['fault']}"
 
 
-def timeline_svg(report: dict[str, Any], width: int, height: int) -> str:
-    """The timeline chart of a run, from the evidence in its ``evidence_dir``."""
-    t = timeline.of_run(Path(report["evidence_dir"]))
-    if not t.curves["sent"]:
-        return "<p>no sends recorded</p>"
-    return chart(t, width, height)
+def timeline_svg(t: timeline.Timeline, width: int, height: int) -> str:
+    """The chart of a run's timeline, or a line saying there is nothing to draw."""
+    return chart(t, width, height) if t.curves["sent"] else "<p>no sends recorded</p>"
 
 
 def page(name: str, body: str) -> str:

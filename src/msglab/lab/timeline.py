@@ -46,6 +46,7 @@ class Timeline:
     curves: dict[str, list[float]]  # CURVES -> sorted moments the count went up by one
     windows: list[Window]
     lost: int
+    start: float = 0.0  # the first send, epoch seconds: x = 0
 
     def final(self, curve: str) -> int:
         return len(self.curves[curve])
@@ -101,6 +102,7 @@ def of_run(folder: Path) -> Timeline:
         curves=curves,
         windows=windows(read(folder, FAULTS), start),
         lost=len(first_ok.keys() - delivered.keys()),
+        start=start,
     )
 
 
