@@ -1,4 +1,5 @@
-"""The comparison report, looked at in a real headless browser (Debian's chromium)."""
+"""The comparison report and a run's report: their timelines read back against the evidence,
+and the pages looked at in a real headless browser (Debian's chromium)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,21 @@ import json
 import shutil
 import struct
 import subprocess
+import zlib
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from msglab.lab.checker import check
-from msglab.lab.html import render
+from msglab.lab.evidence import SENDS, read
+from msglab.lab.html import render, run_page
+from msglab.lab.timeline import CURVES
+from msglab.lab.timeline_chart import FAULT_FILL, LOST, STYLES
 from msglab.settings import in_ci
 
 CHROMIUM = shutil.which("chromium")
@@ -28,8 +36,16 @@ FLAGS = [
 ]
 
 
+FAULTS = [
+    {"ts": 100.5, "fault": "broker-kill", "action": "kill", "target": "kafka"},
+    {"ts": 101.0, "fault": "broker-kill", "action": "restart", "target": "kafka"},
+]
+
+
 def fake_run(folder: Path, fault: str, lose: int) -> dict[str, Any]:
-    """Evidence of a small run written by hand: 20 messages, ``lose`` of them never delivered."""
+    """Evidence of a small run written by hand (and its report.json): 20 messages sent 0.1 s
+    apart from t=100, the broker down from 100.5 to 101.0 (nothing delivered meanwhile), the
+    first ``lose`` of them never delivered."""
     folder.mkdir(parents=True)
     sends, deliveries, effects = [], [], []
     for i in range(20):
@@ -43,24 +59,31 @@ def fake_run(folder: Path, fault: str, lose: int) -> dict[str, Any]:
         }
         sends += [{**base, "outcome": "sending"}, {**base, "outcome": "ok", "ts": base["sent_ts"]}]
         if i >= lose:
-            deliveries.append({"ts": 100.05 + i / 10, "consumer": "c0", "id": f"m{i}"})
-            effects.append({"id": f"m{i}", "consumer": "c0", "ts": 100.06 + i / 10})
+            at = max(100.05 + i / 10, 101.05 if 100.5 <= base["sent_ts"] < 101.0 else 0.0)
+            deliveries.append({"ts": at, "consumer": "c0", "id": f"m{i}"})
+            effects.append({"id": f"m{i}", "consumer": "c0", "ts": at + 0.01})
     for name, records in (
         ("sends-p0", sends),
         ("deliveries-c0", deliveries),
         ("effects-db", effects),
+        ("faults-orchestrator", FAULTS),
     ):
         (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     counts = asdict(check(sends, deliveries, effects))
-    return {
+    report = {
         **counts,
+        "run_id": folder.name,
         "transport": "kafka",
         "profile": "at-least-once",
         "fault": fault,
+        "promise": "lost == 0",
         "verdict": "kept" if counts["lost"] == 0 else "broken",
         "evidence_dir": str(folder),
-        "faults": [{"ts": 100.5, "action": "kill"}, {"ts": 101.0, "action": "restart"}],
+        "faults": FAULTS,
+        "simulated": None,
     }
+    (folder / "report.json").write_text(json.dumps(report))
+    return report
 
 
 def scaling_mode(one: float, two: float) -> dict[str, Any]:
@@ -121,6 +144,136 @@ def report_html(tmp_path: Path) -> Path:
     return page
 
 
+class Charts(HTMLParser):
+    """The timeline charts of a page as a reader sees them: the tick values at their px, the
+    corners of each curve, the fault windows' px and the texts with a class."""
+
+    def __init__(self, page: str) -> None:
+        super().__init__()
+        self.charts: list[dict[str, Any]] = []
+        self._tick: list[Any] | None = None  # [axis, px, text]
+        self._text: list[str] | None = None  # [class, text]
+        self.feed(page)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        cls = a.get("class", "")
+        if tag == "svg" and cls == "timeline":
+            self.charts.append({"x": [], "y": [], "curves": {}, "faults": [], "texts": []})
+        if not self.charts:
+            return
+        chart = self.charts[-1]
+        if tag == "g" and cls in ("x-tick", "y-tick"):
+            self._tick = [cls[0], 0.0, ""]
+        elif tag == "line" and self._tick is not None:
+            self._tick[1] = float(a[f"{self._tick[0]}1"])
+        elif tag == "polyline":
+            chart["curves"][a["data-curve"]] = [
+                tuple(float(v) for v in p.split(",")) for p in a["points"].split()
+            ]
+        elif tag == "rect" and cls == "fault-window":
+            x, width, height = (float(a[k]) for k in ("x", "width", "height"))
+            chart["faults"].append((x, x + width))
+            chart["fault_px"] = chart.get("fault_px", 0.0) + width * height
+        elif tag == "text":
+            self._text = [cls, ""]
+
+    def handle_data(self, data: str) -> None:
+        if self._text is not None:
+            self._text[1] += data
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "text" and self._text is not None:
+            if self._tick is not None:
+                self._tick[2] = self._text[1]
+            else:
+                self.charts[-1]["texts"].append(tuple(self._text))
+            self._text = None
+        elif tag == "g" and self._tick is not None:
+            axis, px, text = self._tick
+            self.charts[-1][axis].append((px, number(text)))
+            self._tick = None
+
+
+def number(text: str) -> float:
+    """A tick label's value: 2M, 40k, 5,000, 2.5."""
+    scale = {"k": 1e3, "M": 1e6}.get(text[-1], 1.0)
+    return float(text.rstrip("kM").replace(",", "")) * scale
+
+
+def axis(ticks: list[tuple[float, float]]) -> Callable[[float], float]:
+    """px -> value, read off the axis' first and last tick."""
+    (p0, v0), (p1, v1) = ticks[0], ticks[-1]
+    return lambda px: v0 + (px - p0) * (v1 - v0) / (p1 - p0)
+
+
+def shows_the_evidence(chart: dict[str, Any], folder: Path) -> None:
+    """The chart of the run in ``folder`` against its report.json and evidence files: the
+    curves end at the counts, the lost gap is labelled, the fault is where its records say,
+    and no delivery is drawn while the broker was down."""
+    report = json.loads((folder / "report.json").read_text())
+    x, y = axis(chart["x"]), axis(chart["y"])
+    assert len(chart["x"]) >= 3 and len(chart["y"]) >= 3
+    for curve in ("sent", "confirmed", "delivered"):
+        assert round(y(chart["curves"][curve][-1][1])) == report[curve], curve
+    labels = [text for cls, text in chart["texts"] if cls == "lost"]
+    assert labels == ([f"lost {report['lost']:,}"] if report["lost"] else [])
+    start = min(s["sent_ts"] for s in read(folder, SENDS))
+    kill, back = (f["ts"] - start for f in read(folder, "faults"))
+    ((left, right),) = chart["faults"]
+    px = (chart["x"][-1][0] - chart["x"][0][0]) / (chart["x"][-1][1] - chart["x"][0][1])
+    assert abs(x(left) - kill) <= 1 / px and abs(x(right) - back) <= 1 / px
+    during = {n for t, n in chart["curves"]["delivered"] if left + 1 < t < right - 1}
+    assert len(during) <= 1  # flat: no delivery while the broker was down
+
+
+def test_the_timelines_show_the_evidence(report_html: Path, tmp_path: Path) -> None:
+    compare = Charts(report_html.read_text()).charts
+    single_page = run_page(tmp_path / "run1")
+    (single,) = Charts(single_page).charts
+    assert len(compare) == 2
+    for chart, folder in zip((*compare, single), ("run0", "run1", "run1"), strict=True):
+        shows_the_evidence(chart, tmp_path / folder)
+    start = min(s["sent_ts"] for s in read(tmp_path / "run1", SENDS))
+    for f in FAULTS:  # the run's page lists its faults, timed as its chart is
+        assert f"<li>{f['ts'] - start:.2f} s: {f['action']} {f['target']} " in single_page
+
+
+def pixels(png: bytes) -> list[tuple[int, ...]]:
+    """Every pixel (r, g, b) of an 8-bit RGB or RGBA PNG, as a browser's screenshot is."""
+    width, height, depth, kind = struct.unpack(">IIBB", png[16:26])
+    assert depth == 8 and kind in (2, 6), (depth, kind)
+    channels = 3 if kind == 2 else 4
+    data, at = b"", 8
+    while at < len(png):
+        (size,), name = struct.unpack(">I", png[at : at + 4]), png[at + 4 : at + 8]
+        if name == b"IDAT":
+            data += png[at + 8 : at + 8 + size]
+        at += 12 + size
+    raw, stride, found = zlib.decompress(data), width * channels, []
+    previous = bytearray(stride)
+    for row in range(height):
+        line = raw[row * (stride + 1) : (row + 1) * (stride + 1)]
+        kind, current = line[0], bytearray(line[1:])
+        for i in range(stride):
+            a = current[i - channels] if i >= channels else 0
+            b, c = previous[i], previous[i - channels] if i >= channels else 0
+            current[i] = (current[i] + (0, a, b, (a + b) // 2, _paeth(a, b, c))[kind]) & 0xFF
+        found += [tuple(current[i : i + 3]) for i in range(0, stride, channels)]
+        previous = current
+    return found
+
+
+def _paeth(a: int, b: int, c: int) -> int:
+    p = a + b - c
+    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+    return a if pa <= pb and pa <= pc else b if pb <= pc else c
+
+
+def rgb(colour: str) -> tuple[int, ...]:
+    return tuple(int(colour[i : i + 2], 16) for i in (1, 3, 5))
+
+
 def chromium(*args: str) -> subprocess.CompletedProcess[str]:
     if CHROMIUM is None:
         if in_ci():
@@ -140,19 +293,47 @@ def test_the_browser_renders_the_table_and_the_charts(report_html: Path, tmp_pat
     assert "broken" in dom and "not observed" in dom
     assert dom.count("<svg") == 2 + 2 + 2  # bars, latency, a timeline per run, scaling x2
     assert "Kafka: one broker or two" in dom and "capped at 1.0 MB/s per broker: x1.91" in dom
-    assert "fault window" in dom and dom.count("<polyline") == 2 * 3
+    charts = Charts(dom).charts  # as the browser parsed them
+    assert [sorted(c["curves"]) for c in charts] == [sorted(CURVES)] * 2
+    for chart, folder in zip(charts, ("run0", "run1"), strict=True):
+        shows_the_evidence(chart, tmp_path / folder)
 
 
-def test_the_screenshot_is_a_real_picture(report_html: Path, tmp_path: Path) -> None:
-    shot = tmp_path / "report.png"
+def screenshot(page: Path, tmp_path: Path, height: int) -> list[tuple[int, ...]]:
+    shot = page.with_suffix(".png")
     chromium(
         f"--user-data-dir={tmp_path / 'profile'}",
-        "--window-size=1200,1600",
+        f"--window-size=1200,{height}",
+        "--hide-scrollbars",
         f"--screenshot={shot}",
-        report_html.as_uri(),
+        page.as_uri(),
     )
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    width, height = struct.unpack(">II", data[16:24])
-    assert (width, height) == (1200, 1600)
-    assert len(data) > 20_000  # a blank page compresses to a few KB
+    assert struct.unpack(">II", data[16:24]) == (1200, height)
+    return pixels(data)
+
+
+def test_the_screenshots_show_the_charts(report_html: Path, tmp_path: Path) -> None:
+    single = tmp_path / "run1" / "report.html"
+    single.write_text(run_page(tmp_path / "run1"))
+    for page, height in ((report_html, 2600), (single, 900)):
+        charts = Charts(page.read_text()).charts
+        seen = Counter(screenshot(page, tmp_path, height))
+        inked = sum(n for colour, n in seen.items() if colour != (255, 255, 255))
+        assert inked > 0.03 * 1200 * height, page  # text, tables and charts, not a blank page
+        # the shaded windows (at least half of them: curves and captions cross them) ...
+        assert seen[rgb(FAULT_FILL)] > 0.5 * sum(c["fault_px"] for c in charts), page
+        for curve in ("confirmed", "delivered"):  # ... curves far longer than the legend's
+            assert seen[rgb(STYLES[curve][0])] > 300 * len(charts), (page, curve)  # 20 px
+        lost = [t for c in charts for cls, t in c["texts"] if cls == "lost"]
+        assert len(lost) == 1 and seen[rgb(LOST)] > 100, page  # its label and its bracket
+
+
+def test_rows_the_named_servers_cannot_take_are_listed_with_the_reason() -> None:
+    reason = "--fault broker-kill cannot act on redis at <redis://h:1/0>"
+    left_out = [{"row": "redis-streams broker-kill", "claim": "c", "reason": reason}]
+    page = render({"quick": True, "seconds": 1.0, "rows": [], "skipped": left_out})
+    expected = "<li>redis-streams broker-kill: --fault broker-kill cannot act on redis at "
+    assert expected + "&lt;redis://h:1/0&gt;</li>" in page
+    assert "Not run on these servers" not in render({"quick": True, "seconds": 1.0, "rows": []})

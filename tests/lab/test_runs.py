@@ -47,6 +47,10 @@ def lab(tmp_path: Path, **fields: Any) -> dict[str, Any]:
     assert report.keys() >= REPORT_KEYS
     assert report["broker_cleanup"] in ("deleted", "nothing stored"), report["broker_cleanup"]
     assert json.loads((Path(report["evidence_dir"]) / "report.json").read_text()) == report
+    page = (Path(report["evidence_dir"]) / "report.html").read_text()  # its picture
+    assert page.count('<svg class="timeline"') == 1
+    assert f"confirmed {report['confirmed']}, delivered {report['delivered']}," in page
+    assert f"lost {report['lost']}" in page
     recount(report)
     return report
 

@@ -20,6 +20,7 @@ from rich.table import Table
 
 from msglab import extras
 from msglab.errors import UsageError
+from msglab.lab.checker import MEASURES
 from msglab.lab.matrix import FULL, Probe, Row
 from msglab.lab.probes import PROBES, run_probe
 from msglab.lab.scenario import FAULTS, PATTERNS, Scenario, transport_label
@@ -40,23 +41,6 @@ def interrupt_on_signals() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
-ROWS = (
-    ("sent", "sent"),
-    ("confirmed", "confirmed"),
-    ("failed", "failed"),
-    ("unknown", "unknown"),
-    ("delivered", "delivered (distinct)"),
-    ("lost", "lost (confirmed, never delivered)"),
-    ("unconfirmed_lost", "unconfirmed lost"),
-    ("recovered", "recovered (unknown, delivered)"),
-    ("unexpected", "unexpected"),
-    ("duplicate_deliveries", "duplicate deliveries"),
-    ("duplicate_effects", "duplicate effects"),
-    ("reordered", "reordered"),
-    ("throughput_per_s", "throughput /s"),
-)
-
-
 def show(report: dict[str, Any]) -> None:
     table = Table(
         title=f"{transport_label(report)} {report['profile']}, fault {report['fault']}",
@@ -64,7 +48,7 @@ def show(report: dict[str, Any]) -> None:
     )
     table.add_column("measure")
     table.add_column("value", justify="right")
-    for key, label in ROWS:
+    for key, label in MEASURES:
         value = report[key]
         bad = key in ("lost", "duplicate_effects") and value
         table.add_row(label, f"[bold red]{value}[/]" if bad else str(value))
@@ -88,6 +72,7 @@ def show(report: dict[str, Any]) -> None:
     if report.get("simulated"):
         console.print(f"[dim]{report['simulated']}[/]")
     console.print(f"evidence: {report['evidence_dir']}")
+    console.print(f"report: {Path(report['evidence_dir']) / 'report.html'}")
 
 
 def _percentiles(lat: dict[str, float]) -> str:

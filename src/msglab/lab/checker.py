@@ -33,6 +33,21 @@ PROMISES = {
     "at-least-once": "lost == 0",
     "effectively-once": "lost == 0 and duplicate effects == 0",
 }
+MEASURES = (  # the counts of a run's report as its tables name them: key, label
+    ("sent", "sent"),
+    ("confirmed", "confirmed"),
+    ("failed", "failed"),
+    ("unknown", "unknown"),
+    ("delivered", "delivered (distinct)"),
+    ("lost", "lost (confirmed, never delivered)"),
+    ("unconfirmed_lost", "unconfirmed lost"),
+    ("recovered", "recovered (unknown, delivered)"),
+    ("unexpected", "unexpected"),
+    ("duplicate_deliveries", "duplicate deliveries"),
+    ("duplicate_effects", "duplicate effects"),
+    ("reordered", "reordered"),
+    ("throughput_per_s", "throughput /s"),
+)
 
 
 def percentile(sorted_values: list[float], q: float) -> float:

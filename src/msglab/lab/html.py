@@ -1,29 +1,31 @@
-"""A self-contained HTML report of a comparison: one table and inline SVG charts, no scripts.
+"""Self-contained HTML reports (tables and inline SVG charts, no scripts): ``render`` for a
+comparison, ``run_page`` for one run folder.
 
-Charts: lost and duplicate bars across the matrix, latency percentiles per run, a timeline
-per run (sends confirmed, deliveries and effects per time bin, the fault window shaded),
-drawn from the raw evidence files of each run, and the scaling probe's rates (one Kafka
-broker or two).
+A comparison's charts: lost and duplicate bars across the matrix, latency percentiles per run,
+each run's timeline (``timeline_chart``: distinct messages sent, confirmed, delivered and
+applied over time, the fault windows shaded, the lost ones labelled), drawn from the raw
+evidence files of each run, and the scaling probe's rates (one Kafka broker or two). A run's
+page: its timeline, large, and its counts.
 """
 
 from __future__ import annotations
 
 import html
+import json
 import math
 from pathlib import Path
 from typing import Any
 
-from msglab.lab.evidence import DELIVERIES, EFFECTS, SENDS, read
+from msglab.lab import timeline
+from msglab.lab.checker import MEASURES
 from msglab.lab.scenario import transport_label
 from msglab.lab.summary import probes, runs
+from msglab.lab.timeline_chart import chart
 
 COLORS = {
     "sends": "#4C78A8",
-    "deliveries": "#F58518",
-    "effects": "#54A24B",
     "lost": "#E45756",
     "dups": "#B279A2",
-    "fault": "#FFD8D8",
 }
 STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222}
@@ -31,11 +33,15 @@ table{border-collapse:collapse;margin:12px 0}td,th{border:1px solid #ccc;padding
 td.n{text-align:right}th{background:#f4f4f4}.broken{color:#b00;font-weight:bold}
 .kept{color:#070}.no{color:#b60}.card{display:inline-block;margin:8px;vertical-align:top}
 h3{font-size:13px;margin:4px 0}svg text{font:11px system-ui,sans-serif}
+svg.timeline text{font-size:12px}
 """
-
-
-FAULT_BEGINS = ("kill", "stop", "add-toxic")  # fault records' actions that open a window
-FAULT_ENDS = ("restart", "start", "remove-toxic")  # ... and those that close it
+BAD = ("lost", "duplicate_effects")  # counts shown in red when not 0
+EXPLAIN = (
+    "Each timeline counts distinct messages over time: sent (first attempt), confirmed (by the "
+    "broker, or the business transaction committed), delivered (first delivery) and effects "
+    "(first effect row). A gap between confirmed and delivered at the right edge is the lost "
+    "messages; shaded: a fault window (a dashed line: a fault at one moment)."
+)
 
 
 def esc(value: Any) -> str:
@@ -95,56 +101,6 @@ def latency(rows: list[dict[str, Any]]) -> str:
             f' y="{y + 11}">p99 {r["latency_ms"]["p99"]:.0f} ms</text>'
         )
     parts.append('<text x="300" y="12">log scale; dark p50, mid p95, light p99</text></svg>')
-    return "".join(parts)
-
-
-def timeline(report: dict[str, Any], bins: int = 80) -> str:
-    """Sends confirmed, deliveries and effects per time bin; the fault window shaded."""
-    folder = Path(report["evidence_dir"])
-    series = {
-        "sends": [s["ts"] for s in read(folder, SENDS) if s["outcome"] == "ok" and "ts" in s],
-        "deliveries": [d["ts"] for d in read(folder, DELIVERIES)],
-        "effects": [e["ts"] for e in read(folder, EFFECTS)],
-    }
-    times: list[float] = [t for values in series.values() for t in values]
-    if not times:
-        return "<p>no events</p>"
-    start, end = min(times), max(times)
-    span = max(end - start, 1e-3)
-    width, height, pad = 360, 120, 20
-    counts = {k: [0] * bins for k in series}
-    for key, values in series.items():
-        for t in values:
-            counts[key][min(bins - 1, int((t - start) / span * bins))] += 1
-    peak = max(1, *(max(c) for c in counts.values()))
-
-    def x(t: float) -> float:
-        return float(pad + (t - start) / span * (width - 2 * pad))
-
-    parts = [f'<svg width="{width}" height="{height + 20}" role="img" aria-label="timeline">']
-    kills = [f["ts"] for f in report["faults"] if f["action"] in FAULT_BEGINS]
-    backs = [f["ts"] for f in report["faults"] if f["action"] in FAULT_ENDS]
-    for k in kills:
-        b = min([t for t in backs if t >= k], default=k + span / bins)
-        parts.append(
-            f'<rect x="{x(k):.1f}" y="0" width="{max(2.0, x(b) - x(k)):.1f}" '
-            f'height="{height}" fill="{COLORS["fault"]}"><title>fault window</title>'
-            f"</rect>"
-        )
-    for key, values in counts.items():
-        points = " ".join(
-            f"{pad + (i + 0.5) / bins * (width - 2 * pad):.1f},"
-            f"{height - 4 - v / peak * (height - 10):.1f}"
-            for i, v in enumerate(values)
-        )
-        parts.append(
-            f'<polyline fill="none" stroke="{COLORS[key]}" stroke-width="1.5" '
-            f'points="{points}"><title>{key}</title></polyline>'
-        )
-    parts.append(
-        f'<text x="{pad}" y="{height + 14}">0 s</text><text x="{width - pad - 30}" '
-        f'y="{height + 14}">{span:.1f} s</text></svg>'
-    )
     return "".join(parts)
 
 
@@ -242,29 +198,83 @@ def render(summary: dict[str, Any]) -> str:
         )
         body.append("<tr>" + "".join(cells) + "</tr>")
     cards = "".join(
-        f'<div class="card"><h3>{esc(transport_label(r["report"]))} {esc(r["report"]["profile"])} '
-        f"{esc(r['report']['fault'])}</h3>{timeline(r['report'])}</div>"
+        f'<div class="card"><h3>{esc(title(r["report"]))}</h3>'
+        f"{timeline_svg(timeline.of_run(Path(r['report']['evidence_dir'])), 540, 300)}</div>"
         for r in rows
     )
-    legend = (
-        f'<p><span style="color:{COLORS["sends"]}">■ sends confirmed</span> '
-        f'<span style="color:{COLORS["deliveries"]}">■ deliveries</span> '
-        f'<span style="color:{COLORS["effects"]}">■ effects (acked after)</span> '
-        f'<span style="background:{COLORS["fault"]}">&nbsp;fault window&nbsp;</span></p>'
-    )
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>msglab compare</title>
-<style>{STYLE}</style></head><body>
-<h1>msglab: what each transport delivers when things break</h1>
+    return page(
+        "msglab compare",
+        f"""<h1>msglab: what each transport delivers when things break</h1>
 <p>{len(rows)} runs and {len(probes(summary))} probes on real servers in {summary["seconds"]} s ({
-        "quick" if summary["quick"] else "full"
-    } matrix). Broker kills are SIGKILLs of the server process: the OS page cache
+            "quick" if summary["quick"] else "full"
+        } matrix). Broker kills are SIGKILLs of the server process: the OS page cache
 survives them, so this is not a power cut. Raw evidence of each run is in its folder.</p>
 <table id="matrix"><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr>{"".join(body)}</table>
+{skipped(summary)}
 {probe_table(probes(summary))}
 {scaling(probes(summary))}
 <h2>Lost and duplicate effects</h2>{bars(rows)}
 <h2>Latency (send to first delivery)</h2>{latency(rows)}
-<h2>Timelines</h2>{legend}{cards}
+<h2>Timelines</h2><p>{EXPLAIN}</p>{cards}""",
+    )
+
+
+def skipped(summary: dict[str, Any]) -> str:
+    """The rows left out because the servers the user named cannot take them, with why."""
+    items = "".join(
+        f"<li>{esc(s['row'])}: {esc(s['reason'])}</li>" for s in summary.get("skipped", [])
+    )
+    return f'<h2>Not run on these servers</h2><ul id="skipped">{items}</ul>' if items else ""
+
+
+def run_page(folder: Path) -> str:
+    """The report of the run folder ``folder`` (its ``report.json`` and evidence files): the
+    timeline, large, the counts and the faults."""
+    r = json.loads((folder / "report.json").read_text())
+    counts = "".join(
+        f'<tr><td>{esc(text)}</td><td class="n{" broken" if key in BAD and r[key] else ""}">'
+        f"{r[key]}</td></tr>"
+        for key, text in MEASURES
+    )
+    lat = r["latency_ms"]
+    counts += (
+        f'<tr><td>latency ms p50 / p95 / p99 / max</td><td class="n">{lat["p50"]:.1f} / '
+        f"{lat['p95']:.1f} / {lat['p99']:.1f} / {lat['max']:.1f}</td></tr>"
+    )
+    t = timeline.of_run(folder)
+    faults = "".join(
+        f"<li>{f['ts'] - t.start:.2f} s: {esc(f['action'])} {esc(f.get('target', ''))} "
+        f"({esc(f.get('fault', ''))}){esc(', ' + f['detail']) if f.get('detail') else ''}</li>"
+        for f in sorted(r["faults"], key=lambda f: f["ts"])
+    )
+    verdict = "kept" if r["verdict"] == "kept" else "broken: a finding"
+    return page(
+        f"msglab run {r['run_id']}",
+        f"""<h1>{esc(title(r))}</h1>
+<p>Run {esc(r["run_id"])}: the promise of {esc(r["profile"])} ({esc(r["promise"])}) was
+<span class="{esc(r["verdict"])}">{verdict}</span>. {esc(r.get("simulated") or "")}</p>
+{timeline_svg(t, 960, 440)}
+<p>{EXPLAIN}</p>
+<table id="counts"><tr><th>measure</th><th>value</th></tr>{counts}</table>
+<h2>Faults (seconds since the first send)</h2><ul>{faults or "<li>none</li>"}</ul>
+<p>Raw evidence: {esc(folder.resolve())} (format: docs/evidence.md).</p>""",
+    )
+
+
+def title(report: dict[str, Any]) -> str:
+    """A run as headings name it: transport, profile and fault."""
+    return f"{transport_label(report)} {report['profile']}, fault {report['fault']}"
+
+
+def timeline_svg(t: timeline.Timeline, width: int, height: int) -> str:
+    """The chart of a run's timeline, or a line saying there is nothing to draw."""
+    return chart(t, width, height) if t.curves["sent"] else "<p>no sends recorded</p>"
+
+
+def page(name: str, body: str) -> str:
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{esc(name)}</title>
+<style>{STYLE}</style></head><body>
+{body}
 </body></html>
 """

@@ -1,9 +1,11 @@
-"""``msglab run``: one scenario on the real servers, from set-up to ``report.json``.
+"""``msglab run``: one scenario on the real servers, from set-up to ``report.json`` and
+``report.html``.
 
 Flow: servers up -> run folder -> consumers (separate processes) subscribed -> producers
 (separate processes) -> the fault, at its moment, recorded -> producers done -> drain until
 every confirmed message arrived and all is quiet (bounded) -> consumers stopped -> effects
-dumped -> checker -> report. Ctrl-C stops every worker and keeps the evidence.
+dumped -> checker -> report.json -> report.html (its picture). Ctrl-C stops every worker and
+keeps the evidence.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from msglab.infra import backend_for, toxiproxy
 from msglab.lab import effects, faults
 from msglab.lab.checker import PROMISES, check
 from msglab.lab.evidence import DELIVERIES, EFFECTS, REPLAYS, SENDS, ReadStats, Tail, read
+from msglab.lab.html import run_page
 from msglab.lab.scenario import (
     NETWORK_FAULTS,
     SECOND_GROUP,
@@ -218,6 +221,7 @@ class Run:
         report = self.report(time.monotonic() - began)
         report["broker_cleanup"] = self._clean_broker()
         (self.dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        (self.dir / "report.html").write_text(run_page(self.dir))
         if self.interrupted:
             raise KeyboardInterrupt
         return report
@@ -431,7 +435,8 @@ def run(
     runs_dir: Path = Path("runs"),
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Carry out ``scenario``; the report (also in ``<runs_dir>/<run_id>/report.json``)."""
+    """Carry out ``scenario``; the report (also in ``<runs_dir>/<run_id>/report.json``, and
+    drawn in ``report.html`` beside it)."""
     try:
         return Run(scenario, settings or Settings.from_env(), runs_dir, progress).execute()
     except MsglabError:
