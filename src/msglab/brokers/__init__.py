@@ -34,15 +34,9 @@ SERVICE_OF: dict[str, str | None] = {
 }
 """The ``msglab infra`` service each transport talks to (None: it needs no server)."""
 
-EXTRA_OF: dict[str, str | None] = {
-    "memory": None,
-    "kafka": "kafka",
-    "rabbitmq": "rabbitmq",
-    "redis-pubsub": "redis",
-    "redis-streams": "redis",
-    "files": None,
-}
-"""The pip extra that installs each transport's driver (None: it needs none)."""
+EXTRA_OF: dict[str, str | None] = dict(SERVICE_OF)
+"""The pip extra that installs each transport's driver (None: it needs none): each extra is
+named after the server its driver talks to."""
 
 
 def serverless_url(name: str, home: Path) -> str:
