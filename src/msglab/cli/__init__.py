@@ -22,6 +22,7 @@ app = typer.Typer(
     help="Compare asynchronous messaging patterns on real servers, including while they break.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # a docstring's single line breaks are not kept in --help
 )
 app.add_typer(infra.app, name="infra")
 app.add_typer(bench.app, name="bench")
