@@ -93,7 +93,7 @@ def test_redis_pubsub_loses_what_is_published_while_nobody_listens(tmp_path: Pat
         tmp_path,
         transport="redis-pubsub",
         profile="at-most-once",
-        fault="no-subscriber",
+        workload="no-subscriber",
         messages=500,
         drain_quiet_s=3.0,
     )
@@ -160,8 +160,8 @@ def test_kafka_at_least_once_loses_nothing_through_a_network_blackhole(tmp_path:
 @pytest.mark.rabbitmq
 @pytest.mark.postgres
 def test_kafka_replays_to_a_new_group_rabbitmq_does_not(tmp_path: Path) -> None:
-    kafka = lab(tmp_path, transport="kafka", fault="replay", messages=500)
-    rabbit = lab(tmp_path, transport="rabbitmq", fault="replay", messages=500)
+    kafka = lab(tmp_path, transport="kafka", workload="replay", messages=500)
+    rabbit = lab(tmp_path, transport="rabbitmq", workload="replay", messages=500)
     for r, expected in ((kafka, 500), (rabbit, 0)):
         replays = jsonl(Path(r["evidence_dir"]), "replays")
         assert len({x["id"] for x in replays}) == r["replayed"] == expected
@@ -172,7 +172,7 @@ def test_kafka_replays_to_a_new_group_rabbitmq_does_not(tmp_path: Path) -> None:
 @pytest.mark.rabbitmq
 @pytest.mark.postgres
 def test_rabbitmq_fanout_every_group_gets_every_message(tmp_path: Path) -> None:
-    r = lab(tmp_path, transport="rabbitmq", fault="fanout", messages=500, rate=1000)
+    r = lab(tmp_path, transport="rabbitmq", workload="fanout", messages=500, rate=1000)
     replays = jsonl(Path(r["evidence_dir"]), "replays")
     assert len({x["id"] for x in replays}) == r["replayed"] == r["delivered"] == 500
     assert r["lost"] == 0 and r["duplicate_effects"] == 0
@@ -181,7 +181,7 @@ def test_rabbitmq_fanout_every_group_gets_every_message(tmp_path: Path) -> None:
 @pytest.mark.rabbitmq
 @pytest.mark.postgres
 def test_rabbitmq_request_reply_answers_every_request(tmp_path: Path) -> None:
-    r = lab(tmp_path, transport="rabbitmq", fault="request-reply", messages=500, rate=1000)
+    r = lab(tmp_path, transport="rabbitmq", workload="request-reply", messages=500, rate=1000)
     replies = jsonl(Path(r["evidence_dir"]), "replays")
     assert len({x["id"] for x in replies}) == r["replayed"] == 500
     # a reply comes after its request was delivered: the round trip is the longer path

@@ -21,10 +21,12 @@ from rich.table import Table
 from msglab import extras
 from msglab.errors import UsageError
 from msglab.lab.checker import MEASURES
+from msglab.lab.faults import FAULTS
 from msglab.lab.matrix import FULL, Probe, Row
 from msglab.lab.probes import PROBES, run_probe
-from msglab.lab.scenario import FAULTS, PATTERNS, Scenario, transport_label
+from msglab.lab.scenario import PATTERNS, Scenario, fault_label, transport_label
 from msglab.lab.summary import probes, runs
+from msglab.lab.workloads import WORKLOADS
 from msglab.settings import Settings
 
 console = Console()
@@ -43,7 +45,7 @@ def interrupt_on_signals() -> None:
 
 def show(report: dict[str, Any]) -> None:
     table = Table(
-        title=f"{transport_label(report)} {report['profile']}, fault {report['fault']}",
+        title=f"{transport_label(report)} {report['profile']}, {fault_label(report)}",
         caption=f"run {report['run_id']}",
     )
     table.add_column("measure")
@@ -83,6 +85,9 @@ def run(
     transport: Annotated[str, typer.Option("--transport", "-t")],
     profile: Annotated[str, typer.Option("--profile", "-p")] = "at-least-once",
     fault: Annotated[str, typer.Option(help=f"One of {', '.join(FAULTS)}.")] = "none",
+    workload: Annotated[
+        str, typer.Option(help=f"What the consumers do: {', '.join(WORKLOADS)}.")
+    ] = "none",
     pattern: Annotated[
         str, typer.Option(help=f"How messages reach the broker: {', '.join(PATTERNS)}.")
     ] = "direct",
@@ -112,6 +117,7 @@ def run(
         transport=transport,
         profile=profile,
         fault=fault,
+        workload=workload,
         pattern=pattern,
         messages=messages,
         rate=rate,
@@ -227,9 +233,10 @@ def runs_table(summary: dict[str, Any], width: int) -> Table:
             cells = {
                 **r,
                 "transport": transport_label(r),
+                "fault": fault_label(r),
                 "p99": f"{r['latency_ms']['p99']:.0f}",
                 "publish_per_s": f"{r['publish_per_s']:.0f}",
-                "run": f"{transport_label(r)} {r['profile']} {r['fault']}",
+                "run": f"{transport_label(r)} {r['profile']} {fault_label(r)}",
             }
             verdict = "[green]kept[/]" if r["verdict"] == "kept" else "[bold red]broken[/]"
             observed = "[green]observed[/]" if row["observed"] else "[yellow]not obs.[/]"
@@ -248,7 +255,7 @@ def finished_line(i: int, n: int, result: dict[str, Any]) -> str:
         what = f"probe {r['probe']} {r['variant']}: {r['measured']}"
     else:
         what = (
-            f"{transport_label(r)} {r['profile']} {r['fault']}: lost {r['lost']}, "
+            f"{transport_label(r)} {r['profile']} {fault_label(r)}: lost {r['lost']}, "
             f"duplicate effects {r['duplicate_effects']}, {r['verdict']}"
         )
     return f"[{i + 1:>{len(str(n))}}/{n}] {what}; claim {observed}"

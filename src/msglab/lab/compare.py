@@ -29,6 +29,7 @@ def scenario_for(row: Row, quick: bool) -> Scenario:
         profile=row.profile,
         fault=row.fault,
         pattern=row.pattern,
+        workload=row.workload,
         messages=row.messages * scale,
         rate=row.rate,
         kill_after=row.kill_after * scale,

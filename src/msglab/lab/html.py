@@ -18,7 +18,7 @@ from typing import Any
 
 from msglab.lab import timeline
 from msglab.lab.checker import MEASURES
-from msglab.lab.scenario import transport_label
+from msglab.lab.scenario import fault_label, transport_label
 from msglab.lab.summary import probes, runs
 from msglab.lab.timeline_chart import chart
 
@@ -58,7 +58,7 @@ def bars(rows: list[dict[str, Any]]) -> str:
     ]
     for i, row in enumerate(rows):
         r, y = row["report"], 20 + i * height
-        label = f"{transport_label(r)} {r['profile']} {r['fault']}"
+        label = f"{transport_label(r)} {r['profile']} {fault_label(r)}"
         parts.append(f'<text x="0" y="{y + 12}">{esc(label)}</text>')
         for j, (key, color) in enumerate(
             (("lost", COLORS["lost"]), ("duplicate_effects", COLORS["dups"]))
@@ -88,7 +88,9 @@ def latency(rows: list[dict[str, Any]]) -> str:
     ]
     for i, row in enumerate(rows):
         r, y = row["report"], 20 + i * height
-        parts.append(f'<text x="0" y="{y + 12}">{esc(transport_label(r))} {esc(r["fault"])}</text>')
+        parts.append(
+            f'<text x="0" y="{y + 12}">{esc(transport_label(r))} {esc(fault_label(r))}</text>'
+        )
         for key, shade in (("p99", "#9ecae1"), ("p95", "#6baed6"), ("p50", "#2171b5")):
             w = scale * math.log10(r["latency_ms"][key] + 1)
             parts.append(
@@ -183,7 +185,7 @@ def render(summary: dict[str, Any]) -> str:
     body = []
     for row in rows:
         r = row["report"]
-        cells = [esc(transport_label(r)), esc(r["profile"]), esc(r["fault"])]
+        cells = [esc(transport_label(r)), esc(r["profile"]), esc(fault_label(r))]
         cells += [
             f'<td class="n">{r[k]}</td>'
             for k in ("sent", "confirmed", "delivered", "lost", "duplicate_effects", "reordered")
@@ -263,7 +265,7 @@ def run_page(folder: Path) -> str:
 
 def title(report: dict[str, Any]) -> str:
     """A run as headings name it: transport, profile and fault."""
-    return f"{transport_label(report)} {report['profile']}, fault {report['fault']}"
+    return f"{transport_label(report)} {report['profile']}, {fault_label(report)}"
 
 
 def timeline_svg(t: timeline.Timeline, width: int, height: int) -> str:

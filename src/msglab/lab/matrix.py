@@ -24,7 +24,7 @@ from typing import Any
 
 from msglab.infra.connect import OFFSET_FLUSH_INTERVAL_MS
 from msglab.lab.probes.scaling import QUOTA_BYTES_PER_S
-from msglab.lab.scenario import RELAY_BATCH
+from msglab.lab.scenario import RELAY_BATCH, fault_label
 
 Report = dict[str, Any]
 
@@ -38,6 +38,7 @@ class Row:
     profile: str
     fault: str
     pattern: str = "direct"
+    workload: str = "none"
     messages: int = 1500
     rate: float = 1500.0
     kill_after: int = 0
@@ -50,7 +51,8 @@ class Row:
 
     @property
     def label(self) -> str:
-        return f"{self.transport} {self.pattern} {self.profile} {self.fault}"
+        happens = fault_label({"fault": self.fault, "workload": self.workload})
+        return f"{self.transport} {self.pattern} {self.profile} {happens}"
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,8 @@ MATRIX: tuple[Row, ...] = (
         lambda r: r["replayed"] == r["confirmed"] > 0,
         "kafka",
         "at-least-once",
-        "replay",
+        "none",
+        workload="replay",
     ),
     Row(
         "Kafka: scales by partitions and consumers (the members of a group split the partitions)",
@@ -181,7 +184,8 @@ MATRIX: tuple[Row, ...] = (
         _second_group_read_all,
         "rabbitmq",
         "at-least-once",
-        "fanout",
+        "none",
+        workload="fanout",
     ),
     Row(
         "RabbitMQ: request/response (each request answered on a reply topic, same id)",
@@ -189,7 +193,8 @@ MATRIX: tuple[Row, ...] = (
         _second_group_read_all,
         "rabbitmq",
         "at-least-once",
-        "request-reply",
+        "none",
+        workload="request-reply",
     ),
     Row(
         "RabbitMQ: push model, a slow consumer lets the queue (and latency) grow",
@@ -197,7 +202,8 @@ MATRIX: tuple[Row, ...] = (
         lambda r: r["latency_ms"]["p99"] > 1000,
         "rabbitmq",
         "at-least-once",
-        "slow-consumer",
+        "none",
+        workload="slow-consumer",
         messages=600,
         rate=600.0,
     ),
@@ -224,7 +230,8 @@ MATRIX: tuple[Row, ...] = (
         lambda r: r["confirmed"] > 0 and r["lost"] == r["confirmed"],
         "redis-pubsub",
         "at-most-once",
-        "no-subscriber",
+        "none",
+        workload="no-subscriber",
     ),
     Row(
         "Redis pub/sub: no persistence, a broker kill loses what was in flight",
@@ -526,7 +533,8 @@ FULL: tuple[Row | Probe, ...] = (
         lambda r: r["replayed"] == 0 and r["confirmed"] > 0,
         "rabbitmq",
         "at-least-once",
-        "replay",
+        "none",
+        workload="replay",
     ),
     Row(
         "RabbitMQ: point-to-point (the consumers of one queue share its messages)",
@@ -543,7 +551,8 @@ FULL: tuple[Row | Probe, ...] = (
         lambda r: r["publish_per_s"] >= 540 and r["lost"] == 0 and r["latency_ms"]["p99"] > 1000,
         "kafka",
         "at-least-once",
-        "slow-consumer",
+        "none",
+        workload="slow-consumer",
         messages=600,
         rate=600.0,
     ),

@@ -25,17 +25,13 @@ from msglab.brokers import open_transport
 from msglab.config import ClientConfig
 from msglab.errors import InfraError, MsglabError
 from msglab.infra import backend_for, toxiproxy
-from msglab.lab import effects, faults
+from msglab.infra.toxics import ToxiproxyClient
+from msglab.lab import effects
 from msglab.lab.checker import PROMISES, check
 from msglab.lab.evidence import DELIVERIES, EFFECTS, REPLAYS, SENDS, ReadStats, Tail, read
+from msglab.lab.faults import Context, FaultLog, when
 from msglab.lab.html import run_page
-from msglab.lab.scenario import (
-    NETWORK_FAULTS,
-    SECOND_GROUP,
-    SECOND_GROUP_ALONGSIDE,
-    SERVER_KILLS,
-    Scenario,
-)
+from msglab.lab.scenario import Scenario
 from msglab.lab.servers import Endpoint, plan
 from msglab.lab.worker import GROUP, REPLAY_GROUP, WorkerSpec, reply_topic_of, topic_of
 from msglab.ports import TopicAdmin
@@ -51,11 +47,6 @@ Progress = Callable[[str, float], None]  # (stage, fraction of messages sent)
 _ID = re.compile(rb'"id":"([^"\\\n]*)"')
 _OK_ID = re.compile(rb'"id":"([^"\\\n]*)"[^\n]*"outcome":"ok"')
 _FIRST_SENDING = b'"outcome":"sending","try":1}'  # a first attempt's sending line ends so
-
-SIMULATED = (
-    "process kill: SIGKILL of the server process; the OS page cache survives, so "
-    "this is not a power cut"
-)
 
 
 class Run:
@@ -73,6 +64,7 @@ class Run:
         self.infra = backend_for(settings)
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
         self.interrupted = False
+        self.proxies: ToxiproxyClient | None = None  # network faults: Toxiproxy's API
         self._sends = Tail(self.dir, SENDS)
         self._deliveries = Tail(self.dir, DELIVERIES)
         self._sent = 0  # messages attempted (first tries)
@@ -83,6 +75,11 @@ class Run:
     # -- workers ---------------------------------------------------------------------------
 
     def _spec(self, role: str, name: str, **extra: Any) -> WorkerSpec:
+        """The spec of worker ``name``, with what the fault asks of it (``die_after_*``) and,
+        for a consumer of a slow-consumer run, ``slow_ms``."""
+        asks: dict[str, Any] = dict(self.s.fault_kind.worker_asks(self.s, role, name))
+        if role == "consumer" and self.s.workload_kind.slow:
+            asks["slow_ms"] = self.s.slow_ms
         return WorkerSpec(
             role=role,
             name=name,
@@ -97,6 +94,7 @@ class Run:
             size=self.s.size,
             seed=self.s.seed,
             replies=self.s.replies,
+            **asks,
             **extra,
         )
 
@@ -117,21 +115,15 @@ class Run:
 
     def _start_consumers(self, suffix: str = "") -> list[str]:
         names = [f"c{i}{suffix}" for i in range(self.s.consumers)]
-        for i, name in enumerate(names):
-            die = (
-                self.s.fault_at
-                if (self.s.fault == "consumer-kill" and i == 0 and not suffix)
-                else 0
-            )
-            slow = self.s.slow_ms if self.s.fault == "slow-consumer" else 0.0
-            self._start(self._spec("consumer", name, die_after_effects=die, slow_ms=slow))
+        for name in names:
+            self._start(self._spec("consumer", name))
         for name in names:
             self._wait_subscribed(name)
         return names
 
     def _wait_subscribed(self, name: str) -> None:
         ready = self.dir / f"ready-{name}"
-        if not faults.when(ready.exists, 60, partial(_exited, self.workers[name])):
+        if not when(ready.exists, 60, partial(_exited, self.workers[name])):
             raise InfraError(
                 f"consumer {name} did not subscribe; see {self.dir / f'worker-{name}.log'}"
             )
@@ -155,19 +147,8 @@ class Run:
         for i in range(self.s.producers):
             count = share + (1 if i < extra else 0)
             name = f"p{i}"
-            # producer-kill of a producer that commits first: p0 kills itself between its
-            # commit and its publish, where a dual write loses the message
-            die = self.s.fault_at if i == 0 and self._producer_kills_itself else 0
-            self._start(
-                self._spec(
-                    "producer",
-                    name,
-                    first=first,
-                    count=count,
-                    rate=self.s.rate / self.s.producers,
-                    die_after_commits=die,
-                )
-            )
+            rate = self.s.rate / self.s.producers
+            self._start(self._spec("producer", name, first=first, count=count, rate=rate))
             names.append(name)
             first += count
         return names
@@ -201,7 +182,7 @@ class Run:
         (self.dir / "run.json").write_text(
             json.dumps({**run_json, "started": time.time()}, indent=2) + "\n"
         )
-        log = faults.FaultLog(self.dir)
+        log = FaultLog(self.dir)
         began = time.monotonic()
         try:
             self._drive(log)
@@ -226,25 +207,23 @@ class Run:
             raise KeyboardInterrupt
         return report
 
-    def _drive(self, log: faults.FaultLog) -> None:
-        s = self.s
+    def _drive(self, log: FaultLog) -> None:
+        s, fault, workload = self.s, self.s.fault_kind, self.s.workload_kind
         consumers: list[str] = []
-        if s.fault == "no-subscriber":
+        if workload.idle_consumers:
             self._stop(self._start_consumers(suffix="-setup"))  # the group exists, idle
-            log.record(s.fault, "stop", "consumers", note="every consumer is down")
+            log.record(s.workload, "stop", "consumers", note="every consumer is down")
         else:
             consumers = self._start_consumers()
-        if s.fault in SECOND_GROUP_ALONGSIDE:
+        if workload.second_group == "alongside":
             self._start_second_group(log)
         if s.pattern == "outbox":
-            die = s.fault_at if s.fault == "relay-kill" else 0
-            self._start(self._spec("relay", "relay", die_after_relayed=die))
+            self._start(self._spec("relay", "relay"))
         time.sleep(s.warmup_s)
         self.progress("publishing", 0.0)
         producers = self._start_producers()
-        fault_pending = s.fault in ("broker-restart", *SERVER_KILLS, *NETWORK_FAULTS) or (
-            s.fault == "producer-kill" and not self._producer_kills_itself
-        )
+        ctx = Context(s, self.infra, log, self.workers, producers, self.proxies)
+        fault_pending = fault.fired_by_orchestrator(s)
         limit = time.monotonic() + (s.messages / s.rate if s.rate else 0) + 300
         while any(self.workers[p].poll() is None for p in producers):
             if time.monotonic() > limit:
@@ -254,25 +233,25 @@ class Run:
             self.progress("publishing", min(1.0, sent / s.messages))
             if fault_pending and sent >= s.fault_at:
                 fault_pending = False
-                self._fault(log, producers)
+                fault.hold(ctx)
             consumers += self._replace_killed()
             time.sleep(0.05)
         if fault_pending:  # the producers finished before the trigger: fire it now
-            self._fault(log, producers)
-        if s.fault == "no-subscriber":
-            log.record(s.fault, "start", "consumers")
+            fault.hold(ctx)
+        if workload.idle_consumers:
+            log.record(s.workload, "start", "consumers")
             consumers = self._start_consumers()
         self.progress("draining", 1.0)
         self._drain(lambda: consumers.extend(self._replace_killed()))
         self._stop([w for w in (*consumers, "relay", "relay-r") if w in self.workers])
-        if s.fault == "replay":
+        if workload.second_group == "after":
             self._start_second_group(log)
-        if s.fault in SECOND_GROUP:
+        if workload.second_group:
             self._follow_second_group()
 
-    def _start_second_group(self, log: faults.FaultLog) -> None:
+    def _start_second_group(self, log: FaultLog) -> None:
         """A consumer of a group that did not exist before (``REPLAY_GROUP``) subscribes."""
-        log.record(self.s.fault, "start", "r0", group=REPLAY_GROUP)
+        log.record(self.s.workload, "start", "r0", group=REPLAY_GROUP)
         self._start(self._spec("replayer", "r0"))
         self._wait_subscribed("r0")
 
@@ -313,41 +292,18 @@ class Run:
             secrets = self.servers.connect_secrets
             stop_outbox_connector(client, self.connector, secrets_dir=secrets)
 
-    @property
-    def _producer_kills_itself(self) -> bool:
-        return self.s.fault == "producer-kill" and self.s.commits_first
-
     def _replace_killed(self) -> list[str]:
-        """consumer-kill and relay-kill: once c0 (after an effect, before the ack) or the relay
-        (midway through a pass) killed itself, a fresh one takes its place. The consumers
+        """A worker that killed itself (consumer-kill: c0 after an effect, before the ack;
+        relay-kill: the relay midway through a pass) is replaced by a fresh one. The consumers
         started here."""
-        killed = {"consumer-kill": ("c0", "consumer"), "relay-kill": ("relay", "relay")}
-        if self.s.fault not in killed:
+        replaced = self.s.fault_kind.replaced()
+        if replaced is None:
             return []
-        name, role = killed[self.s.fault]
+        name, role = replaced
         if f"{name}-r" in self.workers or self.workers[name].poll() is None:
             return []
         self._start(self._spec(role, f"{name}-r"))
         return [f"{name}-r"] if role == "consumer" else []
-
-    def _fault(self, log: faults.FaultLog, producers: list[str]) -> None:
-        s = self.s
-        if s.fault == "producer-kill":
-            faults.kill_process(self.workers[producers[0]], s.fault, producers[0], log)
-            return
-        if s.through_proxy:
-            assert s.service is not None  # Scenario refuses network faults without a server
-            faults.network_down(self.proxies, s.service, s.fault, s.latency_ms, log)
-            try:
-                time.sleep(s.down_s)
-            finally:  # also on Ctrl-C: the proxy is left clean
-                faults.network_up(self.proxies, s.service, s.fault, log)
-            return
-        service = s.fault_service
-        assert service is not None  # Scenario refuses server faults without a server
-        faults.server_down(self.infra, service, s.fault, log)
-        time.sleep(s.down_s)
-        faults.server_up(self.infra, service, s.fault, log)
 
     def _drain(self, tick: Callable[[], None]) -> None:
         """Until every confirmed message arrived and 1 s passed quietly, or nothing arrived
@@ -400,7 +356,7 @@ class Run:
             read(self.dir, SENDS, stats),
             read(self.dir, DELIVERIES, stats),
             read(self.dir, EFFECTS, stats),
-            read(self.dir, REPLAYS, stats) if self.s.fault in SECOND_GROUP else None,
+            read(self.dir, REPLAYS, stats) if self.s.workload_kind.second_group else None,
         )
         fault_records = list(read(self.dir, "faults"))
         report: dict[str, Any] = {
@@ -408,6 +364,7 @@ class Run:
             "transport": self.s.transport,
             "profile": self.s.profile,
             "fault": self.s.fault,
+            "workload": self.s.workload,
             "pattern": self.s.pattern,
             **{k: v for k, v in asdict(counts).items() if k != "lost_ids"},
             "promise": PROMISES[self.s.profile],
@@ -415,7 +372,7 @@ class Run:
             "evidence_dir": str(self.dir.resolve()),
             "lost_ids": counts.lost_ids,
             "faults": fault_records,
-            "simulated": SIMULATED if self.s.fault in SERVER_KILLS else None,
+            "simulated": self.s.fault_kind.simulated,
             "torn_lines": stats.torn_lines,
             "seconds": round(seconds, 2),
             "interrupted": self.interrupted,

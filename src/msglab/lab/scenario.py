@@ -9,33 +9,9 @@ from typing import Any
 
 from msglab.brokers import EXTRA_OF, SERVICE_OF, TRANSPORTS
 from msglab.errors import UsageError
+from msglab.lab.faults import FAULTS, Fault, fault
+from msglab.lab.workloads import WORKLOADS, Workload
 from msglab.profiles import DeliveryProfile
-
-FAULTS: dict[str, str] = {
-    "none": "no fault",
-    "broker-kill": "SIGKILL the broker process after `kill_after` sends, restart after `down_s`",
-    "broker-restart": "stop the broker gracefully after `kill_after` sends, start after `down_s`",
-    "consumer-kill": "a consumer SIGKILLs itself after its `kill_after`-th effect, before the ack",
-    "producer-kill": "SIGKILL a producer after `kill_after` sends, with sends in flight",
-    "no-subscriber": "publish everything while no consumer runs, then start the consumers",
-    "slow-consumer": "consumers take `slow_ms` per message",
-    "replay": "after the drain, a consumer of a new group reads the topic from the beginning",
-    "fanout": "a consumer of a second group subscribes with the first and reads along (no "
-    "effects): does every group get every message?",
-    "request-reply": "each consumer answers every message, after its effect and before its ack, "
-    "on the topic `<topic>-replies`; a requester group reads the replies (the round trip)",
-    "blackhole": "after `kill_after` sends, Toxiproxy drops every byte between the clients and "
-    "the broker for `down_s` (connections stay open, nothing gets through)",
-    "latency": "after `kill_after` sends, Toxiproxy delays every byte by `latency_ms` each way "
-    "for `down_s`",
-    "relay-kill": "the outbox relay SIGKILLs itself midway through the pass that reaches "
-    "`kill_after` messages (after the publish, before the mark; under at-most-once after the "
-    "mark, before the publish); a fresh relay takes over",
-    "db-kill": "SIGKILL PostgreSQL after `kill_after` sends (during the business and outbox "
-    "writes and the consumers' effects), restart after `down_s`",
-    "connect-kill": "SIGKILL the Kafka Connect worker running the run's Debezium connector "
-    "after `kill_after` sends, restart after `down_s` (pattern cdc)",
-}
 
 PATTERNS: dict[str, str] = {
     "direct": "the producer publishes to the broker; sent = the broker confirmed it",
@@ -47,6 +23,9 @@ PATTERNS: dict[str, str] = {
 }
 """How a producer's message reaches the broker (``--pattern``)."""
 
+RELAY_BATCH = 500
+"""Outbox rows per relay pass (outbox pattern): the most one relay crash can duplicate."""
+
 
 def transport_label(report: dict[str, Any]) -> str:
     """A run's transport as tables show it: ``kafka``, or ``kafka via outbox``."""
@@ -54,24 +33,11 @@ def transport_label(report: dict[str, Any]) -> str:
     return report["transport"] if pattern == "direct" else f"{report['transport']} via {pattern}"
 
 
-NETWORK_FAULTS = ("blackhole", "latency")
-"""Faults applied by Toxiproxy: every client of the run reaches the broker through its proxy."""
-
-SERVER_FAULTS = ("broker-kill", "broker-restart", *NETWORK_FAULTS)
-"""Faults that need a broker server (the files transport has none)."""
-
-SERVER_KILLS = {"broker-kill": None, "db-kill": "postgres", "connect-kill": "connect"}
-"""Faults that SIGKILL a real server, and which one (None: the transport's broker)."""
-
-SECOND_GROUP_ALONGSIDE = ("fanout", "request-reply")
-"""Scenarios whose second group (consumer ``r0``) subscribes with the first: it reads the topic
-along with it, or the replies."""
-
-SECOND_GROUP = ("replay", *SECOND_GROUP_ALONGSIDE)
-"""Scenarios with a second group: ``replay``'s subscribes after the drain."""
-
-RELAY_BATCH = 500
-"""Outbox rows per relay pass (outbox pattern): the most one relay crash can duplicate."""
+def fault_label(report: dict[str, Any]) -> str:
+    """What happened in a run as tables show it: its fault, its workload, or both
+    (``consumer-kill, slow-consumer``); ``none`` for neither."""
+    named = [n for n in (report["fault"], report.get("workload", "none")) if n != "none"]
+    return ", ".join(named) or "none"
 
 
 @dataclass(frozen=True)
@@ -91,6 +57,7 @@ class Scenario:
     profile: str = "at-least-once"
     fault: str = "none"
     pattern: str = "direct"
+    workload: str = "none"
     messages: int = 2000
     rate: float = 0.0
     producers: int = 1
@@ -114,8 +81,13 @@ class Scenario:
             valid = [t for t in TRANSPORTS if t != "memory"]
             raise UsageError(f"unknown transport {self.transport!r}; valid: {', '.join(valid)}")
         DeliveryProfile.parse(self.profile)
-        if self.fault not in FAULTS:
-            raise UsageError(f"unknown fault {self.fault!r}; valid: {', '.join(FAULTS)}")
+        if self.fault in WORKLOADS and self.fault != "none":
+            raise UsageError(
+                f"{self.fault} is a workload, not a fault: use --workload {self.fault}"
+            )
+        fault(self.fault)  # an unknown name fails here, listing the valid ones
+        if self.workload not in WORKLOADS:
+            raise UsageError(f"unknown workload {self.workload!r}; valid: {', '.join(WORKLOADS)}")
         if self.pattern not in PATTERNS:
             raise UsageError(f"unknown pattern {self.pattern!r}; valid: {', '.join(PATTERNS)}")
         if self.transport == "redis-pubsub" and self.profile != "at-most-once":
@@ -123,15 +95,10 @@ class Scenario:
                 f"redis-pubsub cannot promise {self.profile}: pub/sub stores nothing and has no "
                 "acknowledgement; run it with --profile at-most-once"
             )
-        if self.service is None and self.fault in SERVER_FAULTS:
-            raise UsageError(
-                f"{self.transport} has no server for {self.fault}; its faults: "
-                + ", ".join(f for f in FAULTS if f not in SERVER_FAULTS)
-            )
-        if self.fault == "relay-kill" and self.pattern != "outbox":
-            raise UsageError("relay-kill kills the outbox relay: run it with --pattern outbox")
-        if self.fault == "connect-kill" and self.pattern != "cdc":
-            raise UsageError("connect-kill kills Kafka Connect: run it with --pattern cdc")
+        refused = self.fault_kind.refusal(self)
+        if refused:
+            usable = [f.name for f in FAULTS.values() if not f.refusal(self)]
+            raise UsageError(f"{refused}; the faults that apply: {', '.join(usable)}")
         if self.pattern == "cdc" and self.transport != "kafka":
             raise UsageError("the cdc pattern publishes through Kafka Connect: use -t kafka")
         if self.messages < 1 or self.producers < 1 or self.consumers < 1 or self.keys < 1:
@@ -142,9 +109,19 @@ class Scenario:
             raise UsageError("down and latency cannot be negative")
 
     @property
+    def fault_kind(self) -> Fault:
+        """The run's fault (``Fault``, whose name is ``fault``)."""
+        return FAULTS[self.fault]
+
+    @property
+    def workload_kind(self) -> Workload:
+        """The run's workload (``Workload``, whose name is ``workload``)."""
+        return WORKLOADS[self.workload]
+
+    @property
     def replies(self) -> bool:
         """True when the consumers answer every message on the reply topic (request-reply)."""
-        return self.fault == "request-reply"
+        return self.workload_kind.replies
 
     @property
     def commits_first(self) -> bool:
@@ -154,13 +131,13 @@ class Scenario:
 
     @property
     def fault_service(self) -> str | None:
-        """The server a server fault acts on: PostgreSQL, Kafka Connect or the broker."""
-        return SERVER_KILLS.get(self.fault) or self.service
+        """The server the fault acts on: PostgreSQL, Kafka Connect, the broker, or None."""
+        return self.fault_kind.service(self)
 
     @property
     def through_proxy(self) -> bool:
         """True when the clients reach the broker through Toxiproxy (network faults)."""
-        return self.fault in NETWORK_FAULTS
+        return self.fault_kind.through_proxy
 
     @property
     def service(self) -> str | None:

@@ -23,11 +23,9 @@ from msglab.config import redact_url
 from msglab.errors import UsageError
 from msglab.infra import external, service_url, toxiproxy
 from msglab.infra.connect import Connect
-from msglab.lab.scenario import FAULTS, NETWORK_FAULTS, SERVER_KILLS, Scenario
+from msglab.lab.faults import FAULTS
+from msglab.lab.scenario import Scenario
 from msglab.settings import Settings
-
-PROCESS_FAULTS = ("broker-restart", *SERVER_KILLS)
-"""Faults that signal a server's process: msglab must own that server."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +85,7 @@ def _endpoint(settings: Settings, role: str, service: str) -> Endpoint:
 
 def _refuse(scenario: Scenario, service: str, settings: Settings, why: str) -> UsageError:
     shown, variable = redact_url(settings.external[service]), f"MSGLAB_{service.upper()}_URL"
-    usable = [f for f in FAULTS if f not in (*PROCESS_FAULTS, *NETWORK_FAULTS)]
+    usable = [f.name for f in FAULTS.values() if not (f.signals_server or f.through_proxy)]
     return UsageError(
         f"--fault {scenario.fault} cannot act on {service} at {shown} ({variable}): {why}. "
         f"Unset {variable} to run it on msglab's own {service}, or choose a fault that "
@@ -99,7 +97,8 @@ def plan(scenario: Scenario, settings: Settings) -> Servers:
     """The servers ``scenario`` uses under ``settings``; UsageError when its fault cannot act
     on them (see the module's docstring). Starts nothing and touches no server."""
     fault_service = scenario.fault_service
-    if scenario.fault in PROCESS_FAULTS and fault_service and fault_service in settings.external:
+    signals = scenario.fault_kind.signals_server
+    if signals and fault_service and fault_service in settings.external:
         raise _refuse(
             scenario, fault_service, settings, "msglab does not own it and has no process to signal"
         )

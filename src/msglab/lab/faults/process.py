@@ -1,0 +1,75 @@
+"""Faults of msglab's own processes: a consumer, a producer or the outbox relay dies."""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import TYPE_CHECKING, ClassVar
+
+from msglab.lab.faults.base import Context, Fault
+
+if TYPE_CHECKING:
+    from msglab.lab.scenario import Scenario
+
+
+class ConsumerKill(Fault):
+    """Consumer ``c0`` SIGKILLs itself right after its ``kill_after``-th effect, before the
+    ack; a fresh consumer takes its place."""
+
+    name: ClassVar[str] = "consumer-kill"
+    does: ClassVar[str] = (
+        "a consumer SIGKILLs itself after its `kill_after`-th effect, before the ack"
+    )
+
+    def worker_asks(self, scenario: Scenario, role: str, name: str) -> dict[str, int]:
+        return {"die_after_effects": scenario.fault_at} if name == "c0" else {}
+
+    def replaced(self) -> tuple[str, str] | None:
+        return "c0", "consumer"
+
+
+class ProducerKill(Fault):
+    """``direct``: the orchestrator SIGKILLs producer ``p0`` with sends in flight. A producer
+    that commits first (dual-write, outbox, cdc) kills itself between its commit and its
+    publish, where a dual write loses the message."""
+
+    name: ClassVar[str] = "producer-kill"
+    does: ClassVar[str] = "SIGKILL a producer after `kill_after` sends, with sends in flight"
+
+    def fired_by_orchestrator(self, scenario: Scenario) -> bool:
+        return not scenario.commits_first
+
+    def worker_asks(self, scenario: Scenario, role: str, name: str) -> dict[str, int]:
+        if name == "p0" and scenario.commits_first:
+            return {"die_after_commits": scenario.fault_at}
+        return {}
+
+    def inject(self, ctx: Context) -> None:
+        name = ctx.producers[0]
+        pid = ctx.workers[name].pid
+        os.kill(pid, signal.SIGKILL)
+        ctx.log.record(self.name, "kill", name, pid=pid, signal="SIGKILL")
+
+    def hold(self, ctx: Context) -> None:
+        """A kill with nothing to heal and no wait: the producer's unsent share is never
+        sent."""
+        self.inject(ctx)
+
+
+class RelayKill(Fault):
+    name: ClassVar[str] = "relay-kill"
+    does: ClassVar[str] = (
+        "the outbox relay SIGKILLs itself midway through the pass that reaches "
+        "`kill_after` messages (after the publish, before the mark; under at-most-once after the "
+        "mark, before the publish); a fresh relay takes over"
+    )
+    patterns: ClassVar[tuple[str, ...] | None] = ("outbox",)
+
+    def worker_asks(self, scenario: Scenario, role: str, name: str) -> dict[str, int]:
+        return {"die_after_relayed": scenario.fault_at} if name == "relay" else {}
+
+    def replaced(self) -> tuple[str, str] | None:
+        return "relay", "relay"
+
+
+FAULTS: tuple[Fault, ...] = (ConsumerKill(), ProducerKill(), RelayKill())

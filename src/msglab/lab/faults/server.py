@@ -1,0 +1,94 @@
+"""Faults of a server msglab runs: SIGKILL of its real process (the broker, PostgreSQL, Kafka
+Connect) or a graceful stop of the broker, restarted after ``down_s``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from msglab.lab.faults.base import Context, Fault
+
+if TYPE_CHECKING:
+    from msglab.lab.scenario import Scenario
+
+PROCESS_KILL = (
+    "process kill: SIGKILL of the server process; the OS page cache survives, so "
+    "this is not a power cut"
+)
+
+
+class ServerKill(Fault):
+    """SIGKILL of the real server process (JVM, beam.smp, redis-server, postmaster), restarted
+    with its data after ``down_s``. ``target``: the service killed (None: the broker)."""
+
+    name: ClassVar[str] = "broker-kill"
+    does: ClassVar[str] = (
+        "SIGKILL the broker process after `kill_after` sends, restart after `down_s`"
+    )
+    needs_server: ClassVar[bool] = True
+    simulated: ClassVar[str | None] = PROCESS_KILL
+    signals_server: ClassVar[bool] = True
+    target: ClassVar[str | None] = None
+
+    def service(self, scenario: Scenario) -> str | None:
+        return self.target or scenario.service
+
+    def fired_by_orchestrator(self, scenario: Scenario) -> bool:
+        return True
+
+    def inject(self, ctx: Context) -> None:
+        service = self.service(ctx.scenario)
+        assert service is not None  # refusal() keeps server faults to transports with one
+        pid = ctx.infra.kill(service)
+        ctx.log.record(
+            self.name,
+            "kill",
+            service,
+            pid=pid,
+            signal="SIGKILL",
+            note="a process kill, not a power cut: the page cache survives",
+        )
+
+    def heal(self, ctx: Context) -> None:
+        """Bring the server back; one that does not come back raises (the run errors out)."""
+        service = self.service(ctx.scenario)
+        assert service is not None
+        (report,) = ctx.infra.up([service])
+        ctx.log.record(self.name, "restart", service, seconds=round(report.seconds, 3))
+
+
+class BrokerRestart(ServerKill):
+    name: ClassVar[str] = "broker-restart"
+    does: ClassVar[str] = (
+        "stop the broker gracefully after `kill_after` sends, start after `down_s`"
+    )
+    simulated: ClassVar[str | None] = None
+
+    def inject(self, ctx: Context) -> None:
+        service = self.service(ctx.scenario)
+        assert service is not None
+        ctx.infra.down([service])
+        ctx.log.record(self.name, "stop", service, signal="graceful")
+
+
+class DbKill(ServerKill):
+    name: ClassVar[str] = "db-kill"
+    does: ClassVar[str] = (
+        "SIGKILL PostgreSQL after `kill_after` sends (during the business and outbox "
+        "writes and the consumers' effects), restart after `down_s`"
+    )
+    needs_server: ClassVar[bool] = False
+    target: ClassVar[str | None] = "postgres"
+
+
+class ConnectKill(ServerKill):
+    name: ClassVar[str] = "connect-kill"
+    does: ClassVar[str] = (
+        "SIGKILL the Kafka Connect worker running the run's Debezium connector "
+        "after `kill_after` sends, restart after `down_s` (pattern cdc)"
+    )
+    needs_server: ClassVar[bool] = False
+    patterns: ClassVar[tuple[str, ...] | None] = ("cdc",)
+    target: ClassVar[str | None] = "connect"
+
+
+FAULTS: tuple[Fault, ...] = (ServerKill(), BrokerRestart(), DbKill(), ConnectKill())
