@@ -61,6 +61,15 @@ def test_an_unsynced_write_is_dropped_and_reported(lazy: LazyMount) -> None:
     assert (lazy.mountpoint / "log").read_bytes() == b"a" * 1000
 
 
+def test_folders_list_as_the_backing_folder(lazy: LazyMount) -> None:
+    (lazy.mountpoint / "sub").mkdir()
+    write(lazy.mountpoint / "sub" / "f", b"1")
+    os.symlink("f", lazy.mountpoint / "sub" / "link")
+    assert sorted(os.listdir(lazy.mountpoint / "sub")) == ["f", "link"]
+    assert sorted(os.listdir(lazy.mountpoint)) == sorted(os.listdir(lazy.backing)) == ["sub"]
+    assert (lazy.mountpoint / "sub" / "link").read_bytes() == b"1"
+
+
 def test_a_synced_file_is_whole_after_a_cut(lazy: LazyMount) -> None:
     data = os.urandom(300_000)  # many pages, not page-aligned
     write(lazy.mountpoint / "whole", data, sync=True)

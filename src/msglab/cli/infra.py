@@ -159,6 +159,9 @@ def kill(services: Services = None, backend: Backend = None) -> None:
         console.print(f"[red]✘[/] {name}: killed pid {pid} with SIGKILL")
 
 
+SHOWN_FILES = 10
+
+
 @app.command("power-cut")
 def power_cut(services: Services = None, backend: Backend = None, as_json: AsJson = False) -> None:
     """Cut the power of servers started with `up --lazyfs`: SIGKILL every process of the
@@ -174,12 +177,15 @@ def power_cut(services: Services = None, backend: Backend = None, as_json: AsJso
             f"[red]✘[/] {r.service}: power cut ({len(r.killed)} killed), "
             f"{r.dropped_bytes:,} unsynced bytes dropped"
         )
-        for f in r.files:
+        lossy = sorted((f for f in r.files if f.dropped_bytes), key=lambda f: -f.dropped_bytes)
+        for f in lossy[:SHOWN_FILES]:
             console.print(
                 f"    {f.path}: {f.dropped_bytes:,} B dropped ({f.size:,} -> {f.synced_size:,} B)",
                 highlight=False,
                 soft_wrap=True,
             )
+        if len(lossy) > SHOWN_FILES:
+            console.print(f"    ... {len(lossy) - SHOWN_FILES} more files (--json)")
 
 
 @app.command()

@@ -107,9 +107,22 @@ class LazyFS(mfusepy.Operations):  # type: ignore[misc]
         with self._live():
             return os.readlink(self.files.real(path))
 
-    def readdir(self, path: str, fh: int) -> list[str]:
+    def readdir(self, path: str, fh: int) -> list[tuple[str, dict[str, int], int]]:
+        """Each entry with its inode: with ``use_ino`` an entry without one (0) is skipped by
+        readdir(3)."""
         with self._live():
-            return [".", "..", *os.listdir(self.files.real(path))]
+            real = self.files.real(path)
+            entries = []
+            for name, where in ((".", real), ("..", os.path.join(real, ".."))):
+                st = os.lstat(where)
+                entries.append((name, {"st_ino": st.st_ino, "st_mode": st.st_mode}, 0))
+            with os.scandir(real) as found:
+                for entry in found:
+                    kind = stat.S_IFDIR if entry.is_dir(follow_symlinks=False) else stat.S_IFREG
+                    if entry.is_symlink():
+                        kind = stat.S_IFLNK
+                    entries.append((entry.name, {"st_ino": entry.inode(), "st_mode": kind}, 0))
+            return entries
 
     def statfs(self, path: str) -> dict[str, int]:
         sv = os.statvfs(self.files.real(path))
