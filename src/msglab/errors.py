@@ -12,6 +12,7 @@
         ├── PortInUseError           a port msglab needs is held by another process
         ├── ServerStartError         a server did not become ready (carries the tail of its log)
         ├── NotRunningError          the operation needs a running server that is not running
+        ├── FuseUnavailableError     the lazy filesystem cannot be mounted here (names what lacks)
         └── ExternalServiceError     the operation is refused on a server msglab does not own
 
 A driver's exception is converted at one boundary per module and chained (``raise ... from exc``).
@@ -115,6 +116,13 @@ class ServerStartError(InfraError):
 
 class NotRunningError(InfraError):
     """The operation (kill, a ping) needs a running server and there is none."""
+
+
+class FuseUnavailableError(InfraError):
+    """``--lazyfs`` on a machine without FUSE (the device, fusermount3 or mfusepy): the message
+    names each missing piece and how to get it."""
+
+    exit_code = 2
 
 
 class ExternalServiceError(InfraError):

@@ -22,12 +22,13 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "redis": ("redis",),
     "postgres": ("sqlalchemy", "psycopg"),
     "cdc": ("httpx",),
+    "lazyfs": ("mfusepy",),
     "testcontainers": ("testcontainers",),
 }
 """Each extra of pyproject.toml and the top-level modules of the drivers it installs."""
 
-ALL = ("kafka", "rabbitmq", "redis", "postgres", "cdc")
-"""The extras of ``msglab[all]``: every server msglab runs."""
+ALL = ("kafka", "rabbitmq", "redis", "postgres", "cdc", "lazyfs")
+"""The extras of ``msglab[all]``: every server msglab runs, and the lazy filesystem."""
 
 
 def missing(*extras: str) -> list[str]:

@@ -54,6 +54,17 @@ def test_status_shows_the_version_when_there_is_room() -> None:
     assert any("4.1.1 (Debezium 3.4.1.Final)" in line for line in render(ROWS[1:], 80))
 
 
+def test_status_marks_a_server_on_the_lazy_filesystem_within_80_columns() -> None:
+    rows = [
+        Status("postgres", "msglab", 1234567, "127.0.0.1:25742", "", True, None, "15.14", True),
+        *ROWS[1:],
+    ]
+    lines = render(rows, 80)
+    assert all(len(line) <= 80 for line in lines), lines
+    (line,) = [line for line in lines if line.startswith("postgres")]
+    assert "msglab+lazyfs" in line and "15.14" in line
+
+
 def test_status_in_a_pipe_keeps_addresses_whole(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "msglab", "infra", "status"],

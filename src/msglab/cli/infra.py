@@ -53,10 +53,28 @@ def install(services: Services = None, backend: Backend = None) -> None:
     console.print(f"installed: {', '.join(done)}" if done else "everything already installed")
 
 
+LazyFS = Annotated[
+    bool,
+    typer.Option(
+        "--lazyfs",
+        help="Data on msglab's lazy filesystem, for `power-cut` (servers that keep data).",
+    ),
+]
+
+
 @app.command()
-def up(services: Services = None, backend: Backend = None, as_json: AsJson = False) -> None:
-    """Start the servers (installing what is missing) and wait until each answers."""
-    reports = _backend(backend).up(services or [])
+def up(
+    services: Services = None,
+    backend: Backend = None,
+    lazyfs: LazyFS = False,
+    as_json: AsJson = False,
+) -> None:
+    """Start the servers (installing what is missing) and wait until each answers.
+
+    With `--lazyfs` each server's data folder is on msglab's lazy filesystem, which writes
+    data to disk only when the server fsyncs it: `power-cut` then drops the rest. The servers
+    stay there through kill, power-cut and restart, until `down`."""
+    reports = _backend(backend).up(services or [], lazyfs=lazyfs)
     if as_json:
         print(json.dumps([r.__dict__ for r in reports]))
         return
@@ -96,7 +114,7 @@ def status_table(rows: list[Status], width: int) -> Table:
         "pid": [str(s.pid or "-") for s in rows],
         "address": [s.address for s in rows],
         "healthy": [("yes" if s.healthy else "no") for s in rows],
-        "owner": [s.owner for s in rows],
+        "owner": [s.owner + ("+lazyfs" if s.lazyfs else "") for s in rows],
     }
     used = 0
     for col, cells in whole.items():
@@ -139,6 +157,35 @@ def kill(services: Services = None, backend: Backend = None) -> None:
     for name in _one(services, "kill"):
         pid = b.kill(name)
         console.print(f"[red]✘[/] {name}: killed pid {pid} with SIGKILL")
+
+
+SHOWN_FILES = 10
+
+
+@app.command("power-cut")
+def power_cut(services: Services = None, backend: Backend = None, as_json: AsJson = False) -> None:
+    """Cut the power of servers started with `up --lazyfs`: SIGKILL every process of the
+    server, drop every byte it wrote and did not fsync, unmount. The server stays down
+    (`restart` brings it back); each cut is a line of `<home>/<server>/power-cuts.jsonl`."""
+    b = _backend(backend)
+    reports = [b.power_cut(name) for name in _one(services, "power-cut")]
+    if as_json:
+        print(json.dumps([r.to_json() for r in reports], indent=2))
+        return
+    for r in reports:
+        console.print(
+            f"[red]✘[/] {r.service}: power cut ({len(r.killed)} killed), "
+            f"{r.dropped_bytes:,} unsynced bytes dropped"
+        )
+        lossy = sorted((f for f in r.files if f.dropped_bytes), key=lambda f: -f.dropped_bytes)
+        for f in lossy[:SHOWN_FILES]:
+            console.print(
+                f"    {f.path}: {f.dropped_bytes:,} B dropped ({f.size:,} -> {f.synced_size:,} B)",
+                highlight=False,
+                soft_wrap=True,
+            )
+        if len(lossy) > SHOWN_FILES:
+            console.print(f"    ... {len(lossy) - SHOWN_FILES} more files (--json)")
 
 
 @app.command()

@@ -14,8 +14,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from msglab.errors import InfraError, NotRunningError, ServerStartError
+from msglab.errors import InfraError, NotRunningError, ServerStartError, UsageError
 from msglab.infra import external
+from msglab.infra.lazyfs import CutReport
 from msglab.infra.service import HOST, StartReport, Status
 from msglab.infra.toxics import ToxiproxyClient
 from msglab.infra.toxiproxy import PROXIED, proxy_specs
@@ -85,7 +86,9 @@ class ComposeBackend:
         self._compose("pull", *check_services(names))
         return list(check_services(names))
 
-    def up(self, names: list[str]) -> list[StartReport]:
+    def up(self, names: list[str], lazyfs: bool = False) -> list[StartReport]:
+        if lazyfs:
+            raise UsageError("--lazyfs needs the native backend (msglab's own processes)")
         began = time.monotonic()
         services = check_services(names)
         self._compose("up", "-d", "--wait", *services)
@@ -106,6 +109,9 @@ class ComposeBackend:
         pid = self._container_pid(service)
         self._compose("kill", "-s", "SIGKILL", service)
         return pid
+
+    def power_cut(self, name: str) -> CutReport:
+        raise UsageError("power cuts need the native backend: `msglab infra up --lazyfs`")
 
     def restart(self, name: str) -> StartReport:
         (service,) = check_services([name])

@@ -67,6 +67,7 @@ def debezium_version() -> str:
 
 class Connect(NativeService):
     name = "connect"
+    keeps_data = False
     stop_timeout_s = 40.0  # a graceful stop stops the tasks and flushes their offsets
 
     @property

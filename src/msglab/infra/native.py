@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterable
 
 from msglab.config import redact_url
-from msglab.errors import ExternalServiceError, NotRunningError, ServerStartError
+from msglab.errors import ExternalServiceError, NotRunningError, ServerStartError, UsageError
 from msglab.infra import external, process
 from msglab.infra.connect import Connect
 from msglab.infra.kafka import Kafka, Kafka2
+from msglab.infra.lazyfs import CutReport, check_available
 from msglab.infra.postgres import Postgres
 from msglab.infra.rabbitmq import RabbitMQ
 from msglab.infra.redis import Redis
-from msglab.infra.service import NativeService, StartReport, Status
+from msglab.infra.service import NativeService, StartReport, Status, apt_install
 from msglab.infra.toxiproxy import Toxiproxy
 from msglab.settings import Settings, check_services
 
@@ -58,14 +60,26 @@ class NativeBackend:
             if not svc.is_installed():
                 svc.install()
                 done.append(name)
+            if svc.keeps_data and shutil.which("fusermount3") is None:
+                apt_install(["fuse3"])  # the lazy filesystem (up --lazyfs, power cuts)
+                done.append("fuse3")
         return done
 
-    def up(self, names: Iterable[str] = ()) -> list[StartReport]:
+    def up(self, names: Iterable[str] = (), lazyfs: bool = False) -> list[StartReport]:
+        """Start ``names`` (all when empty). ``lazyfs``: each server that keeps data runs on
+        the lazy filesystem (a service named that keeps none is refused)."""
+        named = list(names)
+        if lazyfs:
+            refused = [n for n in check_services(named) if not self.service(n).keeps_data]
+            if refused:
+                raise UsageError(f"--lazyfs: {', '.join(refused)} keep no data")
+            check_available()
         reports = []
-        for name in check_services(list(names)):
+        for name in check_services(named):
             url = self.settings.external.get(name)
             if url is None:
-                reports.append(self.service(name).up())
+                svc = self.service(name)
+                reports.append(svc.up(lazyfs=lazyfs and svc.keeps_data))
             elif not external.status(name, url, self.settings.connect_timeout_s).healthy:
                 raise ServerStartError(
                     f"{name} is external ({redact_url(url)}) and does not answer within "
@@ -83,6 +97,10 @@ class NativeBackend:
 
     def kill(self, name: str) -> int:
         return self._owned(name, "kill").kill()
+
+    def power_cut(self, name: str) -> CutReport:
+        """Cut the power of one server on the lazy filesystem; it stays down."""
+        return self._owned(name, "power-cut").power_cut()
 
     def restart(self, name: str) -> StartReport:
         return self._owned(name, "restart").restart()

@@ -196,3 +196,23 @@ def log_tail(path: Path, lines: int = 25) -> str:
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
+
+
+def holders(path: Path) -> list[int]:
+    """Every process (but this one) with a file, its working folder or a mapping under
+    ``path``."""
+    prefix = str(path.resolve()) + "/"
+    root = prefix[:-1]
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            links = [os.readlink(proc / "cwd")]
+            for fd in (proc / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    links.append(os.readlink(fd))
+            maps = (proc / "maps").read_text()
+            if any(link == root or link.startswith(prefix) for link in links) or prefix in maps:
+                found.append(int(proc.name))
+    return found

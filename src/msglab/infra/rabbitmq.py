@@ -77,7 +77,7 @@ class RabbitMQ(NativeService):
         }
 
     def prepare(self) -> bool:
-        fresh = not self.data_dir.exists()
+        fresh = self._fresh_data()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.root / "logs").mkdir(exist_ok=True)
         (self.root / "rabbitmq-env.conf").write_text("")

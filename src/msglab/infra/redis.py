@@ -28,7 +28,7 @@ class Redis(NativeService):
         apt_install(["redis-server"])
 
     def prepare(self) -> bool:
-        fresh = not self.data_dir.exists()
+        fresh = self._fresh_data()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         return fresh
 

@@ -3,6 +3,8 @@
 A ``NativeService`` owns one folder ``<home>/<name>/`` holding ``data/``, ``server.log``,
 its config files, ``server.pid`` (the *real* server process: the JVM, ``beam.smp``,
 ``redis-server``, the postmaster) and ``timings.json`` (cold and warm start times).
+``up(lazyfs=True)`` puts ``data/`` on msglab's lazy filesystem (``lazyfs/disk.py``), where
+``power_cut`` can drop what the server did not fsync.
 Subclasses say how to install, configure, start and probe their server; this class makes
 ``up`` idempotent, refuses ports held by others, and turns a failed start into a
 ServerStartError carrying the tail of the server's log.
@@ -22,8 +24,16 @@ from pathlib import Path
 from typing import ClassVar
 
 from msglab.config import redact_url
-from msglab.errors import InstallError, NotRunningError, PortInUseError, ServerStartError
+from msglab.errors import (
+    InstallError,
+    NotRunningError,
+    PortInUseError,
+    ServerStartError,
+    UsageError,
+)
 from msglab.infra import process
+from msglab.infra.lazyfs import CutReport, check_available
+from msglab.infra.lazyfs.disk import DataDisk
 from msglab.settings import Settings
 
 HOST = "127.0.0.1"
@@ -41,6 +51,7 @@ class Status:
     healthy: bool
     data_dir: str | None
     version: str | None
+    lazyfs: bool = False  # the data folder is on msglab's lazy filesystem (power cuts)
 
     def to_json(self) -> dict[str, object]:
         """The fields as shown to people and scripts: the URL's password is ``***``
@@ -103,6 +114,7 @@ class NativeService(ABC):
     name: ClassVar[str]
     stop_signal: ClassVar[signal.Signals] = signal.SIGTERM
     stop_timeout_s: ClassVar[float] = 30.0
+    keeps_data: ClassVar[bool] = True  # False: no data folder to put on the lazy filesystem
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -111,6 +123,7 @@ class NativeService(ABC):
         self.log_path = self.root / "server.log"
         self.pid_path = self.root / "server.pid"
         self.timings_path = self.root / "timings.json"
+        self.disk = DataDisk(self.root, self.data_dir)
 
     # -- what each server says -------------------------------------------------------------
 
@@ -188,33 +201,61 @@ class NativeService(ABC):
             healthy=healthy,
             data_dir=str(self.data_dir),
             version=self.version(),
+            lazyfs=self.disk.on_lazyfs(),
         )
 
-    def up(self) -> StartReport:
-        """Make the server run and answer; idempotent. Raises PortInUseError, ServerStartError."""
+    def up(self, lazyfs: bool = False) -> StartReport:
+        """Make the server run and answer; idempotent. Raises PortInUseError, ServerStartError.
+
+        ``lazyfs``: its data folder on the lazy filesystem (the server must be stopped to go
+        there); once there it stays, through kills, power cuts and restarts, until ``down``.
+        A failed or interrupted start kills what it spawned and unmounts."""
         began = time.monotonic()
         pid = self.pid()
+        if lazyfs and not self.keeps_data:
+            raise UsageError(f"{self.name} keeps no data: --lazyfs is for servers that do")
         if pid is not None:
+            if lazyfs and not self.disk.on_lazyfs():
+                raise UsageError(
+                    f"{self.name} runs on the plain disk: `msglab infra down {self.name}`, "
+                    "then up --lazyfs"
+                )
             self._wait_ready(None, began)
             return StartReport(self.name, started=False, cold=False, seconds=0.0)
         self.pid_path.unlink(missing_ok=True)
         for setting, port in self.owned_ports.items():
             if process.port_in_use(port):
                 raise PortInUseError(setting, port, process.port_holder(port))
+        if lazyfs:
+            check_available()
         if not self.is_installed():
             self.install()
         self.root.mkdir(parents=True, exist_ok=True)
+        if lazyfs:
+            self.disk.enter()
         began = time.monotonic()
-        cold = self.prepare()
-        self.before_start()
-        launch = self.launch()
-        self._mark_log()
-        spawned = process.spawn(launch.argv, self.log_path, launch.env, self.root, launch.user)
-        self._wait_ready(spawned, began)
-        seconds = time.monotonic() - began
-        self.after_ready(cold)
+        spawned = None
+        try:
+            self.disk.attach(allow_other=os.geteuid() == 0)
+            cold = self.prepare()
+            self.before_start()
+            launch = self.launch()
+            self._mark_log()
+            spawned = process.spawn(launch.argv, self.log_path, launch.env, self.root, launch.user)
+            self._wait_ready(spawned, began)
+            seconds = time.monotonic() - began
+            self.after_ready(cold)
+        except BaseException:
+            if spawned is not None:
+                self._kill_all(spawned)
+            self.disk.detach()
+            raise
         self._record_timing(cold, seconds)
         return StartReport(self.name, started=True, cold=cold, seconds=seconds)
+
+    def _fresh_data(self) -> bool:
+        """No data yet: the data folder is missing or empty (an empty mount point)."""
+        return not self.data_dir.exists() or not any(self.data_dir.iterdir())
 
     def _mark_log(self) -> None:
         with open(self.log_path, "a") as log:
@@ -241,7 +282,8 @@ class NativeService(ABC):
         return pid is not None and pid != spawned.pid and process.is_alive(pid)
 
     def _kill_all(self, spawned: subprocess.Popen[bytes]) -> None:
-        for pid in {spawned.pid, self.server_pid(spawned)}:
+        pids = {spawned.pid, self.server_pid(spawned)}
+        for pid in [*pids, *(c for p in pids if p is not None for c in process.descendants(p))]:
             if pid is not None and process.is_alive(pid):
                 process.kill_hard(pid)
         self.pid_path.unlink(missing_ok=True)
@@ -250,7 +292,13 @@ class NativeService(ABC):
         raise ServerStartError(f"{message} (log: {self.log_path})", process.log_tail(self.log_path))
 
     def down(self) -> bool:
-        """Stop gracefully (SIGKILL after a timeout); True if it was running."""
+        """Stop gracefully (SIGKILL after a timeout); True if it was running. Its data leaves
+        the lazy filesystem (every byte written) for the plain data folder."""
+        was_running = self._stop()
+        self.disk.leave()
+        return was_running
+
+    def _stop(self) -> bool:
         pid = self.pid()
         if pid is not None:
             process.stop(pid, self.stop_signal, self.stop_timeout_s)
@@ -266,10 +314,27 @@ class NativeService(ABC):
         process.crash(pid)
         return pid
 
+    def power_cut(self) -> CutReport:
+        """SIGKILL every process of the server, drop what it had not fsynced, unmount; the
+        server stays down (``restart`` brings it back on the same lazy filesystem)."""
+        if not self.disk.on_lazyfs():
+            raise UsageError(
+                f"{self.name} is not on the lazy filesystem: `msglab infra up {self.name} "
+                "--lazyfs` first (`msglab infra kill` crashes a server on the plain disk)"
+            )
+        if not self.disk.mount.is_mounted():
+            raise NotRunningError(
+                f"{self.name}'s lazy filesystem is not mounted (cut already?): nothing to cut"
+            )
+        report = self.disk.power_cut(self.name, self.pid())
+        self.pid_path.unlink(missing_ok=True)
+        return report
+
     def restart(self) -> StartReport:
-        """Bring the server back with its data (after ``kill``, or a graceful restart if up)."""
+        """Bring the server back with its data (after ``kill`` or ``power_cut``, or a graceful
+        restart if up), on the lazy filesystem if it was there."""
         if self.pid() is not None:
-            self.down()
+            self._stop()
         return self.up()
 
     def _record_timing(self, cold: bool, seconds: float) -> None:

@@ -107,6 +107,7 @@ def client(settings: Settings) -> ToxiproxyClient:
 
 class Toxiproxy(NativeService):
     name = "toxiproxy"
+    keeps_data = False
 
     @property
     def owned_ports(self) -> Mapping[str, int]:

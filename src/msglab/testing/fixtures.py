@@ -75,6 +75,17 @@ def _container(settings: Settings, infra: Backend, name: str) -> Status:
 
 
 @pytest.fixture(scope="session")
+def lazyfs_available() -> None:
+    """The lazy filesystem can be mounted here (/dev/fuse, fusermount3, mfusepy): skipped
+    locally when not, a failure under CI."""
+    from msglab.infra.lazyfs import unavailable
+
+    lacking = unavailable()
+    if lacking:
+        _unavailable("the lazy filesystem needs " + "; ".join(lacking))
+
+
+@pytest.fixture(scope="session")
 def kafka_server(msglab_settings: Settings, msglab_infra: Backend) -> Status:
     return _server(msglab_settings, msglab_infra, "kafka")
 
