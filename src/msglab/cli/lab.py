@@ -22,6 +22,7 @@ from msglab import extras
 from msglab.errors import UsageError
 from msglab.lab.checker import MEASURES
 from msglab.lab.faults import FAULTS
+from msglab.lab.knobs import KNOBS
 from msglab.lab.matrix import FULL, Probe, Row
 from msglab.lab.probes import PROBES, run_probe
 from msglab.lab.scenario import PATTERNS, Scenario, fault_label, transport_label
@@ -88,6 +89,14 @@ def run(
     workload: Annotated[
         str, typer.Option(help=f"What the consumers do: {', '.join(WORKLOADS)}.")
     ] = "none",
+    sets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="A server setting for this run, KEY=VALUE (repeatable): "
+            + "; ".join(f"{k.key}={'|'.join(k.values)}" for k in KNOBS.values()),
+        ),
+    ] = None,
     pattern: Annotated[
         str, typer.Option(help=f"How messages reach the broker: {', '.join(PATTERNS)}.")
     ] = "direct",
@@ -118,6 +127,7 @@ def run(
         profile=profile,
         fault=fault,
         workload=workload,
+        sets=tuple(sets or ()),
         pattern=pattern,
         messages=messages,
         rate=rate,

@@ -15,7 +15,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from msglab.errors import InstallError, ServerStartError
+from msglab.errors import InstallError, ServerStartError, UsageError
 from msglab.infra import probes, process
 from msglab.infra.service import HOST, Launch, NativeService, apt_install
 
@@ -24,6 +24,11 @@ USER = "postgres"
 PASSWORD = "msglab"
 DATABASE = "msglab"
 REPLICATION_ROLE = "msglab_replicator"
+
+
+def _check_name(key: str) -> None:
+    if not re.fullmatch(r"[a-z_][a-z0-9_.]*", key):
+        raise UsageError(f"not a PostgreSQL setting name: {key!r}")
 
 
 def _bin_dir() -> Path | None:
@@ -171,6 +176,21 @@ class Postgres(NativeService):
         if exists.strip() != "1":
             self.psql(f"CREATE DATABASE {DATABASE}")
         marker.write_text("roles and database created\n")
+
+    def setting(self, key: str) -> str:
+        """``SHOW key`` (``synchronous_commit`` ...)."""
+        _check_name(key)
+        return self.psql(f"SHOW {key}").strip()
+
+    def set_setting(self, key: str, value: str) -> None:
+        """``ALTER SYSTEM SET key`` and a reload: every session from its next statement, and
+        after restarts (``postgresql.auto.conf``); ``value`` ``default`` resets it."""
+        _check_name(key)
+        if value == "default":
+            self.psql(f"ALTER SYSTEM RESET {key}")
+        else:
+            self.psql(f"ALTER SYSTEM SET {key} = '{value.replace(chr(39), '')}'")
+        self.psql("SELECT pg_reload_conf()")
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         """Run one SQL statement as the superuser; its tuples-only output."""

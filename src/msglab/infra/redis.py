@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 
+from msglab.errors import NotRunningError, UsageError
 from msglab.infra import probes
 from msglab.infra.service import HOST, Launch, NativeService, apt_install
 
@@ -54,6 +55,32 @@ class Redis(NativeService):
                 self.settings.redis_appendfsync,
             ]
         )
+
+    def setting(self, key: str) -> str:
+        """``CONFIG GET key`` (``appendfsync`` ...)."""
+        lines = self._cli("CONFIG", "GET", key).splitlines()
+        if len(lines) < 2:
+            raise UsageError(f"redis has no setting {key!r}")
+        return lines[1]
+
+    def set_setting(self, key: str, value: str) -> None:
+        """``CONFIG SET key value``: until the server restarts (it starts with msglab's
+        command line, ``appendfsync`` from MSGLAB_REDIS_APPENDFSYNC)."""
+        answer = self._cli("CONFIG", "SET", key, value).strip()
+        if answer != "OK":
+            raise UsageError(f"redis refused CONFIG SET {key} {value}: {answer}")
+
+    def _cli(self, *command: str) -> str:
+        result = subprocess.run(
+            ["redis-cli", "-h", HOST, "-p", str(self.port), "--raw", *command],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise NotRunningError(f"redis-cli {' '.join(command)}: {result.stderr.strip()}")
+        return result.stdout
 
     def ping(self, timeout_s: float) -> bool:
         return probes.redis_ping(HOST, self.port, timeout_s)

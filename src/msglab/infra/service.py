@@ -306,6 +306,16 @@ class NativeService(ABC):
         self.after_stop()
         return pid is not None
 
+    def setting(self, key: str) -> str:
+        """The server's current value of the run-time setting ``key``, read from the running
+        server. UsageError: this server has no such setting msglab can read."""
+        raise UsageError(f"{self.name} has no setting {key!r} msglab reads")
+
+    def set_setting(self, key: str, value: str) -> None:
+        """Set ``key`` on the running server; it lasts until set again (across restarts where
+        the server keeps it: see each server). UsageError as ``setting``."""
+        raise UsageError(f"{self.name} has no setting {key!r} msglab sets")
+
     def kill(self) -> int:
         """SIGKILL the real server process, verify it is gone, keep its data; the PID killed."""
         pid = self.pid()

@@ -30,6 +30,7 @@ def scenario_for(row: Row, quick: bool) -> Scenario:
         fault=row.fault,
         pattern=row.pattern,
         workload=row.workload,
+        sets=row.sets,
         messages=row.messages * scale,
         rate=row.rate,
         kill_after=row.kill_after * scale,

@@ -39,6 +39,7 @@ class Row:
     fault: str
     pattern: str = "direct"
     workload: str = "none"
+    sets: tuple[str, ...] = ()  # server settings, "KEY=VALUE" (lab.knobs)
     messages: int = 1500
     rate: float = 1500.0
     kill_after: int = 0
@@ -51,7 +52,7 @@ class Row:
 
     @property
     def label(self) -> str:
-        happens = fault_label({"fault": self.fault, "workload": self.workload})
+        happens = fault_label({"fault": self.fault, "workload": self.workload, "sets": self.sets})
         return f"{self.transport} {self.pattern} {self.profile} {happens}"
 
 

@@ -31,8 +31,9 @@ from msglab.lab.checker import PROMISES, check
 from msglab.lab.evidence import DELIVERIES, EFFECTS, REPLAYS, SENDS, ReadStats, Tail, read
 from msglab.lab.faults import Context, FaultLog, when
 from msglab.lab.html import run_page
+from msglab.lab.knobs import Dials, parse
 from msglab.lab.scenario import Scenario
-from msglab.lab.servers import Endpoint, plan
+from msglab.lab.servers import Endpoint, Servers, plan
 from msglab.lab.worker import GROUP, REPLAY_GROUP, WorkerSpec, reply_topic_of, topic_of
 from msglab.ports import TopicAdmin
 from msglab.profiles import DeliveryProfile
@@ -168,8 +169,21 @@ class Run:
 
     def execute(self) -> dict[str, Any]:
         self.servers = servers = plan(self.s, self.settings)  # refuses what they cannot take
+        self.dials = Dials(self.settings, parse(self.s.sets))  # refuses external servers
         self.dir.mkdir(parents=True, exist_ok=False)  # two runs never share a folder
         self.infra.up(servers.services)
+        fault = self.s.fault_kind
+        prepared = fault.prepare(self.infra, self.s)  # power-cut: the server onto lazyfs
+        try:
+            self.dials.apply()
+            self.settings_in_force = self.dials.read_back(servers.services)
+            return self._execute(servers)
+        finally:
+            self.dials.restore()
+            if prepared:
+                fault.finish(self.infra, self.s)
+
+    def _execute(self, servers: Servers) -> dict[str, Any]:
         if self.s.through_proxy:
             toxiproxy.point_proxies(self.settings)
             self.proxies = toxiproxy.client(self.settings)
@@ -222,7 +236,7 @@ class Run:
         time.sleep(s.warmup_s)
         self.progress("publishing", 0.0)
         producers = self._start_producers()
-        ctx = Context(s, self.infra, log, self.workers, producers, self.proxies)
+        ctx = Context(s, self.infra, log, self.workers, producers, self.proxies, self.dials.reapply)
         fault_pending = fault.fired_by_orchestrator(s)
         limit = time.monotonic() + (s.messages / s.rate if s.rate else 0) + 300
         while any(self.workers[p].poll() is None for p in producers):
@@ -366,6 +380,8 @@ class Run:
             "fault": self.s.fault,
             "workload": self.s.workload,
             "pattern": self.s.pattern,
+            "sets": list(self.s.sets),
+            "settings": self.settings_in_force,
             **{k: v for k, v in asdict(counts).items() if k != "lost_ids"},
             "promise": PROMISES[self.s.profile],
             "verdict": counts.verdict(self.s.profile),

@@ -10,6 +10,7 @@ from typing import Any
 from msglab.brokers import EXTRA_OF, SERVICE_OF, TRANSPORTS
 from msglab.errors import UsageError
 from msglab.lab.faults import FAULTS, Fault, fault
+from msglab.lab.knobs import parse
 from msglab.lab.workloads import WORKLOADS, Workload
 from msglab.profiles import DeliveryProfile
 
@@ -34,10 +35,10 @@ def transport_label(report: dict[str, Any]) -> str:
 
 
 def fault_label(report: dict[str, Any]) -> str:
-    """What happened in a run as tables show it: its fault, its workload, or both
-    (``consumer-kill, slow-consumer``); ``none`` for neither."""
+    """What happened in a run as tables show it: its fault, its workload and the settings it
+    set (``power-cut, appendfsync=no``); ``none`` for none of them."""
     named = [n for n in (report["fault"], report.get("workload", "none")) if n != "none"]
-    return ", ".join(named) or "none"
+    return ", ".join([*named, *report.get("sets", ())]) or "none"
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class Scenario:
     fault: str = "none"
     pattern: str = "direct"
     workload: str = "none"
+    sets: tuple[str, ...] = ()  # server settings for the run, "KEY=VALUE" (lab.knobs)
     messages: int = 2000
     rate: float = 0.0
     producers: int = 1
@@ -86,6 +88,7 @@ class Scenario:
                 f"{self.fault} is a workload, not a fault: use --workload {self.fault}"
             )
         fault(self.fault)  # an unknown name fails here, listing the valid ones
+        parse(self.sets)  # an unknown key or value fails here, listing the valid ones
         if self.workload not in WORKLOADS:
             raise UsageError(f"unknown workload {self.workload!r}; valid: {', '.join(WORKLOADS)}")
         if self.pattern not in PATTERNS:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -36,7 +37,9 @@ class FaultLog:
 @dataclass
 class Context:
     """What a fault acts on during a run: the servers (``infra``), Toxiproxy (``proxies``, for
-    network faults), the run's worker processes by name, and where its records go."""
+    network faults), the run's worker processes by name, and where its records go.
+    ``after_restart(service)``: a fault that restarted a server calls it (a server that forgets
+    run-time settings gets the run's ``--set`` again)."""
 
     scenario: Scenario
     infra: Backend
@@ -44,6 +47,7 @@ class Context:
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     producers: list[str] = field(default_factory=list)
     proxies: ToxiproxyClient | None = None
+    after_restart: Callable[[str], None] = lambda service: None  # the run's settings again
 
 
 class Fault:
@@ -99,6 +103,14 @@ class Fault:
     def replaced(self) -> tuple[str, str] | None:
         """(worker name, role) of the worker that kills itself and is replaced, or None."""
         return None
+
+    def prepare(self, infra: Backend, scenario: Scenario) -> bool:
+        """Set the servers up for this fault before the run starts (its servers are up); True
+        when it changed something that ``finish`` puts back after the run."""
+        return False
+
+    def finish(self, infra: Backend, scenario: Scenario) -> None:
+        """Undo what ``prepare`` changed (called after the run, when it returned True)."""
 
     def inject(self, ctx: Context) -> None:
         """Break something, recording what and when in ``ctx.log``."""

@@ -53,6 +53,7 @@ class ServerKill(Fault):
         service = self.service(ctx.scenario)
         assert service is not None
         (report,) = ctx.infra.up([service])
+        ctx.after_restart(service)
         ctx.log.record(self.name, "restart", service, seconds=round(report.seconds, 3))
 
 
