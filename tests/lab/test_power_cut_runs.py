@@ -53,5 +53,5 @@ def test_power_cut_is_refused_where_there_is_no_server_to_cut() -> None:
 
 @pytest.mark.parametrize("pair", ["appendfsync=sometimes", "fsync=no", "appendfsync"])
 def test_an_unknown_setting_is_refused_listing_the_valid_ones(pair: str) -> None:
-    with pytest.raises(UsageError, match="valid|KEY=VALUE"):
+    with pytest.raises(UsageError, match=r"valid|KEY=VALUE"):
         Scenario(transport="redis-streams", sets=(pair,))
