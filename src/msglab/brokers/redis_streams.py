@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import logging
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -39,6 +40,7 @@ with driver_import("redis", __name__):
     import redis
 
 NAME = "redis-streams"
+LOG = logging.getLogger("msglab.brokers.redis_streams")
 
 
 def encode(m: Message) -> dict[bytes | str, bytes | str]:
@@ -83,25 +85,45 @@ class StreamsSubscriber(SubscriberBase):
         self._next_claim = time.monotonic() + self._config.claim_idle_s / 2
         check_reachable(NAME, self._config)
         with boundary(NAME, self._config.url):
-            try:
-                self._client.xgroup_create(topic, self._group, id="0", mkstream=True)
-            except redis.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+            self._create_group(topic)
+
+    def _create_group(self, topic: str) -> None:
+        """The group, reading the stream from its start (and the stream, if missing)."""
+        try:
+            self._client.xgroup_create(topic, self._group, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
 
     def _fetch(self, topic: str, count: int) -> tuple[list[Entry], dict[bytes, int]]:
         """Acks made since the last fetch go first; then the next entries: nacked ones, those
         a dead consumer left (every claim_idle_s / 2), or new ones; with the delivery counts
         of the redelivered ones."""
         with boundary(NAME, self._config.url):
-            self._flush_acks(topic)
-            entries, redelivery = self._retried(topic), True
-            if not entries and time.monotonic() >= self._next_claim:
-                entries = self._claim_idle(topic)
-                self._next_claim = time.monotonic() + self._config.claim_idle_s / 2
-            if not entries:
-                entries, redelivery = self._read_new(topic, count), False
+            try:
+                self._flush_acks(topic)
+                entries, redelivery = self._retried(topic), True
+                if not entries and time.monotonic() >= self._next_claim:
+                    entries = self._claim_idle(topic)
+                    self._next_claim = time.monotonic() + self._config.claim_idle_s / 2
+                if not entries:
+                    entries, redelivery = self._read_new(topic, count), False
+            except redis.ResponseError as exc:
+                # NOGROUP: no group (or stream) now; UNBLOCKED: deleted during a blocking read
+                if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
+                    raise
+                self._group_lost(topic, exc)
+                return [], {}
             return entries, self._delivery_counts(topic, entries) if redelivery else {}
+
+    def _group_lost(self, topic: str, exc: redis.ResponseError) -> None:
+        """The server lost the group or the whole stream (a restart without the data: AOF
+        not synced, a failover to a replica behind): the group is created again from the
+        stream's start, so what the server still holds is delivered; the acks and retries of
+        entries of the lost group are dropped."""
+        LOG.warning("%s: %s; creating group %s again from the start", NAME, exc, self._group)
+        self._acks, self._retry = [], []
+        self._create_group(topic)
 
     def _deliveries(self, topic: str) -> Iterator[Delivery | None]:
         while not self._closed.is_set():
