@@ -15,8 +15,8 @@ delivery count is the entry's counter in the pending list. at-most-once: XREADGR
 from __future__ import annotations
 
 import contextlib
-import threading
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
