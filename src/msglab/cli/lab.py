@@ -52,8 +52,10 @@ def show(report: dict[str, Any]) -> None:
     table.add_column("measure")
     table.add_column("value", justify="right")
     for key, label in MEASURES:
-        value = report[key]
-        bad = key in ("lost", "duplicate_effects") and value
+        value = report.get(key)
+        if value is None:
+            continue
+        bad = key in ("lost", "lost_from_storage", "duplicate_effects") and value
         table.add_row(label, f"[bold red]{value}[/]" if bad else str(value))
     table.add_row("latency ms p50 / p95 / p99 / max", _percentiles(report["latency_ms"]))
     if report.get("replayed") is not None:

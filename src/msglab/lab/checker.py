@@ -33,13 +33,14 @@ PROMISES = {
     "at-least-once": "lost == 0",
     "effectively-once": "lost == 0 and duplicate effects == 0",
 }
-MEASURES = (  # the counts of a run's report as its tables name them: key, label
+MEASURES = (  # the counts of a run's report as its tables name them: key, label (None: no row)
     ("sent", "sent"),
     ("confirmed", "confirmed"),
     ("failed", "failed"),
     ("unknown", "unknown"),
     ("delivered", "delivered (distinct)"),
     ("lost", "lost (confirmed, never delivered)"),
+    ("lost_from_storage", "lost from storage (confirmed, not kept)"),  # durability faults only
     ("unconfirmed_lost", "unconfirmed lost"),
     ("recovered", "recovered (unknown, delivered)"),
     ("unexpected", "unexpected"),
@@ -81,6 +82,7 @@ class Counts:
     replayed: int | None
     second_group_latency_ms: dict[str, float] | None
     lost_ids: list[str]
+    lost_from_storage: int | None = None
 
     def verdict(self, profile: str) -> str:
         kept = {
@@ -146,6 +148,7 @@ def check(
     deliveries: Iterable[dict[str, Any]],
     effects: Iterable[dict[str, Any]],
     replays: Iterable[dict[str, Any]] | None = None,
+    stored: Iterable[dict[str, Any]] | None = None,
 ) -> Counts:
     sends = list(sends)
     outcome, first_send = final_outcomes(sends)
@@ -225,4 +228,5 @@ def check(
         replayed=None if second_latency is None else len(first_read),
         second_group_latency_ms=second_latency,
         lost_ids=sorted(lost)[:50],
+        lost_from_storage=None if stored is None else len(ok - {r["id"] for r in stored}),
     )

@@ -19,6 +19,7 @@ DELIVERIES = "deliveries"
 EFFECTS = "effects"
 FAULTS = "faults"
 REPLAYS = "replays"
+STORED = "stored"  # what the broker still holds after the run (durability faults)
 
 
 class Ledger:

@@ -35,7 +35,7 @@ td.n{text-align:right}th{background:#f4f4f4}.broken{color:#b00;font-weight:bold}
 h3{font-size:13px;margin:4px 0}svg text{font:11px system-ui,sans-serif}
 svg.timeline text{font-size:12px}
 """
-BAD = ("lost", "duplicate_effects")  # counts shown in red when not 0
+BAD = ("lost", "lost_from_storage", "duplicate_effects")  # counts shown in red when not 0
 EXPLAIN = (
     "Each timeline counts distinct messages over time: sent (first attempt), confirmed (by the "
     "broker, or the business transaction committed), delivered (first delivery) and effects "
@@ -237,6 +237,7 @@ def run_page(folder: Path) -> str:
         f'<tr><td>{esc(text)}</td><td class="n{" broken" if key in BAD and r[key] else ""}">'
         f"{r[key]}</td></tr>"
         for key, text in MEASURES
+        if r.get(key) is not None
     )
     lat = r["latency_ms"]
     counts += (

@@ -28,13 +28,29 @@ from msglab.infra import backend_for, toxiproxy
 from msglab.infra.toxics import ToxiproxyClient
 from msglab.lab import effects
 from msglab.lab.checker import PROMISES, check
-from msglab.lab.evidence import DELIVERIES, EFFECTS, REPLAYS, SENDS, ReadStats, Tail, read
+from msglab.lab.evidence import (
+    DELIVERIES,
+    EFFECTS,
+    REPLAYS,
+    SENDS,
+    STORED,
+    ReadStats,
+    Tail,
+    read,
+)
 from msglab.lab.faults import Context, FaultLog, when
 from msglab.lab.html import run_page
 from msglab.lab.knobs import Dials, parse
 from msglab.lab.scenario import Scenario
 from msglab.lab.servers import Endpoint, Servers, plan
-from msglab.lab.worker import GROUP, REPLAY_GROUP, WorkerSpec, reply_topic_of, topic_of
+from msglab.lab.worker import (
+    GROUP,
+    REPLAY_GROUP,
+    STORAGE_GROUP,
+    WorkerSpec,
+    reply_topic_of,
+    topic_of,
+)
 from msglab.ports import TopicAdmin
 from msglab.profiles import DeliveryProfile
 from msglab.settings import Settings
@@ -233,6 +249,8 @@ class Run:
             self._start_second_group(log)
         if s.pattern == "outbox":
             self._start(self._spec("relay", "relay"))
+        if fault.reads_storage(s):
+            self._storage_group()
         time.sleep(s.warmup_s)
         self.progress("publishing", 0.0)
         producers = self._start_producers()
@@ -262,6 +280,8 @@ class Run:
             self._start_second_group(log)
         if workload.second_group:
             self._follow_second_group()
+        if fault.reads_storage(s):
+            self._read_storage()
 
     def _start_second_group(self, log: FaultLog) -> None:
         """A consumer of a group that did not exist before (``REPLAY_GROUP``) subscribes."""
@@ -270,16 +290,34 @@ class Run:
         self._wait_subscribed("r0")
 
     def _follow_second_group(self) -> None:
-        """Let the second group's consumer read until it has every confirmed message and 1 s
-        passed quietly, or 5 s passed without any; then stop it."""
-        tail, replayed = Tail(self.dir, REPLAYS), set[bytes]()
+        """The second group's consumer reads (see ``_read_until_quiet``), then stops."""
+        self._read_until_quiet("r0", REPLAYS)
 
-        def read_replays() -> int:
-            replayed.update(_ID.findall(tail.new()))
-            return len(replayed)
+    def _read_until_quiet(self, name: str, kind: str) -> None:
+        """Let worker ``name`` read (its ``kind`` lines) until it has every confirmed message
+        and 1 s passed quietly, or 5 s passed without any; then stop it."""
+        tail, read = Tail(self.dir, kind), set[bytes]()
 
-        self._until_quiet(read_replays, lambda: self._confirmed <= replayed, quiet_s=5.0)
-        self._stop(["r0"])
+        def count() -> int:
+            read.update(_ID.findall(tail.new()))
+            return len(read)
+
+        self._until_quiet(count, lambda: self._confirmed <= read, quiet_s=5.0)
+        self._stop([name])
+
+    def _storage_group(self) -> None:
+        """A durability fault: ``STORAGE_GROUP`` subscribes before the first send and reads
+        nothing until the run is over (Kafka and Redis Streams: a group at the start of the
+        topic; RabbitMQ: a queue bound from the start), so that it then reads what the broker
+        kept, whatever the consumers saw before the fault (``lost_from_storage``)."""
+        self._start(self._spec("storage", "s0-setup"))
+        self._wait_subscribed("s0-setup")
+        self._stop(["s0-setup"])
+
+    def _read_storage(self) -> None:
+        self._start(self._spec("storage", "s0"))
+        self._wait_subscribed("s0")
+        self._read_until_quiet("s0", STORED)
 
     def _start_connector(self, connect: Endpoint) -> None:
         """cdc: a Debezium connector for this run's outbox rows, running before the first
@@ -355,7 +393,7 @@ class Run:
         if not isinstance(transport, TopicAdmin):
             return "nothing stored"
         try:
-            transport.delete_topic(topic_of(self.s.run_id), [GROUP, REPLAY_GROUP])
+            transport.delete_topic(topic_of(self.s.run_id), [GROUP, REPLAY_GROUP, STORAGE_GROUP])
             if self.s.replies:
                 transport.delete_topic(reply_topic_of(self.s.run_id), [REPLAY_GROUP])
         except MsglabError as exc:
@@ -371,6 +409,7 @@ class Run:
             read(self.dir, DELIVERIES, stats),
             read(self.dir, EFFECTS, stats),
             read(self.dir, REPLAYS, stats) if self.s.workload_kind.second_group else None,
+            read(self.dir, STORED, stats) if self.s.fault_kind.reads_storage(self.s) else None,
         )
         fault_records = list(read(self.dir, "faults"))
         report: dict[str, Any] = {

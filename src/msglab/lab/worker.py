@@ -37,7 +37,7 @@ from msglab.config import Backoff, ClientConfig
 from msglab.consumers.idempotent import IdempotentConsumer
 from msglab.errors import PublishError, TransportError
 from msglab.lab import effects
-from msglab.lab.evidence import DELIVERIES, FAULTS, REPLAYS, SENDS, Ledger
+from msglab.lab.evidence import DELIVERIES, FAULTS, REPLAYS, SENDS, STORED, Ledger
 from msglab.lab.scenario import RELAY_BATCH
 from msglab.message import Delivery, Message
 from msglab.outbox import Relay
@@ -54,6 +54,7 @@ RETRY_FOR_S = 30.0  # an at-least-once producer retries a batch this long at mos
 GIVE_UP_AFTER_S = 45.0  # with nothing confirmed for this long, the producer stops sending
 GROUP = "lab"  # the consumer group of every lab run
 REPLAY_GROUP = "lab-replay"  # the second group: replay, fanout, request-reply (its replies)
+STORAGE_GROUP = "lab-stored"  # reads, after the run, what the broker kept (durability faults)
 SENT_HEADER = "sent"  # the producer's clock when the batch was built (epoch seconds)
 EFFECT_BATCH = 100  # messages per batch at most, one effect transaction (prefetch: 200)
 
@@ -475,11 +476,23 @@ def _q_or_null(value: str | None) -> str:
 def replay(spec: WorkerSpec) -> None:
     """Read the run's topic (or its replies) as a second group (``REPLAY_GROUP``): a line per
     delivery in ``replays-<name>.jsonl``, acked, no effect."""
-    ledger = Ledger(Path(spec.run_dir), REPLAYS, spec.name)
-    sub = open_transport(spec.transport, spec.config()).subscriber(REPLAY_GROUP)
+    _read_as(spec, REPLAY_GROUP, REPLAYS)
+
+
+def read_stored(spec: WorkerSpec) -> None:
+    """Read what the broker still holds of the run's topic as ``STORAGE_GROUP`` (which
+    subscribed before the first send and read nothing until the end): a line per delivery in
+    ``stored-<name>.jsonl``."""
+    _read_as(spec, STORAGE_GROUP, STORED)
+
+
+def _read_as(spec: WorkerSpec, group: str, kind: str) -> None:
+    ledger = Ledger(Path(spec.run_dir), kind, spec.name)
+    sub = open_transport(spec.transport, spec.config()).subscriber(group)
     signal.signal(signal.SIGTERM, lambda *_: sub.close())
     sub.on_idle(ledger.flush)
-    stream = sub.subscribe(reply_topic_of(spec.run_id) if spec.replies else topic_of(spec.run_id))
+    replies = spec.replies and group == REPLAY_GROUP
+    stream = sub.subscribe(reply_topic_of(spec.run_id) if replies else topic_of(spec.run_id))
     _ready(spec)
     consumer = q(spec.name)
     for d in stream:
@@ -502,7 +515,8 @@ def main(argv: list[str]) -> None:
     # cycles, so collections can be rare; what exists at start-up is never collected.
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
-    {"producer": produce, "consumer": consume, "replayer": replay, "relay": relay}[role](spec)
+    roles = {"producer": produce, "consumer": consume, "replayer": replay, "relay": relay}
+    {**roles, "storage": read_stored}[role](spec)
 
 
 if __name__ == "__main__":

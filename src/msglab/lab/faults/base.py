@@ -91,6 +91,11 @@ class Fault:
         """The server this fault acts on (None: none)."""
         return None
 
+    def reads_storage(self, scenario: Scenario) -> bool:
+        """True for a durability fault: after the run the lab reads what the broker kept
+        (``lost_from_storage``)."""
+        return False
+
     def fired_by_orchestrator(self, scenario: Scenario) -> bool:
         """True when the orchestrator injects it after ``kill_after`` sends."""
         return False

@@ -35,6 +35,10 @@ class ServerKill(Fault):
     def fired_by_orchestrator(self, scenario: Scenario) -> bool:
         return True
 
+    def reads_storage(self, scenario: Scenario) -> bool:
+        """The broker's kills, restarts and power cuts (not PostgreSQL's or Connect's)."""
+        return self.target is None
+
     def inject(self, ctx: Context) -> None:
         service = self.service(ctx.scenario)
         assert service is not None  # refusal() keeps server faults to transports with one
