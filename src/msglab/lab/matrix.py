@@ -476,11 +476,103 @@ PROBES_FULL: tuple[Probe, ...] = (
     ),
 )
 
+
+def _stored_none_lost(r: Report) -> bool:
+    return bool(r["lost_from_storage"] == 0)
+
+
+def _stored_some_lost(r: Report) -> bool:
+    return bool(r["lost_from_storage"])
+
+
+POWER_CUTS: tuple[Row, ...] = (
+    Row(
+        "Redis, AOF appendfsync always: a power cut loses no confirmed write (Redis docs)",
+        "lost from storage == 0 across a power cut",
+        _stored_none_lost,
+        "redis-streams",
+        "at-least-once",
+        "power-cut",
+        sets=("appendfsync=always",),
+    ),
+    Row(
+        "Redis, AOF appendfsync everysec: a power cut loses about the last second of writes "
+        "(Redis docs)",
+        "lost from storage <= 2 s of messages (one fsync interval, and the cut's timing)",
+        lambda r: r["lost_from_storage"] <= 2 * r["scenario"]["rate"],
+        "redis-streams",
+        "at-least-once",
+        "power-cut",
+        sets=("appendfsync=everysec",),
+    ),
+    Row(
+        "Redis, AOF appendfsync no: a power cut loses what the OS had not written (up to ~30 s "
+        "on Linux; here: everything since the server last synced)",
+        "lost from storage > 0 across a power cut",
+        _stored_some_lost,
+        "redis-streams",
+        "at-least-once",
+        "power-cut",
+        sets=("appendfsync=no",),
+    ),
+    Row(
+        "Kafka stores messages in files, so they are not lost: on a single node with the "
+        "default flush (never fsync; the docs leave durability to replication) a power cut "
+        "loses acknowledged messages",
+        "lost from storage > 0 across a power cut (acks=all, one broker)",
+        _stored_some_lost,
+        "kafka",
+        "at-least-once",
+        "power-cut",
+    ),
+    Row(
+        "RabbitMQ quorum queue + publisher confirms: a confirm means the message was fsynced "
+        "(Ra's WAL), so a power cut loses nothing confirmed",
+        "lost from storage == 0 across a power cut",
+        _stored_none_lost,
+        "rabbitmq",
+        "at-least-once",
+        "power-cut",
+    ),
+    Row(
+        "RabbitMQ: messages kept in memory only (transient, classic queue, no confirms) are "
+        "gone after a power cut",
+        "lost from storage == confirmed: nothing of the queue is kept",
+        lambda r: r["confirmed"] > 0 and r["lost_from_storage"] == r["confirmed"],
+        "rabbitmq",
+        "at-most-once",
+        "power-cut",
+    ),
+    Row(
+        "Outbox on PostgreSQL, synchronous_commit on: a commit is on disk, a power cut of the "
+        "database loses no committed message",
+        "lost == 0 across a power cut of PostgreSQL",
+        lambda r: r["lost"] == 0,
+        "kafka",
+        "at-least-once",
+        "db-power-cut",
+        pattern="outbox",
+        sets=("synchronous_commit=on",),
+    ),
+    Row(
+        "Outbox on PostgreSQL, synchronous_commit off: a power cut loses the last commits (up "
+        "to 3 x wal_writer_delay, PostgreSQL docs), nothing is corrupted",
+        "lost > 0 across a power cut of PostgreSQL; the database comes back",
+        lambda r: r["lost"] > 0,
+        "kafka",
+        "at-least-once",
+        "db-power-cut",
+        pattern="outbox",
+        sets=("synchronous_commit=off",),
+    ),
+)
+
 QUICK: tuple[Row | Probe, ...] = (*MATRIX, *PATTERNS, *FILES, *PROBES_QUICK)
 
 FULL: tuple[Row | Probe, ...] = (
     *QUICK,
     *PROBES_FULL,
+    *POWER_CUTS,
     Row(
         "RabbitMQ (safe settings): a network blackhole brings redeliveries, not loss",
         "lost == 0 across 5 s of dropped traffic (Toxiproxy)",
