@@ -173,4 +173,5 @@ class Scenario:
         return self.kill_after or max(1, self.messages // 3)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields as JSON has them (``sets`` a list)."""
+        return {**asdict(self), "sets": list(self.sets)}
