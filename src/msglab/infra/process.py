@@ -38,6 +38,15 @@ def is_alive(pid: int | None) -> bool:
     return True
 
 
+def alive_pid(pid_file: Path) -> int | None:
+    """The PID written in ``pid_file`` if that process is alive (not a zombie), else None."""
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if is_alive(pid) else None
+
+
 def process_name(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/comm").read_text().strip()

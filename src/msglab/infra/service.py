@@ -183,11 +183,7 @@ class NativeService(ABC):
 
     def pid(self) -> int | None:
         """The running server's PID, or None (a stale or zombie PID counts as not running)."""
-        try:
-            pid = int(self.pid_path.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        return pid if process.is_alive(pid) else None
+        return process.alive_pid(self.pid_path)
 
     def status(self) -> Status:
         pid = self.pid()

@@ -102,11 +102,7 @@ class LazyMount:
         return self.folder / "lazyfs.pid"
 
     def pid(self) -> int | None:
-        try:
-            pid = int(self.pid_path.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        return pid if process.is_alive(pid) else None
+        return process.alive_pid(self.pid_path)
 
     def is_mounted(self) -> bool:
         return mounted(self.mountpoint)

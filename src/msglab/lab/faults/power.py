@@ -18,7 +18,8 @@ TOP_FILES = 20  # files named in the cut's record, the ones that lost the most
 class PowerCut(ServerKill):
     """The run puts the server on the lazy filesystem first if it is not (and moves it back to
     the plain disk after); the cut at the kill point records the bytes dropped per file;
-    the server comes back after ``down_s`` on the same filesystem."""
+    the server comes back after ``down_s`` on the same filesystem (``ServerKill.heal``: its
+    ``up`` mounts it again)."""
 
     name: ClassVar[str] = "power-cut"
     does: ClassVar[str] = (
@@ -69,13 +70,6 @@ class PowerCut(ServerKill):
             ],
             note="a power cut: writes not fsynced were dropped",
         )
-
-    def heal(self, ctx: Context) -> None:
-        service = self.service(ctx.scenario)
-        assert service is not None
-        report = ctx.infra.restart(service)
-        ctx.after_restart(service)
-        ctx.log.record(self.name, "restart", service, seconds=round(report.seconds, 3))
 
 
 class DbPowerCut(PowerCut):
