@@ -240,6 +240,8 @@ class Run:
     def _drive(self, log: FaultLog) -> None:
         s, fault, workload = self.s, self.s.fault_kind, self.s.workload_kind
         consumers: list[str] = []
+        if fault.reads_storage(s):  # first: the consumers' queues keep their age at the fault
+            self._storage_group()
         if workload.idle_consumers:
             self._stop(self._start_consumers(suffix="-setup"))  # the group exists, idle
             log.record(s.workload, "stop", "consumers", note="every consumer is down")
@@ -249,8 +251,6 @@ class Run:
             self._start_second_group(log)
         if s.pattern == "outbox":
             self._start(self._spec("relay", "relay"))
-        if fault.reads_storage(s):
-            self._storage_group()
         time.sleep(s.warmup_s)
         self.progress("publishing", 0.0)
         producers = self._start_producers()
