@@ -20,7 +20,7 @@ from rich.table import Table
 
 from msglab import extras
 from msglab.errors import UsageError
-from msglab.lab.checker import MEASURES
+from msglab.lab.checker import ALARMING, MEASURES
 from msglab.lab.faults import FAULTS
 from msglab.lab.knobs import KNOBS
 from msglab.lab.matrix import FULL, Probe, Row
@@ -55,7 +55,7 @@ def show(report: dict[str, Any]) -> None:
         value = report.get(key)
         if value is None:
             continue
-        bad = key in ("lost", "lost_from_storage", "duplicate_effects") and value
+        bad = key in ALARMING and value
         table.add_row(label, f"[bold red]{value}[/]" if bad else str(value))
     table.add_row("latency ms p50 / p95 / p99 / max", _percentiles(report["latency_ms"]))
     if report.get("replayed") is not None:

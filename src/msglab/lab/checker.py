@@ -51,6 +51,10 @@ MEASURES = (  # the counts of a run's report as its tables name them: key, label
 )
 
 
+ALARMING = ("lost", "lost_from_storage", "duplicate_effects")
+"""The counts tables show in red when they are not 0."""
+
+
 def percentile(sorted_values: list[float], q: float) -> float:
     """Nearest-rank percentile of an ascending list (0 for an empty one)."""
     if not sorted_values:

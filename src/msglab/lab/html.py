@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from msglab.lab import timeline
-from msglab.lab.checker import MEASURES
+from msglab.lab.checker import ALARMING, MEASURES
 from msglab.lab.scenario import fault_label, transport_label
 from msglab.lab.summary import probes, runs
 from msglab.lab.timeline_chart import chart
@@ -35,7 +35,6 @@ td.n{text-align:right}th{background:#f4f4f4}.broken{color:#b00;font-weight:bold}
 h3{font-size:13px;margin:4px 0}svg text{font:11px system-ui,sans-serif}
 svg.timeline text{font-size:12px}
 """
-BAD = ("lost", "lost_from_storage", "duplicate_effects")  # counts shown in red when not 0
 EXPLAIN = (
     "Each timeline counts distinct messages over time: sent (first attempt), confirmed (by the "
     "broker, or the business transaction committed), delivered (first delivery) and effects "
@@ -234,7 +233,7 @@ def run_page(folder: Path) -> str:
     timeline, large, the counts and the faults."""
     r = json.loads((folder / "report.json").read_text())
     counts = "".join(
-        f'<tr><td>{esc(text)}</td><td class="n{" broken" if key in BAD and r[key] else ""}">'
+        f'<tr><td>{esc(text)}</td><td class="n{" broken" if key in ALARMING and r[key] else ""}">'
         f"{r[key]}</td></tr>"
         for key, text in MEASURES
         if r.get(key) is not None

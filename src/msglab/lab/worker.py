@@ -1,16 +1,17 @@
-"""Producer, consumer and replayer processes of a lab run (separate OS processes: faults
-kill them).
+"""Producer, consumer, replayer, storage reader and relay processes of a lab run (separate OS
+processes: faults kill them).
 
-``python -m msglab.lab.worker producer|consumer|replayer|relay SPEC_JSON``. A producer
-records, per message, a ``sending`` line before it sends and an outcome line (``ok``,
-``fail``, ``unknown``) after; under at-least-once it retries what was not confirmed, with the
-same id. What "sent" means is the pattern's: ``direct``, the broker confirmed the publish;
-``dual-write`` and ``outbox``, the business transaction committed (then the producer
-publishes itself, or the outbox relay does). A consumer records each delivery, applies the
-effect (a row in PostgreSQL; under effectively-once through the idempotent consumer), then
-acks: evidence before effect before ack, so a killed worker leaves everything the checker
-needs. A replayer reads as a second group (the topic after the run or alongside it, or the
-replies of a request-reply run), recording what it gets, with no effect. A relay publishes the
+``python -m msglab.lab.worker producer|consumer|replayer|storage|relay NAME RUN_ID``, the spec
+on standard input. A producer records, per message, a ``sending`` line before it sends and an
+outcome line (``ok``, ``fail``, ``unknown``) after; under at-least-once it retries what was not
+confirmed, with the same id. What "sent" means is the pattern's: ``direct``, the broker
+confirmed the publish; ``dual-write`` and ``outbox``, the business transaction committed (then
+the producer publishes itself, or the outbox relay does). A consumer records each delivery,
+applies the effect (a row in PostgreSQL; under effectively-once through the idempotent
+consumer), then acks: evidence before effect before ack, so a killed worker leaves everything
+the checker needs. A replayer reads as a second group (the topic after the run or alongside
+it, or the replies of a request-reply run), recording what it gets, with no effect; a storage
+reader likewise reads, after a durability fault, what the broker kept. A relay publishes the
 run's outbox rows.
 """
 
@@ -515,8 +516,14 @@ def main(argv: list[str]) -> None:
     # cycles, so collections can be rare; what exists at start-up is never collected.
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
-    roles = {"producer": produce, "consumer": consume, "replayer": replay, "relay": relay}
-    {**roles, "storage": read_stored}[role](spec)
+    roles = {
+        "producer": produce,
+        "consumer": consume,
+        "replayer": replay,
+        "storage": read_stored,
+        "relay": relay,
+    }
+    roles[role](spec)
 
 
 if __name__ == "__main__":

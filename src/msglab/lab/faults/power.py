@@ -31,8 +31,7 @@ class PowerCut(ServerKill):
     )
 
     def prepare(self, infra: Backend, scenario: Scenario) -> bool:
-        service = self.service(scenario)
-        assert service is not None
+        service = self.server(scenario)
         (status,) = infra.status([service])
         if status.lazyfs:
             return False
@@ -41,14 +40,12 @@ class PowerCut(ServerKill):
         return True
 
     def finish(self, infra: Backend, scenario: Scenario) -> None:
-        service = self.service(scenario)
-        assert service is not None
+        service = self.server(scenario)
         infra.down([service])  # a clean unmount: everything written reaches the disk
         infra.up([service])
 
     def inject(self, ctx: Context) -> None:
-        service = self.service(ctx.scenario)
-        assert service is not None
+        service = self.server(ctx.scenario)
         cut = ctx.infra.power_cut(service)
         worst = sorted(cut.files, key=lambda f: -f.dropped_bytes)[:TOP_FILES]
         ctx.log.record(

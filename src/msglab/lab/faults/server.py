@@ -32,6 +32,13 @@ class ServerKill(Fault):
     def service(self, scenario: Scenario) -> str | None:
         return self.target or scenario.service
 
+    def server(self, scenario: Scenario) -> str:
+        """``service``, which a scenario this fault applies to always has (``refusal`` keeps
+        broker faults to transports with a broker)."""
+        service = self.service(scenario)
+        assert service is not None
+        return service
+
     def fired_by_orchestrator(self, scenario: Scenario) -> bool:
         return True
 
@@ -40,8 +47,7 @@ class ServerKill(Fault):
         return self.target is None
 
     def inject(self, ctx: Context) -> None:
-        service = self.service(ctx.scenario)
-        assert service is not None  # refusal() keeps server faults to transports with one
+        service = self.server(ctx.scenario)
         pid = ctx.infra.kill(service)
         ctx.log.record(
             self.name,
@@ -54,8 +60,7 @@ class ServerKill(Fault):
 
     def heal(self, ctx: Context) -> None:
         """Bring the server back; one that does not come back raises (the run errors out)."""
-        service = self.service(ctx.scenario)
-        assert service is not None
+        service = self.server(ctx.scenario)
         (report,) = ctx.infra.up([service])
         ctx.after_restart(service)
         ctx.log.record(self.name, "restart", service, seconds=round(report.seconds, 3))
@@ -69,8 +74,7 @@ class BrokerRestart(ServerKill):
     simulated: ClassVar[str | None] = None
 
     def inject(self, ctx: Context) -> None:
-        service = self.service(ctx.scenario)
-        assert service is not None
+        service = self.server(ctx.scenario)
         ctx.infra.down([service])
         ctx.log.record(self.name, "stop", service, signal="graceful")
 
