@@ -11,7 +11,6 @@ keeps the evidence.
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import time
@@ -36,6 +35,9 @@ from msglab.lab.evidence import (
     STORED,
     ReadStats,
     Tail,
+    confirmed_ids,
+    first_sendings,
+    ids,
     read,
 )
 from msglab.lab.faults import Context, FaultLog, when
@@ -43,7 +45,7 @@ from msglab.lab.html import run_page
 from msglab.lab.knobs import Dials, parse
 from msglab.lab.scenario import Scenario
 from msglab.lab.servers import Endpoint, Servers, plan
-from msglab.lab.worker import (
+from msglab.lab.workers.spec import (
     GROUP,
     REPLAY_GROUP,
     STORAGE_GROUP,
@@ -56,14 +58,6 @@ from msglab.profiles import DeliveryProfile
 from msglab.settings import Settings
 
 Progress = Callable[[str, float], None]  # (stage, fraction of messages sent)
-
-# The orchestrator follows the evidence while it grows (progress, the fault's trigger, the
-# drain). Parsing every line as JSON would take it most of a core at lab speed, so it picks
-# the fields it needs out of the lines as the workers write them (worker.py: "id" comes
-# before "outcome"). The checker parses every line.
-_ID = re.compile(rb'"id":"([^"\\\n]*)"')
-_OK_ID = re.compile(rb'"id":"([^"\\\n]*)"[^\n]*"outcome":"ok"')
-_FIRST_SENDING = b'"outcome":"sending","try":1}'  # a first attempt's sending line ends so
 
 
 class Run:
@@ -120,7 +114,7 @@ class Run:
         standard input: a command line is readable by every user of the machine (``ps``)."""
         log = open(self.dir / f"worker-{spec.name}.log", "ab")  # noqa: SIM115
         proc = subprocess.Popen(
-            [sys.executable, "-m", "msglab.lab.worker", spec.role, spec.name, self.s.run_id],
+            [sys.executable, "-m", "msglab.lab.workers", spec.role, spec.name, self.s.run_id],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.PIPE,
@@ -173,13 +167,15 @@ class Run:
     # -- evidence while running ------------------------------------------------------------
 
     def _follow(self) -> None:
-        """Read what the workers appended since the last call (each byte once)."""
+        """Read what the workers appended since the last call (each byte once), picking the
+        fields out of the lines without parsing them as JSON (that would take most of a core
+        at lab speed; the checker parses every line)."""
         sends = self._sends.new()
-        self._sent += sends.count(_FIRST_SENDING)
-        self._confirmed.update(_OK_ID.findall(sends))
+        self._sent += first_sendings(sends)
+        self._confirmed.update(confirmed_ids(sends))
         deliveries = self._deliveries.new()
         self._delivery_lines += deliveries.count(b"\n")
-        self._delivered.update(_ID.findall(deliveries))
+        self._delivered.update(ids(deliveries))
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -299,7 +295,7 @@ class Run:
         tail, read = Tail(self.dir, kind), set[bytes]()
 
         def count() -> int:
-            read.update(_ID.findall(tail.new()))
+            read.update(ids(tail.new()))
             return len(read)
 
         self._until_quiet(count, lambda: self._confirmed <= read, quiet_s=5.0)
