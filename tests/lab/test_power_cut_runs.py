@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from msglab.errors import UsageError
+from msglab.infra.lazyfs.mount import mounted
 from msglab.lab.run import run
 from msglab.lab.scenario import Scenario
+from msglab.settings import Settings
 
 
 @pytest.mark.redis
@@ -55,9 +57,86 @@ def _lines(runs: Path, run_id: str, name: str) -> list[str]:
     return (runs / run_id / f"{name}.jsonl").read_text().splitlines()
 
 
-def test_power_cut_is_refused_where_there_is_no_server_to_cut() -> None:
-    with pytest.raises(UsageError, match="no server for power-cut"):
-        Scenario(transport="files", fault="power-cut")
+def _confirmed(runs: Path, run_id: str) -> set[str]:
+    return {
+        s["id"]
+        for path in sorted((runs / run_id).glob("sends-*.jsonl"))
+        for s in map(json.loads, path.read_text().splitlines())
+        if s["outcome"] == "ok"
+    }
+
+
+def _stored(runs: Path, run_id: str, name: str) -> set[str]:
+    return {json.loads(line)["id"] for line in _lines(runs, run_id, name)}
+
+
+@pytest.mark.postgres
+@pytest.mark.lazyfs
+@pytest.mark.parametrize("profile", ["at-least-once", "at-most-once"])
+def test_a_power_cut_of_the_files_folder(tmp_path: Path, profile: str) -> None:
+    """The exchange folder's machine loses power with the producer and consumers on it. An
+    at-least-once producer fsyncs each batch before it counts it as sent, so the folder keeps
+    every confirmed message; an at-most-once producer never fsyncs, so what it confirmed since
+    the folder was mounted is dropped (quarantined as torn batches, or gone)."""
+    scenario = Scenario(
+        transport="files",
+        profile=profile,
+        fault="power-cut",
+        messages=1200,
+        rate=1200,
+        kill_after=500,
+        down_s=0.5,
+        drain_quiet_s=4.0,
+    )
+    r = run(scenario, runs_dir=tmp_path)
+    (cut,) = [f for f in r["faults"] if f["fault"] == "power-cut" and f["action"] == "kill"]
+    assert cut["target"] == "files" and cut["workers"] >= 2  # the producer and the consumer
+    assert r["confirmed"] >= 400, r  # confirmed before the cut (the producer died with it)
+    confirmed = _confirmed(tmp_path, scenario.run_id)
+    stored = _stored(tmp_path, scenario.run_id, "stored-s0")
+    assert r["lost_from_storage"] == len(confirmed - stored)
+    if profile == "at-least-once":
+        assert r["lost_from_storage"] == 0 and r["lost"] == 0, r
+    else:
+        assert cut["dropped_bytes"] > 0
+        assert r["lost_from_storage"] >= r["confirmed"] // 2, r
+    folder = Settings.from_env().home / "files"
+    assert not mounted(folder) and not (folder.parent / "files.lazyfs" / "data.backing").exists()
+
+
+@pytest.mark.kafka
+@pytest.mark.postgres
+@pytest.mark.lazyfs
+@pytest.mark.parametrize("commit", ["off", "on"])
+def test_a_power_cut_of_the_outbox_database(tmp_path: Path, commit: str) -> None:
+    """What PostgreSQL kept of the transactions it said were committed (``lab_orders``, one
+    row per message, committed with its outbox row) is read after the run: with
+    synchronous_commit off a commit returns before its WAL is flushed, and the cut loses the
+    last ones; with on, none."""
+    scenario = Scenario(
+        transport="kafka",
+        pattern="outbox",
+        fault="db-power-cut",
+        sets=(f"synchronous_commit={commit}",),
+        messages=600,
+        rate=300,
+        kill_after=300,
+        down_s=0.5,
+        drain_quiet_s=4.0,
+    )
+    r = run(scenario, runs_dir=tmp_path)
+    assert r["settings"]["postgres.synchronous_commit"] == commit
+    stored = _stored(tmp_path, scenario.run_id, "stored-db")
+    assert r["lost_from_storage"] == len(_confirmed(tmp_path, scenario.run_id) - stored)
+    if commit == "off":
+        assert r["lost_from_storage"] > 0, r
+    else:
+        assert r["lost_from_storage"] == 0 and r["lost"] == 0, r
+
+
+def test_power_cut_on_files_applies_to_the_direct_pattern_only() -> None:
+    with pytest.raises(UsageError, match="power-cut on files applies to --pattern direct"):
+        Scenario(transport="files", fault="power-cut", pattern="outbox")
 
 
 @pytest.mark.parametrize("pair", ["appendfsync=sometimes", "fsync=no", "appendfsync"])

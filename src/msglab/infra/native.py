@@ -11,12 +11,15 @@ from msglab.infra import external, process
 from msglab.infra.connect import Connect
 from msglab.infra.kafka import Kafka, Kafka2
 from msglab.infra.lazyfs import CutReport, check_available
+from msglab.infra.lazyfs.disk import folder_disk
 from msglab.infra.postgres import Postgres
 from msglab.infra.rabbitmq import RabbitMQ
 from msglab.infra.redis import Redis
 from msglab.infra.service import NativeService, StartReport, Status, apt_install
 from msglab.infra.toxiproxy import Toxiproxy
 from msglab.settings import Settings, check_services
+
+FILES_FOLDER = "files"  # the files transport's folder in MSGLAB_HOME (brokers.serverless_url)
 
 SERVICE_TYPES: dict[str, type[NativeService]] = {
     "kafka": Kafka,
@@ -88,11 +91,15 @@ class NativeBackend:
         return reports
 
     def down(self, names: Iterable[str] = ()) -> list[str]:
-        """Stop gracefully, in reverse start order; the names that were running."""
+        """Stop gracefully, in reverse start order; the names that were running. Stopping
+        everything also takes the files transport's folder off the lazy filesystem, where a
+        power-cut run cut short may have left it."""
         stopped = []
         for name in reversed(check_services(list(names), on_demand=True)):
             if name not in self.settings.external and self.service(name).down():
                 stopped.append(name)
+        if not names:
+            folder_disk(self.settings.home / FILES_FOLDER).leave()
         return stopped
 
     def kill(self, name: str) -> int:

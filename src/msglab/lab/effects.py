@@ -21,6 +21,7 @@ from typing import Any
 from msglab.config import Backoff
 from msglab.consumers.idempotent import IdempotentConsumer, in_transaction
 from msglab.extras import driver_import
+from msglab.lab.evidence import read_line
 from msglab.message import Message
 from msglab.outbox import Outbox
 
@@ -154,5 +155,17 @@ def dump(db: Engine, run_id: str, path: Path) -> int:
         for mid, consumer, ts in conn.execute(query):
             record: dict[str, Any] = {"id": mid, "consumer": consumer, "ts": ts}
             out.write(json.dumps(record, separators=(",", ":")) + "\n")
+            n += 1
+    return n
+
+
+def dump_orders(db: Engine, run_id: str, path: Path) -> int:
+    """What the database kept of the run's committed business transactions: a ``stored``
+    line per ``lab_orders`` row of ``run_id`` (docs/evidence.md); the number of rows."""
+    query = text("SELECT message_id, ts FROM lab_orders WHERE run_id = :r ORDER BY ts")
+    n = 0
+    with db.connect() as conn, open(path, "w", encoding="utf-8") as out:
+        for mid, ts in conn.execute(query, {"r": run_id}):
+            out.write(read_line("db", mid, ts))
             n += 1
     return n

@@ -41,6 +41,7 @@ from msglab.lab.evidence import (
     read,
 )
 from msglab.lab.faults import Context, FaultLog, when
+from msglab.lab.faults.base import BROKER, DATABASE
 from msglab.lab.html import run_page
 from msglab.lab.knobs import Dials, parse
 from msglab.lab.scenario import Scenario
@@ -185,7 +186,8 @@ class Run:
         self.dir.mkdir(parents=True, exist_ok=False)  # two runs never share a folder
         self.infra.up(servers.services)
         fault = self.s.fault_kind
-        prepared = fault.prepare(self.infra, self.s)  # power-cut: the server onto lazyfs
+        # power-cut: the server (or the files folder) onto the lazy filesystem
+        prepared = fault.prepare(self.infra, self.s, servers.broker_url)
         try:
             self.dials.apply()
             self.settings_in_force = self.dials.read_back(servers.services)
@@ -193,7 +195,7 @@ class Run:
         finally:
             self.dials.restore()
             if prepared:
-                fault.finish(self.infra, self.s)
+                fault.finish(self.infra, self.s, servers.broker_url)
 
     def _execute(self, servers: Servers) -> dict[str, Any]:
         if self.s.through_proxy:
@@ -223,6 +225,8 @@ class Run:
             if self.s.pattern == "cdc":  # also when the run failed: a stale slot holds WAL
                 self._stop_connector()
         effects.dump(db, self.s.run_id, self.dir / f"{EFFECTS}-db.jsonl")
+        if self.s.fault_kind.storage(self.s) == DATABASE:
+            effects.dump_orders(db, self.s.run_id, self.dir / f"{STORED}-db.jsonl")
         if self.s.pattern in ("outbox", "cdc"):
             effects.discard_outbox(db, topic_of(self.s.run_id))
         report = self.report(time.monotonic() - began)
@@ -236,7 +240,8 @@ class Run:
     def _drive(self, log: FaultLog) -> None:
         s, fault, workload = self.s, self.s.fault_kind, self.s.workload_kind
         consumers: list[str] = []
-        if fault.reads_storage(s):  # first: the consumers' queues keep their age at the fault
+        stored_by_broker = fault.storage(s) == BROKER
+        if stored_by_broker:  # first: the consumers' queues keep their age at the fault
             self._storage_group()
         if workload.idle_consumers:
             self._stop(self._start_consumers(suffix="-setup"))  # the group exists, idle
@@ -250,7 +255,16 @@ class Run:
         time.sleep(s.warmup_s)
         self.progress("publishing", 0.0)
         producers = self._start_producers()
-        ctx = Context(s, self.infra, log, self.workers, producers, self.proxies, self.dials.reapply)
+        ctx = Context(
+            s,
+            self.infra,
+            log,
+            url=self.url,
+            workers=self.workers,
+            producers=producers,
+            proxies=self.proxies,
+            after_restart=self.dials.reapply,
+        )
         fault_pending = fault.fired_by_orchestrator(s)
         limit = time.monotonic() + (s.messages / s.rate if s.rate else 0) + 300
         while any(self.workers[p].poll() is None for p in producers):
@@ -276,7 +290,7 @@ class Run:
             self._start_second_group(log)
         if workload.second_group:
             self._follow_second_group()
-        if fault.reads_storage(s):
+        if stored_by_broker:
             self._read_storage()
 
     def _start_second_group(self, log: FaultLog) -> None:
@@ -341,17 +355,17 @@ class Run:
             stop_outbox_connector(client, self.connector, secrets_dir=secrets)
 
     def _replace_killed(self) -> list[str]:
-        """A worker that killed itself (consumer-kill: c0 after an effect, before the ack;
-        relay-kill: the relay midway through a pass) is replaced by a fresh one. The consumers
-        started here."""
-        replaced = self.s.fault_kind.replaced()
-        if replaced is None:
-            return []
-        name, role = replaced
-        if f"{name}-r" in self.workers or self.workers[name].poll() is None:
-            return []
-        self._start(self._spec(role, f"{name}-r"))
-        return [f"{name}-r"] if role == "consumer" else []
+        """A worker the fault killed (consumer-kill: c0 after an effect, before the ack;
+        relay-kill: the relay midway through a pass; a power cut of the files folder: every
+        consumer) is replaced by a fresh one once dead. The consumers started here."""
+        started = []
+        for name, role in self.s.fault_kind.replaced(self.s):
+            if f"{name}-r" in self.workers or self.workers[name].poll() is None:
+                continue
+            self._start(self._spec(role, f"{name}-r"))
+            if role == "consumer":
+                started.append(f"{name}-r")
+        return started
 
     def _drain(self, tick: Callable[[], None]) -> None:
         """Until every confirmed message arrived and 1 s passed quietly, or nothing arrived
@@ -405,7 +419,7 @@ class Run:
             read(self.dir, DELIVERIES, stats),
             read(self.dir, EFFECTS, stats),
             read(self.dir, REPLAYS, stats) if self.s.workload_kind.second_group else None,
-            read(self.dir, STORED, stats) if self.s.fault_kind.reads_storage(self.s) else None,
+            read(self.dir, STORED, stats) if self.s.fault_kind.storage(self.s) else None,
         )
         fault_records = list(read(self.dir, "faults"))
         report: dict[str, Any] = {

@@ -21,6 +21,10 @@ from msglab.infra.lazyfs.report import CutReport
 
 
 class DataDisk:
+    """The data folder ``data_dir`` of a server (or the files transport's folder), on the lazy
+    filesystem or not; ``root`` holds the backing folder, the mount's pid, log and socket, and
+    ``power-cuts.jsonl``."""
+
     def __init__(self, root: Path, data_dir: Path) -> None:
         self.root = root
         self.data_dir = data_dir
@@ -37,6 +41,7 @@ class DataDisk:
             return
         if mounted(self.data_dir):
             raise InfraError(f"{self.data_dir} is mounted by something else than msglab")
+        self.root.mkdir(parents=True, exist_ok=True)
         if self.data_dir.exists():
             os.rename(self.data_dir, self.backing)
         else:
@@ -85,3 +90,9 @@ class DataDisk:
         with open(self.cuts_path, "a") as cuts:
             cuts.write(json.dumps(report.to_json()) + "\n")
         return report
+
+
+def folder_disk(folder: Path) -> DataDisk:
+    """A plain folder (the files transport's exchange folder) as a ``DataDisk``: its lazy
+    filesystem's files in ``<folder>.lazyfs`` beside it."""
+    return DataDisk(folder.with_name(folder.name + ".lazyfs"), folder)

@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from msglab.lab.scenario import Scenario
 
 
+BROKER = "broker"
+DATABASE = "database"
+
+
 class FaultLog:
     """The orchestrator's fault records (``faults-orchestrator.jsonl``), fsynced per line."""
 
@@ -36,14 +40,16 @@ class FaultLog:
 
 @dataclass
 class Context:
-    """What a fault acts on during a run: the servers (``infra``), Toxiproxy (``proxies``, for
-    network faults), the run's worker processes by name, and where its records go.
+    """What a fault acts on during a run: the servers (``infra``), the broker's URL (``url``; the
+    files transport's folder), Toxiproxy (``proxies``, for network faults), the run's worker
+    processes by name, and where its records go.
     ``after_restart(service)``: a fault that restarted a server calls it (a server that forgets
     run-time settings gets the run's ``--set`` again)."""
 
     scenario: Scenario
     infra: Backend
     log: FaultLog
+    url: str = ""
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     producers: list[str] = field(default_factory=list)
     proxies: ToxiproxyClient | None = None
@@ -54,18 +60,18 @@ class Fault:
     """A fault of ``msglab run --fault NAME``. The base class is the fault that does nothing.
 
         Class attributes declare it: ``name``; ``does`` (one line for ``--help`` and the docs);
-        ``needs_server``: it acts on the transport's broker, which the files transport lacks;
-        ``patterns``: the patterns it applies to (None: all); ``simulated``: what the report says
-    the fault stands for (None: nothing to say);
-        ``through_proxy``: every client of the run reaches the broker through Toxiproxy;
-        ``signals_server``: it signals a server's process, so msglab must own that server. How the
-    report draws it comes from its records: an action that stops something opens a window, the one
-    that brings it back closes it, a kill with no return is a moment (``lab.timeline``).
+    ``needs_server``: it acts on the transport's broker, which the files transport lacks;
+    ``patterns``: the patterns it applies to (None: all); ``simulated``: what the report says
+    the fault stands for (None: nothing to say); ``through_proxy``: every client of the run
+    reaches the broker through Toxiproxy; ``signals_server``: it signals a server's process, so
+    msglab must own that server. How the report draws it comes from its records: an action
+    that stops something opens a window, the one that brings it back closes it, a kill with no
+    return is a moment (``lab.timeline``).
 
-        A fault the orchestrator fires (``fired_by_orchestrator``) is injected once ``kill_after``
-        sends were made, held for ``down_s`` and healed; a fault a worker inflicts on itself is
-        asked of that worker through its spec (``worker_asks``), and the run replaces the worker it
-        killed (``replaced``).
+    A fault the orchestrator fires (``fired_by_orchestrator``) is injected once ``kill_after``
+    sends were made, held for ``down_s`` and healed; a fault a worker inflicts on itself is
+    asked of that worker through its spec (``worker_asks``); the run replaces the workers a
+    fault killed (``replaced``).
     """
 
     name: ClassVar[str] = "none"
@@ -91,10 +97,12 @@ class Fault:
         """The server this fault acts on (None: none)."""
         return None
 
-    def reads_storage(self, scenario: Scenario) -> bool:
-        """True for a durability fault: after the run the lab reads what the broker kept
-        (``lost_from_storage``)."""
-        return False
+    def storage(self, scenario: Scenario) -> str | None:
+        """Where a durability fault's victim kept the confirmed messages, which the lab reads
+        after the run (``lost_from_storage``): ``BROKER`` (a group that subscribed before the
+        first send and read nothing until the end), ``DATABASE`` (the run's ``lab_orders``
+        rows, committed with each message) or None (not a durability fault)."""
+        return None
 
     def fired_by_orchestrator(self, scenario: Scenario) -> bool:
         """True when the orchestrator injects it after ``kill_after`` sends."""
@@ -105,16 +113,18 @@ class Fault:
         itself, as WorkerSpec fields (``die_after_*``)."""
         return {}
 
-    def replaced(self) -> tuple[str, str] | None:
-        """(worker name, role) of the worker that kills itself and is replaced, or None."""
-        return None
+    def replaced(self, scenario: Scenario) -> list[tuple[str, str]]:
+        """(worker name, role) of each worker this fault kills that the run replaces by a fresh
+        one (``<name>-r``) once it is dead."""
+        return []
 
-    def prepare(self, infra: Backend, scenario: Scenario) -> bool:
-        """Set the servers up for this fault before the run starts (its servers are up); True
-        when it changed something that ``finish`` puts back after the run."""
+    def prepare(self, infra: Backend, scenario: Scenario, url: str) -> bool:
+        """Set the servers (or the files transport's folder, ``url``) up for this fault before
+        the run starts (its servers are up); True when it changed something that ``finish``
+        puts back after the run."""
         return False
 
-    def finish(self, infra: Backend, scenario: Scenario) -> None:
+    def finish(self, infra: Backend, scenario: Scenario, url: str) -> None:
         """Undo what ``prepare`` changed (called after the run, when it returned True)."""
 
     def inject(self, ctx: Context) -> None:

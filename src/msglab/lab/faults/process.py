@@ -24,8 +24,8 @@ class ConsumerKill(Fault):
     def worker_asks(self, scenario: Scenario, role: str, name: str) -> dict[str, int]:
         return {"die_after_effects": scenario.fault_at} if name == "c0" else {}
 
-    def replaced(self) -> tuple[str, str] | None:
-        return "c0", "consumer"
+    def replaced(self, scenario: Scenario) -> list[tuple[str, str]]:
+        return [("c0", "consumer")]
 
 
 class ProducerKill(Fault):
@@ -68,8 +68,8 @@ class RelayKill(Fault):
     def worker_asks(self, scenario: Scenario, role: str, name: str) -> dict[str, int]:
         return {"die_after_relayed": scenario.fault_at} if name == "relay" else {}
 
-    def replaced(self) -> tuple[str, str] | None:
-        return "relay", "relay"
+    def replaced(self, scenario: Scenario) -> list[tuple[str, str]]:
+        return [("relay", "relay")]
 
 
 FAULTS: tuple[Fault, ...] = (ConsumerKill(), ProducerKill(), RelayKill())

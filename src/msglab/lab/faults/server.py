@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from msglab.lab.faults.base import Context, Fault
+from msglab.lab.faults.base import BROKER, Context, Fault
 
 if TYPE_CHECKING:
     from msglab.lab.scenario import Scenario
@@ -42,9 +42,9 @@ class ServerKill(Fault):
     def fired_by_orchestrator(self, scenario: Scenario) -> bool:
         return True
 
-    def reads_storage(self, scenario: Scenario) -> bool:
+    def storage(self, scenario: Scenario) -> str | None:
         """The broker's kills, restarts and power cuts (not PostgreSQL's or Connect's)."""
-        return self.target is None
+        return BROKER if self.target is None else None
 
     def inject(self, ctx: Context) -> None:
         service = self.server(ctx.scenario)
