@@ -19,7 +19,7 @@ from msglab.cli import lab as lab_cli
 from msglab.cli.infra import status_table
 from msglab.infra import Status
 from msglab.lab import compare as lab_compare
-from msglab.lab.matrix import QUICK, Probe, Row
+from msglab.lab.matrix import FULL, QUICK, Probe, Row
 
 LONG = "broker-1.kafka.production.example.com:9092"
 
@@ -89,11 +89,20 @@ def fake_compare(out: Path, quick: bool, progress: Any = None, **_: Any) -> dict
         "profile": row.profile,
         "fault": row.fault,
         "lost": 7,
+        "lost_from_storage": 9,
         "duplicate_effects": 3,
         "verdict": "broken",
     }
+    price = {"publish_per_s": 24154.3, "batch": 100}
     results = [
-        {"kind": "run", "observed": True, "report": report, "claim": "c", "expect": "e"},
+        {
+            "kind": "run",
+            "observed": True,
+            "report": report,
+            "claim": "c",
+            "expect": "e",
+            "price": price,
+        },
         {
             "kind": "probe",
             "observed": False,
@@ -117,11 +126,12 @@ def test_compare_in_a_pipe_prints_a_line_per_finished_row(
     lines = result.output.splitlines()
     (first,) = [line for line in lines if line.startswith("[1/2]")]
     assert "lost 7" in first and "duplicate effects 3" in first and "broken" in first
+    assert "lost from storage 9" in first and "24,154 msgs/s without the fault" in first
     (second,) = [line for line in lines if line.startswith("[2/2]")]
     assert "probe" in second and "1 of 2" in second and "NOT observed" in second
 
 
-def summary_of_every_quick_run() -> dict[str, Any]:
+def summary_of_every_full_run() -> dict[str, Any]:
     report = {
         "sent": 6000,
         "confirmed": 6000,
@@ -143,9 +153,12 @@ def summary_of_every_quick_run() -> dict[str, Any]:
                 "pattern": r.pattern,
                 "profile": r.profile,
                 "fault": r.fault,
+                "sets": r.sets,
+                "lost_from_storage": 10_020 if "power-cut" in r.fault else None,
             },
+            "price": {"publish_per_s": 123_456.7, "batch": 100} if r.price_batch else None,
         }
-        for r in QUICK
+        for r in FULL
         if isinstance(r, Row)
     ]
     return {"seconds": 1.0, "rows": rows}
@@ -155,10 +168,13 @@ def summary_of_every_quick_run() -> dict[str, Any]:
 def test_the_compare_table_fits_the_terminal(width: int, shows: str) -> None:
     out = io.StringIO()
     console = Console(file=out, width=width, color_system=None)
-    console.print(lab_cli.runs_table(summary_of_every_quick_run(), width))
+    summary = summary_of_every_full_run()
+    console.print(lab_cli.runs_table(summary, width))
     lines = out.getvalue().splitlines()
     assert max(map(len, lines)) <= width
     assert shows in lines[1] + lines[2]  # the header (the wide table's is under its border)
     assert "…" not in out.getvalue()
-    numbered = [line for line in lines if re.match(r"^\W*27\b", line)]
+    last = len(summary["rows"])
+    numbered = [line for line in lines if re.match(rf"^\W*{last}\b", line)]
     assert len(numbered) == 1, "the last run has no line of its own"
+    assert "10020" in out.getvalue()  # lost from storage, in either table

@@ -10,6 +10,8 @@ import pytest
 
 from msglab.errors import UsageError
 from msglab.infra.lazyfs.mount import mounted
+from msglab.lab.compare import compare
+from msglab.lab.matrix import Row
 from msglab.lab.run import run
 from msglab.lab.scenario import Scenario
 from msglab.settings import Settings
@@ -143,3 +145,40 @@ def test_power_cut_on_files_applies_to_the_direct_pattern_only() -> None:
 def test_an_unknown_setting_is_refused_listing_the_valid_ones(pair: str) -> None:
     with pytest.raises(UsageError, match=r"valid|KEY=VALUE"):
         Scenario(transport="redis-streams", sets=(pair,))
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+@pytest.mark.lazyfs
+def test_a_priced_row_measures_its_setting_without_the_fault(tmp_path: Path) -> None:
+    """A power-cut row of the matrix also gives its price: the same settings publishing as
+    fast as they can, with no fault, in batches of ``price_batch``; its own run folder holds
+    the evidence the figure is computed from."""
+    row = Row(
+        "appendfsync always costs this much",
+        "lost from storage == 0",
+        lambda r: r["lost_from_storage"] == 0,
+        "redis-streams",
+        "at-least-once",
+        "power-cut",
+        sets=("appendfsync=always",),
+        messages=600,
+        rate=1200,
+        kill_after=300,
+        down_s=0.5,
+        drain_quiet_s=3.0,
+        price_batch=50,
+        price_messages=2000,
+    )
+    (result,) = compare(tmp_path, quick=True, rows=[row])["rows"]
+    price = result["price"]
+    priced = json.loads((Path(price["evidence_dir"]) / "report.json").read_text())
+    assert priced["fault"] == "none" and priced["scenario"]["batch"] == 50
+    assert priced["settings"]["redis.appendfsync"] == "always"
+    assert priced["confirmed"] == 2000 and price["publish_per_s"] == priced["publish_per_s"] > 0
+    first_tries = [
+        s["sent_ts"]
+        for s in map(json.loads, (Path(price["evidence_dir"]) / "sends-p0.jsonl").open())
+        if s["outcome"] == "sending"
+    ]
+    assert len(first_tries) == 2000 and len(set(first_tries)) == 2000 // 50  # one per batch

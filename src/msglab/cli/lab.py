@@ -110,6 +110,14 @@ def run(
     consumers: Annotated[int, typer.Option(min=1)] = 1,
     keys: Annotated[int, typer.Option(min=1)] = 8,
     size: Annotated[int, typer.Option(min=0)] = 100,
+    batch: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Messages per publish call (a business transaction under dual-write, outbox "
+            "and cdc); 0 = 20 ms of the rate, or all at once when unbounded.",
+        ),
+    ] = 0,
     seed: int = 1,
     kill_after: Annotated[int, typer.Option(help="Fault after this many sends/effects.")] = 0,
     down: Annotated[
@@ -137,6 +145,7 @@ def run(
         consumers=consumers,
         keys=keys,
         size=size,
+        batch=batch,
         seed=seed,
         kill_after=kill_after,
         down_s=down,
@@ -201,7 +210,7 @@ def compare(
         summary = run_matrix(out, quick, progress=_print_finished)
     console.print(runs_table(summary, console.width))
     for i, row in enumerate(runs(summary), 1):
-        console.print(f"[dim]{i:>2}. {row['claim']} (expect {row['expect']})[/]")
+        console.print(f"[dim]{i:>2}. {row['claim']} (expect {row['expect']}){_price(row)}[/]")
     _show_probes(probes(summary), first=len(runs(summary)) + 1)
     for skipped in summary["skipped"]:
         console.print(f"[yellow]skipped[/] {skipped['row']}: {skipped['reason']}")
@@ -216,6 +225,7 @@ WIDE = (
     ("confirmed", "conf."),
     ("delivered", "deliv."),
     ("lost", "lost"),
+    ("lost_from_storage", "stor."),
     ("duplicate_effects", "dups"),
     ("reordered", "reord."),
     ("p99", "p99 ms"),
@@ -225,12 +235,13 @@ NARROW = (
     ("run", "run"),
     ("sent", "sent"),
     ("lost", "lost"),
+    ("lost_from_storage", "stor."),
     ("duplicate_effects", "dups"),
     ("reordered", "reord."),
 )
 """The compare table's columns, by report key: every count when the terminal is wide enough,
 else (80 columns, a log) what a run was and what it lost, duplicated and reordered; the rest
-is in compare.json and report.html."""
+is in compare.json and report.html. ``stor.``: lost from storage (durability faults; else -)."""
 
 
 def runs_table(summary: dict[str, Any], width: int) -> Table:
@@ -247,6 +258,7 @@ def runs_table(summary: dict[str, Any], width: int) -> Table:
                 "transport": transport_label(r),
                 "fault": fault_label(r),
                 "p99": f"{r['latency_ms']['p99']:.0f}",
+                "lost_from_storage": _dash(r.get("lost_from_storage")),
                 "publish_per_s": f"{r['publish_per_s']:.0f}",
                 "run": f"{transport_label(r)} {r['profile']} {fault_label(r)}",
             }
@@ -268,9 +280,27 @@ def finished_line(i: int, n: int, result: dict[str, Any]) -> str:
     else:
         what = (
             f"{transport_label(r)} {r['profile']} {fault_label(r)}: lost {r['lost']}, "
-            f"duplicate effects {r['duplicate_effects']}, {r['verdict']}"
+            f"{_stored(r)}duplicate effects {r['duplicate_effects']}, {r['verdict']}"
+            f"{_price(result)}"
         )
     return f"[{i + 1:>{len(str(n))}}/{n}] {what}; claim {observed}"
+
+
+def _dash(value: Any) -> Any:
+    return "-" if value is None else value
+
+
+def _stored(report: dict[str, Any]) -> str:
+    stored = report.get("lost_from_storage")
+    return "" if stored is None else f"lost from storage {stored}, "
+
+
+def _price(result: dict[str, Any]) -> str:
+    """What the row's settings cost, when the row measured it."""
+    price = result.get("price")
+    if not price:
+        return ""
+    return f", {price['publish_per_s']:,.0f} msgs/s without the fault"
 
 
 def _print_finished(i: int, n: int, row: Row | Probe, result: dict[str, Any] | None) -> None:

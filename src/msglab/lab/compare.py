@@ -44,6 +44,32 @@ def scenario_for(row: Row, quick: bool) -> Scenario:
     )
 
 
+def price_scenario(row: Row) -> Scenario:
+    """The run that prices ``row``'s settings: the same transport, profile, pattern and
+    settings with no fault, publishing as fast as it can in batches of ``price_batch``."""
+    return Scenario(
+        transport=row.transport,
+        profile=row.profile,
+        pattern=row.pattern,
+        sets=row.sets,
+        messages=row.price_messages,
+        batch=row.price_batch,
+        drain_quiet_s=5.0,
+        drain_max_s=90.0,
+    )
+
+
+def _price(row: Row, settings: Settings, runs_dir: Path) -> dict[str, Any]:
+    report = run(price_scenario(row), settings, runs_dir=runs_dir)
+    return {
+        "publish_per_s": report["publish_per_s"],
+        "confirmed": report["confirmed"],
+        "batch": row.price_batch,
+        "run_id": report["run_id"],
+        "evidence_dir": report["evidence_dir"],
+    }
+
+
 def refusal(row: Row | Probe, quick: bool, settings: Settings) -> str | None:
     """Why ``row`` cannot run on the servers ``settings`` name (a kill of an external server,
     a network fault on an external Kafka, a probe that must own its server), or None."""
@@ -91,12 +117,16 @@ def compare(
             report["evidence"] = str(evidence.resolve())
         else:
             report = run(scenario_for(row, quick), settings, runs_dir=out / "runs")
+        price = None
+        if isinstance(row, Row) and row.price_batch:
+            price = _price(row, settings, out / "runs")
         result = {
             "kind": "probe" if isinstance(row, Probe) else "run",
             "claim": row.claim,
             "expect": row.expect,
             "observed": bool(row.check(report)),
             "report": report,
+            "price": price,
         }
         results.append(result)
         if progress:

@@ -174,9 +174,11 @@ def render(summary: dict[str, Any]) -> str:
         "confirmed",
         "delivered",
         "lost",
+        "lost from storage",
         "dup. effects",
         "reordered",
         "p99 ms",
+        "publish/s without the fault",
         "verdict",
         "claim",
         "observed",
@@ -185,12 +187,18 @@ def render(summary: dict[str, Any]) -> str:
     for row in rows:
         r = row["report"]
         cells = [esc(transport_label(r)), esc(r["profile"]), esc(fault_label(r))]
-        cells += [
-            f'<td class="n">{r[k]}</td>'
-            for k in ("sent", "confirmed", "delivered", "lost", "duplicate_effects", "reordered")
-        ]
+        counts = ("sent", "confirmed", "delivered", "lost", "lost_from_storage")
+        cells += [f'<td class="n">{_dash(r.get(k))}</td>' for k in counts]
+        cells += [f'<td class="n">{r[k]}</td>' for k in ("duplicate_effects", "reordered")]
         cells = [f"<td>{c}</td>" if not c.startswith("<td") else c for c in cells]
         cells.append(f'<td class="n">{r["latency_ms"]["p99"]:.0f}</td>')
+        price = row.get("price")
+        cells.append(
+            f'<td class="n" title="{price["batch"]} per publish call or transaction, no fault">'
+            f"{price['publish_per_s']:,.0f}</td>"
+            if price
+            else '<td class="n">-</td>'
+        )
         cells.append(f'<td class="{r["verdict"]}">{r["verdict"]}</td>')
         cells.append(f"<td>{esc(row['claim'])}<br><small>expect: {esc(row['expect'])}</small></td>")
         cells.append(
@@ -209,7 +217,12 @@ def render(summary: dict[str, Any]) -> str:
 <p>{len(rows)} runs and {len(probes(summary))} probes on real servers in {summary["seconds"]} s ({
             "quick" if summary["quick"] else "full"
         } matrix). Broker kills are SIGKILLs of the server process: the OS page cache
-survives them, so this is not a power cut. Raw evidence of each run is in its folder.</p>
+survives them, so they are not power cuts; <code>power-cut</code> rows drop every write the
+server had not fsynced. <em>Lost from storage</em>: confirmed messages the broker (or the
+database, or the folder) no longer held after a durability fault, read by a group that read
+nothing before. <em>Publish/s without the fault</em>: what the row's settings cost, the same
+settings publishing as fast as they can with no fault. Raw evidence of each run is in its
+folder.</p>
 <table id="matrix"><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr>{"".join(body)}</table>
 {skipped(summary)}
 {probe_table(probes(summary))}
@@ -218,6 +231,10 @@ survives them, so this is not a power cut. Raw evidence of each run is in its fo
 <h2>Latency (send to first delivery)</h2>{latency(rows)}
 <h2>Timelines</h2><p>{EXPLAIN}</p>{cards}""",
     )
+
+
+def _dash(value: Any) -> Any:
+    return "-" if value is None else value
 
 
 def skipped(summary: dict[str, Any]) -> str:

@@ -104,6 +104,7 @@ class Run:
             db_url=self.db_url,
             keys=self.s.keys,
             size=self.s.size,
+            batch=self.s.batch,
             seed=self.s.seed,
             replies=self.s.replies,
             **asks,

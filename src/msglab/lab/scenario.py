@@ -51,7 +51,9 @@ class Scenario:
     between the consumers' subscription (queues declared) and the first send; RabbitMQ 3.10
     loses a quorum queue killed < 0.5 s after its declaration, a row of its own shows that.
     drain_quiet_s: after the producers finish and the fault healed, the run ends once no
-    delivery came for this long (or after drain_max_s).
+    delivery came for this long (or after drain_max_s). batch: messages per publish call (under
+    dual-write, outbox and cdc: per business transaction); 0: 20 ms of the rate, or every
+    message at once when the rate is unbounded.
     """
 
     transport: str
@@ -66,6 +68,7 @@ class Scenario:
     consumers: int = 1
     keys: int = 8
     size: int = 100
+    batch: int = 0
     seed: int = 1
     kill_after: int = 0
     down_s: float = 2.0
@@ -106,8 +109,8 @@ class Scenario:
             raise UsageError("the cdc pattern publishes through Kafka Connect: use -t kafka")
         if self.messages < 1 or self.producers < 1 or self.consumers < 1 or self.keys < 1:
             raise UsageError("messages, producers, consumers and keys must be at least 1")
-        if self.rate < 0 or self.size < 0:
-            raise UsageError("rate and size cannot be negative")
+        if self.rate < 0 or self.size < 0 or self.batch < 0:
+            raise UsageError("rate, size and batch cannot be negative")
         if self.down_s < 0 or self.latency_ms < 0:
             raise UsageError("down and latency cannot be negative")
 

@@ -45,7 +45,7 @@ def produce(spec: WorkerSpec) -> None:
     attempt = _publish(pub, topic) if db is None else _commit(db, spec, topic)
     rng = random.Random(f"{spec.seed}-{spec.name}")
     payload = bytes(rng.getrandbits(8) for _ in range(spec.size))
-    size = max(1, int(spec.rate * 0.02)) if spec.rate else UNBOUNDED_BATCH  # 20 ms of load
+    size = spec.batch or (max(1, int(spec.rate * 0.02)) if spec.rate else UNBOUNDED_BATCH)
     interval = size / spec.rate if spec.rate else 0.0
     next_at = time.monotonic()
     progress = _Progress()

@@ -35,6 +35,7 @@ class WorkerSpec:
     keys: int = 8
     size: int = 100
     rate: float = 0.0  # this producer's messages per second (0: unbounded)
+    batch: int = 0  # messages per publish call or transaction (0: 20 ms of the rate, or all)
     seed: int = 1
     die_after_commits: int = 0  # producer-kill (dual-write, outbox): SIGKILL self after this
     # many messages committed, before publishing them
