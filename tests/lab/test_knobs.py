@@ -239,3 +239,18 @@ def test_a_rabbitmq_run_reads_its_queue_type_from_rabbitmq(
     assert r["lost"] == 0 and r["confirmed"] == 300, r
     assert r["broker_cleanup"] == "deleted"
 
+
+@pytest.mark.redis
+def test_profiles_shows_what_the_running_redis_has_in_force(redis_server: Any) -> None:
+    from msglab.infra.redis import Redis
+
+    redis = Redis(Settings.from_env())
+    before = redis.setting("appendfsync")
+    changed = "everysec" if before != "everysec" else "no"
+    redis.set_setting("appendfsync", changed)
+    try:
+        shown = json.loads(run_cli("profiles", "-t", "redis-streams", "--json").stdout)
+    finally:
+        redis.set_setting("appendfsync", before)
+    assert shown["servers"]["redis"] == {"appendfsync": changed}
+    assert "at-least-once" in shown["redis-streams"]  # the profiles as before
