@@ -8,6 +8,7 @@ when a timeout fires is reported as *unknown*, never as failed or sent.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from urllib.parse import urlsplit, urlunsplit
 
@@ -19,6 +20,10 @@ NAME_RULE_TEXT = (
     "1-200 characters of letters, digits, '.', '_' and '-', starting with a letter or digit"
 )
 
+
+ACKS = ("0", "1", "all")  # ClientConfig.acks (Kafka)
+QUEUE_TYPES = ("classic", "quorum")  # ClientConfig.queue_type (RabbitMQ)
+TEXT_FIELDS = ("acks", "queue_type")  # ClientConfig.with_fields
 
 SECRET_PARAM = re.compile(r"(?i)((?:password|passwd|pwd|secret|token)=)[^&;\s]*")
 
@@ -77,6 +82,10 @@ class ClientConfig:
     claim_idle_s: Redis Streams: pending entries idle this long are claimed from dead consumers.
     session_timeout_s: Kafka: a consumer silent this long is out of its group.
     partitions: Kafka: partitions of topics the transport creates.
+    acks: Kafka: the producer's ``acks``, ``0`` | ``1`` | ``all`` (None: the profile's, ``all``
+        under at-least-once, ``1`` under at-most-once).
+    queue_type: RabbitMQ: the type of the queues subscribers declare, ``classic`` | ``quorum``
+        (None: the profile's, quorum under at-least-once, classic under at-most-once).
     """
 
     url: str
@@ -90,9 +99,17 @@ class ClientConfig:
     session_timeout_s: float = 10.0
     partitions: int = 4
     client_id: str = "msglab"
+    acks: str | None = None
+    queue_type: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "profile", self.profile.delivery)
+        if self.acks not in (None, *ACKS):
+            raise ConfigError(f"acks {self.acks!r}: use one of {', '.join(ACKS)}")
+        if self.queue_type not in (None, *QUEUE_TYPES):
+            raise ConfigError(
+                f"queue_type {self.queue_type!r}: use one of {', '.join(QUEUE_TYPES)}"
+            )
         if self.connect_timeout_s <= 0 or self.request_timeout_s <= 0:
             raise ConfigError("timeouts must be positive")
         if self.max_payload_bytes <= 0 or self.prefetch <= 0 or self.partitions <= 0:
@@ -105,6 +122,19 @@ class ClientConfig:
 
     def with_profile(self, profile: DeliveryProfile) -> ClientConfig:
         return replace(self, profile=profile)
+
+    def with_fields(self, fields: Mapping[str, str]) -> ClientConfig:
+        """This config with the text fields named in ``fields`` changed (``acks``,
+        ``queue_type``: what ``msglab run --set`` gives a run's clients); ConfigError for
+        another name or a value the field does not take."""
+        unknown = sorted(set(fields) - set(TEXT_FIELDS))
+        if unknown:
+            raise ConfigError(f"not a text field of ClientConfig: {', '.join(unknown)}")
+        return replace(
+            self,
+            acks=fields.get("acks", self.acks),
+            queue_type=fields.get("queue_type", self.queue_type),
+        )
 
     def check_payload(self, size: int) -> None:
         if size > self.max_payload_bytes:

@@ -65,7 +65,10 @@ class Subscriber(Protocol):
 class Transport(Protocol):
     """A broker binding chosen by name (``msglab.brokers.open_transport``): makes publishers and
     subscribers that share one ClientConfig. ``profile_settings()`` states, per delivery
-    profile, the exact client and server settings it turns on (``msglab profiles``)."""
+    profile, the exact client and server settings it turns on (``msglab profiles``).
+    Optional: a classmethod ``client_settings(config) -> dict[str, str]``, the settings of its
+    clients built from ``config`` that ``msglab run --set`` turns (Kafka's ``acks``), read back
+    into a lab run's report."""
 
     name: str
     config: ClientConfig

@@ -136,7 +136,10 @@ def test_commands_that_need_no_driver_work_without_any(tmp_path: Path) -> None:
 def test_profiles_shows_the_transports_it_can_and_names_the_rest(tmp_path: Path) -> None:
     result = _cli_without_drivers(tmp_path, "profiles", "--json")
     assert result.returncode == 0, result.stderr
-    assert sorted(json.loads(result.stdout)) == ["files", "memory"]
+    shown = json.loads(result.stdout)
+    assert sorted(shown) == ["files", "memory", "servers"]
+    # the servers' settings are read without any driver; none of this home's runs
+    assert shown["servers"]["redis"] == {"appendfsync": "not running"}
     assert "pip install 'msglab[kafka,rabbitmq,redis]'" in result.stderr
 
 

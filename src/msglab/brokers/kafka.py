@@ -11,6 +11,8 @@ offsets are committed every second and on close: a crash redelivers what was han
 committed. Acks are cumulative per partition, as Kafka's offsets are.
 at-most-once: ``acks=1``, no retries; the consumer commits a fetched batch synchronously
 *before* handing it out: a crash loses what was committed but not handled; nack does nothing.
+``ClientConfig.acks`` overrides the profile's acks (``0``, ``1``: the idempotent producer is
+then off, and an at-least-once producer's retries may duplicate).
 
 Kafka has no per-message nack: ``nack(requeue=True)`` seeks the partition back to the message,
 which is then delivered again (``redelivered``, ``attempt`` counted in this consumer). After a
@@ -65,11 +67,14 @@ def _common(config: ClientConfig) -> dict[str, Any]:
 
 
 def producer_settings(config: ClientConfig) -> dict[str, Any]:
+    """The producer's librdkafka settings; ``config.acks`` overrides the profile's acks (the
+    idempotent producer needs ``acks=all``: with fewer it is off, and retries may duplicate)."""
     safe = config.profile is DeliveryProfile.AT_LEAST_ONCE
+    acks = config.acks or ("all" if safe else "1")
     return {
         **_common(config),
-        "acks": "all" if safe else "1",
-        "enable.idempotence": safe,
+        "acks": acks,
+        "enable.idempotence": safe and acks == "all",
         "message.send.max.retries": 2147483647 if safe else 0,
         "message.timeout.ms": _ms(config.request_timeout_s),
         "partitioner": "murmur2_random",
@@ -454,6 +459,12 @@ class KafkaTransport:
                     raise TransportError(f"{NAME}: cannot delete topic {topic}: {exc}") from exc
 
     @classmethod
+    def client_settings(cls, config: ClientConfig) -> dict[str, str]:
+        """What ``msglab run --set`` turns in the clients built from ``config``: ``acks``, as
+        the producer is given it."""
+        return {"acks": str(producer_settings(config)["acks"])}
+
+    @classmethod
     def profile_settings(cls) -> dict[str, dict[str, str]]:
         out: dict[str, dict[str, str]] = {}
         for profile in (DeliveryProfile.AT_MOST_ONCE, DeliveryProfile.AT_LEAST_ONCE):
@@ -471,7 +482,10 @@ class KafkaTransport:
                 if profile is DeliveryProfile.AT_LEAST_ONCE
                 else "batch committed synchronously before it is handled"
             )
-            settings["server"] = "KRaft, RF 1, no fsync (page cache survives a process kill)"
+            settings["server"] = (
+                "KRaft, RF 1; fsync per log.flush.interval.messages (default: never; the page "
+                "cache survives a process kill)"
+            )
             out[profile.value] = settings
         return out
 

@@ -12,6 +12,8 @@ of up to ``WINDOW`` outstanding confirms (one ioloop thread, acks with ``multipl
 ``prefetch`` unacked at most; nack requeues; ``redelivered`` and the quorum queue's
 ``x-delivery-count`` are surfaced. at-most-once: transient messages on a classic non-durable
 queue, no confirms, no ``mandatory`` (a message without a queue is dropped), auto-ack.
+``ClientConfig.queue_type`` overrides the profile's queue type: a classic queue under
+at-least-once is durable (and its messages persistent, confirmed), a quorum queue always is.
 """
 
 from __future__ import annotations
@@ -53,10 +55,13 @@ def _address(config: ClientConfig) -> str:
     return f"{params.host}:{params.port}"
 
 
-def queue_arguments(profile: DeliveryProfile) -> dict[str, Any]:
-    if profile is DeliveryProfile.AT_LEAST_ONCE:
-        return {"durable": True, "arguments": {"x-queue-type": "quorum"}}
-    return {"durable": False, "arguments": {"x-queue-type": "classic"}}
+def queue_arguments(config: ClientConfig) -> dict[str, Any]:
+    """How a subscriber declares its group's queue: the type ``config.queue_type`` asks for, or
+    the profile's (quorum under at-least-once, classic under at-most-once); durable under
+    at-least-once, and a quorum queue always is."""
+    safe = config.profile is DeliveryProfile.AT_LEAST_ONCE
+    kind = config.queue_type or ("quorum" if safe else "classic")
+    return {"durable": safe or kind == "quorum", "arguments": {"x-queue-type": kind}}
 
 
 def queue_name(topic: str, group: str) -> str:
@@ -342,7 +347,7 @@ class RabbitSubscriber(SubscriberBase):
             self._conn = pika.BlockingConnection(_params(self._config))
             ch = self._conn.channel()
             ch.exchange_declare(topic, "fanout", durable=True)
-            ch.queue_declare(self._queue, **queue_arguments(self._config.profile))
+            ch.queue_declare(self._queue, **queue_arguments(self._config))
             ch.queue_bind(self._queue, topic)
             ch.basic_qos(prefetch_count=self._config.prefetch)
             self._channel = ch
@@ -488,18 +493,29 @@ class RabbitMQTransport:
             raise ConnectError(NAME, _address(self.config), repr(exc)) from exc
 
     @classmethod
+    def client_settings(cls, config: ClientConfig) -> dict[str, str]:
+        """What ``msglab run --set`` turns in the clients built from ``config``: the type of
+        the queues they declare (``queue-type``)."""
+        return {"queue-type": str(queue_arguments(config)["arguments"]["x-queue-type"])}
+
+    @classmethod
     def profile_settings(cls) -> dict[str, dict[str, str]]:
+        def queue(profile: DeliveryProfile) -> str:
+            declared = queue_arguments(ClientConfig(url="amqp://", profile=profile))
+            durable = "durable" if declared["durable"] else "non-durable"
+            return f"T.G: {durable}, x-queue-type={declared['arguments']['x-queue-type']}"
+
         return {
             "at-least-once": {
                 "exchange": "T: fanout, durable",
-                "queue": "T.G: durable, x-queue-type=quorum",
+                "queue": queue(DeliveryProfile.AT_LEAST_ONCE),
                 "publish": f"delivery_mode=2 (persistent), publisher confirms, window {WINDOW}, "
                 "mandatory (unroutable = failed)",
                 "consume": "manual ack after the handler, basic_qos prefetch, nack requeues",
             },
             "at-most-once": {
                 "exchange": "T: fanout, durable",
-                "queue": "T.G: non-durable, x-queue-type=classic",
+                "queue": queue(DeliveryProfile.AT_MOST_ONCE),
                 "publish": "delivery_mode=1 (transient), no confirms, no mandatory",
                 "consume": "auto_ack (acked when sent)",
             },

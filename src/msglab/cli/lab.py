@@ -95,8 +95,8 @@ def run(
         list[str] | None,
         typer.Option(
             "--set",
-            help="A server setting for this run, KEY=VALUE (repeatable): "
-            + "; ".join(f"{k.key}={'|'.join(k.values)}" for k in KNOBS.values()),
+            help="A server or client setting for this run, KEY=VALUE (repeatable): "
+            + "; ".join(f"{k.key}={k.choices}" for k in KNOBS.values()),
         ),
     ] = None,
     pattern: Annotated[

@@ -25,6 +25,7 @@ from msglab.config import ClientConfig, check_name
 from msglab.errors import MissingExtraError, UsageError
 from msglab.infra import service_url
 from msglab.jobs import consume_job, publish_job, round_trip
+from msglab.lab.knobs import KNOBS, server_settings
 from msglab.ports import Transport
 from msglab.profiles import DeliveryProfile
 from msglab.settings import Settings
@@ -182,7 +183,9 @@ def profiles(
     as_json: JsonOpt = False,
 ) -> None:
     """Per transport, the exact client and server settings each delivery profile turns on
-    (of every transport whose driver is installed, when none is named)."""
+    (of every transport whose driver is installed, when none is named); then the durability
+    settings msglab's own servers have in force now, read from them (`msglab run --set`
+    changes them for a run). --json: the servers' under "servers"."""
     names = [transport] if transport else list(TRANSPORTS)
     data: dict[str, dict[str, dict[str, str]]] = {}
     absent: list[str] = []
@@ -202,8 +205,11 @@ def profiles(
             highlight=False,
             soft_wrap=True,
         )
+    # the servers behind the transports shown, and PostgreSQL: every lab run's effects
+    services = {s for n in names if (s := SERVICE_OF.get(n))} | {"postgres"}
+    servers = server_settings(Settings.from_env(), services)
     if as_json:
-        print(json.dumps(data, indent=2))
+        print(json.dumps({**data, "servers": servers}, indent=2))
         return
     for name, per_profile in data.items():
         table = Table(title=name, show_lines=False)
@@ -214,6 +220,13 @@ def profiles(
         for key in keys:
             table.add_row(key, *[per_profile[p].get(key, "-") for p in per_profile])
         console.print(table)
+    table = Table(title="msglab's servers now (read from them; msglab run --set KEY=VALUE)")
+    for col in ("server", "setting", "in force", "--set values"):
+        table.add_column(col)
+    for service, found in servers.items():
+        for key, value in found.items():
+            table.add_row(service, key, value, KNOBS[key].choices)
+    console.print(table)
 
 
 COMMANDS: list[Callable[..., None]] = [publish, consume, roundtrip, profiles]

@@ -9,6 +9,10 @@ keeps what reached the page cache, a power cut would not.
 
 Client quotas (``set_producer_quota``) are set with Kafka's own ConfigCommand; the brokers
 measure a client's rate over 2 windows of 1 s, so a quota holds after about 1 s, not 10.
+Broker settings (``setting`` / ``set_setting``: ``log.flush.interval.messages``) too, as
+cluster-wide dynamic configs (``--entity-default``), read back from the broker itself
+(``--entity-name <node id> --describe --all``). Kafka keeps dynamic configs in its KRaft
+metadata, across restarts: ``set_setting(key, "default")`` deletes one.
 
 Clients use the PLAINTEXT listener on the ``kafka`` port. A second listener, PROXIED on
 ``kafka_proxied``, is Toxiproxy's upstream and advertises the proxy's address (``kafka_proxy``):
@@ -21,19 +25,32 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 
-from msglab.errors import InfraError, InstallError, ServerStartError
+from msglab.errors import InfraError, InstallError, NotRunningError, ServerStartError, UsageError
 from msglab.infra import probes
 from msglab.infra.service import HOST, Launch, NativeService, apt_install
 
 KAFKA_VERSION = "4.1.1"
 JAVA_OPTS = ("-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-Djava.awt.headless=true")
+# Kafka's command-line tools start faster, and take less CPU, on the quick compiler alone
+TOOL_JAVA_OPTS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
+BROKER_SETTINGS = ("log.flush.interval.messages",)
+"""The dynamic broker configs msglab reads and sets (``setting``, ``set_setting``)."""
+DEFAULT = "default"  # a broker setting Kafka takes from its own defaults (no config set)
+TOOL_TIMEOUT_S = 60.0
+SETTLE_S = 15.0  # how long a dynamic config may take to reach the broker
+# a line of ConfigCommand's --describe: "  key=value sensitive=false synonyms={SOURCE:key=v, ...}"
+_DESCRIBED = re.compile(
+    r"^  (?P<key>[\w.]+)=(?P<value>\S*) sensitive=\w+ synonyms=\{(?P<syn>.*)\}$"
+)
 
 
 def _pom() -> bytes:
@@ -77,6 +94,7 @@ def _properties(node: list[str]) -> str:
 
 class Kafka(NativeService):
     name = "kafka"
+    node_id = 1
 
     @property
     def controller_port(self) -> int:
@@ -175,8 +193,16 @@ class Kafka(NativeService):
 
     def _tool(self, main_class: str, *args: str) -> subprocess.CompletedProcess[str]:
         """Run one of Kafka's own command-line tools from the broker's jars."""
-        argv = ["java", "-cp", f"{self.lib_dir}/*", *self._log_opts(), main_class, *args]
-        return subprocess.run(argv, capture_output=True, text=True, check=False)
+        argv = ["java", *TOOL_JAVA_OPTS, "-cp", f"{self.lib_dir}/*", *self._log_opts()]
+        argv += [main_class, *args]
+        try:
+            return subprocess.run(
+                argv, capture_output=True, text=True, check=False, timeout=TOOL_TIMEOUT_S
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise InfraError(
+                f"{main_class} {' '.join(args)}: no answer in {exc.timeout:g} s"
+            ) from exc
 
     def _format(self, cluster_id: str, *options: str) -> None:
         config = str(self.root / "server.properties")
@@ -223,10 +249,53 @@ class Kafka(NativeService):
             *("--bootstrap-server", self.address, "--alter", *change),
             *("--entity-type", "clients", "--entity-name", client_id),
         )
-        lines = (result.stdout + result.stderr).strip().splitlines()
-        why = lines[-1] if lines else f"exit {result.returncode}"
+        why = _last_line(result)
         if result.returncode != 0 and not (bytes_per_s is None and "Invalid config" in why):
             raise InfraError(f"setting the producer quota of {client_id!r} failed: {why}")
+
+    def setting(self, key: str) -> str:
+        """The value of broker setting ``key`` in force on this broker, as it describes its own
+        configuration: ``default`` when no config sets it (Kafka's default; for
+        ``log.flush.interval.messages``, Long.MAX_VALUE: never force a flush), else the value
+        in force (from a dynamic config, the cluster's or this broker's, or the static file)."""
+        _check_broker_setting(key)
+        if not self.ping(min(self.settings.connect_timeout_s, 5.0)):
+            raise NotRunningError(f"{self.name} does not answer at {self.address}")
+        result = self._configs("--entity-name", str(self.node_id), "--describe", "--all")
+        for line in result.stdout.splitlines():
+            found = _DESCRIBED.match(line)
+            if found and found["key"] == key:
+                sources = [s.partition(":")[0] for s in found["syn"].split(", ") if s]
+                return DEFAULT if sources[:1] == ["DEFAULT_CONFIG"] else found["value"]
+        raise InfraError(f"{self.name} did not describe {key}: {_last_line(result)}")
+
+    def set_setting(self, key: str, value: str) -> None:
+        """Set ``key`` for every broker of the cluster (a cluster-wide dynamic config), or
+        delete that config for ``default``; then wait until this broker has it in force (it
+        comes through the KRaft metadata). Kafka keeps it across restarts."""
+        _check_broker_setting(key)
+        change = (
+            ["--delete-config", key] if value == DEFAULT else ["--add-config", f"{key}={value}"]
+        )
+        result = self._configs("--entity-default", "--alter", *change)
+        why = _last_line(result)
+        if result.returncode != 0 and not (value == DEFAULT and "Invalid config" in why):
+            raise InfraError(f"setting {key}={value} on {self.name} failed: {why}")
+        deadline = time.monotonic() + SETTLE_S
+        while (now := self.setting(key)) != value:
+            if time.monotonic() > deadline:
+                raise InfraError(
+                    f"{self.name} has {key}={now} in force {SETTLE_S:g} s after the cluster's "
+                    f"was set to {value} (a config of broker {self.node_id} itself overrides it?)"
+                )
+            time.sleep(0.5)
+
+    def _configs(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Kafka's ConfigCommand (``kafka-configs.sh``) on this broker's brokers entity."""
+        return self._tool(
+            "kafka.admin.ConfigCommand",
+            *("--bootstrap-server", self.address, "--entity-type", "brokers", *args),
+        )
 
     def _log_opts(self) -> list[str]:
         return [
@@ -254,12 +323,25 @@ class Kafka(NativeService):
         return KAFKA_VERSION
 
 
+def _check_broker_setting(key: str) -> None:
+    if key not in BROKER_SETTINGS:
+        raise UsageError(
+            f"kafka has no setting {key!r} msglab sets; valid: {', '.join(BROKER_SETTINGS)}"
+        )
+
+
+def _last_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    return lines[-1] if lines else f"exit {result.returncode}"
+
+
 class Kafka2(Kafka):
     """A second broker (node 2, broker only) that joins ``kafka``'s controller: started by name
     only (``msglab infra up kafka kafka2``), for the scaling probe. Its storage is formatted with
     node 1's cluster id, and formatted again when node 1's storage was made anew."""
 
     name = "kafka2"
+    node_id = 2
 
     @property
     def owned_ports(self) -> Mapping[str, int]:

@@ -4,22 +4,34 @@ The scripts in ``/usr/lib/rabbitmq/bin`` are run directly (the ``/usr/sbin`` wra
 the rabbitmq user). The node is isolated by environment: its own HOME (Erlang cookie), node
 name, ports, epmd port and folders. The process to kill is ``beam.smp``, whose PID the node
 writes to ``RABBITMQ_PID_FILE``. epmd outlives every node kill; ``down`` stops it.
+``queues`` lists the node's queues as it reports them (``rabbitmqctl list_queues``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
-from msglab.errors import ServerStartError
+from msglab.errors import NotRunningError, ServerStartError
 from msglab.infra import probes, process
 from msglab.infra.service import HOST, Launch, NativeService, apt_install
 
 SCRIPTS = Path("/usr/lib/rabbitmq/bin")
+
+
+@dataclass(frozen=True)
+class Queue:
+    """A queue as the node reports it."""
+
+    name: str
+    type: str  # classic | quorum | stream
+    durable: bool
 
 
 class RabbitMQ(NativeService):
@@ -137,6 +149,25 @@ class RabbitMQ(NativeService):
 
     def ping(self, timeout_s: float) -> bool:
         return probes.amqp_handshake(HOST, self.port, timeout_s) is not None
+
+    def queues(self) -> list[Queue]:
+        """Every queue of the node's default virtual host, with its type and durability, as
+        ``rabbitmqctl list_queues`` reports them. NotRunningError: the node does not answer."""
+        argv = [str(SCRIPTS / "rabbitmqctl"), "-n", self.node, "-q", "--formatter", "json"]
+        argv += ["list_queues", "name", "type", "durable"]
+        try:
+            result = subprocess.run(
+                argv, env=self.env(), capture_output=True, text=True, timeout=30, check=False
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise NotRunningError(
+                f"rabbitmqctl list_queues: no answer in {exc.timeout:g} s"
+            ) from exc
+        if result.returncode != 0:
+            lines = (result.stdout + result.stderr).strip().splitlines()
+            why = lines[-1] if lines else f"exit {result.returncode}"
+            raise NotRunningError(f"rabbitmqctl list_queues: {why}")
+        return [Queue(q["name"], q["type"], q["durable"]) for q in json.loads(result.stdout)]
 
     def version(self) -> str | None:
         found = probes.amqp_handshake(HOST, self.port, 1.0)

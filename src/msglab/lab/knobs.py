@@ -1,29 +1,99 @@
-"""Settings a run can turn (``msglab run --set KEY=VALUE``): the server settings that decide
-durability, applied for the run, read back from the server into the report, and put back after.
+"""Settings a run can turn (``msglab run --set KEY=VALUE``), read back into the report.
 
-Each knob names the server it sets; msglab sets only servers it owns (a server given by
-``MSGLAB_<SERVICE>_URL`` is someone else's to configure). What the report's ``settings`` say is
-read from the servers the run used, never taken from msglab's defaults.
+A knob has a kind. A *server* knob is a server setting that decides durability: applied for the
+run, read back from the server, and put back after. A *client* knob is a setting of the run's
+clients (``ClientConfig``): each worker is given it; it is read back from what the clients
+really use (Kafka's ``acks``: the producer settings the transport builds) or from what the
+server reports of them (RabbitMQ's ``queue-type``: the type of the run's queues, as RabbitMQ
+lists them). A knob applies to the runs of some transports (and patterns); ``--set`` of a knob
+of another transport is refused.
+
+msglab sets only servers it owns (a server given by ``MSGLAB_<SERVICE>_URL`` is someone else's
+to configure). What the report's ``settings`` say is read from the servers and clients the run
+used, never taken from msglab's defaults.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING
 
-from msglab.errors import MsglabError, UsageError
+from msglab.brokers import transport_class
+from msglab.config import ACKS, QUEUE_TYPES, ClientConfig
+from msglab.errors import InfraError, MsglabError, UsageError
 from msglab.infra.native import NativeBackend
+from msglab.infra.rabbitmq import RabbitMQ
+from msglab.profiles import DeliveryProfile
 from msglab.settings import Settings
+
+if TYPE_CHECKING:
+    from msglab.lab.scenario import Scenario
+
+LONG_MAX = 2**63 - 1  # Kafka's Long.MAX_VALUE: the largest count a broker setting takes
+_INTEGER = re.compile(r"[0-9]{1,30}")
 
 
 @dataclass(frozen=True)
 class Knob:
-    """``key`` on ``service``, one of ``values``."""
+    """``key`` of ``service``: one of ``values``, or an integer from ``minimum`` (when set).
+
+    kind: ``server`` (set on the server by ``Dials``) or ``client`` (given to the run's clients
+    as ClientConfig's ``config_field``). read_from: where the report's value comes from,
+    ``server`` (the server's setting), ``client`` (``client_settings`` of the transport's class:
+    what its clients are built with) or ``queues`` (the run's queues, as RabbitMQ reports them).
+    transports, patterns: the runs it applies to (empty: every one).
+    """
 
     key: str
     service: str
     values: tuple[str, ...]
     does: str
+    kind: str = "server"
+    minimum: int | None = None
+    transports: tuple[str, ...] = ()
+    patterns: tuple[str, ...] = ()
+    config_field: str = ""
+    read_from: str = "server"
+
+    @property
+    def choices(self) -> str:
+        """The valid values as ``--help`` shows them: ``always|everysec|no``, ``default|N>=1``."""
+        return "|".join([*self.values, *([f"N>={self.minimum}"] if self.minimum else [])])
+
+    def check(self, value: str) -> str:
+        """``value`` as the knob takes it (an integer without leading zeros); UsageError listing
+        what is valid."""
+        if value in self.values:
+            return value
+        number = int(value) if _INTEGER.fullmatch(value) else None
+        if self.minimum is not None and number is not None and self.minimum <= number <= LONG_MAX:
+            return str(number)
+        valid = ", ".join(self.values)
+        if self.minimum is not None:
+            valid += f", or an integer from {self.minimum} to {LONG_MAX}"
+        raise UsageError(f"--set {self.key}: unknown value {value!r}; valid: {valid}")
+
+    def applies(self, transport: str, pattern: str = "direct") -> bool:
+        return (not self.transports or transport in self.transports) and (
+            not self.patterns or pattern in self.patterns
+        )
+
+    def refusal(self, transport: str, pattern: str) -> str | None:
+        """Why ``--set`` of this knob does not apply to a run of ``transport`` and ``pattern``."""
+        if self.transports and transport not in self.transports:
+            return (
+                f"--set {self.key} applies to runs of {' and '.join(self.transports)} "
+                f"(-t {self.transports[0]}), not {transport}"
+            )
+        if self.patterns and pattern not in self.patterns:
+            return (
+                f"--set {self.key} applies to the patterns {', '.join(self.patterns)}, not "
+                f"{pattern} (its messages are not published by msglab's producers)"
+            )
+        return None
 
 
 KNOBS: dict[str, Knob] = {
@@ -34,6 +104,7 @@ KNOBS: dict[str, Knob] = {
             "redis",
             ("always", "everysec", "no"),
             "Redis AOF: fsync every write, once a second, or never (the OS decides)",
+            transports=("redis-streams", "redis-pubsub"),
         ),
         Knob(
             "synchronous_commit",
@@ -41,12 +112,47 @@ KNOBS: dict[str, Knob] = {
             ("on", "off"),
             "PostgreSQL: a commit returns after its WAL is flushed (on) or before (off)",
         ),
+        Knob(
+            "log.flush.interval.messages",
+            "kafka",
+            ("default",),
+            "Kafka broker: fsync a partition's log once this many messages were appended to it "
+            "(default: never, the OS writes the page cache back when it likes)",
+            minimum=1,
+            transports=("kafka",),
+        ),
+        Knob(
+            "acks",
+            "kafka",
+            ACKS,
+            "Kafka producer: a send is confirmed without an answer (0), once the partition's "
+            "leader wrote it (1), or once every in-sync replica has (all)",
+            kind="client",
+            transports=("kafka",),
+            patterns=("direct", "dual-write", "outbox"),
+            config_field="acks",
+            read_from="client",
+        ),
+        Knob(
+            "queue-type",
+            "rabbitmq",
+            QUEUE_TYPES,
+            "RabbitMQ: the consumers' queues are classic (durable under at-least-once) or "
+            "quorum (a replicated log, always durable)",
+            kind="client",
+            transports=("rabbitmq",),
+            config_field="queue_type",
+            read_from="queues",
+        ),
     )
 }
 
 
-def parse(pairs: Iterable[str]) -> dict[str, str]:
-    """``["appendfsync=no", ...]`` as a dict; UsageError naming the valid keys or values."""
+def parse(
+    pairs: Iterable[str], transport: str | None = None, pattern: str = "direct"
+) -> dict[str, str]:
+    """``["appendfsync=no", ...]`` as a dict; UsageError naming the valid keys or values, or,
+    given the run's ``transport`` and ``pattern``, the runs a knob applies to."""
     chosen: dict[str, str] = {}
     for pair in pairs:
         key, eq, value = pair.partition("=")
@@ -54,24 +160,68 @@ def parse(pairs: Iterable[str]) -> dict[str, str]:
             raise UsageError(f"--set {pair!r}: use KEY=VALUE, e.g. appendfsync=no")
         if key not in KNOBS:
             raise UsageError(f"--set: unknown setting {key!r}; valid: {', '.join(KNOBS)}")
-        if value not in KNOBS[key].values:
-            valid = ", ".join(KNOBS[key].values)
-            raise UsageError(f"--set {key}: unknown value {value!r}; valid: {valid}")
-        chosen[key] = value
+        chosen[key] = KNOBS[key].check(value)
+        refused = KNOBS[key].refusal(transport, pattern) if transport else None
+        if refused:
+            raise UsageError(refused)
     return chosen
 
 
-class Dials:
-    """The knobs of one run on msglab's servers: ``apply`` sets them (remembering what was
-    there), ``reapply`` sets a restarted server's again, ``restore`` puts them back, and
-    ``read_back`` reads every knob of the given services from the servers."""
+def client_fields(pairs: Iterable[str]) -> dict[str, str]:
+    """The ClientConfig fields the client knobs of ``pairs`` set (``{"acks": "1"}``): what each
+    worker of the run is given."""
+    return {
+        KNOBS[key].config_field: value
+        for key, value in parse(pairs).items()
+        if KNOBS[key].kind == "client"
+    }
 
-    def __init__(self, settings: Settings, chosen: Mapping[str, str]) -> None:
+
+def server_settings(
+    settings: Settings, services: Iterable[str] | None = None
+) -> dict[str, dict[str, str]]:
+    """``{"redis": {"appendfsync": "always"}, ...}``: every server knob (of ``services``; all
+    when None) as msglab's own servers answer now; ``not running`` for a server that is down,
+    ``external (not read)`` for one given by URL."""
+    native = NativeBackend(settings)
+    wanted = None if services is None else set(services)
+    found: dict[str, dict[str, str]] = {}
+    for knob in KNOBS.values():
+        if knob.kind != "server" or (wanted is not None and knob.service not in wanted):
+            continue
+        server = native.service(knob.service)
+        if knob.service in settings.external:
+            value = "external (not read)"
+        elif server.pid() is None:
+            value = "not running"
+        else:
+            value = _read(partial(server.setting, knob.key))
+        found.setdefault(knob.service, {})[knob.key] = value
+    return found
+
+
+def _read(read: Callable[[], str]) -> str:
+    try:
+        return read()
+    except MsglabError as exc:
+        return f"unknown ({exc})"
+
+
+class Dials:
+    """The knobs of one run: ``apply`` sets its server knobs on msglab's servers (remembering
+    what was there), ``reapply`` sets a restarted server's again, ``restore`` puts them back;
+    ``read_back`` reads every knob that applies to the run, from its servers and clients, and
+    ``read_queues`` the one RabbitMQ reports of the run's queues, once they exist."""
+
+    def __init__(self, settings: Settings, scenario: Scenario) -> None:
         self._settings = settings
         self._native = NativeBackend(settings)
-        self._chosen = dict(chosen)
+        self._scenario = scenario
+        chosen = parse(scenario.sets, scenario.transport, scenario.pattern)
+        self._chosen = {k: v for k, v in chosen.items() if KNOBS[k].kind == "server"}
+        self._clients = client_fields(scenario.sets)
         self._before: dict[str, str] = {}
-        external = sorted({KNOBS[k].service for k in chosen} & set(settings.external))
+        external = sorted({KNOBS[k].service for k in self._chosen} & set(settings.external))
         if external:
             raise UsageError(
                 f"--set changes msglab's own servers, and {', '.join(external)} is external "
@@ -91,19 +241,62 @@ class Dials:
                 self._native.service(service).set_setting(key, value)
 
     def restore(self) -> None:
+        """Put back what ``apply`` changed, every one tried; InfraError naming what is left
+        (a server that keeps settings across restarts, as Kafka does, keeps it)."""
+        left = []
         for key, value in self._before.items():
-            self._native.service(KNOBS[key].service).set_setting(key, value)
+            try:
+                self._native.service(KNOBS[key].service).set_setting(key, value)
+            except MsglabError as exc:
+                left.append(f"{KNOBS[key].service} {key} (was {value}): {exc}")
+        if left:
+            raise InfraError(
+                "--set could not be put back: " + "; ".join(left) + ". `msglab profiles` shows "
+                "what is in force; a run with --set KEY=<the old value> puts it back"
+            )
+
+    def _applying(self, read_from: str) -> list[Knob]:
+        s = self._scenario
+        return [
+            k
+            for k in KNOBS.values()
+            if k.read_from == read_from and k.applies(s.transport, s.pattern)
+        ]
 
     def read_back(self, services: Iterable[str]) -> dict[str, str]:
-        """``{"redis.appendfsync": "no", ...}``: every knob of ``services`` that msglab's own
-        servers answer (an external server's is not read)."""
+        """``{"redis.appendfsync": "no", "kafka.acks": "all", ...}``: every knob that applies to
+        the run, of ``services``: server knobs as msglab's own servers answer (an external
+        server's is not read), client knobs as the transport builds its clients for the run.
+        The knobs RabbitMQ reports of the run's queues are ``read_queues``'."""
         found, services = {}, set(services)
-        for knob in KNOBS.values():
+        for knob in self._applying("server"):
             if knob.service in services and knob.service not in self._settings.external:
-                try:
-                    found[f"{knob.service}.{knob.key}"] = self._native.service(
-                        knob.service
-                    ).setting(knob.key)
-                except MsglabError as exc:
-                    found[f"{knob.service}.{knob.key}"] = f"unknown ({exc})"
+                server = self._native.service(knob.service)
+                found[f"{knob.service}.{knob.key}"] = _read(partial(server.setting, knob.key))
+        client = self._applying("client")
+        if client:
+            cls = transport_class(self._scenario.transport)
+            profile = DeliveryProfile.parse(self._scenario.profile)
+            config = ClientConfig(url="", profile=profile).with_fields(self._clients)
+            read: Callable[[ClientConfig], dict[str, str]] | None
+            read = getattr(cls, "client_settings", None)  # optional (ports.Transport)
+            built = read(config) if read is not None else {}
+            for knob in client:
+                found[f"{knob.service}.{knob.key}"] = built.get(knob.key, "unknown")
         return found
+
+    def read_queues(self, topic: str) -> dict[str, str]:
+        """``{"rabbitmq.queue-type": "classic"}``: the type of the run's queues (those named
+        after its ``topic``) as msglab's own RabbitMQ lists them (several, comma-separated,
+        if they differ); nothing for an external RabbitMQ."""
+
+        def types() -> str:
+            queues = RabbitMQ(self._settings).queues()
+            mine = sorted({q.type for q in queues if q.name.startswith(topic)})
+            return ", ".join(mine) or f"unknown (no queue named {topic}...)"
+
+        return {
+            f"{knob.service}.{knob.key}": _read(types)
+            for knob in self._applying("queues")
+            if knob.service not in self._settings.external
+        }

@@ -39,7 +39,7 @@ class Row:
     fault: str
     pattern: str = "direct"
     workload: str = "none"
-    sets: tuple[str, ...] = ()  # server settings, "KEY=VALUE" (lab.knobs)
+    sets: tuple[str, ...] = ()  # server and client settings, "KEY=VALUE" (lab.knobs)
     messages: int = 1500
     rate: float = 1500.0
     kill_after: int = 0
@@ -540,6 +540,17 @@ POWER_CUTS: tuple[Row, ...] = (
         **BROKER_PRICE,
     ),
     Row(
+        "Kafka on a single node with log.flush.interval.messages=1 (the broker fsyncs a "
+        "partition's log after every append, before it acknowledges): a power cut loses "
+        "nothing acknowledged",
+        "lost from storage == 0 across a power cut (acks=all, one broker, a flush per message)",
+        _stored_none_lost,
+        "kafka",
+        "at-least-once",
+        "power-cut",
+        sets=("log.flush.interval.messages=1",),
+    ),
+    Row(
         "RabbitMQ quorum queue + publisher confirms: a confirm means the message was fsynced "
         "(Ra's WAL), so a power cut loses nothing confirmed",
         "lost from storage == 0 across a power cut",
@@ -548,6 +559,17 @@ POWER_CUTS: tuple[Row, ...] = (
         "at-least-once",
         "power-cut",
         **BROKER_PRICE,
+    ),
+    Row(
+        "RabbitMQ durable classic queue + persistent messages + publisher confirms: the broker "
+        "confirms a persistent message once it is on disk (RabbitMQ docs), so a power cut loses "
+        "nothing confirmed",
+        "lost from storage == 0 across a power cut",
+        _stored_none_lost,
+        "rabbitmq",
+        "at-least-once",
+        "power-cut",
+        sets=("queue-type=classic",),
     ),
     Row(
         "RabbitMQ: messages kept in memory only (transient, classic queue, no confirms) are "

@@ -43,7 +43,7 @@ from msglab.lab.evidence import (
 from msglab.lab.faults import Context, FaultLog, when
 from msglab.lab.faults.base import BROKER, DATABASE
 from msglab.lab.html import run_page
-from msglab.lab.knobs import Dials, parse
+from msglab.lab.knobs import Dials, client_fields
 from msglab.lab.scenario import Scenario
 from msglab.lab.servers import Endpoint, Servers, plan
 from msglab.lab.workers.spec import (
@@ -107,6 +107,7 @@ class Run:
             batch=self.s.batch,
             seed=self.s.seed,
             replies=self.s.replies,
+            client_sets=client_fields(self.s.sets),
             **asks,
             **extra,
         )
@@ -183,7 +184,7 @@ class Run:
 
     def execute(self) -> dict[str, Any]:
         self.servers = servers = plan(self.s, self.settings)  # refuses what they cannot take
-        self.dials = Dials(self.settings, parse(self.s.sets))  # refuses external servers
+        self.dials = Dials(self.settings, self.s)  # refuses external servers
         self.dir.mkdir(parents=True, exist_ok=False)  # two runs never share a folder
         self.infra.up(servers.services)
         fault = self.s.fault_kind
@@ -230,6 +231,7 @@ class Run:
             effects.dump_orders(db, self.s.run_id, self.dir / f"{STORED}-db.jsonl")
         if self.s.pattern in ("outbox", "cdc"):
             effects.discard_outbox(db, topic_of(self.s.run_id))
+        self.settings_in_force |= self.dials.read_queues(topic_of(self.s.run_id))
         report = self.report(time.monotonic() - began)
         report["broker_cleanup"] = self._clean_broker()
         (self.dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")

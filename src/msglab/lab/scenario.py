@@ -61,7 +61,7 @@ class Scenario:
     fault: str = "none"
     pattern: str = "direct"
     workload: str = "none"
-    sets: tuple[str, ...] = ()  # server settings for the run, "KEY=VALUE" (lab.knobs)
+    sets: tuple[str, ...] = ()  # server and client settings for the run, "KEY=VALUE" (lab.knobs)
     messages: int = 2000
     rate: float = 0.0
     producers: int = 1
@@ -91,7 +91,9 @@ class Scenario:
                 f"{self.fault} is a workload, not a fault: use --workload {self.fault}"
             )
         fault(self.fault)  # an unknown name fails here, listing the valid ones
-        parse(self.sets)  # an unknown key or value fails here, listing the valid ones
+        # an unknown key or value fails here, listing the valid ones; a knob of another
+        # transport, naming the ones it applies to
+        parse(self.sets, self.transport, self.pattern)
         if self.workload not in WORKLOADS:
             raise UsageError(f"unknown workload {self.workload!r}; valid: {', '.join(WORKLOADS)}")
         if self.pattern not in PATTERNS:

@@ -46,6 +46,7 @@ class WorkerSpec:
     slow_ms: float = 0.0
     # request-reply: consumers answer on reply_topic_of(run_id), where the replayer reads
     replies: bool = False
+    client_sets: dict[str, str] = field(default_factory=dict)  # ClientConfig fields (--set)
 
     def config(self) -> ClientConfig:
         return ClientConfig(
@@ -57,7 +58,7 @@ class WorkerSpec:
             claim_idle_s=3.0,
             session_timeout_s=6.0,
             prefetch=200,
-        )
+        ).with_fields(self.client_sets)
 
 
 def topic_of(run_id: str) -> str:
