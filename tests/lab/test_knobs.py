@@ -18,7 +18,7 @@ from msglab.errors import ConfigError, UsageError
 from msglab.lab.knobs import KNOBS, LONG_MAX, client_fields, parse
 from msglab.lab.run import Run, run
 from msglab.lab.scenario import Scenario
-from msglab.lab.worker import WorkerSpec
+from msglab.lab.workers.spec import WorkerSpec
 from msglab.profiles import DeliveryProfile
 from msglab.settings import Settings
 from tests.conftest import run_cli
