@@ -250,7 +250,8 @@ def runs_table(summary: dict[str, Any], width: int) -> Table:
         table = Table(title=f"msglab compare ({summary['seconds']} s)", box=box, pad_edge=False)
         for key, header in (("#", "#"), *columns, ("verdict", "verdict"), ("claim", "claim")):
             text = key in ("run", "transport", "profile", "fault", "verdict", "claim")
-            table.add_column(header, justify="left" if text else "right")
+            # a long setting (log.flush.interval.messages=1) folds, it is never cut
+            table.add_column(header, justify="left" if text else "right", overflow="fold")
         for i, row in enumerate(runs(summary), 1):
             r = row["report"]
             cells = {
