@@ -1,15 +1,25 @@
-"""``msglab run --repeat``: what the runs add up to, recomputed from run folders written by hand."""
+"""``msglab run --repeat``: what the runs add up to, recomputed from run folders written by hand,
+the table and lines the CLI prints, and (marked tests) repetitions on the real servers."""
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
+from typer.testing import CliRunner
 
+from msglab.cli import app
+from msglab.cli import lab as lab_cli
 from msglab.errors import UsageError
+from msglab.lab import repeat as lab_repeat
 from msglab.lab.repeat import COUNTS, REPEAT_JSON, aggregate, findings, write
 from msglab.lab.scenario import Scenario
 
@@ -135,3 +145,81 @@ def test_no_finished_run_is_summed_up_as_such(tmp_path: Path) -> None:
     doc = write(tmp_path, SCENARIO, 3, interrupted=True)
     assert doc["summary"]["runs"] == 0 and doc["runs"] == []
     assert findings(doc) == ["no run finished"]
+    out = io.StringIO()
+    Console(file=out, width=80).print(lab_cli.repeat_table(doc, 80))
+    assert "0 of 3 runs" in out.getvalue() and "all" not in out.getvalue()
+
+
+def fake_repeat(scenario: Scenario, times: int, runs_dir: Path, **callbacks: Any) -> dict[str, Any]:
+    """A repetition of ``times`` runs, the third one losing 41 (and 7 not kept), written at
+    once, with the callbacks called as ``lab.repeat.repeat`` calls them."""
+    folder = runs_dir / f"{scenario.run_id}-x{times}"
+    for i in range(times):
+        report = fake_run(folder, float(i), 41 if i == 2 else 0, stored=7 if i == 2 else 0)
+        if callbacks.get("finished"):
+            callbacks["finished"](i, times, report)
+    return write(folder, scenario, times, interrupted=False)
+
+
+def cli_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *args: str) -> list[str]:
+    monkeypatch.setattr(lab_repeat, "repeat", fake_repeat)
+    monkeypatch.setenv("COLUMNS", "80")
+    result = CliRunner().invoke(
+        app,
+        ["run", "-t", "kafka", "--fault", "broker-kill", "--runs-dir", str(tmp_path), *args],
+    )
+    assert result.exit_code == 0, result.output
+    return result.output.splitlines()
+
+
+def test_the_cli_prints_a_line_per_run_then_the_table_and_the_findings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    lines = cli_run(monkeypatch, tmp_path, "--repeat", "10")
+    (folder,) = tmp_path.iterdir()
+    assert lines[-2:] == [f"report: {folder / 'report.html'}", f"data: {folder / REPEAT_JSON}"]
+    lines = lines[:-2]  # the paths are kept whole, however long
+    assert max(map(len, lines)) <= 80, lines
+    (third,) = [line for line in lines if line.startswith("[ 3/10] ")]
+    assert "lost 41 of 2000, not kept 7, dups 0, broken" in third
+    assert sum(line.startswith("[") for line in lines) == 10
+    doc = json.loads((folder / REPEAT_JSON).read_text())
+    rows = [line.split() for line in lines if line.split()[:1] in ([str(i)] for i in range(1, 11))]
+    assert [row[1] for row in rows] == [r["run_id"] for r in doc["runs"]]  # the whole id
+    # the narrow table: #, run, conf., lost, not kept, dups, verdict
+    assert [row[2:6] for row in rows][2] == ["2000", "41", "7", "0"]
+    (total,) = [line.split() for line in lines if line.split()[:1] == ["all"]]
+    assert total == ["all", "20000", "41", "7", "0", "1", "broken"]
+    assert "lost in 1 of 10 runs; 41 of 20,000 confirmed lost (in 1 run)" in lines
+
+
+def test_the_cli_prints_repeat_json_with_json(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (line,) = cli_run(monkeypatch, tmp_path, "--repeat", "3", "--json")
+    (folder,) = tmp_path.iterdir()
+    assert json.loads(line) == json.loads((folder / REPEAT_JSON).read_text())
+
+
+@pytest.mark.parametrize(("width", "shows"), [(80, "dups"), (200, "deliv.")])
+def test_the_repeat_table_fits_the_terminal(tmp_path: Path, width: int, shows: str) -> None:
+    doc = fake_repeat(Scenario(transport="kafka", run_id="20250101-120000-1a2b3c"), 12, tmp_path)
+    out = io.StringIO()
+    Console(file=out, width=width, color_system=None).print(lab_cli.repeat_table(doc, width))
+    text = out.getvalue()
+    assert max(map(len, text.splitlines())) <= width
+    assert shows in text and "…" not in text
+    assert all(r["run_id"] in text for r in doc["runs"])
+
+
+# -- on the real servers ------------------------------------------------------------------------
+
+
+def msglab(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "msglab", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "COLUMNS": "80"},
+    )
