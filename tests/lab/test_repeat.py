@@ -9,6 +9,8 @@ import os
 import random
 import subprocess
 import sys
+from collections import Counter
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +22,11 @@ from msglab.cli import app
 from msglab.cli import lab as lab_cli
 from msglab.errors import UsageError
 from msglab.lab import repeat as lab_repeat
+from msglab.lab.html import COLORS
 from msglab.lab.repeat import COUNTS, REPEAT_JSON, aggregate, findings, write
 from msglab.lab.scenario import Scenario
+from msglab.lab.timeline_chart import LOST
+from tests.lab.test_html import axis, chromium, number, rgb, screenshot
 
 SCENARIO = Scenario(transport="kafka", fault="broker-kill", messages=2000, run_id="first")
 
@@ -223,3 +228,105 @@ def msglab(*args: str) -> subprocess.CompletedProcess[str]:
         timeout=600,
         env={**os.environ, "COLUMNS": "80"},
     )
+
+
+# -- the page, as a browser reads it --------------------------------------------------------------
+
+
+class RepeatPage(HTMLParser):
+    """What a repetition's page shows: the findings, the chart's y ticks (px, value) and bars
+    (run, count, top px, height px), and the runs table's rows (cell texts, link)."""
+
+    def __init__(self, page: str) -> None:
+        super().__init__()
+        self.findings: list[str] = []
+        self.ticks: list[tuple[float, float]] = []
+        self.bars: list[dict[str, Any]] = []
+        self.rows: list[dict[str, Any]] = []
+        self._in: str | None = None  # the element whose text is being read: li, tick, td
+        self._text = ""
+        self._tick_px = 0.0
+        self._table: str | None = None
+        self.feed(page)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "ul" and a.get("id") == "findings":
+            self._table = "findings"
+        elif tag == "table":
+            self._table = a.get("id")
+        elif tag == "li" and self._table == "findings":
+            self._in, self._text = "li", ""
+        elif tag == "line" and self._in == "tick":
+            self._tick_px = float(a["y1"])
+        elif tag == "g" and a.get("class") == "y-tick":
+            self._in, self._text = "tick", ""
+        elif tag == "rect" and a.get("class") == "bar":
+            y, height = float(a["y"]), float(a["height"])
+            self.bars.append({"run": int(a["data-run"]), "count": a["data-count"], "y": y})
+            self.bars[-1] |= {"height": height, "width": float(a["width"])}
+        elif tag == "tr" and self._table == "runs":
+            self.rows.append({"cells": [], "href": None})
+        elif tag == "td" and self._table == "runs":
+            self._in, self._text = "td", ""
+        elif tag == "a" and self._table == "runs":
+            self.rows[-1]["href"] = a["href"]
+
+    def handle_data(self, data: str) -> None:
+        if self._in:
+            self._text += data
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "li" and self._in == "li":
+            self.findings.append(self._text)
+            self._in = None
+        elif tag == "g" and self._in == "tick":
+            self.ticks.append((self._tick_px, number(self._text)))
+            self._in = None
+        elif tag == "td" and self._in == "td":
+            self.rows[-1]["cells"].append(self._text)
+            self._in = None
+        elif tag in ("table", "ul"):
+            self._table = None
+
+
+def test_the_page_shows_each_run_and_what_they_add_up_to(tmp_path: Path) -> None:
+    folder = tmp_path / "first-x10"
+    losses = [(0, 0), (0, 0), (41, 7), (0, 0), (0, 120), (0, 0), (3, 0), (0, 0), (0, 0), (0, 0)]
+    for i, (lost, stored) in enumerate(losses):
+        fake_run(folder, float(i), lost, stored=stored, dups=i % 3)
+    doc = write(folder, SCENARIO, 10, interrupted=False)
+    page = folder / "report.html"
+    dom = chromium(f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri()).stdout
+    shown = RepeatPage(dom)  # as the browser parsed it
+    assert shown.findings == findings(doc)
+    assert shown.findings[0] == "lost in 3 of 10 runs; 44 of 20,000 confirmed lost (in 2 runs)"
+    _header, *rows, total = shown.rows
+    assert len(rows) == 10
+    for i, row in enumerate(rows):
+        run_folder = (folder / row["href"]).parent
+        assert row["href"].endswith("/report.html") and (folder / row["href"]).exists()
+        report = json.loads((run_folder / "report.json").read_text())  # not repeat.json
+        assert row["cells"][:2] == [str(i + 1), report["run_id"]]
+        counts = ("sent", "confirmed", "delivered", "lost", "lost_from_storage")
+        assert row["cells"][2:7] == [str(report[k]) for k in counts]
+        assert row["cells"][-1] == report["verdict"]
+        assert (report["lost"], report["lost_from_storage"]) == losses[i]
+    assert total["cells"][1:7] == ["all", "20000", "20000", "19956", "44", "127"]
+    assert total["cells"][-1] == "2 broken"
+    # the bars, read off the chart's axis, are each run's lost and lost from storage
+    y = axis(sorted(shown.ticks, reverse=True))
+    assert len(shown.ticks) >= 3 and shown.ticks[0][1] == 0
+    for bar in shown.bars:
+        lost, stored = losses[bar["run"] - 1]
+        expected = lost if bar["count"] == "lost" else stored
+        assert abs(y(bar["y"]) - expected) < 1, bar
+        assert abs(y(bar["y"] + bar["height"])) < 1e-6  # standing on 0
+    assert sorted((b["run"], b["count"]) for b in shown.bars) == sorted(
+        (run, count) for run in range(1, 11) for count in ("lost", "lost_from_storage")
+    )
+    # and the browser paints them: at least 90 % of their area in their colour
+    seen = Counter(screenshot(page, tmp_path, 1400))
+    for count, colour in (("lost", LOST), ("lost_from_storage", COLORS["lost_from_storage"])):
+        area = sum(b["width"] * b["height"] for b in shown.bars if b["count"] == count)
+        assert area > 100 and seen[rgb(colour)] >= 0.9 * area, count
