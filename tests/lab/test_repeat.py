@@ -7,8 +7,10 @@ import io
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from html.parser import HTMLParser
 from pathlib import Path
@@ -27,6 +29,7 @@ from msglab.lab.repeat import COUNTS, REPEAT_JSON, aggregate, findings, write
 from msglab.lab.scenario import Scenario
 from msglab.lab.timeline_chart import LOST
 from tests.lab.test_html import axis, chromium, number, rgb, screenshot
+from tests.lab.test_runs import jsonl
 
 SCENARIO = Scenario(transport="kafka", fault="broker-kill", messages=2000, run_id="first")
 
@@ -133,7 +136,7 @@ def test_interrupted_and_failed_runs_are_left_out(tmp_path: Path) -> None:
     assert [r["run_id"] for r in doc["runs"]] == [kept["run_id"]]
     assert doc["left_out"] == [
         {"folder": stopped["run_id"], "reason": "interrupted"},
-        {"folder": "failed", "reason": "no report.json: the run failed"},
+        {"folder": "failed", "reason": "no report.json: the run did not finish"},
     ]
     assert doc["summary"]["counts"]["lost"]["total"] == 4
     assert (doc["requested"], doc["interrupted"]) == (5, True)
@@ -215,19 +218,6 @@ def test_the_repeat_table_fits_the_terminal(tmp_path: Path, width: int, shows: s
     assert max(map(len, text.splitlines())) <= width
     assert shows in text and "…" not in text
     assert all(r["run_id"] in text for r in doc["runs"])
-
-
-# -- on the real servers ------------------------------------------------------------------------
-
-
-def msglab(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "msglab", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "COLUMNS": "80"},
-    )
 
 
 # -- the page, as a browser reads it --------------------------------------------------------------
@@ -330,3 +320,108 @@ def test_the_page_shows_each_run_and_what_they_add_up_to(tmp_path: Path) -> None
     for count, colour in (("lost", LOST), ("lost_from_storage", COLORS["lost_from_storage"])):
         area = sum(b["width"] * b["height"] for b in shown.bars if b["count"] == count)
         assert area > 100 and seen[rgb(colour)] >= 0.9 * area, count
+
+
+# -- on the real servers ------------------------------------------------------------------------
+
+
+def msglab(*args: str) -> subprocess.CompletedProcess[str]:
+    """``msglab ARGS`` as a user runs it, its output in a pipe 80 columns wide."""
+    return subprocess.run(
+        [sys.executable, "-m", "msglab", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "COLUMNS": "80"},
+    )
+
+
+def recounted_lost(run_folder: Path) -> int:
+    """Confirmed messages never delivered, from the run's raw files (not its report)."""
+    sends, deliveries = jsonl(run_folder, "sends"), jsonl(run_folder, "deliveries")
+    return len({s["id"] for s in sends if s["outcome"] == "ok"} - {d["id"] for d in deliveries})
+
+
+def repetition(runs_dir: Path, times: int) -> tuple[Path, dict[str, Any]]:
+    """The one repetition folder in ``runs_dir``, and its repeat.json checked against a
+    recomputation from its run folders."""
+    (folder,) = runs_dir.iterdir()
+    assert folder.name.endswith(f"-x{times}")
+    doc = json.loads((folder / REPEAT_JSON).read_text())
+    assert {k: doc[k] for k in ("runs", "left_out", "summary")} == aggregate(folder)
+    for r in doc["runs"]:
+        assert r["lost"] == recounted_lost(folder / r["folder"])
+    return folder, doc
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+def test_three_runs_of_one_cell_each_in_its_folder(tmp_path: Path) -> None:
+    result = msglab(
+        *("run", "-t", "redis-streams", "--repeat", "3", "-n", "300"),
+        *("--runs-dir", str(tmp_path)),
+    )
+    assert result.returncode == 0, result.stderr
+    folder, doc = repetition(tmp_path, 3)
+    runs = sorted(p for p in folder.iterdir() if p.is_dir())
+    assert len(runs) == 3 and all((p / "report.json").exists() for p in runs)
+    assert len({json.loads((p / "report.json").read_text())["run_id"] for p in runs}) == 3
+    assert [r["confirmed"] for r in doc["runs"]] == [300] * 3
+    assert doc["summary"]["runs"] == 3 and doc["summary"]["runs_that_lost"] == 0
+    lines = result.stdout.splitlines()
+    for i, r in enumerate(doc["runs"], 1):  # a line as it finished, then its row
+        assert f"[{i}/3] {r['run_id']}: lost 0 of 300, dups 0, kept" in lines
+        (row,) = [line.split() for line in lines if line.split()[:2] == [str(i), r["run_id"]]]
+        assert row[2:] == ["300", "0", "0", "kept"]
+    assert "lost in 0 of 3 runs; 0 of 900 confirmed lost" in lines
+    assert max(len(line) for line in lines if not line.startswith(("report:", "data:"))) <= 80
+    page = (folder / "report.html").read_text()
+    assert all(f'href="{r["folder"]}/report.html"' in page for r in doc["runs"])
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+def test_a_loss_shows_in_the_runs_that_lost(tmp_path: Path) -> None:
+    # pub/sub keeps nothing for a consumer that is not there: while the killed consumer's
+    # replacement starts, what is published is lost
+    result = msglab(
+        *("run", "-t", "redis-pubsub", "-p", "at-most-once", "--fault", "consumer-kill"),
+        *("--repeat", "2", "-n", "1500", "--rate", "1000", "--kill-after", "300"),
+        *("--runs-dir", str(tmp_path), "--json"),
+    )
+    assert result.returncode == 0, result.stderr
+    folder, doc = repetition(tmp_path, 2)
+    assert json.loads(result.stdout) == doc
+    lost = [recounted_lost(folder / r["folder"]) for r in doc["runs"]]
+    assert doc["summary"]["runs_that_lost"] == sum(n > 0 for n in lost) > 0
+    assert doc["summary"]["counts"]["lost"]["total"] == sum(lost)
+    assert findings(doc)[0].startswith(f"lost in {sum(n > 0 for n in lost)} of 2 runs; ")
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+def test_ctrl_c_keeps_the_finished_runs_and_sums_them_up(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "msglab", "run", "-t", "redis-streams", "--repeat", "5"),
+            *("-n", "2000", "--rate", "400", "--runs-dir", str(tmp_path)),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("*/*/sends-p0.jsonl"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)  # the second run is publishing
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    folder, doc = repetition(tmp_path, 5)
+    assert doc["interrupted"] is True and doc["requested"] == 5
+    assert len(doc["runs"]) == 1 and doc["runs"][0]["confirmed"] == 2000
+    (stopped,) = doc["left_out"]
+    assert stopped["reason"] == "interrupted"
+    assert json.loads((folder / stopped["folder"] / "report.json").read_text())["interrupted"]
+    assert f"1  {doc['runs'][0]['run_id']}" in out  # its table, printed before aborting
+    assert "lost in 0 of 1 run; 0 of 2,000 confirmed lost" in out

@@ -114,7 +114,9 @@ def aggregate(folder: Path) -> dict[str, Any]:
     for sub in run_folders(folder):
         path = sub / "report.json"
         if not path.exists():
-            left_out.append({"folder": sub.name, "reason": "no report.json: the run failed"})
+            left_out.append(
+                {"folder": sub.name, "reason": "no report.json: the run did not finish"}
+            )
             continue
         report = json.loads(path.read_text())
         if report.get("interrupted"):
@@ -186,31 +188,30 @@ def findings(doc: dict[str, Any]) -> list[str]:
     how much of what was confirmed), from storage when measured, unconfirmed, duplicated, and
     how often the promise was broken."""
     s = doc["summary"]
-    n, c = s["runs"], s["counts"]
-    if not n:
+    c, of_n = s["counts"], f"of {_runs(s['runs'])}"
+    if not s["runs"]:
         return ["no run finished"]
     confirmed = c["confirmed"]["total"]
     lost = f"{c['lost']['total']:,} of {confirmed:,} confirmed lost"
     if c["lost_from_storage"] is None:
-        lines = [f"lost in {s['runs_that_lost']} of {n} runs; {lost}"]
+        lines = [f"lost in {s['runs_that_lost']} {of_n}; {lost}"]
     else:
         stored = c["lost_from_storage"]
         lines = [
-            f"lost in {s['runs_that_lost']} of {n} runs; {lost} (in {_runs(c['lost'])})",
-            f"lost from storage in {stored['in_runs']} of {n} runs; "
+            f"lost in {s['runs_that_lost']} {of_n}; {lost} (in {_runs(c['lost']['in_runs'])})",
+            f"lost from storage in {stored['in_runs']} {of_n}; "
             f"{stored['total']:,} of {confirmed:,} confirmed not kept",
         ]
     if c["unconfirmed_lost"]["total"]:
         unconfirmed = c["unconfirmed_lost"]
         lines.append(
-            f"unconfirmed lost in {unconfirmed['in_runs']} of {n} runs; "
-            f"{unconfirmed['total']:,} in all"
+            f"unconfirmed lost in {unconfirmed['in_runs']} {of_n}; {unconfirmed['total']:,} in all"
         )
     dups = c["duplicate_effects"]
-    lines.append(f"duplicate effects in {dups['in_runs']} of {n} runs; {dups['total']:,} in all")
-    lines.append(f"promise ({doc['promise']}) broken in {s['runs_broken']} of {n} runs")
+    lines.append(f"duplicate effects in {dups['in_runs']} {of_n}; {dups['total']:,} in all")
+    lines.append(f"promise ({doc['promise']}) broken in {s['runs_broken']} {of_n}")
     return lines
 
 
-def _runs(stats: dict[str, Any]) -> str:
-    return f"{stats['in_runs']} run{'' if stats['in_runs'] == 1 else 's'}"
+def _runs(n: int) -> str:
+    return f"{n} run{'' if n == 1 else 's'}"
