@@ -276,12 +276,12 @@ def repeat_table(doc: dict[str, Any], width: int) -> Table:
     totals |= {"run_id": "all", "seconds": summary["seconds"]}
     for columns, box in ((REPEAT_WIDE, rich.box.HEAVY_HEAD), (REPEAT_NARROW, None)):
         shown = [(k, h) for k, h in columns if k != "lost_from_storage" or totals[k] is not None]
-        table = Table(
-            title=f"{transport_label(doc)} {doc['profile']}, {fault_label(doc)}: "
-            f"{summary['runs']} of {doc['requested']} runs",
-            box=box,
-            pad_edge=False,
+        title = (
+            f"{transport_label(doc)} {doc['profile']}, {fault_label(doc)}: "
+            f"{summary['runs']} of {doc['requested']} runs"
         )
+        # as wide as its title (the title would wrap to the table's width), within ``width``
+        table = Table(title=title, box=box, pad_edge=False, min_width=min(len(title), width))
         for key, header in (("#", "#"), *shown, ("verdict", "verdict")):
             table.add_column(header, justify="left" if key in ("run_id", "verdict") else "right")
         for i, r in enumerate(doc["runs"], 1):
@@ -299,6 +299,8 @@ def repeat_table(doc: dict[str, Any], width: int) -> Table:
 
 
 def _cell(key: str, value: Any) -> str:
+    if key == "seconds":
+        return f"{value:.1f}"
     return f"[bold red]{value}[/]" if key in ALARMING and value else str(value)
 
 
