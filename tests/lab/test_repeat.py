@@ -220,6 +220,16 @@ def test_the_repeat_table_fits_the_terminal(tmp_path: Path, width: int, shows: s
     assert all(r["run_id"] in text for r in doc["runs"])
 
 
+def test_the_repeat_table_keeps_its_title_on_one_line(tmp_path: Path) -> None:
+    cell = Scenario(transport="redis-streams", profile="at-most-once", fault="consumer-kill")
+    for i in range(6):
+        fake_run(tmp_path, float(i), 0, scenario=cell)
+    doc = write(tmp_path, cell, 6, interrupted=False)
+    out = io.StringIO()
+    Console(file=out, width=80, color_system=None).print(lab_cli.repeat_table(doc, 80))
+    assert "redis-streams at-most-once, consumer-kill: 6 of 6 runs" in out.getvalue()
+
+
 # -- the page, as a browser reads it --------------------------------------------------------------
 
 
