@@ -28,6 +28,7 @@ from msglab.lab.html import COLORS
 from msglab.lab.repeat import COUNTS, REPEAT_JSON, aggregate, findings, write
 from msglab.lab.scenario import Scenario
 from msglab.lab.timeline_chart import LOST
+from msglab.settings import Settings
 from tests.lab.test_html import axis, chromium, number, rgb, screenshot
 from tests.lab.test_runs import jsonl
 
@@ -147,6 +148,17 @@ def test_runs_of_another_scenario_are_refused(tmp_path: Path) -> None:
     fake_run(tmp_path, 2.0, 0, scenario=Scenario(transport="kafka", messages=3000))
     with pytest.raises(UsageError, match="different scenarios"):
         aggregate(tmp_path)
+
+
+@pytest.mark.parametrize("fields", [{"fault": "broker-kill"}, {"sets": ("appendfsync=no",)}])
+def test_a_refused_scenario_leaves_no_folder(tmp_path: Path, fields: dict[str, Any]) -> None:
+    """What a run refuses on a Redis msglab does not own (a kill, a setting), a repetition
+    refuses before it makes its folder."""
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_URL")}
+    settings = Settings.from_env({**env, "MSGLAB_REDIS_URL": "redis://h:1/0"})
+    with pytest.raises(UsageError, match="MSGLAB_REDIS_URL"):
+        lab_repeat.repeat(Scenario(transport="redis-streams", **fields), 3, settings, tmp_path)
+    assert not list(tmp_path.iterdir())
 
 
 def test_no_finished_run_is_summed_up_as_such(tmp_path: Path) -> None:

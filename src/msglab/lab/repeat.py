@@ -27,8 +27,10 @@ from typing import Any
 from msglab.errors import UsageError
 from msglab.lab.checker import MEASURES, PROMISES
 from msglab.lab.html import repeat_page
+from msglab.lab.knobs import Dials, parse
 from msglab.lab.run import run
 from msglab.lab.scenario import Scenario, new_run_id
+from msglab.lab.servers import plan
 from msglab.settings import Settings
 
 REPEAT_JSON = "repeat.json"
@@ -65,9 +67,11 @@ def repeat(
     run that fails leaves ``repeat.json`` of the runs before it, and its error is raised."""
     if times < 1:
         raise UsageError("--repeat must be at least 1")
+    settings = settings or Settings.from_env()
+    plan(scenario, settings)  # what a run refuses (lab.run), refused before the folder exists
+    Dials(settings, parse(scenario.sets))
     folder = runs_dir / f"{scenario.run_id}-x{times}"
     folder.mkdir(parents=True, exist_ok=False)
-    settings = settings or Settings.from_env()
     interrupted = False
     try:
         for i in range(times):
