@@ -195,10 +195,10 @@ def run_repeated(scenario: Scenario, times: int, runs_dir: Path, as_json: bool) 
                 console=console,
                 transient=True,
             ) as bar:
-                task = bar.add_task("starting", total=1.0)
+                task = bar.add_task("starting", total=float(times))
 
-                def stage(i: int, n: int, stage: str, done: float) -> None:
-                    bar.update(task, description=f"run {i + 1}/{n}: {stage}", completed=done)
+                def stage(i: int, n: int, stage: str, done: float) -> None:  # over all the runs
+                    bar.update(task, description=f"run {i + 1}/{n}: {stage}", completed=i + done)
 
                 doc = repeat_scenario(
                     scenario, times, runs_dir=runs_dir, progress=stage, finished=_print_repetition
