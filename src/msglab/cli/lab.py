@@ -127,10 +127,20 @@ def run(
         float, typer.Option(help="Delay each way of the latency fault (ms).")
     ] = 300.0,
     runs_dir: Annotated[Path, typer.Option(help="Where run folders go.")] = Path("runs"),
+    times: Annotated[
+        int,
+        typer.Option(
+            "--repeat",
+            min=1,
+            help="Run the scenario this many times, each a fresh run (same seed), into one "
+            "folder; then: in how many runs something was lost, and how much.",
+        ),
+    ] = 1,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Run one scenario (producers and consumers as processes, the fault on the real server)
-    and check what was lost, duplicated and reordered. A broken promise is a finding (exit 0)."""
+    and check what was lost, duplicated and reordered. A broken promise is a finding (exit 0).
+    With --repeat N: N runs of it, one line each, and what they add up to."""
     interrupt_on_signals()
     scenario = Scenario(
         transport=transport,
@@ -152,6 +162,9 @@ def run(
         latency_ms=latency_ms,
     )
     extras.require(*scenario.extras, what=f"msglab run -t {transport}")
+    if times > 1:
+        run_repeated(scenario, times, runs_dir, as_json)
+        return
     from msglab.lab.run import run as run_scenario
 
     if as_json:
@@ -172,6 +185,132 @@ def run(
             progress=lambda stage, done: bar.update(task, description=stage, completed=done),
         )
     show(report)
+
+
+def run_repeated(scenario: Scenario, times: int, runs_dir: Path, as_json: bool) -> None:
+    """``msglab run --repeat N``: a line per finished run (not with --json), then the table of
+    the runs and what they add up to; Ctrl-C shows the runs that finished, then aborts."""
+    from msglab.lab.repeat import Interrupted
+    from msglab.lab.repeat import repeat as repeat_scenario
+
+    try:
+        if as_json:
+            doc = repeat_scenario(scenario, times, runs_dir=runs_dir)
+        elif console.is_terminal:
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            ) as bar:
+                task = bar.add_task("starting", total=float(times))
+
+                def stage(i: int, n: int, stage: str, done: float) -> None:  # over all the runs
+                    bar.update(task, description=f"run {i + 1}/{n}: {stage}", completed=i + done)
+
+                doc = repeat_scenario(
+                    scenario, times, runs_dir=runs_dir, progress=stage, finished=_print_repetition
+                )
+        else:  # a log or a pipe: a line per finished run, so that progress shows
+            doc = repeat_scenario(scenario, times, runs_dir=runs_dir, finished=_print_repetition)
+    except Interrupted as stop:
+        show_repeat(stop.doc, runs_dir, as_json)
+        raise
+    show_repeat(doc, runs_dir, as_json)
+
+
+def repetition_line(i: int, n: int, report: dict[str, Any]) -> str:
+    """One line for run i (from 0) of n of a repetition: its id, the confirmed messages it
+    lost (and the broker did not keep, where measured), its duplicate effects, its verdict."""
+    stored = report.get("lost_from_storage")
+    return (
+        f"[{i + 1:>{len(str(n))}}/{n}] {report['run_id']}: lost {report['lost']} of "
+        f"{report['confirmed']}"
+        + ("" if stored is None else f", not kept {stored}")
+        + f", dups {report['duplicate_effects']}, {report['verdict']}"
+    )
+
+
+def _print_repetition(i: int, n: int, report: dict[str, Any]) -> None:
+    print(repetition_line(i, n, report), flush=True)
+
+
+def show_repeat(doc: dict[str, Any], runs_dir: Path, as_json: bool) -> None:
+    """``repeat.json`` as JSON, or its table, its findings and where its files are."""
+    from msglab.lab.repeat import findings
+
+    if as_json:
+        print(json.dumps(doc))
+        return
+    console.print(repeat_table(doc, console.width))
+    for line in findings(doc):
+        console.print(line, highlight=False)
+    for left in doc["left_out"]:
+        console.print(f"[yellow]left out[/] {left['folder']}: {left['reason']}")
+    folder = runs_dir / doc["repeat_id"]
+    for what, name in (("report", "report.html"), ("data", "repeat.json")):  # paths kept whole
+        console.print(f"{what}: {folder / name}", soft_wrap=True, highlight=False)
+
+
+REPEAT_WIDE = (
+    ("run_id", "run"),
+    ("sent", "sent"),
+    ("confirmed", "conf."),
+    ("delivered", "deliv."),
+    ("lost", "lost"),
+    ("lost_from_storage", "not kept"),
+    ("unconfirmed_lost", "unconf."),
+    ("duplicate_effects", "dups"),
+    ("reordered", "reord."),
+    ("seconds", "s"),
+)
+REPEAT_NARROW = (
+    ("run_id", "run"),
+    ("confirmed", "conf."),
+    ("lost", "lost"),
+    ("lost_from_storage", "not kept"),
+    ("duplicate_effects", "dups"),
+)
+"""The columns of the table of a repetition's runs, by key of ``repeat.json``'s runs: every
+count when the terminal is wide enough, else (80 columns) the run and what it lost and
+duplicated. ``not kept`` (lost from storage) only where the runs measured it."""
+
+
+def repeat_table(doc: dict[str, Any], width: int) -> Table:
+    """The runs of a repetition (``repeat.json``), one line each and a line of totals, as one
+    table that fits ``width`` columns."""
+    summary = doc["summary"]
+    totals = {key: (stats or {}).get("total") for key, stats in summary["counts"].items()}
+    totals |= {"run_id": "all", "seconds": summary["seconds"]}
+    for columns, box in ((REPEAT_WIDE, rich.box.HEAVY_HEAD), (REPEAT_NARROW, None)):
+        shown = [(k, h) for k, h in columns if k != "lost_from_storage" or totals[k] is not None]
+        title = (
+            f"{transport_label(doc)} {doc['profile']}, {fault_label(doc)}: "
+            f"{summary['runs']} of {doc['requested']} runs"
+        )
+        # as wide as its title (the title would wrap to the table's width), within ``width``
+        table = Table(title=title, box=box, pad_edge=False, min_width=min(len(title), width))
+        for key, header in (("#", "#"), *shown, ("verdict", "verdict")):
+            table.add_column(header, justify="left" if key in ("run_id", "verdict") else "right")
+        for i, r in enumerate(doc["runs"], 1):
+            verdict = "[green]kept[/]" if r["verdict"] == "kept" else "[bold red]broken[/]"
+            table.add_row(str(i), *(_cell(k, r[k]) for k, _ in shown), verdict)
+        if doc["runs"]:
+            table.add_section()
+            broken = summary["runs_broken"]
+            table.add_row(
+                "", *(_cell(k, totals[k]) for k, _ in shown), f"{broken} broken" if broken else ""
+            )
+        if Console(width=1000).measure(table).maximum <= width:
+            break
+    return table
+
+
+def _cell(key: str, value: Any) -> str:
+    if key == "seconds":
+        return f"{value:.1f}"
+    return f"[bold red]{value}[/]" if key in ALARMING and value else str(value)
 
 
 def compare(

@@ -1,5 +1,6 @@
 """Self-contained HTML reports (tables and inline SVG charts, no scripts): ``render`` for a
-comparison, ``run_page`` for one run folder.
+comparison, ``run_page`` for one run folder, ``repeat_page`` for the runs of ``msglab run
+--repeat``.
 
 A comparison's charts: lost and duplicate bars across the matrix, latency percentiles per run,
 each run's timeline (``timeline_chart``: distinct messages sent, confirmed, delivered and
@@ -20,12 +21,13 @@ from msglab.lab import timeline
 from msglab.lab.checker import ALARMING, MEASURES
 from msglab.lab.scenario import fault_label, transport_label
 from msglab.lab.summary import probes, runs
-from msglab.lab.timeline_chart import chart
+from msglab.lab.timeline_chart import LOST, chart, label, step
 
 COLORS = {
     "sends": "#4C78A8",
     "lost": "#E45756",
     "dups": "#B279A2",
+    "lost_from_storage": "#7B3294",
 }
 STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222}
@@ -34,6 +36,7 @@ td.n{text-align:right}th{background:#f4f4f4}.broken{color:#b00;font-weight:bold}
 .kept{color:#070}.no{color:#b60}.card{display:inline-block;margin:8px;vertical-align:top}
 h3{font-size:13px;margin:4px 0}svg text{font:11px system-ui,sans-serif}
 svg.timeline text{font-size:12px}
+.note{color:#555}td.id{white-space:nowrap}tr.all td{font-weight:bold}
 """
 EXPLAIN = (
     "Each timeline counts distinct messages over time: sent (first attempt), confirmed (by the "
@@ -297,3 +300,153 @@ def page(name: str, body: str) -> str:
 {body}
 </body></html>
 """
+
+
+REPEAT_COLUMNS = (  # the runs table of a repetition's page: report key, header
+    ("sent", "sent"),
+    ("confirmed", "confirmed"),
+    ("delivered", "delivered"),
+    ("lost", "lost"),
+    ("lost_from_storage", "lost from storage"),
+    ("unconfirmed_lost", "unconfirmed lost"),
+    ("duplicate_deliveries", "dup. deliveries"),
+    ("duplicate_effects", "dup. effects"),
+    ("reordered", "reordered"),
+)
+
+
+def repeat_page(doc: dict[str, Any], findings: list[str]) -> str:
+    """The page of a repetition (``repeat.json``'s ``doc``; ``findings``: its sentences, as
+    ``lab.repeat.findings`` writes them): the findings, the lost messages of each run as bars,
+    a table of the runs (each linking its own report.html), the spread of every count, and the
+    run folders left out."""
+    runs, s = doc["runs"], doc["summary"]
+    measured = s["counts"].get("lost_from_storage") is not None
+    columns = [(k, h) for k, h in REPEAT_COLUMNS if k != "lost_from_storage" or measured]
+    head = "".join(f"<th>{h}</th>" for h in ("#", "run", *(h for _, h in columns), "s", "verdict"))
+    body = "".join(
+        f'<tr><td class="n">{i}</td>'
+        f'<td class="id"><a href="{esc(r["folder"])}/report.html">{esc(r["run_id"])}</a></td>'
+        + "".join(_count_cell(k, r[k]) for k, _ in columns)
+        + f'<td class="n">{esc(r["seconds"])}</td>'
+        f'<td class="{esc(r["verdict"])}">{esc(r["verdict"])}</td></tr>'
+        for i, r in enumerate(runs, 1)
+    )
+    if runs:
+        total = {k: (stats or {}).get("total") for k, stats in s["counts"].items()}
+        body += (
+            '<tr class="all"><td></td><td>all</td>'
+            + "".join(_count_cell(k, total[k]) for k, _ in columns)
+            + f'<td class="n">{s["seconds"]}</td><td>{s["runs_broken"]} broken</td></tr>'
+        )
+    spread = "".join(
+        f"<tr><td>{esc(text)}</td>"
+        + "".join(f'<td class="n">{esc(stats[k])}</td>' for k in SPREAD)
+        + "</tr>"
+        for key, text in MEASURES
+        if (stats := s["counts"].get(key)) is not None
+    )
+    left_out = "".join(
+        f"<li>{esc(x['folder'])}: {esc(x['reason'])}</li>" for x in doc.get("left_out", [])
+    )
+    stopped = (
+        f" Interrupted after {s['runs']} of the {doc['requested']} runs asked for."
+        if doc["interrupted"]
+        else ""
+    )
+    return page(
+        f"msglab run --repeat {doc['requested']}",
+        f"""<h1>{esc(title(doc))}: {s["runs"]} runs</h1>
+<p>The same scenario, {doc["requested"]} runs asked for ({esc(doc["repeat_id"])}), each a
+fresh run in a folder of its own; the promise of {esc(doc["profile"])}:
+{esc(doc["promise"])}.{stopped}</p>
+<ul id="findings">{"".join(f"<li>{esc(line)}</li>" for line in findings)}</ul>
+<h2>Lost per run</h2>{repeat_bars(runs, measured)}
+<table id="runs"><tr>{head}</tr>{body}</table>
+<h2>Each count over the runs</h2>
+<table id="spread"><tr><th>count</th>{"".join(f"<th>{h}</th>" for h in SPREAD.values())}</tr>
+{spread}
+</table>
+{f'<h2>Left out</h2><ul id="left-out">{left_out}</ul>' if left_out else ""}
+<p class="note">Data: repeat.json beside this page; its runs and summary are recomputed from
+each run folder's report.json (format: docs/evidence.md).</p>""",
+    )
+
+
+def _count_cell(key: str, value: Any) -> str:
+    """A count in a table, red when it is one of the ``ALARMING`` and not 0."""
+    return f'<td class="n{" broken" if key in ALARMING and value else ""}">{esc(value)}</td>'
+
+
+SPREAD = {"total": "total", "in_runs": "runs > 0", "min": "min", "median": "median", "max": "max"}
+"""The columns of a repetition's counts (key of ``repeat.json``'s summary, header): the sum over
+the runs, the runs where it is > 0, and its min / median / max."""
+
+BAR_W, PLOT_H = 14, 180  # px: one bar, the plot's height
+
+
+def repeat_bars(runs: list[dict[str, Any]], storage: bool) -> str:
+    """Vertical bars, one group per run (numbered from 1): lost, and lost from storage when the
+    runs measured it. Marks a test can find: ``rect.bar`` with ``data-run``, ``data-count`` and
+    ``data-value``; ``g.y-tick``, a grid ``line`` at its value and a ``text`` with the value."""
+    keys = ["lost", *(["lost_from_storage"] if storage else [])]
+    peak = max([1, *(r[k] or 0 for r in runs for k in keys)])
+    y_step = step(peak, 4, whole=True)
+    y_top = math.ceil(peak / y_step) * y_step
+    left, top = 64, 30
+    group = max(BAR_W * len(keys) + 12, 400 / max(1, len(runs)))  # the plot: >= 400 px wide
+    right, bottom = left + group * max(1, len(runs)), top + PLOT_H
+    width, height = right + 20, bottom + 44
+
+    def y(value: float) -> float:
+        return bottom - value / y_top * PLOT_H
+
+    colours = {"lost": LOST, "lost_from_storage": COLORS["lost_from_storage"]}
+    parts = [
+        f'<svg class="repeat-chart" width="{width}" height="{height}" role="img" '
+        f'aria-label="lost per run: {esc(", ".join(str(r["lost"]) for r in runs))}">'
+    ]
+    for i in range(round(y_top / y_step) + 1):
+        v = y(i * y_step)
+        parts.append(
+            f'<g class="y-tick"><line x1="{left - 4}" x2="{right}" y1="{v:.1f}" y2="{v:.1f}" '
+            f'stroke="#e2e2e2"/><text x="{left - 7}" y="{v + 4:.1f}" text-anchor="end">'
+            f"{label(i * y_step, y_top)}</text></g>"
+        )
+    for i, r in enumerate(runs, 1):
+        at = left + (i - 1) * group + (group - BAR_W * len(keys)) / 2
+        for j, key in enumerate(keys):
+            value, x = r[key] or 0, at + j * BAR_W
+            parts.append(
+                f'<rect class="bar" data-run="{i}" data-count="{key}" data-value="{value}" '
+                f'x="{x:.1f}" y="{y(value):.1f}" width="{BAR_W}" '
+                f'height="{bottom - y(value):.1f}" fill="{colours[key]}">'
+                f"<title>run {i} {esc(r['run_id'])}: {key} {value}</title></rect>"
+            )
+            if value:
+                parts.append(
+                    f'<text class="value" x="{x + BAR_W / 2:.1f}" y="{y(value) - 3:.1f}" '
+                    f'text-anchor="middle">{value:,}</text>'
+                )
+        parts.append(
+            f'<text class="run-number" x="{left + (i - 0.5) * group:.1f}" y="{bottom + 15}" '
+            f'text-anchor="middle">{i}</text>'
+        )
+    parts.append(
+        f'<line x1="{left}" x2="{right}" y1="{bottom}" y2="{bottom}" stroke="#999"/>'
+        f'<text x="{(left + right) / 2:.0f}" y="{height - 8}" text-anchor="middle">run</text>'
+        f'<text transform="translate(14 {(top + bottom) / 2:.0f}) rotate(-90)" '
+        f'text-anchor="middle">messages</text>'
+    )
+    legend = [("lost", "lost (confirmed, never delivered)")]
+    if storage:
+        legend.append(("lost_from_storage", "lost from storage"))
+    at = float(left)
+    for key, text in legend:
+        parts.append(
+            f'<rect x="{at:.0f}" y="8" width="12" height="12" fill="{colours[key]}"/>'
+            f'<text x="{at + 16:.0f}" y="18">{text}</text>'
+        )
+        at += 40 + 6.5 * len(text)
+    parts.append("</svg>")
+    return "".join(parts)

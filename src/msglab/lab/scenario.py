@@ -41,6 +41,11 @@ def fault_label(report: dict[str, Any]) -> str:
     return ", ".join([*named, *report.get("sets", ())]) or "none"
 
 
+def new_run_id() -> str:
+    """A fresh run id: the local time and six random hex digits (``20250101-120000-1a2b3c``)."""
+    return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
 @dataclass(frozen=True)
 class Scenario:
     """One lab run. ``rate`` is messages per second over all producers (0: as fast as they go).
@@ -77,9 +82,7 @@ class Scenario:
     warmup_s: float = 1.0
     drain_quiet_s: float = 0.0  # 0: 5 s where nothing is stored (pub/sub), else 30 s
     drain_max_s: float = 90.0
-    run_id: str = field(
-        default_factory=lambda: time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-    )
+    run_id: str = field(default_factory=new_run_id)
 
     def __post_init__(self) -> None:
         if self.transport not in TRANSPORTS or self.transport == "memory":
