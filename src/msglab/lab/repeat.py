@@ -27,10 +27,8 @@ from typing import Any
 from msglab.errors import UsageError
 from msglab.lab.checker import MEASURES, PROMISES
 from msglab.lab.html import repeat_page
-from msglab.lab.knobs import Dials, parse
-from msglab.lab.run import run
+from msglab.lab.run import preflight, run
 from msglab.lab.scenario import Scenario, new_run_id
-from msglab.lab.servers import plan
 from msglab.settings import Settings
 
 REPEAT_JSON = "repeat.json"
@@ -68,8 +66,7 @@ def repeat(
     if times < 1:
         raise UsageError("--repeat must be at least 1")
     settings = settings or Settings.from_env()
-    plan(scenario, settings)  # what a run refuses (lab.run), refused before the folder exists
-    Dials(settings, parse(scenario.sets))
+    preflight(scenario, settings)  # what a run refuses, refused before the folder exists
     folder = runs_dir / f"{scenario.run_id}-x{times}"
     folder.mkdir(parents=True, exist_ok=False)
     interrupted = False

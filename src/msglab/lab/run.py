@@ -183,8 +183,8 @@ class Run:
     # -- the run ---------------------------------------------------------------------------
 
     def execute(self) -> dict[str, Any]:
-        self.servers = servers = plan(self.s, self.settings)  # refuses what they cannot take
-        self.dials = Dials(self.settings, self.s)  # refuses external servers
+        self.servers, self.dials = preflight(self.s, self.settings)
+        servers = self.servers
         self.dir.mkdir(parents=True, exist_ok=False)  # two runs never share a folder
         self.infra.up(servers.services)
         fault = self.s.fault_kind
@@ -448,6 +448,13 @@ class Run:
             "scenario": self.s.to_json(),
         }
         return report
+
+
+def preflight(scenario: Scenario, settings: Settings) -> tuple[Servers, Dials]:
+    """The servers ``scenario`` uses and its settings' dials; UsageError, before anything
+    starts, for what they cannot take (a fault on a server msglab does not own, a setting of
+    an external server)."""
+    return plan(scenario, settings), Dials(settings, scenario)
 
 
 def _exited(proc: subprocess.Popen[bytes]) -> bool:
