@@ -549,6 +549,7 @@ POWER_CUTS: tuple[Row, ...] = (
         "at-least-once",
         "power-cut",
         sets=("log.flush.interval.messages=1",),
+        **BROKER_PRICE,
     ),
     Row(
         "RabbitMQ quorum queue + publisher confirms: a confirm means the message was fsynced "
@@ -570,6 +571,7 @@ POWER_CUTS: tuple[Row, ...] = (
         "at-least-once",
         "power-cut",
         sets=("queue-type=classic",),
+        **BROKER_PRICE,
     ),
     Row(
         "RabbitMQ: messages kept in memory only (transient, classic queue, no confirms) are "
