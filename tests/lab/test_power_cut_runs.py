@@ -4,17 +4,24 @@ goes, read from the evidence."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from msglab.errors import UsageError
+from msglab.infra.lazyfs.disk import folder_disk
 from msglab.infra.lazyfs.mount import mounted
+from msglab.infra.native import NativeBackend
 from msglab.lab.compare import compare
 from msglab.lab.matrix import Row
 from msglab.lab.run import run
 from msglab.lab.scenario import Scenario
 from msglab.settings import Settings
+from tests.infra.test_lifecycle import private_settings
 
 
 @pytest.mark.redis
@@ -182,3 +189,47 @@ def test_a_priced_row_measures_its_setting_without_the_fault(tmp_path: Path) -> 
         if s["outcome"] == "sending"
     ]
     assert len(first_tries) == 2000 and len(set(first_tries)) == 2000 // 50  # one per batch
+
+
+@pytest.mark.postgres
+@pytest.mark.lazyfs
+def test_ctrl_c_during_a_files_power_cut_leaves_no_mount(tmp_path: Path) -> None:
+    """Interrupted while the folder's machine is down (after the cut, before it comes back):
+    the run ends, the folder is off the lazy filesystem and its data back in place."""
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "msglab", "run", "-t", "files", "--fault", "power-cut"),
+            *("-n", "100000", "--rate", "2000", "--kill-after", "1000", "--down", "60"),
+            *("--runs-dir", str(tmp_path), "--json"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    faults = tmp_path.glob("*/faults-orchestrator.jsonl")
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not any('"kill"' in f.read_text() for f in faults):
+        time.sleep(0.2)
+        faults = tmp_path.glob("*/faults-orchestrator.jsonl")
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0, err
+    folder = Settings.from_env().home / "files"
+    assert not mounted(folder), Path("/proc/mounts").read_text()
+    assert folder.is_dir() and not (folder.parent / "files.lazyfs" / "data.backing").exists()
+
+
+def test_infra_down_takes_the_files_folder_off_the_lazy_filesystem(
+    tmp_path: Path, lazyfs_available: None
+) -> None:
+    """A run killed outright leaves the folder mounted; ``infra down`` (everything) unmounts
+    it and moves its data back."""
+    settings = private_settings(tmp_path)
+    disk = folder_disk(settings.home / "files")
+    (settings.home / "files").mkdir(parents=True)
+    (settings.home / "files" / "kept").write_text("batch\n")
+    disk.enter()
+    disk.attach(allow_other=False)
+    assert mounted(settings.home / "files")
+    NativeBackend(settings).down([])
+    assert not mounted(settings.home / "files")
+    assert (settings.home / "files" / "kept").read_text() == "batch\n"
