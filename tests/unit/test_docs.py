@@ -138,3 +138,17 @@ def test_nothing_refers_to_files_outside_the_repository() -> None:
             if OUTSIDE in line or NOTES.search(line):
                 offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert not offenders, "the design notes are not in the repository:\n" + "\n".join(offenders)
+
+
+def test_no_merge_conflict_markers_are_left() -> None:
+    root = Path(__file__).resolve().parents[2]
+    files = [root / "README.md", *root.glob("docs/*.md"), *root.glob("src/**/*.py")]
+    files += [*root.glob("tests/**/*.py"), *root.glob("compose/**/*")]
+    marked = [
+        f"{path.relative_to(root)}:{i}"
+        for path in files
+        if path.is_file()
+        for i, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
+        if line.startswith(("<<<<<<< ", ">>>>>>> ")) or line == "======="
+    ]
+    assert not marked
