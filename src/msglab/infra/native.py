@@ -7,11 +7,12 @@ from collections.abc import Iterable
 
 from msglab.config import redact_url
 from msglab.errors import ExternalServiceError, NotRunningError, ServerStartError, UsageError
-from msglab.infra import external, process
+from msglab.infra import external, netrules, process
 from msglab.infra.connect import Connect
 from msglab.infra.kafka import Kafka, Kafka2
 from msglab.infra.lazyfs import CutReport, check_available
 from msglab.infra.lazyfs.disk import folder_disk
+from msglab.infra.netrules import NetRules
 from msglab.infra.postgres import Postgres
 from msglab.infra.rabbitmq import RabbitMQ
 from msglab.infra.redis import Redis
@@ -54,8 +55,12 @@ class NativeBackend:
         return self.service(name)
 
     def install(self, names: Iterable[str] = ()) -> list[str]:
-        """Install what is missing; the names of the services installed now."""
-        done = []
+        """Install what is missing; the names of the services installed now. Everything (no
+        names) includes nftables, which network partitions need."""
+        done, names = [], list(names)
+        if not names and not netrules.available():
+            netrules.install()
+            done.append("nftables")
         for name in check_services(list(names)):
             if name in self.settings.external:
                 continue
@@ -100,6 +105,7 @@ class NativeBackend:
                 stopped.append(name)
         if not names:
             folder_disk(self.settings.home / FILES_FOLDER).leave()
+            NetRules(self.settings.home).remove()  # a partition a run cut short left
         return stopped
 
     def kill(self, name: str) -> int:

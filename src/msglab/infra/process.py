@@ -126,10 +126,12 @@ def spawn(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     user: str | None = None,
+    group: int | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start a server detached from this process (own session, no stdin), output to ``log_path``.
 
-    The server outlives the command that started it; ``user`` runs it as that user (root only).
+    The server outlives the command that started it; ``user`` runs it as that user (root only);
+    ``group``, with that group id (a cluster node's identity for ``netrules``; root only).
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
@@ -143,7 +145,7 @@ def spawn(
             start_new_session=True,
             close_fds=True,
             user=user,
-            group=user,
+            group=group if group is not None else user,
             extra_groups=[] if user is not None else None,
         )
 
