@@ -7,7 +7,7 @@ import socket
 import struct
 
 from msglab.infra import probes
-from msglab.infra.process import port_holder
+from msglab.infra.process import port_holder, port_in_use
 
 
 def test_redis_loading_is_not_ready(fake_server: tuple[int, list[bytes]]) -> None:
@@ -60,3 +60,17 @@ def test_port_holder_names_this_process() -> None:
         s.bind(("127.0.0.1", 0))
         s.listen()
         assert f"pid {os.getpid()}" in (port_holder(s.getsockname()[1]) or "")
+
+
+def test_a_port_is_taken_per_address() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.1.2", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert port_in_use(port) and port_in_use(port, "127.0.1.2")
+        assert not port_in_use(port, "127.0.1.3")
+        assert f"pid {os.getpid()}" in (port_holder(port, "127.0.1.2") or "")
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))  # every address: taken on each
+        s.listen()
+        assert port_in_use(s.getsockname()[1], "127.0.1.3")
