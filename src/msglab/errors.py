@@ -92,17 +92,28 @@ class InstallError(InfraError):
 
 
 class PortInUseError(InfraError):
-    """A port msglab needs is held by a process msglab does not own."""
+    """A port msglab needs is held by a process msglab does not own. ``service`` is the port's
+    setting (``MSGLAB_<SERVICE>_PORT``); ``server`` the server that needs it, when another name
+    (a node of a cluster, ``kafka-cluster/n2``, on its own ``host``)."""
 
-    def __init__(self, service: str, port: int, holder: str | None) -> None:
+    def __init__(
+        self,
+        service: str,
+        port: int,
+        holder: str | None,
+        host: str = "127.0.0.1",
+        server: str | None = None,
+    ) -> None:
         who = f" by {holder}" if holder else " by another process"
         super().__init__(
-            f"{service}: port 127.0.0.1:{port} is already in use{who}; "
+            f"{server or service}: port {host}:{port} is already in use{who}; "
             f"stop it or choose another port (MSGLAB_{service.upper()}_PORT)"
         )
         self.service = service
         self.port = port
         self.holder = holder
+        self.host = host
+        self.server = server
 
 
 class ServerStartError(InfraError):

@@ -1,8 +1,10 @@
 """msglab's settings: the only module that reads ``MSGLAB_*`` environment variables.
 
 Every server msglab runs listens on 127.0.0.1 on a port of its own, chosen away from the
-standard ports so that a server already on the machine is not disturbed. Any service can
-instead be given by URL (``MSGLAB_<SERVICE>_URL``): msglab then uses it, shows it as
+standard ports so that a server already on the machine is not disturbed; the nodes of a
+cluster (``kafka-cluster``) listen on the same port numbers, each on its own loopback address
+(127.0.1.1, 127.0.1.2 ...). Any service can instead be given by URL
+(``MSGLAB_<SERVICE>_URL``, ``MSGLAB_KAFKA_CLUSTER_URL``): msglab then uses it, shows it as
 external, and refuses to kill or restart it.
 """
 
@@ -19,6 +21,7 @@ from msglab.errors import ConfigError, UsageError
 SERVICES: tuple[str, ...] = (
     "kafka",
     "kafka2",
+    "kafka-cluster",
     "rabbitmq",
     "redis",
     "postgres",
@@ -29,9 +32,14 @@ SERVICES: tuple[str, ...] = (
 first, whose controller it joins; Kafka Connect after the Kafka and PostgreSQL it needs;
 Toxiproxy, which sits in front of the brokers, last)."""
 
-ON_DEMAND: tuple[str, ...] = ("kafka2",)
+ON_DEMAND: tuple[str, ...] = ("kafka2", "kafka-cluster")
 """Services started only when named: a second Kafka broker would take half of every new
-topic's partitions, so it runs only for the scaling probe."""
+topic's partitions, so it runs only for the scaling probe; a cluster of three JVMs is for the
+replication scenarios that name it."""
+
+CLUSTER_NODES: Mapping[str, tuple[str, ...]] = {"kafka-cluster": ("n1", "n2", "n3")}
+"""The services that are clusters, and their nodes: ``kafka-cluster/n2`` names one node (for
+kill, power-cut, restart, logs, status), a bare ``kafka-cluster`` every node at once."""
 
 BACKENDS: tuple[str, ...] = ("native", "compose", "testcontainers")
 
@@ -70,17 +78,46 @@ def _port(name: str, raw: str) -> int:
     return port
 
 
-def check_services(names: list[str] | tuple[str, ...], on_demand: bool = False) -> tuple[str, ...]:
+def check_services(
+    names: list[str] | tuple[str, ...], on_demand: bool = False, nodes: bool = False
+) -> tuple[str, ...]:
     """Return ``names`` or raise UsageError listing the valid names. When empty: every service,
-    without the ON_DEMAND ones unless ``on_demand`` (stopping or showing all includes them)."""
-    unknown = [n for n in names if n not in SERVICES]
+    without the ON_DEMAND ones unless ``on_demand`` (stopping or showing all includes them).
+    ``nodes``: a node of a cluster (``kafka-cluster/n2``) is a valid name too."""
+    unknown = [n for n in names if split_node(n)[0] not in SERVICES]
     if unknown:
         raise UsageError(
             f"unknown service {', '.join(map(repr, unknown))}; valid: {', '.join(SERVICES)}"
         )
+    for name in names:
+        service, node = split_node(name)
+        if node is None:
+            continue
+        valid = CLUSTER_NODES.get(service)
+        if valid is None:
+            raise UsageError(f"{service} is not a cluster: {name!r} names no server")
+        if not nodes:
+            raise UsageError(f"{name!r}: name the service ({service}), not one of its nodes")
+        if node not in valid:
+            raise UsageError(
+                f"unknown node {node!r} of {service}; valid: "
+                + ", ".join(f"{service}/{n}" for n in valid)
+            )
     if names:
         return tuple(names)
     return SERVICES if on_demand else tuple(s for s in SERVICES if s not in ON_DEMAND)
+
+
+def split_node(name: str) -> tuple[str, str | None]:
+    """``kafka-cluster/n2`` -> (``kafka-cluster``, ``n2``); a service's name -> (name, None)."""
+    service, slash, node = name.partition("/")
+    return service, (node if slash else None)
+
+
+def env_name(service: str) -> str:
+    """The middle of a service's ``MSGLAB_<NAME>_URL`` variable: ``kafka-cluster`` ->
+    ``KAFKA_CLUSTER``."""
+    return service.upper().replace("-", "_")
 
 
 @dataclass(frozen=True)
@@ -132,9 +169,9 @@ class Settings:
             for name, default in DEFAULT_PORTS.items()
         }
         external = {
-            s: env[f"MSGLAB_{s.upper()}_URL"]
+            s: env[f"MSGLAB_{env_name(s)}_URL"]
             for s in SERVICES
-            if env.get(f"MSGLAB_{s.upper()}_URL")
+            if env.get(f"MSGLAB_{env_name(s)}_URL")
         }
         base = cls()
         fsync = env.get("MSGLAB_REDIS_APPENDFSYNC", base.redis_appendfsync)

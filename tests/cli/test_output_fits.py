@@ -65,6 +65,32 @@ def test_status_marks_a_server_on_the_lazy_filesystem_within_80_columns() -> Non
     assert "msglab+lazyfs" in line and "15.14" in line
 
 
+def test_status_shows_a_cluster_node_per_line_with_its_role_within_80_columns() -> None:
+    roles = ("controller-leader", "controller-follower", None)
+    rows = [
+        Status(
+            "kafka-cluster",
+            "msglab",
+            1234567 if role else None,
+            f"127.0.1.{i}:29092",
+            "",
+            role is not None,
+            None,
+            "4.1.1",
+            lazyfs=True,
+            node=f"n{i}",
+            role=role,
+        )
+        for i, role in enumerate(roles, start=1)
+    ]
+    lines = render([*rows, *ROWS[1:]], 80)
+    assert all(len(line) <= 80 for line in lines), lines
+    for row in rows:
+        (line,) = [line for line in lines if line.startswith(f"kafka-cluster/{row.node}")]
+        assert row.address in line and "msglab+lazyfs" in line, line
+    assert "leader" in lines[2] and "follower" in lines[3] and "-" in lines[4].split()[-1]
+
+
 def test_status_in_a_pipe_keeps_addresses_whole(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "msglab", "infra", "status"],

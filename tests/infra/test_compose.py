@@ -17,6 +17,8 @@ import jsonschema
 import pytest
 import yaml
 
+from msglab.errors import UsageError
+from msglab.infra.compose import NATIVE_ONLY, ComposeBackend
 from msglab.infra.kafka import KAFKA_VERSION, Kafka
 from msglab.infra.postgres import PASSWORD, Postgres
 from msglab.infra.redis import Redis
@@ -75,13 +77,20 @@ PUBLISHED = {
 
 
 def test_every_port_is_published_on_loopback_at_the_native_port(stack: dict[str, Any]) -> None:
-    assert set(PUBLISHED) == set(SERVICES) == set(stack["services"])
+    assert set(PUBLISHED) == set(SERVICES) - set(NATIVE_ONLY) == set(stack["services"])
     for service, names in PUBLISHED.items():
         ports = [DEFAULT_PORTS[name] for name in names]
         if not names:
             assert stack["services"][service]["network_mode"] == "host"
             continue
         assert stack["services"][service]["ports"] == [f"127.0.0.1:{p}:{p}" for p in ports]
+
+
+def test_a_service_the_stack_lacks_is_refused_naming_the_native_backend(native: Settings) -> None:
+    backend = ComposeBackend(native.with_backend("compose"))
+    for action in (lambda: backend.up(["kafka-cluster"]), lambda: backend.kill("kafka-cluster")):
+        with pytest.raises(UsageError, match=r"kafka-cluster: not in compose/stack\.yml"):
+            action()
 
 
 def test_kafka_settings_match_the_native_broker(stack: dict[str, Any], native: Settings) -> None:

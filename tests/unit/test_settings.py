@@ -39,9 +39,28 @@ def test_unknown_service_lists_valid_names() -> None:
     with pytest.raises(UsageError) as caught:
         check_services(["kafka", "zeromq"])
     assert all(name in str(caught.value) for name in SERVICES)
-    assert check_services([]) == tuple(s for s in SERVICES if s != "kafka2")
+    assert check_services([]) == tuple(s for s in SERVICES if s not in ("kafka2", "kafka-cluster"))
     assert check_services([], on_demand=True) == SERVICES
     assert check_services(["kafka2"]) == ("kafka2",)
+    assert check_services(["kafka-cluster"]) == ("kafka-cluster",)
+
+
+def test_a_node_of_a_cluster_is_a_name_where_nodes_are_asked_for() -> None:
+    assert check_services(["kafka-cluster/n2"], nodes=True) == ("kafka-cluster/n2",)
+    with pytest.raises(UsageError, match="name the service"):
+        check_services(["kafka-cluster/n2"])
+    with pytest.raises(UsageError) as caught:
+        check_services(["kafka-cluster/n7"], nodes=True)
+    assert "kafka-cluster/n1, kafka-cluster/n2, kafka-cluster/n3" in str(caught.value)
+    with pytest.raises(UsageError, match="redis is not a cluster"):
+        check_services(["redis/n1"], nodes=True)
+    with pytest.raises(UsageError, match="unknown service"):
+        check_services(["zeromq/n1"], nodes=True)
+
+
+def test_a_cluster_given_by_url_reads_its_variable_with_an_underscore() -> None:
+    s = Settings.from_env({"MSGLAB_KAFKA_CLUSTER_URL": "b1:9092,b2:9092"})
+    assert s.external == {"kafka-cluster": "b1:9092,b2:9092"}
 
 
 def test_unknown_backend_and_fsync_are_refused() -> None:

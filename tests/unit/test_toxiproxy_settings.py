@@ -9,14 +9,15 @@ import pytest
 
 from msglab.errors import InstallError, UsageError
 from msglab.infra import external, probes
-from msglab.infra.native import SERVICE_TYPES
+from msglab.infra.native import CLUSTER_TYPES, SERVICE_TYPES
 from msglab.infra.toxiproxy import Toxiproxy, proxied_url, proxy_specs
 from msglab.settings import DEFAULT_PORTS, SERVICES, Settings
 
 
 def test_toxiproxy_starts_after_the_brokers() -> None:
     assert SERVICES[-1] == "toxiproxy"
-    assert set(SERVICE_TYPES) == set(SERVICES) == set(external.PROBES)
+    assert set(SERVICE_TYPES) | set(CLUSTER_TYPES) == set(SERVICES) == set(external.PROBES)
+    assert not set(SERVICE_TYPES) & set(CLUSTER_TYPES)
 
 
 def test_every_port_belongs_to_exactly_one_server(tmp_path: Path) -> None:
@@ -24,6 +25,16 @@ def test_every_port_belongs_to_exactly_one_server(tmp_path: Path) -> None:
     owned = [name for cls in SERVICE_TYPES.values() for name in cls(settings).owned_ports]
     assert len(owned) == len(set(owned))
     assert set(owned) == set(DEFAULT_PORTS) - {"rabbitmq_epmd"}  # epmd: a helper of RabbitMQ
+
+
+def test_a_cluster_node_takes_its_ports_on_its_own_address_only(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path)
+    servers = [cls(settings) for cls in SERVICE_TYPES.values()]
+    nodes = [svc for cls in CLUSTER_TYPES.values() for svc in cls(settings).nodes.values()]
+    bound = [(svc.host, port) for svc in servers + nodes for port in svc.owned_ports.values()]
+    assert len(bound) == len(set(bound))
+    assert [svc.host for svc in nodes] == ["127.0.1.1", "127.0.1.2", "127.0.1.3"]
+    assert {svc.host for svc in servers} == {"127.0.0.1"}
 
 
 def test_proxies_forward_the_proxy_ports_to_the_brokers() -> None:

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from msglab.errors import UsageError
 from msglab.infra import Status, backend_for, service_url
-from msglab.settings import BACKENDS, SERVICES, Settings, check_services
+from msglab.settings import BACKENDS, CLUSTER_NODES, SERVICES, Settings, check_services
 
 app = typer.Typer(help="Run the real servers: " + ", ".join(SERVICES) + ".", no_args_is_help=True)
 console = Console()
@@ -27,6 +27,14 @@ Backend = Annotated[
     str | None,
     typer.Option("--backend", help=f"One of {', '.join(BACKENDS[:2])} (env MSGLAB_BACKEND)."),
 ]
+Targets = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help=f"Services ({', '.join(SERVICES)}), or one node of a cluster "
+        f"({', '.join(f'{c}/{nodes[0]}' for c, nodes in CLUSTER_NODES.items())} ...).",
+        show_default=False,
+    ),
+]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
@@ -40,7 +48,7 @@ def _backend(backend: str | None):  # type: ignore[no-untyped-def]
 
 
 def _one(services: list[str] | None, verb: str) -> list[str]:
-    names = list(check_services(services or []))
+    names = list(check_services(services or [], nodes=True))
     if not services:
         raise UsageError(f"name the service(s) to {verb}: {', '.join(SERVICES)}")
     return names
@@ -86,8 +94,9 @@ def up(
 
 
 @app.command()
-def status(services: Services = None, backend: Backend = None, as_json: AsJson = False) -> None:
-    """Show each server: PID, address, URL, health, data folder, version."""
+def status(services: Targets = None, backend: Backend = None, as_json: AsJson = False) -> None:
+    """Show each server: PID, address, URL, health, data folder, version; a cluster's nodes
+    one per line, with each node's role read from the cluster now (a node: `kafka-cluster/n2`)."""
     rows = _backend(backend).status(services or [])
     if as_json:
         print(json.dumps([s.to_json() for s in rows], indent=2))
@@ -107,15 +116,18 @@ def status_table(rows: list[Status], width: int) -> Table:
     looks up (service, pid, address) never cut. They keep their full width (the table's
     ``min_width``, which can exceed ``width`` for a long external address); the version is cut
     to what is left of ``width`` columns, and left out when fewer than 8 are (80 columns fit
-    every server msglab runs)."""
+    every server msglab runs). A cluster's node is a line ``kafka-cluster/n2`` with its role in
+    the cluster, shortened (``leader`` for ``controller-leader``: the full role is in --json)."""
     table = Table(title="msglab servers (URLs, data folders: --json)", box=None, pad_edge=False)
     whole = {
-        "service": [s.service for s in rows],
+        "service": [s.service + (f"/{s.node}" if s.node else "") for s in rows],
         "pid": [str(s.pid or "-") for s in rows],
         "address": [s.address for s in rows],
         "healthy": [("yes" if s.healthy else "no") for s in rows],
         "owner": [s.owner + ("+lazyfs" if s.lazyfs else "") for s in rows],
     }
+    if any(s.node for s in rows):
+        whole["role"] = [_short_role(s.role) if s.node else "" for s in rows]
     used = 0
     for col, cells in whole.items():
         widest = max(map(len, [col, *cells]))
@@ -130,6 +142,11 @@ def status_table(rows: list[Status], width: int) -> Table:
         cells[3] = "[green]yes[/]" if s.healthy else "[red]no[/]"
         table.add_row(*cells, *([s.version or "-"] if with_version else []))
     return table
+
+
+def _short_role(role: str | None) -> str:
+    """A node's role in the status table: ``controller-leader`` -> ``leader``."""
+    return "-" if role is None else role.removeprefix("controller-")
 
 
 @app.command()
@@ -150,25 +167,27 @@ def down(services: Services = None, backend: Backend = None) -> None:
 
 
 @app.command()
-def kill(services: Services = None, backend: Backend = None) -> None:
+def kill(services: Targets = None, backend: Backend = None) -> None:
     """SIGKILL the real server process (JVM, beam.smp, redis-server, postmaster,
-    toxiproxy-server); data stays."""
+    toxiproxy-server); data stays. A cluster's node: `kafka-cluster/n2`; a bare cluster name
+    kills every node at once."""
     b = _backend(backend)
     for name in _one(services, "kill"):
-        pid = b.kill(name)
-        console.print(f"[red]✘[/] {name}: killed pid {pid} with SIGKILL")
+        for server, pid in b.kill_all(name):
+            console.print(f"[red]✘[/] {server}: killed pid {pid} with SIGKILL")
 
 
 SHOWN_FILES = 10
 
 
 @app.command("power-cut")
-def power_cut(services: Services = None, backend: Backend = None, as_json: AsJson = False) -> None:
+def power_cut(services: Targets = None, backend: Backend = None, as_json: AsJson = False) -> None:
     """Cut the power of servers started with `up --lazyfs`: SIGKILL every process of the
     server, drop every byte it wrote and did not fsync, unmount. The server stays down
-    (`restart` brings it back); each cut is a line of `<home>/<server>/power-cuts.jsonl`."""
+    (`restart` brings it back); each cut is a line of `<home>/<server>/power-cuts.jsonl`.
+    A cluster's node: `kafka-cluster/n2`; a bare cluster name cuts every node at once."""
     b = _backend(backend)
-    reports = [b.power_cut(name) for name in _one(services, "power-cut")]
+    reports = [r for name in _one(services, "power-cut") for r in b.power_cut_all(name)]
     if as_json:
         print(json.dumps([r.to_json() for r in reports], indent=2))
         return
@@ -189,8 +208,9 @@ def power_cut(services: Services = None, backend: Backend = None, as_json: AsJso
 
 
 @app.command()
-def restart(services: Services = None, backend: Backend = None) -> None:
-    """Bring servers back with their data (after a kill, or stop-and-start when running)."""
+def restart(services: Targets = None, backend: Backend = None) -> None:
+    """Bring servers back with their data (after a kill, or stop-and-start when running). A
+    cluster's node (`kafka-cluster/n2`) is back once it has joined the cluster again."""
     b = _backend(backend)
     for name in _one(services, "restart"):
         r = b.restart(name)
@@ -199,12 +219,12 @@ def restart(services: Services = None, backend: Backend = None) -> None:
 
 @app.command()
 def logs(
-    services: Services = None,
+    services: Targets = None,
     backend: Backend = None,
-    lines: Annotated[int, typer.Option("--lines", "-n", help="Lines per service.")] = 40,
+    lines: Annotated[int, typer.Option("--lines", "-n", help="Lines per server.")] = 40,
 ) -> None:
-    """Print the last lines of each server's log."""
+    """Print the last lines of each server's log (a cluster: each node's)."""
     b = _backend(backend)
-    for name in check_services(services or []):
+    for name in check_services(services or [], nodes=True):
         console.rule(name)
         print(b.logs(name, lines))

@@ -15,7 +15,10 @@ from msglab.settings import Settings
 
 
 class Backend(Protocol):
-    """What ``msglab infra`` drives; every method takes service names (all when empty)."""
+    """What ``msglab infra`` drives; every method takes service names (all when empty).
+    kill, power_cut, restart, status and logs also take one node of a cluster
+    (``kafka-cluster/n2``); ``kill_all`` and ``power_cut_all`` a whole cluster too (every node at
+    once), where ``kill`` and ``power_cut`` hit one server."""
 
     name: str
 
@@ -23,7 +26,9 @@ class Backend(Protocol):
     def up(self, names: list[str], lazyfs: bool = False) -> list[StartReport]: ...
     def down(self, names: list[str]) -> list[str]: ...
     def kill(self, name: str) -> int: ...
+    def kill_all(self, name: str) -> list[tuple[str, int]]: ...
     def power_cut(self, name: str) -> CutReport: ...
+    def power_cut_all(self, name: str) -> list[CutReport]: ...
     def restart(self, name: str) -> StartReport: ...
     def status(self, names: list[str]) -> list[Status]: ...
     def logs(self, name: str, lines: int) -> str: ...
@@ -49,7 +54,7 @@ def service_url(settings: Settings, service: str) -> str:
         return settings.external[service]
     from msglab.infra.native import NativeBackend
 
-    return NativeBackend(settings).service(service).url
+    return NativeBackend(settings).url(service)
 
 
 __all__ = ["Backend", "CutReport", "StartReport", "Status", "backend_for", "service_url"]

@@ -37,6 +37,22 @@ URLS = {
 STATELESS = ("toxiproxy", "connect")
 """Services without a volume (Connect keeps its state in Kafka topics)."""
 
+NATIVE_ONLY = ("kafka-cluster",)
+"""Services ``compose/stack.yml`` does not have: the native backend runs them."""
+
+
+def _services(names: list[str], on_demand: bool = False) -> tuple[str, ...]:
+    """The services named (all when none), refusing a native-only one named; when all, those
+    the stack has."""
+    services = check_services(names, on_demand=on_demand)
+    refused = [s for s in names if s in NATIVE_ONLY]
+    if refused:
+        raise UsageError(
+            f"{', '.join(refused)}: not in compose/stack.yml; use the native backend "
+            "(--backend native)"
+        )
+    return tuple(s for s in services if s not in NATIVE_ONLY)
+
 
 def stack_file() -> Path:
     """``MSGLAB_COMPOSE_FILE``, else ``compose/stack.yml`` of the checkout msglab runs from."""
@@ -83,14 +99,14 @@ class ComposeBackend:
         return result.stdout
 
     def install(self, names: list[str]) -> list[str]:
-        self._compose("pull", *check_services(names))
-        return list(check_services(names))
+        self._compose("pull", *_services(names))
+        return list(_services(names))
 
     def up(self, names: list[str], lazyfs: bool = False) -> list[StartReport]:
         if lazyfs:
             raise UsageError("--lazyfs needs the native backend (msglab's own processes)")
         began = time.monotonic()
-        services = check_services(names)
+        services = _services(names)
         self._compose("up", "-d", "--wait", *services)
         if "toxiproxy" in services:
             self._populate_proxies()
@@ -98,23 +114,29 @@ class ComposeBackend:
         return [StartReport(s, started=True, cold=False, seconds=seconds) for s in services]
 
     def down(self, names: list[str]) -> list[str]:
-        services = check_services(names, on_demand=True)
+        services = _services(names, on_demand=True)
         self._compose("stop", *services)
         return list(services)
 
     def kill(self, name: str) -> int:
-        (service,) = check_services([name])
+        (service,) = _services([name])
         if not self._container_pid(service):
             raise NotRunningError(f"{service} is not running; nothing to kill")
         pid = self._container_pid(service)
         self._compose("kill", "-s", "SIGKILL", service)
         return pid
 
+    def kill_all(self, name: str) -> list[tuple[str, int]]:
+        return [(name, self.kill(name))]
+
     def power_cut(self, name: str) -> CutReport:
         raise UsageError("power cuts need the native backend: `msglab infra up --lazyfs`")
 
+    def power_cut_all(self, name: str) -> list[CutReport]:
+        return [self.power_cut(name)]
+
     def restart(self, name: str) -> StartReport:
-        (service,) = check_services([name])
+        (service,) = _services([name])
         began = time.monotonic()
         self._compose("up", "-d", "--wait", service)
         if service == "toxiproxy":
@@ -142,7 +164,7 @@ class ComposeBackend:
 
     def status(self, names: list[str]) -> list[Status]:
         rows = []
-        for service in check_services(names):
+        for service in _services(names):
             port = self.settings.ports[service]
             probe = external.PROBES[service]
             pid = self._container_pid(service)
@@ -161,7 +183,7 @@ class ComposeBackend:
         return rows
 
     def logs(self, name: str, lines: int) -> str:
-        (service,) = check_services([name])
+        (service,) = _services([name])
         out = self._compose("logs", "--no-color", "--tail", str(lines), service)
         if not out:
             raise ServerStartError(f"{service} has no logs in compose project {PROJECT}")

@@ -12,6 +12,7 @@ from msglab.infra.service import Status
 DEFAULT_PORTS = {
     "kafka": 9092,
     "kafka2": 9092,
+    "kafka-cluster": 9092,
     "rabbitmq": 5672,
     "redis": 6379,
     "postgres": 5432,
@@ -24,6 +25,7 @@ Probe = Callable[[str, int, float], bool]
 PROBES: dict[str, Probe] = {
     "kafka": probes.kafka_api_versions,
     "kafka2": probes.kafka_api_versions,
+    "kafka-cluster": probes.kafka_api_versions,  # its first bootstrap address
     "rabbitmq": lambda h, p, t: probes.amqp_handshake(h, p, t) is not None,
     "redis": probes.redis_ping,
     "postgres": probes.postgres_ready,

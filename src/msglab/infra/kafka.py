@@ -36,7 +36,7 @@ from pathlib import Path
 
 from msglab.errors import InfraError, InstallError, NotRunningError, ServerStartError, UsageError
 from msglab.infra import probes
-from msglab.infra.service import HOST, Launch, NativeService, apt_install
+from msglab.infra.service import Launch, NativeService, apt_install
 
 KAFKA_VERSION = "4.1.1"
 JAVA_OPTS = ("-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-Djava.awt.headless=true")
@@ -61,40 +61,48 @@ def _log4j2() -> str:
     return resources.files("msglab.infra").joinpath("resources/kafka/log4j2.properties").read_text()
 
 
-def _new_cluster_id() -> str:
+def new_cluster_id() -> str:
     while True:  # 22-char URL-safe base64 of 16 random bytes, not starting with '-'
         cid = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
         if not cid.startswith("-"):
             return cid
 
 
-def _properties(node: list[str]) -> str:
-    """A node's own lines plus what every msglab broker shares (one replica of everything)."""
-    shared = [
-        "controller.listener.names=CONTROLLER",
-        "inter.broker.listener.name=PLAINTEXT",
-        "num.partitions=1",
-        "offsets.topic.replication.factor=1",
-        "transaction.state.log.replication.factor=1",
-        "transaction.state.log.min.isr=1",
-        "share.coordinator.state.topic.replication.factor=1",
-        "share.coordinator.state.topic.min.isr=1",
-        "group.initial.rebalance.delay.ms=0",
-        # After a SIGKILL the restarted broker cannot register until the controller
-        # expires the old session (default 9 s): shorter, a restart takes ~6 s, not 13.
-        "broker.session.timeout.ms=3000",
-        "broker.heartbeat.interval.ms=1000",
-        "auto.create.topics.enable=true",
-        # A quota'd client's rate over 2 windows of 1 s (default 11): a burst of ~1 s, not 10.
-        "quota.window.num=2",
-        "quota.window.size.seconds=1",
-    ]
-    return "\n".join([*node, *shared, ""])
+COMMON_SETTINGS = (
+    "controller.listener.names=CONTROLLER",
+    "inter.broker.listener.name=PLAINTEXT",
+    "num.partitions=1",
+    "group.initial.rebalance.delay.ms=0",
+    # After a SIGKILL the restarted broker cannot register until the controller
+    # expires the old session (default 9 s): shorter, a restart takes ~6 s, not 13.
+    "broker.session.timeout.ms=3000",
+    "broker.heartbeat.interval.ms=1000",
+    "auto.create.topics.enable=true",
+    # A quota'd client's rate over 2 windows of 1 s (default 11): a burst of ~1 s, not 10.
+    "quota.window.num=2",
+    "quota.window.size.seconds=1",
+)
+"""What every msglab broker shares (the single node, kafka2 and the cluster's nodes)."""
+
+ONE_REPLICA = (
+    "offsets.topic.replication.factor=1",
+    "transaction.state.log.replication.factor=1",
+    "transaction.state.log.min.isr=1",
+    "share.coordinator.state.topic.replication.factor=1",
+    "share.coordinator.state.topic.min.isr=1",
+)
+"""One replica of every internal topic: the single node (Kafka's defaults, 3, hang there)."""
+
+
+def broker_properties(node: list[str], replication: tuple[str, ...] = ONE_REPLICA) -> str:
+    """A node's own lines plus what every msglab broker shares, and its replication settings."""
+    return "\n".join([*node, *COMMON_SETTINGS, *replication, ""])
 
 
 class Kafka(NativeService):
     name = "kafka"
     node_id = 1
+    java_opts: tuple[str, ...] = JAVA_OPTS
 
     @property
     def controller_port(self) -> int:
@@ -163,16 +171,17 @@ class Kafka(NativeService):
         self._lib_stamp().write_text(hashlib.sha256(_pom()).hexdigest() + "\n")
 
     def _properties(self) -> str:
-        return _properties(
+        return broker_properties(
             [
                 "process.roles=broker,controller",
                 "node.id=1",
-                f"controller.quorum.bootstrap.servers={HOST}:{self.controller_port}",
-                f"listeners=PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{self.controller_port},"
-                f"PROXIED://{HOST}:{self.proxied_port}",
-                f"advertised.listeners=PLAINTEXT://{HOST}:{self.port},"
-                f"CONTROLLER://{HOST}:{self.controller_port},"
-                f"PROXIED://{HOST}:{self.settings.ports['kafka_proxy']}",
+                f"controller.quorum.bootstrap.servers={self.host}:{self.controller_port}",
+                f"listeners=PLAINTEXT://{self.host}:{self.port},"
+                f"CONTROLLER://{self.host}:{self.controller_port},"
+                f"PROXIED://{self.host}:{self.proxied_port}",
+                f"advertised.listeners=PLAINTEXT://{self.host}:{self.port},"
+                f"CONTROLLER://{self.host}:{self.controller_port},"
+                f"PROXIED://{self.host}:{self.settings.ports['kafka_proxy']}",
                 "listener.security.protocol.map="
                 "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,PROXIED:PLAINTEXT",
                 f"log.dirs={self.data_dir.resolve()}",
@@ -183,7 +192,7 @@ class Kafka(NativeService):
         self._write_config()
         if (self.data_dir / "meta.properties").exists():
             return False
-        self._format(_new_cluster_id(), "--standalone")
+        self._format(new_cluster_id(), "--standalone")
         return True
 
     def _write_config(self) -> None:
@@ -307,7 +316,7 @@ class Kafka(NativeService):
         return Launch(
             [
                 "java",
-                *JAVA_OPTS,
+                *self.java_opts,
                 *self._log_opts(),
                 "-cp",
                 f"{self.lib_dir}/*",
@@ -317,7 +326,7 @@ class Kafka(NativeService):
         )
 
     def ping(self, timeout_s: float) -> bool:
-        return probes.kafka_api_versions(HOST, self.port, timeout_s)
+        return probes.kafka_api_versions(self.host, self.port, timeout_s)
 
     def version(self) -> str | None:
         return KAFKA_VERSION
@@ -348,13 +357,13 @@ class Kafka2(Kafka):
         return {"kafka2": self.port}
 
     def _properties(self) -> str:
-        return _properties(
+        return broker_properties(
             [
                 "process.roles=broker",
                 "node.id=2",
-                f"controller.quorum.bootstrap.servers={HOST}:{self.controller_port}",
-                f"listeners=PLAINTEXT://{HOST}:{self.port}",
-                f"advertised.listeners=PLAINTEXT://{HOST}:{self.port}",
+                f"controller.quorum.bootstrap.servers={self.host}:{self.controller_port}",
+                f"listeners=PLAINTEXT://{self.host}:{self.port}",
+                f"advertised.listeners=PLAINTEXT://{self.host}:{self.port}",
                 "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
                 f"log.dirs={self.data_dir.resolve()}",
             ]

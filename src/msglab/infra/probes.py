@@ -14,6 +14,7 @@ import shutil
 import socket
 import struct
 import subprocess
+from dataclasses import dataclass
 
 
 def _recv_exactly(sock: socket.socket, n: int) -> bytes:
@@ -41,6 +42,142 @@ def kafka_api_versions(host: str, port: int, timeout_s: float) -> bool:
         return False
     got_correlation, error_code = struct.unpack(">ih", reply[:6])
     return bool(got_correlation == correlation and error_code == 0)
+
+
+def _kafka_call(host: str, port: int, timeout_s: float, request: bytes) -> bytes | None:
+    """Send one framed Kafka request; the response (after its correlation id), or None."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            sock.settimeout(timeout_s)
+            sock.sendall(struct.pack(">i", len(request)) + request)
+            (size,) = struct.unpack(">i", _recv_exactly(sock, 4))
+            reply = _recv_exactly(sock, size)
+    except OSError:
+        return None
+    (correlation,) = struct.unpack(">i", reply[:4])
+    return reply[4:] if correlation == _CORRELATION else None
+
+
+_CORRELATION = 7
+_CLIENT_ID = b"msglab-probe"
+
+
+def _request_header(api_key: int, version: int, flexible: bool) -> bytes:
+    header = struct.pack(">hhih", api_key, version, _CORRELATION, len(_CLIENT_ID)) + _CLIENT_ID
+    return header + (b"\x00" if flexible else b"")  # header v2: no tagged fields
+
+
+class _Reader:
+    """Reads a Kafka response body: big-endian numbers, compact (flexible) arrays and strings."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.at = 0
+
+    def take(self, fmt: str) -> tuple[int, ...]:
+        values = struct.unpack_from(fmt, self.data, self.at)
+        self.at += struct.calcsize(fmt)
+        return values
+
+    def uvarint(self) -> int:
+        value = shift = 0
+        while True:
+            byte = self.data[self.at]
+            self.at += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return value
+
+    def skip_tags(self) -> None:
+        for _ in range(self.uvarint()):
+            self.uvarint()  # tag
+            self.at += self.uvarint()
+
+    def compact_len(self) -> int:
+        return max(self.uvarint() - 1, 0)  # N + 1; 0 is null
+
+    def compact_string(self) -> str:
+        n = self.compact_len()
+        self.at += n
+        return self.data[self.at - n : self.at].decode("utf-8", "replace")
+
+    def string(self) -> str | None:
+        (n,) = self.take(">h")
+        if n < 0:
+            return None
+        self.at += n
+        return self.data[self.at - n : self.at].decode("utf-8", "replace")
+
+
+def kafka_brokers(host: str, port: int, timeout_s: float) -> dict[int, str] | None:
+    """A Metadata v1 request for no topic: the brokers this broker knows as alive (in KRaft:
+    registered and unfenced), id -> advertised ``host:port``; None when it did not answer."""
+    body = _request_header(3, 1, flexible=False) + struct.pack(">i", 0)  # topics: []
+    reply = _kafka_call(host, port, timeout_s, body)
+    if reply is None:
+        return None
+    try:
+        read = _Reader(reply)
+        brokers = {}
+        for _ in range(read.take(">i")[0]):
+            (node_id,) = read.take(">i")
+            broker_host = read.string()
+            (broker_port,) = read.take(">i")
+            read.string()  # rack
+            brokers[node_id] = f"{broker_host}:{broker_port}"
+    except (struct.error, IndexError):
+        return None
+    return brokers
+
+
+@dataclass(frozen=True)
+class Quorum:
+    """A KRaft controller quorum as its leader describes it (DescribeQuorum): the leader's node
+    id and epoch, the voters' and the observers' (brokers only) ids."""
+
+    leader: int
+    epoch: int
+    voters: tuple[int, ...]
+    observers: tuple[int, ...]
+
+
+_METADATA_TOPIC = b"__cluster_metadata"
+
+
+def kafka_quorum(host: str, port: int, timeout_s: float) -> Quorum | None:
+    """Ask a KRaft node's listener (a controller's, or a broker's, which forwards it to the
+    active controller) to DescribeQuorum (v0). The quorum, or None when it did not answer or is
+    a controller that is not the leader (it answers NOT_LEADER_OR_FOLLOWER)."""
+    topic = bytes([len(_METADATA_TOPIC) + 1]) + _METADATA_TOPIC
+    # topics: [{name, partitions: [{index 0}]}], each struct and the body ending in no tags
+    body = _request_header(55, 0, flexible=True) + b"\x02" + topic + b"\x02"
+    body += struct.pack(">i", 0) + b"\x00" + b"\x00" + b"\x00"
+    reply = _kafka_call(host, port, timeout_s, body)
+    if reply is None:
+        return None
+    try:
+        read = _Reader(reply)
+        read.skip_tags()  # response header v1
+        (error,) = read.take(">h")
+        if error or read.compact_len() != 1:
+            return None
+        read.compact_string()
+        if read.compact_len() != 1:
+            return None
+        _index, error, leader, epoch, _high_watermark = read.take(">ihiiq")
+        if error or leader < 0:
+            return None
+        replicas = []
+        for _ in range(2):  # current voters, then observers: [{id, log end offset}]
+            ids = []
+            for _ in range(read.compact_len()):
+                ids.append(read.take(">iq")[0])
+                read.skip_tags()
+            replicas.append(tuple(ids))
+    except (struct.error, IndexError):
+        return None
+    return Quorum(leader, epoch, replicas[0], replicas[1])
 
 
 def redis_ping(host: str, port: int, timeout_s: float) -> bool:

@@ -158,7 +158,22 @@ def port_is_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
         return False
 
 
-def _listening_inodes(port: int) -> set[str]:
+def _address(hex_address: str) -> str:
+    """An address of ``/proc/net/tcp{,6}`` ("0100007F", 32 hex digits for IPv6) as text; an
+    IPv4-mapped IPv6 address (a JVM's listener) as its IPv4 address, a wildcard as ``*``."""
+    raw = bytes.fromhex(hex_address)
+    # the kernel prints each 32-bit word in host (little-endian) order
+    raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    if not any(raw):
+        return "*"
+    if len(raw) == 16 and raw[:12] == b"\0" * 10 + b"\xff\xff":
+        raw = raw[12:]
+    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+
+
+def _listening_inodes(port: int, host: str | None = None) -> set[str]:
+    """The socket inodes listening on TCP ``port``: on any address when ``host`` is None, else on
+    ``host`` or on every address (a wildcard listener takes the port on ``host`` too)."""
     inodes: set[str] = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -168,14 +183,18 @@ def _listening_inodes(port: int) -> set[str]:
         for line in lines:
             fields = line.split()
             local, state, inode = fields[1], fields[3], fields[9]
-            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+            address, _, hex_port = local.rpartition(":")
+            if state != "0A" or int(hex_port, 16) != port:
+                continue
+            if host is None or _address(address) in (host, "*"):
                 inodes.add(inode)
     return inodes
 
 
-def port_holder(port: int) -> str | None:
-    """Describe the process listening on TCP ``port`` ("pid 123 (redis-server)"), if found."""
-    inodes = _listening_inodes(port)
+def port_holder(port: int, host: str | None = None) -> str | None:
+    """Describe the process listening on TCP ``port`` ("pid 123 (redis-server)"), if found
+    (``host``: on that address or every address, as ``port_in_use``)."""
+    inodes = _listening_inodes(port, host)
     if not inodes:
         return None
     wanted = {f"socket:[{i}]" for i in inodes}
@@ -190,11 +209,12 @@ def port_holder(port: int) -> str | None:
     return "an unknown process"
 
 
-def port_in_use(port: int) -> bool:
-    """True if something listens on TCP ``port`` on any address."""
-    if _listening_inodes(port):
+def port_in_use(port: int, host: str | None = None) -> bool:
+    """True if something listens on TCP ``port``: on any address when ``host`` is None, else
+    where a server binding ``host:port`` would collide (``host`` itself or every address)."""
+    if _listening_inodes(port, host):
         return True
-    return port_is_open("127.0.0.1", port, 0.2)
+    return port_is_open(host or "127.0.0.1", port, 0.2)
 
 
 def log_tail(path: Path, lines: int = 25) -> str:

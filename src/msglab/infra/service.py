@@ -6,8 +6,10 @@ its config files, ``server.pid`` (the *real* server process: the JVM, ``beam.smp
 ``up(lazyfs=True)`` puts ``data/`` on msglab's lazy filesystem (``lazyfs/disk.py``), where
 ``power_cut`` can drop what the server did not fsync.
 Subclasses say how to install, configure, start and probe their server; this class makes
-``up`` idempotent, refuses ports held by others, and turns a failed start into a
-ServerStartError carrying the tail of the server's log.
+``up`` idempotent, refuses ports held by others (on the server's own ``host``), and turns a
+failed start into a ServerStartError carrying the tail of the server's log. ``up`` is
+``begin`` (spawn) then ``Starting.poll`` until ready: a cluster (``cluster.py``) spawns every
+node first, then waits for them all.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, NoReturn
 
 from msglab.config import redact_url
 from msglab.errors import (
@@ -52,6 +54,8 @@ class Status:
     data_dir: str | None
     version: str | None
     lazyfs: bool = False  # the data folder is on msglab's lazy filesystem (power cuts)
+    node: str | None = None  # one node of a cluster (``n2`` of ``kafka-cluster``), else None
+    role: str | None = None  # a node's role in its cluster at that moment (``controller-leader``)
 
     def to_json(self) -> dict[str, object]:
         """The fields as shown to people and scripts: the URL's password is ``***``
@@ -109,14 +113,25 @@ def _run(argv: Sequence[str], env: Mapping[str, str]) -> None:
 
 
 class NativeService(ABC):
-    """One real server that msglab installs, runs as a process, kills and restarts."""
+    """One real server that msglab installs, runs as a process, kills and restarts.
 
-    name: ClassVar[str]
+    ``name`` is the service's (``kafka``), or a node's of a cluster (``kafka-cluster/n2``, given
+    to the constructor): its folder is ``<home>/<name>/``. ``host`` is the one address it binds
+    and advertises (127.0.0.1; a node of a cluster has its own loopback address)."""
+
+    name: str
+    host: str = HOST
     stop_signal: ClassVar[signal.Signals] = signal.SIGTERM
     stop_timeout_s: ClassVar[float] = 30.0
     keeps_data: ClassVar[bool] = True  # False: no data folder to put on the lazy filesystem
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, name: str | None = None, host: str | None = None
+    ) -> None:
+        if name is not None:
+            self.name = name
+        if host is not None:
+            self.host = host
         self.settings = settings
         self.root = settings.home / self.name
         self.data_dir = self.root / "data"
@@ -138,7 +153,7 @@ class NativeService(ABC):
 
     @property
     def address(self) -> str:
-        return f"{HOST}:{self.port}"
+        return f"{self.host}:{self.port}"
 
     @property
     @abstractmethod
@@ -206,6 +221,33 @@ class NativeService(ABC):
         ``lazyfs``: its data folder on the lazy filesystem (the server must be stopped to go
         there); once there it stays, through kills, power cuts and restarts, until ``down``.
         A failed or interrupted start kills what it spawned and unmounts."""
+        starting = self.begin(lazyfs)
+        try:
+            while not starting.poll():
+                if time.monotonic() > starting.deadline:
+                    starting.time_out()
+                time.sleep(0.1)
+            return starting.done()
+        except BaseException:
+            starting.abort()
+            raise
+
+    def check_ports(self) -> None:
+        """Raise PortInUseError for the first port of this server another process holds."""
+        for setting, port in self.owned_ports.items():
+            if process.port_in_use(port, self.host):
+                raise PortInUseError(
+                    setting,
+                    port,
+                    process.port_holder(port, self.host),
+                    host=self.host,
+                    server=self.name if self.host != HOST else None,  # a node of a cluster
+                )
+
+    def begin(self, lazyfs: bool = False) -> Starting:
+        """The first half of ``up``: check, install, mount, prepare and spawn the server without
+        waiting for it (a cluster starts every node so, then waits for all); ``poll`` the
+        ``Starting`` until it is ready. Its start time counts from after the install."""
         began = time.monotonic()
         pid = self.pid()
         if lazyfs and not self.keeps_data:
@@ -216,12 +258,9 @@ class NativeService(ABC):
                     f"{self.name} runs on the plain disk: `msglab infra down {self.name}`, "
                     "then up --lazyfs"
                 )
-            self._wait_ready(None, began)
-            return StartReport(self.name, started=False, cold=False, seconds=0.0)
+            return Starting(self, None, began, cold=False)
         self.pid_path.unlink(missing_ok=True)
-        for setting, port in self.owned_ports.items():
-            if process.port_in_use(port):
-                raise PortInUseError(setting, port, process.port_holder(port))
+        self.check_ports()
         if lazyfs:
             check_available()
         if not self.is_installed():
@@ -238,16 +277,12 @@ class NativeService(ABC):
             launch = self.launch()
             self._mark_log()
             spawned = process.spawn(launch.argv, self.log_path, launch.env, self.root, launch.user)
-            self._wait_ready(spawned, began)
-            seconds = time.monotonic() - began
-            self.after_ready(cold)
         except BaseException:
             if spawned is not None:
                 self._kill_all(spawned)
             self.disk.detach()
             raise
-        self._record_timing(cold, seconds)
-        return StartReport(self.name, started=True, cold=cold, seconds=seconds)
+        return Starting(self, spawned, began, cold)
 
     def _fresh_data(self) -> bool:
         """No data yet: the data folder is missing or empty (an empty mount point)."""
@@ -257,21 +292,15 @@ class NativeService(ABC):
         with open(self.log_path, "a") as log:
             log.write(f"\n==== msglab start {time.strftime('%Y-%m-%dT%H:%M:%S')} ====\n")
 
-    def _wait_ready(self, spawned: subprocess.Popen[bytes] | None, began: float) -> None:
-        deadline = began + self.settings.start_timeout_s
-        while time.monotonic() < deadline:
-            if spawned is not None:
-                if spawned.poll() is not None and not self._server_outlived(spawned):
-                    self._fail(f"{self.name} exited with code {spawned.returncode} while starting")
-                pid = self.server_pid(spawned)
-                if pid is not None and not self.pid_path.exists():
-                    self.pid_path.write_text(f"{pid}\n")
-            if self.ping(1.0) and self.pid() is not None:
-                return
-            time.sleep(0.1)
+    def _ready_once(self, spawned: subprocess.Popen[bytes] | None) -> bool:
+        """One look at a starting server: True once it answers; ServerStartError if it exited."""
         if spawned is not None:
-            self._kill_all(spawned)
-        self._fail(f"{self.name} was not ready after {self.settings.start_timeout_s:.0f}s")
+            if spawned.poll() is not None and not self._server_outlived(spawned):
+                self._fail(f"{self.name} exited with code {spawned.returncode} while starting")
+            pid = self.server_pid(spawned)
+            if pid is not None and not self.pid_path.exists():
+                self.pid_path.write_text(f"{pid}\n")
+        return self.ping(1.0) and self.pid() is not None
 
     def _server_outlived(self, spawned: subprocess.Popen[bytes]) -> bool:
         pid = self.server_pid(spawned)
@@ -284,7 +313,7 @@ class NativeService(ABC):
                 process.kill_hard(pid)
         self.pid_path.unlink(missing_ok=True)
 
-    def _fail(self, message: str) -> None:
+    def _fail(self, message: str) -> NoReturn:
         raise ServerStartError(f"{message} (log: {self.log_path})", process.log_tail(self.log_path))
 
     def down(self) -> bool:
@@ -323,18 +352,24 @@ class NativeService(ABC):
     def power_cut(self) -> CutReport:
         """SIGKILL every process of the server, drop what it had not fsynced, unmount; the
         server stays down (``restart`` brings it back on the same lazy filesystem)."""
+        self.check_cuttable()
+        report = self.disk.power_cut(self.name, self.pid())
+        self.pid_path.unlink(missing_ok=True)
+        return report
+
+    def check_cuttable(self) -> None:
+        """Raise unless a power cut can hit this server now (its data on a mounted lazy
+        filesystem): UsageError on the plain disk, NotRunningError once cut."""
         if not self.disk.on_lazyfs():
+            service = self.name.partition("/")[0]
             raise UsageError(
-                f"{self.name} is not on the lazy filesystem: `msglab infra up {self.name} "
+                f"{self.name} is not on the lazy filesystem: `msglab infra up {service} "
                 "--lazyfs` first (`msglab infra kill` crashes a server on the plain disk)"
             )
         if not self.disk.mount.is_mounted():
             raise NotRunningError(
                 f"{self.name}'s lazy filesystem is not mounted (cut already?): nothing to cut"
             )
-        report = self.disk.power_cut(self.name, self.pid())
-        self.pid_path.unlink(missing_ok=True)
-        return report
 
     def restart(self) -> StartReport:
         """Bring the server back with its data (after ``kill`` or ``power_cut``, or a graceful
@@ -354,3 +389,47 @@ class NativeService(ABC):
         except (OSError, ValueError):
             return {}
         return {k: float(v) for k, v in loaded.items()}
+
+
+class Starting:
+    """A server ``NativeService.begin`` spawned (``spawned``), or found running (None), on its
+    way to ready: ``poll`` until True, then ``done``; ``time_out`` once past ``deadline``;
+    ``abort`` kills what was spawned and unmounts (after a failure, an interrupt)."""
+
+    def __init__(
+        self,
+        service: NativeService,
+        spawned: subprocess.Popen[bytes] | None,
+        began: float,
+        cold: bool,
+    ) -> None:
+        self.service = service
+        self.spawned = spawned
+        self.began = began
+        self.cold = cold
+        self.deadline = began + service.settings.start_timeout_s
+
+    def poll(self) -> bool:
+        """True once the server answers; ServerStartError (its log's tail) if it exited."""
+        return self.service._ready_once(self.spawned)
+
+    def time_out(self) -> NoReturn:
+        svc = self.service
+        if self.spawned is not None:
+            svc._kill_all(self.spawned)
+        svc._fail(f"{svc.name} was not ready after {svc.settings.start_timeout_s:.0f}s")
+
+    def done(self) -> StartReport:
+        """The server answers: its one-time setup, its start time recorded."""
+        svc = self.service
+        if self.spawned is None:
+            return StartReport(svc.name, started=False, cold=False, seconds=0.0)
+        seconds = time.monotonic() - self.began
+        svc.after_ready(self.cold)
+        svc._record_timing(self.cold, seconds)
+        return StartReport(svc.name, started=True, cold=self.cold, seconds=seconds)
+
+    def abort(self) -> None:
+        if self.spawned is not None:
+            self.service._kill_all(self.spawned)
+            self.service.disk.detach()

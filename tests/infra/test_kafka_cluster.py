@@ -1,0 +1,286 @@
+"""`kafka-cluster`: three real Kafka KRaft nodes on 127.0.1.1-3, started once for this module.
+
+The cluster forms; a plain confluent-kafka client writes with acks=all through the URL `status`
+gives and reads back; one node SIGKILLed (`infra kill kafka-cluster/n2`) leaves a cluster that
+still acknowledges acks=all writes (min ISR 2) and the node rejoins after `infra restart`; a node
+whose address is taken or whose storage is broken fails `up` naming the node; `infra down`
+leaves no process. The failures run on a second, private cluster (own home and ports).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from msglab.errors import MsglabError, PortInUseError, ServerStartError
+from msglab.infra import process
+from msglab.infra.native import NativeBackend
+from msglab.settings import DEFAULT_PORTS, Settings, in_ci
+from tests.conftest import run_cli
+
+N = 500
+NODES = ("n1", "n2", "n3")
+
+
+def cluster_status() -> list[dict[str, Any]]:
+    rows = json.loads(run_cli("infra", "status", "kafka-cluster", "--json").stdout)
+    return [dict(r) for r in rows]
+
+
+def listening_addresses(pid: int) -> set[str]:
+    """The host:port of every TCP socket process ``pid`` listens on."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            link = os.readlink(fd)
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    found = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:
+                address, _, port = fields[1].rpartition(":")
+                found.add(f"{process._address(address)}:{int(port, 16)}")
+    return found
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[list[dict[str, Any]]]:
+    """kafka-cluster up (MSGLAB_HOME, MSGLAB_*_PORT of this run) for the module; down after."""
+    backend = NativeBackend(Settings.from_env())
+    try:
+        (report,) = backend.up(["kafka-cluster"])
+    except MsglabError as exc:
+        if in_ci():
+            pytest.fail(f"kafka-cluster could not start: {exc}", pytrace=False)
+        pytest.skip(f"kafka-cluster could not start: {exc}")
+    print(f"kafka-cluster: {'cold' if report.cold else 'warm'} start in {report.seconds:.1f}s")
+    try:
+        yield cluster_status()
+    finally:
+        backend.down(["kafka-cluster"])
+
+
+def produce(url: str, topic: str, values: range) -> list[int]:
+    """Write ``values`` with acks=all (idempotent); the values the cluster acknowledged."""
+    from confluent_kafka import Producer
+
+    acked: list[int] = []
+
+    def on_delivery(err: Any, msg: Any) -> None:
+        if err is None:
+            acked.append(int(msg.value()))
+
+    producer = Producer(
+        {
+            "bootstrap.servers": url,
+            "acks": "all",
+            "enable.idempotence": True,
+            "message.timeout.ms": 30000,
+        }
+    )
+    for i in values:
+        producer.produce(topic, str(i).encode(), on_delivery=on_delivery)
+    assert producer.flush(45) == 0
+    return acked
+
+
+def consume(url: str, topic: str, expected: int) -> list[int]:
+    from confluent_kafka import Consumer
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": url,
+            "group.id": f"g_{topic}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    got: list[int] = []
+    deadline = time.monotonic() + 60
+    while len(got) < expected and time.monotonic() < deadline:
+        msg = consumer.poll(1.0)
+        if msg is not None and msg.error() is None:
+            got.append(int(msg.value()))
+    consumer.close()
+    return got
+
+
+def replicas_and_isr(url: str, topic: str) -> tuple[list[int], list[int]]:
+    from confluent_kafka.admin import AdminClient
+
+    meta = AdminClient({"bootstrap.servers": url}).list_topics(topic, timeout=10)
+    partition = meta.topics[topic].partitions[0]
+    return sorted(partition.replicas), sorted(partition.isrs)
+
+
+@pytest.fixture(scope="module")
+def topic(cluster: list[dict[str, Any]]) -> str:
+    """A new topic with 3 replicas, created with the admin API through the status URL."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    name = f"cluster_{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": cluster[0]["url"]})
+    (future,) = admin.create_topics([NewTopic(name, 1, 3)]).values()
+    future.result(30)
+    return name
+
+
+@pytest.mark.kafka
+def test_three_nodes_on_their_own_addresses_and_one_controller_leader(
+    cluster: list[dict[str, Any]],
+) -> None:
+    port = Settings.from_env().ports["kafka"]
+    rows = cluster_status()
+    assert [r["node"] for r in rows] == list(NODES)
+    addresses = [f"127.0.1.{i}:{port}" for i in (1, 2, 3)]
+    assert [r["address"] for r in rows] == addresses
+    assert {r["url"] for r in rows} == {",".join(addresses)}
+    assert all(r["healthy"] and r["pid"] and r["service"] == "kafka-cluster" for r in rows), rows
+    roles = sorted(r["role"] for r in rows)
+    assert roles == ["controller-follower", "controller-follower", "controller-leader"], rows
+    controller_port = Settings.from_env().ports["kafka_controller"]
+    for i, row in enumerate(rows, start=1):
+        host = f"127.0.1.{i}"  # every listener on the node's own address, nowhere else
+        assert listening_addresses(row["pid"]) == {f"{host}:{port}", f"{host}:{controller_port}"}
+        argv = Path(f"/proc/{row['pid']}/cmdline").read_bytes().split(b"\0")
+        assert b"-Xmx384m" in argv, argv
+    rss_mb = (
+        sum(
+            int(line.split()[1])
+            for r in rows
+            for line in Path(f"/proc/{r['pid']}/status").read_text().splitlines()
+            if line.startswith("VmRSS:")
+        )
+        // 1024
+    )
+    print(f"kafka-cluster: the three JVMs hold {rss_mb} MB (RSS)")
+
+
+@pytest.mark.kafka
+def test_acks_all_through_the_status_url_and_read_back(
+    cluster: list[dict[str, Any]], topic: str
+) -> None:
+    url = cluster[0]["url"]
+    assert replicas_and_isr(url, topic) == ([1, 2, 3], [1, 2, 3])
+    acked = produce(url, topic, range(N))
+    assert sorted(acked) == list(range(N))
+    assert sorted(consume(url, topic, N)) == list(range(N))
+
+
+@pytest.mark.kafka
+def test_a_killed_node_leaves_acks_all_writable_and_rejoins_after_restart(
+    cluster: list[dict[str, Any]], topic: str
+) -> None:
+    url = cluster[0]["url"]
+    before = {r["node"]: r for r in cluster_status()}
+    run_cli("infra", "kill", "kafka-cluster/n2")
+    assert not process.is_alive(before["n2"]["pid"])
+    down = {r["node"]: r for r in cluster_status()}
+    assert down["n2"]["pid"] is None and down["n2"]["healthy"] is False
+    assert down["n2"]["role"] is None
+    assert down["n1"]["healthy"] and down["n3"]["healthy"]
+
+    # two replicas of three: min.insync.replicas=2 still acknowledges acks=all
+    acked = produce(url, topic, range(N, 2 * N))
+    assert sorted(acked) == list(range(N, 2 * N))
+    replicas, isr = replicas_and_isr(url, topic)
+    assert replicas == [1, 2, 3] and 2 not in isr, isr
+    deadline = time.monotonic() + 15  # a leader is elected again if n2 was the leader
+    while sorted(r["role"] or "-" for r in cluster_status()).count("controller-leader") != 1:
+        assert time.monotonic() < deadline, cluster_status()
+        time.sleep(0.5)
+
+    run_cli("infra", "restart", "kafka-cluster/n2")
+    after = {r["node"]: r for r in cluster_status()}
+    assert after["n2"]["healthy"] and after["n2"]["pid"] not in (None, before["n2"]["pid"])
+    assert after["n2"]["role"] in ("controller-leader", "controller-follower")
+    assert [r["role"] for r in after.values()].count("controller-leader") == 1, after
+    deadline = time.monotonic() + 60  # the restarted replica catches up, back in the ISR
+    while replicas_and_isr(url, topic)[1] != [1, 2, 3]:
+        assert time.monotonic() < deadline, replicas_and_isr(url, topic)
+        time.sleep(1)
+    assert sorted(consume(url, topic, 2 * N)) == list(range(2 * N))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def private_backend(home: Path) -> NativeBackend:
+    ports = {**DEFAULT_PORTS, "kafka": free_port(), "kafka_controller": free_port()}
+    return NativeBackend(Settings(home=home, ports=ports, start_timeout_s=60))
+
+
+def no_node_runs(backend: NativeBackend) -> bool:
+    return all(backend.service(f"kafka-cluster/{n}").pid() is None for n in NODES)
+
+
+@pytest.mark.kafka
+def test_a_node_whose_address_is_taken_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    backend = private_backend(tmp_path)
+    port = backend.settings.ports["kafka"]
+    began = time.monotonic()
+    with socket.socket() as holder:
+        holder.bind(("127.0.1.2", port))
+        holder.listen()
+        with pytest.raises(PortInUseError) as caught:
+            backend.up(["kafka-cluster"])
+    assert time.monotonic() - began < 10
+    message = str(caught.value)
+    assert "kafka-cluster/n2" in message and f"127.0.1.2:{port}" in message
+    assert f"pid {os.getpid()}" in message, message
+    assert no_node_runs(backend)
+
+
+@pytest.mark.kafka
+def test_a_node_that_cannot_start_fails_up_naming_it_with_its_log(tmp_path: Path) -> None:
+    backend = private_backend(tmp_path)
+    broken = tmp_path / "kafka-cluster" / "n2" / "data"
+    broken.mkdir(parents=True)  # storage formatted for another node id: Kafka refuses to start
+    (broken / "meta.properties").write_text(
+        "version=1\nnode.id=7\ncluster.id=AAAAAAAAAAAAAAAAAAAAAA\n"
+        "directory.id=BBBBBBBBBBBBBBBBBBBBBB\n"
+    )
+    began = time.monotonic()
+    with pytest.raises(ServerStartError) as caught:
+        backend.up(["kafka-cluster"])
+    assert time.monotonic() - began < backend.settings.start_timeout_s
+    message = str(caught.value)
+    assert "kafka-cluster/n2" in message, message
+    assert "last lines of the log" in message and "Stored node id 7" in caught.value.log_tail, (
+        message
+    )
+    assert no_node_runs(backend)  # n1 and n3, spawned by this up, are gone too
+
+
+@pytest.mark.kafka
+def test_down_stops_every_node_and_leaves_no_process(cluster: list[dict[str, Any]]) -> None:
+    pids = [r["pid"] for r in cluster_status()]
+    assert all(pids)
+    assert "kafka-cluster" in run_cli("infra", "down", "kafka-cluster").stdout
+    assert not any(process.is_alive(pid) for pid in pids)
+    rows = cluster_status()
+    assert all(r["pid"] is None and not r["healthy"] and r["role"] is None for r in rows)
+    home = str(Settings.from_env().home / "kafka-cluster")
+    assert not process.holders(Path(home)), "a process still holds the cluster's folder"
+
+
+def test_an_unknown_node_is_refused_listing_the_valid_ones() -> None:
+    result = run_cli("infra", "kill", "kafka-cluster/n7", check=False)
+    assert result.returncode == 2
+    for node in NODES:
+        assert f"kafka-cluster/{node}" in result.stderr
