@@ -23,6 +23,8 @@ import pytest
 
 from msglab.errors import MsglabError, PortInUseError, ServerStartError
 from msglab.infra import process
+from msglab.infra.cluster import node_group
+from msglab.infra.kafka_cluster import KafkaCluster
 from msglab.infra.native import NativeBackend
 from msglab.settings import DEFAULT_PORTS, Settings, in_ci
 from tests.conftest import run_cli
@@ -265,6 +267,51 @@ def test_a_node_that_cannot_start_fails_up_naming_it_with_its_log(tmp_path: Path
         message
     )
     assert no_node_runs(backend)  # n1 and n3, spawned by this up, are gone too
+
+
+@pytest.mark.kafka
+def test_each_node_runs_as_its_own_group_and_a_partition_moves_the_leadership(
+    cluster: list[dict[str, Any]],
+) -> None:
+    """Each node's processes carry the node's group id (its identity in nftables' rules). The
+    controller leader cut off from both other nodes (not from the clients) loses the quorum's
+    leadership to one of them within seconds; healed, all three agree on one leader again."""
+    kc = KafkaCluster(Settings.from_env())
+    for svc in kc.nodes.values():
+        pid = svc.pid()
+        assert pid is not None
+        gid_line = next(
+            line
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+            if line.startswith("Gid:")
+        )
+        assert int(gid_line.split()[1]) == svc.group == node_group(svc.host)
+    leader = _leader(kc)
+    hosts = kc.hosts()
+    others = [hosts[n] for n in hosts if n != leader]
+    try:
+        kc.net.cut([hosts[leader]], others, list(hosts.values()))
+        assert kc.net.rules()
+        deadline = time.monotonic() + 30
+        while (new := _leader(kc, among=[n for n in hosts if n != leader])) is None:
+            assert time.monotonic() < deadline, f"no new leader: {kc.roles()}"
+            time.sleep(0.5)
+    finally:
+        kc.net.heal()
+    assert not kc.net.rules()
+    deadline = time.monotonic() + 30
+    while sorted(kc.roles().values()) != ["controller-follower"] * 2 + ["controller-leader"]:
+        assert time.monotonic() < deadline, kc.roles()
+        time.sleep(0.5)
+    assert new != leader
+
+
+def _leader(kc: KafkaCluster, among: list[str] | None = None) -> str | None:
+    """The node the quorum names leader now (only when it is one of ``among``)."""
+    leaders = [n for n, role in kc.roles().items() if role == "controller-leader"]
+    if len(leaders) != 1 or (among is not None and leaders[0] not in among):
+        return None
+    return leaders[0]
 
 
 @pytest.mark.kafka

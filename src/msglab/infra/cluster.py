@@ -6,7 +6,10 @@ Each node is a ``NativeService`` named ``<cluster>/<node>``: its own folder
 and its own loopback address, ``<subnet>.<i>`` (node ``n2`` of ``kafka-cluster`` on 127.0.1.2),
 where it binds and advertises every listener, on the same port numbers as its peers. The nodes
 talk to each other through those addresses only, so that a network fault between two nodes is
-a rule on two addresses (nftables, later).
+a rule on two addresses. Because a connection a node opens leaves from 127.0.0.1, the node is
+also known by its processes' group id (``node_group``), which ``netrules`` matches; while the
+cluster runs, msglab's nftables table marks each connection with the group that opened it, so
+that a partition cuts both directions of every link.
 
 ``up`` spawns every node, then waits until each answers and the cluster has formed (each node
 joined, a leader elected: each kind of cluster says how it sees that, cheaply) within the start
@@ -28,12 +31,23 @@ from dataclasses import replace
 from typing import ClassVar, Generic, TypeVar
 
 from msglab.errors import NotRunningError, ServerStartError, UsageError
-from msglab.infra import process
+from msglab.infra import netrules, process
 from msglab.infra.lazyfs import CutReport, check_available
+from msglab.infra.netrules import Host, NetRules
 from msglab.infra.service import NativeService, Starting, StartReport, Status
 from msglab.settings import CLUSTER_NODES, Settings, check_services
 
 T = TypeVar("T")
+GROUP_BASE = 40_000
+
+
+def node_group(address: str) -> int:
+    """The group id of the processes of the node on ``address`` (127.0.c.d: 40000 + 256 c + d),
+    its identity in ``netrules``' rules."""
+    _, _, c, d = (int(part) for part in address.split("."))
+    return GROUP_BASE + 256 * c + d
+
+
 N = TypeVar("N", bound=NativeService)
 POLL_S = 0.2
 
@@ -54,6 +68,13 @@ class Cluster(ABC, Generic[N]):
             node: self.make_node(node, i, f"{self.subnet}.{i}")
             for i, node in enumerate(CLUSTER_NODES[self.name], start=1)
         }
+        for svc in self.nodes.values():
+            svc.group = node_group(svc.host)
+        self.net = NetRules(settings.home)
+
+    def hosts(self) -> dict[str, Host]:
+        """Each node as ``netrules`` sees it: its address and its processes' group."""
+        return {n: Host(svc.name, svc.host, svc.group) for n, svc in self.nodes.items()}
 
     # -- what each kind of cluster says ---------------------------------------------------
 
@@ -122,7 +143,14 @@ class Cluster(ABC, Generic[N]):
             check_available()
         if not self.is_installed():
             self.install()
-        return self._start(self.nodes, lazyfs)
+        if netrules.available():  # every connection marked with its opener from the start
+            self.net.prepare(list(self.hosts().values()))
+        try:
+            return self._start(self.nodes, lazyfs)
+        except BaseException:
+            if all(svc.pid() is None for svc in self.nodes.values()):
+                self.net.remove()
+            raise
 
     def _start(self, nodes: dict[str, N], lazyfs: bool) -> StartReport:
         """Spawn ``nodes`` (those not running), wait until they answer and have joined."""
@@ -179,8 +207,11 @@ class Cluster(ABC, Generic[N]):
 
     def down(self) -> bool:
         """Stop every node gracefully, all at once (one by one, the last ones would wait for a
-        quorum that is gone); True if any was running. Data leaves the lazy filesystems."""
-        return any(_each(self.nodes.values(), lambda svc: svc.down()))
+        quorum that is gone); True if any was running. Data leaves the lazy filesystems, and
+        msglab's nftables table (marks, and a partition a run left) goes."""
+        stopped = any(_each(self.nodes.values(), lambda svc: svc.down()))
+        self.net.remove()
+        return stopped
 
     def kill(self, nodes: Iterable[str] | None = None) -> list[tuple[str, int]]:
         """SIGKILL the named nodes (every node when None) at once, as one crash; each node

@@ -24,6 +24,7 @@ the table.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -57,7 +58,7 @@ def table_name(home: Path) -> str:
 
 
 def available() -> bool:
-    return shutil.which("nft") is not None
+    return shutil.which("nft") is not None and os.geteuid() == 0
 
 
 def install() -> None:

@@ -124,6 +124,7 @@ class NativeService(ABC):
     stop_signal: ClassVar[signal.Signals] = signal.SIGTERM
     stop_timeout_s: ClassVar[float] = 30.0
     keeps_data: ClassVar[bool] = True  # False: no data folder to put on the lazy filesystem
+    group: int | None = None  # the group id its processes run with (a cluster node's identity)
 
     def __init__(
         self, settings: Settings, name: str | None = None, host: str | None = None
@@ -276,7 +277,9 @@ class NativeService(ABC):
             self.before_start()
             launch = self.launch()
             self._mark_log()
-            spawned = process.spawn(launch.argv, self.log_path, launch.env, self.root, launch.user)
+            spawned = process.spawn(
+                launch.argv, self.log_path, launch.env, self.root, launch.user, self.group
+            )
         except BaseException:
             if spawned is not None:
                 self._kill_all(spawned)
