@@ -128,3 +128,15 @@ def test_a_batch_recorded_at_one_time_is_in_line_order_not_reordered() -> None:
     assert check(sends, deliveries, []).reordered == 0
     swapped = [deliveries[1], deliveries[0], *deliveries[2:]]
     assert check(sends, swapped, []).reordered == 1
+
+
+def test_unavailable_is_the_longest_time_without_a_confirmed_publish() -> None:
+    """Sends from t=10: confirmations at 10.1, 10.2, then none until 13.7 (a failover), then
+    13.8: the producers had nothing confirmed for 3.5 s."""
+    sends = []
+    for i, (sent, confirmed) in enumerate([(10.0, 10.1), (10.1, 10.2), (10.2, 13.7), (13.7, 13.8)]):
+        base = {"sent_ts": sent, "producer": "p0", "seq": i, "id": f"m{i}", "key": "k", "try": 1}
+        sends += [{**base, "outcome": "sending"}, {**base, "outcome": "ok", "ts": confirmed}]
+    assert check(sends, [], []).unavailable_s == 3.5
+    assert check(sends[:4], [], []).unavailable_s == 0.1
+    assert check([], [], []).unavailable_s == 0.0

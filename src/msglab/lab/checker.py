@@ -14,6 +14,8 @@ Inputs are the records of a run folder (sends, deliveries, effects); nothing els
   between processes, counts as 0 and is reported in ``clock_anomalies``).
 * throughput_per_s: messages delivered per second, first send to last first delivery;
   publish_per_s: messages confirmed per second, first send to the last outcome recorded.
+* unavailable_s: the longest time with no publish confirmed, from the first send to the last
+  confirmation (a failover's downtime as the producers saw it).
 * delivered_by: delivery lines per consumer. replayed (replay, fanout and request-reply runs,
   else None): distinct sent messages the second group read (created after the run, alongside
   it, or reading the replies); second_group_latency_ms: send to that first read (the round
@@ -48,6 +50,7 @@ MEASURES = (  # the counts of a run's report as its tables name them: key, label
     ("duplicate_effects", "duplicate effects"),
     ("reordered", "reordered"),
     ("throughput_per_s", "throughput /s"),
+    ("unavailable_s", "longest time with no publish confirmed (s)"),
 )
 
 
@@ -87,6 +90,7 @@ class Counts:
     second_group_latency_ms: dict[str, float] | None
     lost_ids: list[str]
     lost_from_storage: int | None = None
+    unavailable_s: float = 0.0
 
     def verdict(self, profile: str) -> str:
         kept = {
@@ -210,6 +214,8 @@ def check(
         publish_rate = len(ok) / max(last_outcome_ts - began, 1e-9)
 
     lost = ok - delivered_ids
+    confirmed_at = sorted(s["ts"] for s in sends if s["outcome"] == "ok" and "ts" in s)
+    gaps = (b - a for a, b in zip([began, *confirmed_at], confirmed_at, strict=False))
     return Counts(
         sent=len(sent_ids),
         confirmed=len(ok),
@@ -233,4 +239,5 @@ def check(
         second_group_latency_ms=second_latency,
         lost_ids=sorted(lost)[:50],
         lost_from_storage=None if stored is None else len(ok - {r["id"] for r in stored}),
+        unavailable_s=round(max(gaps, default=0.0), 3),
     )
