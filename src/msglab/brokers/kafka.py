@@ -121,7 +121,9 @@ class _Topics:
         except KafkaException as exc:
             raise ConnectError(NAME, _address(self._config), str(exc.args[0])) from exc
         future = self._admin.create_topics(
-            [NewTopic(topic, self._config.partitions, 1)], request_timeout=timeout
+            # the broker's default.replication.factor (1 on a single node, 3 on kafka-cluster)
+            [NewTopic(topic, self._config.partitions, -1)],
+            request_timeout=timeout,
         )[topic]
         try:
             future.result(timeout=self._config.request_timeout_s)

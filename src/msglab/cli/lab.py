@@ -22,10 +22,11 @@ from msglab import extras
 from msglab.errors import UsageError
 from msglab.lab.checker import ALARMING, MEASURES
 from msglab.lab.faults import FAULTS
+from msglab.lab.faults.cluster import PARTITIONS
 from msglab.lab.knobs import KNOBS
 from msglab.lab.matrix import FULL, Probe, Row
 from msglab.lab.probes import PROBES, run_probe
-from msglab.lab.scenario import PATTERNS, Scenario, fault_label, transport_label
+from msglab.lab.scenario import CLUSTER_OF, PATTERNS, Scenario, fault_label, transport_label
 from msglab.lab.summary import probes, runs
 from msglab.lab.workloads import WORKLOADS
 from msglab.settings import Settings
@@ -126,6 +127,19 @@ def run(
     latency_ms: Annotated[
         float, typer.Option(help="Delay each way of the latency fault (ms).")
     ] = 300.0,
+    cluster: Annotated[
+        bool,
+        typer.Option(
+            "--cluster",
+            help="Run on the transport's replicated cluster ("
+            + ", ".join(f"{t}: {c}" for t, c in CLUSTER_OF.items())
+            + "); PostgreSQL stays single.",
+        ),
+    ] = False,
+    partition: Annotated[
+        str,
+        typer.Option(help=f"What --fault partition cuts: {', '.join(PARTITIONS)}."),
+    ] = "leader",
     runs_dir: Annotated[Path, typer.Option(help="Where run folders go.")] = Path("runs"),
     times: Annotated[
         int,
@@ -160,6 +174,8 @@ def run(
         kill_after=kill_after,
         down_s=down,
         latency_ms=latency_ms,
+        cluster=cluster,
+        partition=partition,
     )
     extras.require(*scenario.extras, what=f"msglab run -t {transport}")
     if times > 1:

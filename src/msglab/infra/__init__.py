@@ -6,12 +6,15 @@ backend (``docker compose`` where an engine answers). infra knows servers, never
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from msglab.errors import UsageError
 from msglab.infra.lazyfs import CutReport
 from msglab.infra.service import StartReport, Status
 from msglab.settings import Settings
+
+if TYPE_CHECKING:
+    from msglab.infra.cluster import Cluster
 
 
 class Backend(Protocol):
@@ -32,6 +35,7 @@ class Backend(Protocol):
     def restart(self, name: str) -> StartReport: ...
     def status(self, names: list[str]) -> list[Status]: ...
     def logs(self, name: str, lines: int) -> str: ...
+    def cluster(self, name: str) -> Cluster[Any]: ...
 
 
 def backend_for(settings: Settings) -> Backend:

@@ -98,6 +98,11 @@ class Cluster(ABC, Generic[N]):
         """Each node's role in the cluster at this moment, as the cluster sees it (None for a
         node that does not run)."""
 
+    def leader_of(self, name: str) -> tuple[str, str] | None:
+        """The node that leads ``name`` now (a Kafka topic, a RabbitMQ queue, ...), read from
+        the cluster, and why that node; None when no node does."""
+        raise UsageError(f"{self.name} cannot tell which node leads {name}")
+
     def version(self) -> str | None:
         return self.first.version()
 

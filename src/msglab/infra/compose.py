@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from msglab.errors import InfraError, NotRunningError, ServerStartError, UsageError
 from msglab.infra import external
@@ -21,6 +22,9 @@ from msglab.infra.service import HOST, StartReport, Status
 from msglab.infra.toxics import ToxiproxyClient
 from msglab.infra.toxiproxy import PROXIED, proxy_specs
 from msglab.settings import Settings, check_services
+
+if TYPE_CHECKING:
+    from msglab.infra.cluster import Cluster
 
 PROJECT = "msglab"
 
@@ -71,6 +75,10 @@ class ComposeBackend:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+
+    def cluster(self, name: str) -> Cluster[Any]:
+        _services([name])  # a cluster is native only: refused, naming the native backend
+        raise UsageError(f"{name} is not a cluster")
 
     def _compose(self, *args: str, check: bool = True) -> str:
         docker = shutil.which("docker")

@@ -171,6 +171,30 @@ class KafkaCluster(Cluster[KafkaNode]):
                 claims.append(quorum)
         return max(claims, key=lambda q: q.epoch, default=None)
 
+    def leader_of(self, name: str) -> tuple[str, str] | None:
+        """The node leading the most partitions of topic ``name`` now (the lowest partition
+        breaks a tie), as the first running node that knows the topic answers, and why."""
+        for svc in self.nodes.values():
+            if svc.pid() is None:
+                continue
+            found = probes.kafka_metadata(svc.host, svc.port, PROBE_TIMEOUT_S, [name])
+            if found is None or name not in found.leaders:
+                continue
+            led: dict[int, list[int]] = {}
+            for partition, leader in sorted(found.leaders[name].items()):
+                if leader >= 0:
+                    led.setdefault(leader, []).append(partition)
+            if not led:
+                return None
+            node_id = max(led, key=lambda n: (len(led[n]), -led[n][0]))
+            node = next(n for n, s in self.nodes.items() if s.node_id == node_id)
+            partitions = ", ".join(map(str, led[node_id]))
+            return node, (
+                f"leader of partition(s) {partitions} of {name} "
+                f"({len(found.leaders[name])} partitions), as {svc.name} answered"
+            )
+        return None
+
     def roles(self) -> dict[str, str | None]:
         quorum = self.leader()
         roles: dict[str, str | None] = {}

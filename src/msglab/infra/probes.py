@@ -113,7 +113,27 @@ class _Reader:
 def kafka_brokers(host: str, port: int, timeout_s: float) -> dict[int, str] | None:
     """A Metadata v1 request for no topic: the brokers this broker knows as alive (in KRaft:
     registered and unfenced), id -> advertised ``host:port``; None when it did not answer."""
-    body = _request_header(3, 1, flexible=False) + struct.pack(">i", 0)  # topics: []
+    found = kafka_metadata(host, port, timeout_s, [])
+    return None if found is None else found.brokers
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """What a broker's Metadata (v1) answer says: the live brokers (id -> ``host:port``) and,
+    per topic asked, each partition's leader id (-1: none) and in-sync replicas."""
+
+    brokers: dict[int, str]
+    leaders: dict[str, dict[int, int]]
+    isr: dict[str, dict[int, tuple[int, ...]]]
+
+
+def kafka_metadata(host: str, port: int, timeout_s: float, topics: list[str]) -> Metadata | None:
+    """A Metadata v1 request for ``topics`` (none: brokers only); None when the broker did not
+    answer. A topic it does not know is left out of ``leaders``."""
+    body = _request_header(3, 1, flexible=False) + struct.pack(">i", len(topics))
+    for topic in topics:
+        encoded = topic.encode()
+        body += struct.pack(">h", len(encoded)) + encoded
     reply = _kafka_call(host, port, timeout_s, body)
     if reply is None:
         return None
@@ -126,9 +146,25 @@ def kafka_brokers(host: str, port: int, timeout_s: float) -> dict[int, str] | No
             (broker_port,) = read.take(">i")
             read.string()  # rack
             brokers[node_id] = f"{broker_host}:{broker_port}"
+        read.take(">i")  # controller id
+        leaders: dict[str, dict[int, int]] = {}
+        isr: dict[str, dict[int, tuple[int, ...]]] = {}
+        for _ in range(read.take(">i")[0]):
+            (topic_error,) = read.take(">h")
+            name = read.string() or ""
+            read.take(">?")  # is_internal
+            partitions, in_sync = {}, {}
+            for _ in range(read.take(">i")[0]):
+                _error, index, leader = read.take(">hii")
+                read.take(f">{read.take('>i')[0]}i")  # replicas
+                (n_isr,) = read.take(">i")
+                in_sync[index] = tuple(read.take(f">{n_isr}i"))
+                partitions[index] = leader
+            if not topic_error:
+                leaders[name], isr[name] = partitions, in_sync
     except (struct.error, IndexError):
         return None
-    return brokers
+    return Metadata(brokers, leaders, isr)
 
 
 @dataclass(frozen=True)

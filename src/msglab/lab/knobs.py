@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
 
-from msglab.brokers import transport_class
+from msglab.brokers import SERVICE_OF, transport_class
 from msglab.config import ACKS, QUEUE_TYPES, ClientConfig
 from msglab.errors import InfraError, MsglabError, UsageError
 from msglab.infra.native import NativeBackend
@@ -221,6 +221,13 @@ class Dials:
         self._chosen = {k: v for k, v in chosen.items() if KNOBS[k].kind == "server"}
         self._clients = client_fields(scenario.sets)
         self._before: dict[str, str] = {}
+        broker = SERVICE_OF[scenario.transport]
+        on_cluster = [k for k in self._chosen if scenario.cluster and KNOBS[k].service == broker]
+        if on_cluster:
+            raise UsageError(
+                f"--set {on_cluster[0]} sets msglab's single {KNOBS[on_cluster[0]].service}; "
+                "a cluster's server settings are not turned by --set yet (client ones are)"
+            )
         external = sorted({KNOBS[k].service for k in self._chosen} & set(settings.external))
         if external:
             raise UsageError(

@@ -10,6 +10,7 @@ from typing import Any
 from msglab.brokers import EXTRA_OF, SERVICE_OF, TRANSPORTS
 from msglab.errors import UsageError
 from msglab.lab.faults import FAULTS, Fault, fault
+from msglab.lab.faults.cluster import PARTITIONS
 from msglab.lab.knobs import parse
 from msglab.lab.workloads import WORKLOADS, Workload
 from msglab.profiles import DeliveryProfile
@@ -23,6 +24,9 @@ PATTERNS: dict[str, str] = {
     "log and publishes them to Kafka instead of msglab's relay; sent = committed",
 }
 """How a producer's message reaches the broker (``--pattern``)."""
+
+CLUSTER_OF: dict[str, str] = {"kafka": "kafka-cluster"}
+"""The replicated cluster a transport runs on with ``--cluster`` (PostgreSQL stays single)."""
 
 RELAY_BATCH = 500
 """Outbox rows per relay pass (outbox pattern): the most one relay crash can duplicate."""
@@ -82,6 +86,8 @@ class Scenario:
     warmup_s: float = 1.0
     drain_quiet_s: float = 0.0  # 0: 5 s where nothing is stored (pub/sub), else 30 s
     drain_max_s: float = 90.0
+    cluster: bool = False  # the transport's replicated cluster (CLUSTER_OF), not its single node
+    partition: str = "leader"  # what --fault partition cuts (faults.cluster.PARTITIONS)
     run_id: str = field(default_factory=new_run_id)
 
     def __post_init__(self) -> None:
@@ -106,6 +112,19 @@ class Scenario:
                 f"redis-pubsub cannot promise {self.profile}: pub/sub stores nothing and has no "
                 "acknowledgement; run it with --profile at-most-once"
             )
+        if self.cluster and self.transport not in CLUSTER_OF:
+            raise UsageError(
+                f"--cluster: {self.transport} has no cluster here; transports with one: "
+                + ", ".join(CLUSTER_OF)
+            )
+        if self.cluster and self.pattern == "cdc":
+            raise UsageError("--cluster: the cdc pattern's Kafka Connect uses the single Kafka")
+        if self.partition not in PARTITIONS:
+            raise UsageError(
+                f"unknown partition {self.partition!r}; valid: {', '.join(PARTITIONS)}"
+            )
+        if self.partition != "leader" and self.fault != "partition":
+            raise UsageError("--partition goes with --fault partition")
         refused = self.fault_kind.refusal(self)
         if refused:
             usable = [f.name for f in FAULTS.values() if not f.refusal(self)]
@@ -152,8 +171,9 @@ class Scenario:
 
     @property
     def service(self) -> str | None:
-        """The server behind the transport (None: the files transport needs none)."""
-        return SERVICE_OF[self.transport]
+        """The server behind the transport (None: the files transport needs none), or its
+        cluster with ``cluster``."""
+        return CLUSTER_OF[self.transport] if self.cluster else SERVICE_OF[self.transport]
 
     @property
     def extras(self) -> tuple[str, ...]:

@@ -27,8 +27,8 @@ from typing import Any
 from msglab.lab.evidence import DELIVERIES, EFFECTS, FAULTS, SENDS, read
 
 CURVES = ("sent", "confirmed", "delivered", "effects")
-FAULT_BEGINS = ("kill", "stop", "add-toxic")  # fault records' actions that open a window
-FAULT_ENDS = ("restart", "start", "remove-toxic")  # ... and those that close it
+FAULT_BEGINS = ("kill", "stop", "add-toxic", "cut")  # fault records' actions opening a window
+FAULT_ENDS = ("restart", "start", "remove-toxic", "heal")  # ... and those that close it
 MAX_POINTS = 400  # corners per drawn curve, whatever the number of messages
 
 

@@ -9,11 +9,19 @@ import time
 from collections.abc import Callable
 
 from msglab.errors import UsageError
-from msglab.lab.faults import network, power, process, server
+from msglab.lab.faults import cluster, network, power, process, server
 from msglab.lab.faults.base import Context, Fault, FaultLog
 
 FAULTS: dict[str, Fault] = {
-    f.name: f for f in (Fault(), *server.FAULTS, *power.FAULTS, *process.FAULTS, *network.FAULTS)
+    f.name: f
+    for f in (
+        Fault(),
+        *server.FAULTS,
+        *power.FAULTS,
+        *process.FAULTS,
+        *network.FAULTS,
+        *cluster.FAULTS,
+    )
 }
 """Every fault by name, in the order ``--help`` lists them."""
 

@@ -54,6 +54,7 @@ class Context:
     producers: list[str] = field(default_factory=list)
     proxies: ToxiproxyClient | None = None
     after_restart: Callable[[str], None] = lambda service: None  # the run's settings again
+    memo: dict[str, Any] = field(default_factory=dict)  # what a fault's inject tells its heal
 
 
 class Fault:
@@ -86,6 +87,8 @@ class Fault:
         """Why this fault cannot apply to ``scenario`` (its transport or pattern), or None."""
         if self.needs_server and scenario.service is None:
             return f"{scenario.transport} has no server for {self.name}"
+        if scenario.cluster and self.through_proxy:
+            return f"{self.name} goes through Toxiproxy, which has no proxy for a cluster"
         if self.patterns is not None and scenario.pattern not in self.patterns:
             return (
                 f"{self.name} applies to --pattern {' or '.join(self.patterns)}, "

@@ -29,6 +29,11 @@ class ServerKill(Fault):
     signals_server: ClassVar[bool] = True
     target: ClassVar[str | None] = None
 
+    def refusal(self, scenario: Scenario) -> str | None:
+        if scenario.cluster and self.target is None:
+            return f"{self.name} acts on a single broker (on a cluster: leader-kill)"
+        return super().refusal(scenario)
+
     def service(self, scenario: Scenario) -> str | None:
         return self.target or scenario.service
 

@@ -1,0 +1,109 @@
+"""``msglab run --cluster`` on the real kafka-cluster: a fault hits the node leading the run's
+topic, read from the cluster when it fires, and the evidence says which node and why."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from msglab.errors import UsageError
+from msglab.infra.kafka_cluster import KafkaCluster
+from msglab.infra.native import NativeBackend
+from msglab.lab.run import run
+from msglab.lab.scenario import Scenario
+from msglab.settings import Settings
+
+pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[KafkaCluster]:
+    """The runs bring kafka-cluster up themselves; it goes down after the module."""
+    settings = Settings.from_env()
+    yield KafkaCluster(settings)
+    NativeBackend(settings).down(["kafka-cluster"])
+
+
+def _confirmed(folder: Path) -> set[str]:
+    return {
+        s["id"]
+        for path in folder.glob("sends-*.jsonl")
+        for s in map(json.loads, path.read_text().splitlines())
+        if s["outcome"] == "ok"
+    }
+
+
+def test_a_partitioned_leader_with_acks_all_loses_nothing_acknowledged(
+    tmp_path: Path, cluster: KafkaCluster
+) -> None:
+    """The leader of the run's topic cut off from the other two nodes (its clients still reach
+    it) for 5 s: with acks=all and min.insync.replicas 2 it cannot acknowledge alone, so the
+    producers wait (``unavailable_s``) and nothing acknowledged is lost, by the consumers' count
+    or by what the cluster kept."""
+    scenario = Scenario(
+        transport="kafka",
+        cluster=True,
+        fault="partition",
+        sets=("acks=all",),
+        messages=4500,
+        rate=1500,
+        kill_after=1500,
+        down_s=5.0,
+        drain_quiet_s=10.0,
+    )
+    r = run(scenario, runs_dir=tmp_path)
+    (cut,) = [f for f in r["faults"] if f["action"] == "cut"]
+    (heal,) = [f for f in r["faults"] if f["action"] == "heal"]
+    assert cut["target"] == f"kafka-cluster/{cut['node']}" == heal["target"]
+    assert "leader of partition" in cut["why"] and cut["rules"]
+    assert cut["sides"] == [[cut["node"]], [n for n in ("n1", "n2", "n3") if n != cut["node"]]]
+    assert r["settings"]["kafka.acks"] == "all"
+    assert r["confirmed"] == 4500 and r["lost"] == 0 and r["lost_from_storage"] == 0, r
+    assert r["unavailable_s"] >= 2.0, r  # the leader could not acknowledge alone
+    stored = {
+        json.loads(line)["id"]
+        for line in (tmp_path / scenario.run_id / "stored-s0.jsonl").read_text().splitlines()
+    }
+    assert _confirmed(tmp_path / scenario.run_id) <= stored
+    assert not cluster.net.rules()  # healed
+
+
+def test_a_killed_leader_is_named_and_comes_back(tmp_path: Path, cluster: KafkaCluster) -> None:
+    scenario = Scenario(
+        transport="kafka",
+        cluster=True,
+        fault="leader-kill",
+        messages=3000,
+        rate=1500,
+        kill_after=1000,
+        down_s=1.0,
+        drain_quiet_s=10.0,
+    )
+    r = run(scenario, runs_dir=tmp_path)
+    (kill,) = [f for f in r["faults"] if f["action"] == "kill"]
+    (back,) = [f for f in r["faults"] if f["action"] == "restart"]
+    assert kill["target"] == back["target"] and kill["pid"] > 0
+    assert r["lost"] == 0 and r["lost_from_storage"] == 0, r
+    assert all(role is not None for role in cluster.roles().values())  # every node back
+
+
+@pytest.mark.parametrize(
+    ("fields", "says"),
+    [
+        ({"transport": "files", "cluster": True}, "transports with one: kafka"),
+        ({"transport": "kafka", "fault": "leader-kill"}, "add --cluster"),
+        ({"transport": "kafka", "cluster": True, "fault": "broker-kill"}, "leader-kill"),
+        ({"transport": "kafka", "cluster": True, "fault": "blackhole"}, "Toxiproxy"),
+        ({"transport": "kafka", "cluster": True, "partition": "halves"}, "--fault partition"),
+        ({"transport": "kafka", "cluster": True, "fault": "partition", "partition": "x"}, "valid"),
+        ({"transport": "kafka", "cluster": True, "pattern": "cdc"}, "Kafka Connect"),
+    ],
+)
+def test_what_a_cluster_run_cannot_do_is_refused_before_anything_starts(
+    fields: dict[str, object], says: str
+) -> None:
+    with pytest.raises(UsageError, match=says):
+        Scenario(**fields)  # type: ignore[arg-type]
