@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import signal
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -334,14 +335,23 @@ def compare(
     out: Annotated[Path, typer.Option(help="Folder for compare.json, report.html, runs.")] = Path(
         "runs/compare"
     ),
+    clusters: Annotated[
+        bool,
+        typer.Option(
+            "--clusters",
+            help="The cluster matrix instead: faults of a replicated cluster's nodes, each row "
+            "run several times (fewer with --quick) beside its published figure.",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Run the claim matrix (docs/guarantees.md) on the real servers: one table, compare.json and a
     self-contained report.html with charts."""
     interrupt_on_signals()
     extras.require(*extras.ALL, what="msglab compare")
-    from msglab.lab.compare import compare as run_matrix
+    from msglab.lab.compare import compare as matrix
 
+    run_matrix = partial(matrix, clusters=clusters)
     if as_json:
         print(json.dumps(run_matrix(out, quick)))
         return
@@ -366,6 +376,8 @@ def compare(
     console.print(runs_table(summary, console.width))
     for i, row in enumerate(runs(summary), 1):
         console.print(f"[dim]{i:>2}. {row['claim']} (expect {row['expect']}){_price(row)}[/]")
+        if row.get("published"):
+            console.print(f"[dim]    published: {row['published']}[/]")
     _show_probes(probes(summary), first=len(runs(summary)) + 1)
     for skipped in summary["skipped"]:
         console.print(f"[yellow]skipped[/] {skipped['row']}: {skipped['reason']}")
@@ -437,7 +449,7 @@ def finished_line(i: int, n: int, result: dict[str, Any]) -> str:
         what = (
             f"{transport_label(r)} {r['profile']} {fault_label(r)}: lost {r['lost']}, "
             f"{_stored(r)}duplicate effects {r['duplicate_effects']}, {r['verdict']}"
-            f"{_price(result)}"
+            f"{_price(result)}{_repeated(r)}"
         )
     return f"[{i + 1:>{len(str(n))}}/{n}] {what}; claim {observed}"
 
@@ -449,6 +461,14 @@ def _dash(value: Any) -> Any:
 def _stored(report: dict[str, Any]) -> str:
     stored = report.get("lost_from_storage")
     return "" if stored is None else f"lost from storage {stored}, "
+
+
+def _repeated(report: dict[str, Any]) -> str:
+    """A repeated row's runs (its counts are their totals)."""
+    rep = report.get("repeat")
+    if not rep:
+        return ""
+    return f" (totals of {rep['runs']} runs; lost in {rep['runs_that_lost']})"
 
 
 def _price(result: dict[str, Any]) -> str:

@@ -10,8 +10,9 @@ from typing import Any
 
 from msglab.errors import UsageError
 from msglab.lab.html import render
-from msglab.lab.matrix import FULL, QUICK, Probe, Row
+from msglab.lab.matrix import CLUSTERS, FULL, QUICK, Probe, Row
 from msglab.lab.probes import check_servers, run_probe
+from msglab.lab.repeat import repeat
 from msglab.lab.run import run
 from msglab.lab.scenario import Scenario
 from msglab.lab.servers import plan
@@ -41,7 +42,38 @@ def scenario_for(row: Row, quick: bool) -> Scenario:
         down_s=row.down_s,
         drain_quiet_s=row.drain_quiet_s,
         drain_max_s=90.0,
+        cluster=row.cluster,
+        partition=row.partition,
     )
+
+
+def repetitions(row: Row, quick: bool) -> int:
+    """How many times ``row``'s cell runs: ``repeat``, half of it (at least 1) when quick."""
+    return max(1, row.repeat // 2) if quick else row.repeat
+
+
+def _repeated(row: Row, quick: bool, settings: Settings, runs_dir: Path) -> dict[str, Any]:
+    """Run ``row``'s cell ``repetitions`` times (``lab.repeat``): the first run's report with
+    every count summed over the runs (``unavailable_s``: the longest), and ``repeat``: how many
+    runs, how many lost anything, and where ``repeat.json`` is."""
+    doc = repeat(scenario_for(row, quick), repetitions(row, quick), settings, runs_dir)
+    folder = runs_dir / doc["repeat_id"]
+    first = json.loads((folder / doc["runs"][0]["folder"] / "report.json").read_text())
+    counts = doc["summary"]["counts"]
+    totals = {k: None if v is None else v["total"] for k, v in counts.items()}
+    unavailable = counts.get("unavailable_s")
+    return {
+        **first,
+        **totals,
+        "unavailable_s": unavailable["max"] if unavailable else 0.0,
+        "verdict": "broken" if doc["summary"]["runs_broken"] else "kept",
+        "repeat": {
+            "runs": doc["summary"]["runs"],
+            "runs_that_lost": doc["summary"]["runs_that_lost"],
+            "runs_broken": doc["summary"]["runs_broken"],
+            "repeat_json": str((folder / "repeat.json").resolve()),
+        },
+    }
 
 
 def price_scenario(row: Row) -> Scenario:
@@ -89,6 +121,7 @@ def compare(
     settings: Settings | None = None,
     progress: Progress | None = None,
     rows: Sequence[Row | Probe] | None = None,
+    clusters: bool = False,
 ) -> dict[str, Any]:
     """Run the matrix (``rows``, by default the quick or full one); write ``compare.json`` and
     ``report.html`` into ``out``. Rows that cannot run on the servers the user named are left
@@ -97,7 +130,8 @@ def compare(
     settings = settings or Settings.from_env()
     skipped = []
     runnable = []
-    for row in rows if rows is not None else (QUICK if quick else FULL):
+    default = CLUSTERS if clusters else QUICK if quick else FULL
+    for row in rows if rows is not None else default:
         reason = refusal(row, quick, settings)
         if reason is None:
             runnable.append(row)
@@ -115,6 +149,8 @@ def compare(
             evidence.parent.mkdir(exist_ok=True)
             evidence.write_text(json.dumps(report, indent=2) + "\n")
             report["evidence"] = str(evidence.resolve())
+        elif row.repeat > 1:
+            report = _repeated(row, quick, settings, out / "runs")
         else:
             report = run(scenario_for(row, quick), settings, runs_dir=out / "runs")
         price = None
@@ -127,12 +163,19 @@ def compare(
             "observed": bool(row.check(report)),
             "report": report,
             "price": price,
+            "published": row.published if isinstance(row, Row) else "",
         }
         results.append(result)
         if progress:
             progress(i, len(rows), row, result)
     seconds = round(time.monotonic() - began, 1)
-    summary = {"quick": quick, "seconds": seconds, "rows": results, "skipped": skipped}
+    summary = {
+        "quick": quick,
+        "clusters": clusters,
+        "seconds": seconds,
+        "rows": results,
+        "skipped": skipped,
+    }
     (out / "compare.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "report.html").write_text(render(summary))
     return summary

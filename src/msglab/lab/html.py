@@ -203,7 +203,23 @@ def render(summary: dict[str, Any]) -> str:
             else '<td class="n">-</td>'
         )
         cells.append(f'<td class="{r["verdict"]}">{r["verdict"]}</td>')
-        cells.append(f"<td>{esc(row['claim'])}<br><small>expect: {esc(row['expect'])}</small></td>")
+        published = row.get("published")
+        rep = r.get("repeat")
+        cells.append(
+            f"<td>{esc(row['claim'])}<br><small>expect: {esc(row['expect'])}</small>"
+            + (
+                f"<br><small>runs: {rep['runs']}, lost in {rep['runs_that_lost']}; the counts "
+                "are their totals</small>"
+                if rep
+                else ""
+            )
+            + (
+                f'<br><small class="published">published: {esc(published)}</small>'
+                if published
+                else ""
+            )
+            + "</td>"
+        )
         cells.append(
             f'<td class="{"kept" if row["observed"] else "no"}">'
             f"{'yes' if row['observed'] else 'not observed'}</td>"

@@ -53,6 +53,10 @@ class Row:
     # fault, unbounded, this many messages per publish call (or business transaction)
     price_batch: int = 0
     price_messages: int = 3000
+    cluster: bool = False  # on the transport's replicated cluster (--cluster)
+    partition: str = "leader"  # what a partition fault cuts
+    repeat: int = 1  # runs of the cell (--quick runs half as many, at least 1)
+    published: str = ""  # the published figure this row stands beside, and its source
 
     @property
     def label(self) -> str:
@@ -628,6 +632,107 @@ POWER_CUTS: tuple[Row, ...] = (
         **FILES_PRICE,
     ),
 )
+
+
+def _kept_all(r: Report) -> bool:
+    """Nothing acknowledged lost in any run, by the consumers' count or the cluster's."""
+    return bool(r["lost"] == 0 and r["lost_from_storage"] == 0)
+
+
+def _lost_some(r: Report) -> bool:
+    """Acknowledged messages lost from what the cluster kept, in at least one run."""
+    return bool(r["lost_from_storage"])
+
+
+CLUSTER: dict[str, Any] = {"cluster": True, "messages": 6000, "rate": 1500, "kill_after": 2000}
+"""A cluster row: 6000 messages at 1500/s, the fault after 2000 (4 s in)."""
+
+CLUSTERS: tuple[Row, ...] = (
+    Row(
+        "Kafka cluster, acks=1: a leader that dies may take acknowledged messages with it "
+        "(the followers had not fetched them)",
+        "lost from storage > 0 in some run (one producer: often 0)",
+        _lost_some,
+        "kafka",
+        "at-least-once",
+        "leader-kill",
+        sets=("acks=1",),
+        repeat=4,
+        published="K1: 80 of 846,117 acknowledged lost with 10 producers, 0 with one "
+        "(Kafka 2.0, RF 3; J. Vanlightly, How to Lose Messages on a Kafka Cluster, 2018)",
+        **CLUSTER,
+    ),
+    Row(
+        "Kafka cluster, acks=all: a leader that dies loses nothing acknowledged",
+        "lost == 0 and lost from storage == 0 in every run",
+        _kept_all,
+        "kafka",
+        "at-least-once",
+        "leader-kill",
+        sets=("acks=all",),
+        repeat=4,
+        published="K2: 0 of 801,679 acknowledged lost (Kafka 2.0, RF 3; Vanlightly 2018)",
+        **CLUSTER,
+    ),
+    Row(
+        "Kafka cluster, acks=1: a leader cut off from the other nodes while its clients still "
+        "write to it acknowledges what the new leader never gets",
+        "lost from storage > 0 in some run",
+        _lost_some,
+        "kafka",
+        "at-least-once",
+        "partition",
+        sets=("acks=1",),
+        repeat=4,
+        down_s=10.0,
+        published="K3: acks=1, 35,588 of 95,513 acknowledged lost (a ~15 s window); acks=all "
+        "0 (Kafka 2.0; Vanlightly 2018)",
+        **CLUSTER,
+    ),
+    Row(
+        "Kafka cluster, acks=all: a leader cut off from the other nodes cannot acknowledge "
+        "alone (min.insync.replicas 2): the producers wait, nothing acknowledged is lost",
+        "lost == 0 and lost from storage == 0 in every run",
+        _kept_all,
+        "kafka",
+        "at-least-once",
+        "partition",
+        sets=("acks=all",),
+        repeat=4,
+        down_s=10.0,
+        published="K3: acks=all, 0 lost (Vanlightly 2018)",
+        **CLUSTER,
+    ),
+    Row(
+        "Kafka cluster, acks=all: a leader cut off from everyone (clients too) is replaced; "
+        "nothing acknowledged is lost",
+        "lost == 0 and lost from storage == 0 in every run",
+        _kept_all,
+        "kafka",
+        "at-least-once",
+        "partition",
+        sets=("acks=all",),
+        partition="leader-and-clients",
+        repeat=4,
+        down_s=10.0,
+        **CLUSTER,
+    ),
+    Row(
+        "Kafka cluster, acks=all: a leader frozen (SIGSTOP, a long GC pause) loses nothing "
+        "acknowledged when it wakes",
+        "lost == 0 and lost from storage == 0 in every run",
+        _kept_all,
+        "kafka",
+        "at-least-once",
+        "pause",
+        sets=("acks=all",),
+        repeat=4,
+        down_s=10.0,
+        **CLUSTER,
+    ),
+)
+"""``msglab compare --clusters``: faults of a replicated cluster's nodes, each row beside the
+published result it stands for (docs/guarantees.md)."""
 
 QUICK: tuple[Row | Probe, ...] = (*MATRIX, *PATTERNS, *FILES, *PROBES_QUICK)
 

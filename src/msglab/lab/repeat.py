@@ -32,7 +32,7 @@ from msglab.lab.scenario import Scenario, new_run_id
 from msglab.settings import Settings
 
 REPEAT_JSON = "repeat.json"
-COUNTS = tuple(key for key, _ in MEASURES if key not in ("throughput_per_s", "unavailable_s"))
+COUNTS = tuple(key for key, _ in MEASURES if key != "throughput_per_s")
 """The counts of a run that ``repeat.json`` keeps per run and sums up (``lost_from_storage``:
 None where the run did not measure it)."""
 
