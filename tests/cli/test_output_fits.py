@@ -19,7 +19,7 @@ from msglab.cli import lab as lab_cli
 from msglab.cli.infra import status_table
 from msglab.infra import Status
 from msglab.lab import compare as lab_compare
-from msglab.lab.matrix import FULL, QUICK, Probe, Row
+from msglab.lab.matrix import CLUSTERS, FULL, QUICK, Probe, Row
 
 LONG = "broker-1.kafka.production.example.com:9092"
 
@@ -180,11 +180,13 @@ def summary_of_every_full_run() -> dict[str, Any]:
                 "profile": r.profile,
                 "fault": r.fault,
                 "sets": r.sets,
+                "cluster": r.cluster,
+                "partition": r.partition,
                 "lost_from_storage": 10_020 if "power-cut" in r.fault else None,
             },
             "price": {"publish_per_s": 123_456.7, "batch": 100} if r.price_batch else None,
         }
-        for r in FULL
+        for r in (*FULL, *CLUSTERS)
         if isinstance(r, Row)
     ]
     return {"seconds": 1.0, "rows": rows}

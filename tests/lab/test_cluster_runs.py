@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ import pytest
 from msglab.errors import UsageError
 from msglab.infra.kafka_cluster import KafkaCluster
 from msglab.infra.native import NativeBackend
+from msglab.lab.compare import compare
+from msglab.lab.matrix import CLUSTERS
 from msglab.lab.run import run
 from msglab.lab.scenario import Scenario
 from msglab.settings import Settings
@@ -107,3 +110,24 @@ def test_what_a_cluster_run_cannot_do_is_refused_before_anything_starts(
 ) -> None:
     with pytest.raises(UsageError, match=says):
         Scenario(**fields)  # type: ignore[arg-type]
+
+
+def test_a_cluster_row_runs_its_cell_several_times_and_sums_them(
+    tmp_path: Path, cluster: KafkaCluster
+) -> None:
+    """A row of ``compare --clusters`` (the leader cut off, acks=all) runs its cell twice in
+    ``--quick``; its counts are the totals of the run folders', beside the published figure."""
+    row = replace(CLUSTERS[3], repeat=4, messages=1500, kill_after=500, down_s=3.0)
+    (result,) = compare(tmp_path, quick=True, rows=[row])["rows"]
+    r = result["report"]
+    assert r["repeat"]["runs"] == 2 and result["published"].startswith("K3")
+    doc = json.loads(Path(r["repeat"]["repeat_json"]).read_text())
+    reports = [
+        json.loads(
+            (Path(r["repeat"]["repeat_json"]).parent / run["folder"] / "report.json").read_text()
+        )
+        for run in doc["runs"]
+    ]
+    assert r["confirmed"] == sum(x["confirmed"] for x in reports) == 3000
+    assert r["lost_from_storage"] == sum(x["lost_from_storage"] for x in reports) == 0
+    assert result["observed"] and r["scenario"]["partition"] == "leader"

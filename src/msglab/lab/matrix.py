@@ -60,7 +60,15 @@ class Row:
 
     @property
     def label(self) -> str:
-        happens = fault_label({"fault": self.fault, "workload": self.workload, "sets": self.sets})
+        happens = fault_label(
+            {
+                "fault": self.fault,
+                "workload": self.workload,
+                "sets": self.sets,
+                "cluster": self.cluster,
+                "partition": self.partition,
+            }
+        )
         return f"{self.transport} {self.pattern} {self.profile} {happens}"
 
 

@@ -430,6 +430,8 @@ class Run:
             "transport": self.s.transport,
             "profile": self.s.profile,
             "fault": self.s.fault,
+            "cluster": self.s.cluster,
+            "partition": self.s.partition,
             "workload": self.s.workload,
             "pattern": self.s.pattern,
             "sets": list(self.s.sets),

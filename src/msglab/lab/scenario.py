@@ -41,8 +41,12 @@ def transport_label(report: dict[str, Any]) -> str:
 def fault_label(report: dict[str, Any]) -> str:
     """What happened in a run as tables show it: its fault, its workload and the settings it
     set (``power-cut, appendfsync=no``); ``none`` for none of them."""
-    named = [n for n in (report["fault"], report.get("workload", "none")) if n != "none"]
-    return ", ".join([*named, *report.get("sets", ())]) or "none"
+    fault = report["fault"]
+    if fault == "partition":  # which partition: the leader alone, with its clients, halves
+        fault = f"partition {report.get('partition', 'leader')}"
+    named = [n for n in (fault, report.get("workload", "none")) if n != "none"]
+    cluster = ["cluster"] if report.get("cluster") else []
+    return ", ".join([*cluster, *named, *report.get("sets", ())]) or "none"
 
 
 def new_run_id() -> str:
