@@ -24,6 +24,7 @@ SERVICES: tuple[str, ...] = (
     "kafka-cluster",
     "rabbitmq",
     "redis",
+    "redis-sentinel",
     "postgres",
     "connect",
     "toxiproxy",
@@ -32,12 +33,15 @@ SERVICES: tuple[str, ...] = (
 first, whose controller it joins; Kafka Connect after the Kafka and PostgreSQL it needs;
 Toxiproxy, which sits in front of the brokers, last)."""
 
-ON_DEMAND: tuple[str, ...] = ("kafka2", "kafka-cluster")
+ON_DEMAND: tuple[str, ...] = ("kafka2", "kafka-cluster", "redis-sentinel")
 """Services started only when named: a second Kafka broker would take half of every new
-topic's partitions, so it runs only for the scaling probe; a cluster of three JVMs is for the
-replication scenarios that name it."""
+topic's partitions, so it runs only for the scaling probe; a cluster (three JVMs, or three
+Redis servers and their Sentinels) is for the replication scenarios that name it."""
 
-CLUSTER_NODES: Mapping[str, tuple[str, ...]] = {"kafka-cluster": ("n1", "n2", "n3")}
+CLUSTER_NODES: Mapping[str, tuple[str, ...]] = {
+    "kafka-cluster": ("n1", "n2", "n3"),
+    "redis-sentinel": ("n1", "n2", "n3"),
+}
 """The services that are clusters, and their nodes: ``kafka-cluster/n2`` names one node (for
 kill, power-cut, restart, logs, status), a bare ``kafka-cluster`` every node at once."""
 
@@ -51,6 +55,7 @@ DEFAULT_PORTS: Mapping[str, int] = {
     "rabbitmq_dist": 25683,
     "rabbitmq_epmd": 24369,
     "redis": 26389,
+    "sentinel": 26390,
     "postgres": 25442,
     "toxiproxy": 28474,
     "kafka_proxied": 29094,
@@ -63,7 +68,9 @@ DEFAULT_PORTS: Mapping[str, int] = {
 ``MSGLAB_KAFKA_CONTROLLER_PORT``). ``toxiproxy`` is Toxiproxy's HTTP API; ``<broker>_proxy`` is
 where Toxiproxy listens for that broker's clients; ``kafka_proxied`` is the broker's second
 listener, the proxy's upstream, which advertises the ``kafka_proxy`` address. ``kafka2`` is the
-second Kafka broker's (on demand). ``connect`` is Kafka Connect's REST API (CDC)."""
+second Kafka broker's (on demand). ``connect`` is Kafka Connect's REST API (CDC). ``sentinel``
+is where each node of ``redis-sentinel`` runs its Redis Sentinel (on the node's own address,
+beside its Redis on the ``redis`` port)."""
 
 AppendFsync = Literal["always", "everysec", "no"]
 

@@ -10,7 +10,7 @@ from msglab.settings import DEFAULT_PORTS, SERVICES, Settings, check_services
 
 
 def test_defaults_avoid_the_standard_ports() -> None:
-    standard = {9092, 9093, 5672, 25672, 4369, 6379, 5432}
+    standard = {9092, 9093, 5672, 25672, 4369, 6379, 26379, 5432}
     assert not standard & set(DEFAULT_PORTS.values())
     assert len(set(DEFAULT_PORTS.values())) == len(DEFAULT_PORTS)
 
@@ -39,7 +39,8 @@ def test_unknown_service_lists_valid_names() -> None:
     with pytest.raises(UsageError) as caught:
         check_services(["kafka", "zeromq"])
     assert all(name in str(caught.value) for name in SERVICES)
-    assert check_services([]) == tuple(s for s in SERVICES if s not in ("kafka2", "kafka-cluster"))
+    on_demand = ("kafka2", "kafka-cluster", "redis-sentinel")
+    assert check_services([]) == tuple(s for s in SERVICES if s not in on_demand)
     assert check_services([], on_demand=True) == SERVICES
     assert check_services(["kafka2"]) == ("kafka2",)
     assert check_services(["kafka-cluster"]) == ("kafka-cluster",)

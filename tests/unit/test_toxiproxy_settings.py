@@ -24,7 +24,10 @@ def test_every_port_belongs_to_exactly_one_server(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path)
     owned = [name for cls in SERVICE_TYPES.values() for name in cls(settings).owned_ports]
     assert len(owned) == len(set(owned))
-    assert set(owned) == set(DEFAULT_PORTS) - {"rabbitmq_epmd"}  # epmd: a helper of RabbitMQ
+    # epmd: a helper of RabbitMQ; sentinel: the Sentinels of redis-sentinel's nodes only
+    assert set(owned) == set(DEFAULT_PORTS) - {"rabbitmq_epmd", "sentinel"}
+    nodes = [svc for cls in CLUSTER_TYPES.values() for svc in cls(settings).nodes.values()]
+    assert {name for svc in nodes for name in svc.owned_ports} <= set(DEFAULT_PORTS)
 
 
 def test_a_cluster_node_takes_its_ports_on_its_own_address_only(tmp_path: Path) -> None:
@@ -33,7 +36,9 @@ def test_a_cluster_node_takes_its_ports_on_its_own_address_only(tmp_path: Path) 
     nodes = [svc for cls in CLUSTER_TYPES.values() for svc in cls(settings).nodes.values()]
     bound = [(svc.host, port) for svc in servers + nodes for port in svc.owned_ports.values()]
     assert len(bound) == len(set(bound))
-    assert [svc.host for svc in nodes] == ["127.0.1.1", "127.0.1.2", "127.0.1.3"]
+    hosts = [svc.host for svc in nodes]
+    assert hosts[:3] == ["127.0.1.1", "127.0.1.2", "127.0.1.3"]  # kafka-cluster
+    assert hosts[3:6] == ["127.0.3.1", "127.0.3.2", "127.0.3.3"]  # redis-sentinel
     assert {svc.host for svc in servers} == {"127.0.0.1"}
 
 

@@ -15,6 +15,7 @@ DEFAULT_PORTS = {
     "kafka-cluster": 9092,
     "rabbitmq": 5672,
     "redis": 6379,
+    "redis-sentinel": 26379,  # a Sentinel's
     "postgres": 5432,
     "connect": 8083,
     "toxiproxy": 8474,
@@ -28,6 +29,7 @@ PROBES: dict[str, Probe] = {
     "kafka-cluster": probes.kafka_api_versions,  # its first bootstrap address
     "rabbitmq": lambda h, p, t: probes.amqp_handshake(h, p, t) is not None,
     "redis": probes.redis_ping,
+    "redis-sentinel": probes.redis_ping,  # its first Sentinel (redis+sentinel://h:p,.../name)
     "postgres": probes.postgres_ready,
     "connect": probes.connect_rest,
     "toxiproxy": lambda h, p, t: probes.toxiproxy_version(h, p, t) is not None,

@@ -23,6 +23,7 @@ from msglab.infra.netrules import NetRules
 from msglab.infra.postgres import Postgres
 from msglab.infra.rabbitmq import RabbitMQ
 from msglab.infra.redis import Redis
+from msglab.infra.redis_sentinel import RedisSentinel
 from msglab.infra.service import NativeService, StartReport, Status, apt_install
 from msglab.infra.toxiproxy import Toxiproxy
 from msglab.settings import CLUSTER_NODES, Settings, check_services, split_node
@@ -40,7 +41,10 @@ SERVICE_TYPES: dict[str, type[NativeService]] = {
 }
 """The services that are one server each."""
 
-CLUSTER_TYPES: dict[str, type[Cluster[Any]]] = {"kafka-cluster": KafkaCluster}
+CLUSTER_TYPES: dict[str, type[Cluster[Any]]] = {
+    "kafka-cluster": KafkaCluster,
+    "redis-sentinel": RedisSentinel,
+}
 """The services that are clusters of nodes (``settings.CLUSTER_NODES``)."""
 
 
@@ -157,8 +161,11 @@ class NativeBackend:
         """SIGKILL what ``name`` stands for, at once: a server, a node, or every node of a
         cluster (one correlated crash); each server killed with its PID."""
         target = self._owned(name, "kill")
+        service, node = split_node(name)
         if isinstance(target, Cluster):
             return target.kill()
+        if node is not None:  # through its cluster, which knows every process of a node
+            return self.cluster(service).kill([node])
         return [(target.name, target.kill())]
 
     def power_cut(self, name: str) -> CutReport:
@@ -175,8 +182,11 @@ class NativeBackend:
         """Cut the power of what ``name`` stands for: a server, a node, or every node of a
         cluster at once (a correlated power loss); one report per server."""
         target = self._owned(name, "power-cut")
+        service, node = split_node(name)
         if isinstance(target, Cluster):
             return target.power_cut()
+        if node is not None:
+            return self.cluster(service).power_cut([node])
         return [target.power_cut()]
 
     def restart(self, name: str) -> StartReport:

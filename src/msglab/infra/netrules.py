@@ -18,7 +18,10 @@ Rules live in msglab's own table, one per ``MSGLAB_HOME`` (``inet msglab_<hash>`
 homes on one machine never touch each other's rules and nothing else's rules are touched: a
 chain ``opener`` (the marks, while the cluster runs) and a chain ``partition`` (the drops, only
 while a partition holds). ``heal`` empties ``partition``; ``remove`` (``infra down``) deletes
-the table.
+the table. The marks are shared, the conntrack entries being the machine's: every home's
+``opener`` sees every connection, so a home marks a connection as a client's only while no one
+has marked it (``ct mark 0``), and never overwrites the mark another home's node set (the group
+ids are the nodes' addresses, distinct on one machine).
 """
 
 from __future__ import annotations
@@ -91,7 +94,8 @@ class NetRules:
                 "{ type filter hook output priority 0; policy accept; }",
                 *(
                     f"add rule inet {self.table} opener ct direction original "
-                    f"{_who(h, gids)} ct mark set {_mark(h)}"
+                    f"{'ct mark 0 ' if h.gid is None else ''}{_who(h, gids)} "
+                    f"ct mark set {_mark(h)}"
                     for h in marks
                 ),
             ]

@@ -15,6 +15,7 @@ import socket
 import struct
 import subprocess
 from dataclasses import dataclass
+from typing import BinaryIO, TypeAlias
 
 
 def _recv_exactly(sock: socket.socket, n: int) -> bytes:
@@ -226,6 +227,58 @@ def redis_ping(host: str, port: int, timeout_s: float) -> bool:
     except OSError:
         return False
     return reply.startswith(b"+PONG") or reply.startswith(b"-NOAUTH")
+
+
+class RespError(str):
+    """An error reply of a Redis server (``-ERR ...``, ``-LOADING ...``), as its text."""
+
+
+Resp: TypeAlias = "str | int | list[Resp] | None"
+"""A RESP2 reply: a simple or bulk string (str; a ``RespError`` for an error), an integer, a
+null, or an array of replies."""
+
+
+def redis_call(host: str, port: int, timeout_s: float, *command: str) -> Resp:
+    """Send one command (``ROLE``, ``SENTINEL MASTER name``) to a Redis server or Sentinel
+    over RESP2 and return its reply; ConnectionError when it does not answer, or answers with
+    something that is not RESP."""
+    request = f"*{len(command)}\r\n".encode()
+    for arg in command:
+        data = arg.encode()
+        request += b"$%d\r\n%s\r\n" % (len(data), data)
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            sock.settimeout(timeout_s)
+            sock.sendall(request)
+            with sock.makefile("rb") as stream:
+                return _resp_read(stream)
+    except (OSError, ValueError) as exc:
+        raise ConnectionError(f"{host}:{port}: {exc or type(exc).__name__}") from exc
+
+
+def _resp_read(stream: BinaryIO) -> Resp:
+    line = stream.readline()
+    if not line.endswith(b"\r\n"):
+        raise ConnectionError("closed by peer")
+    kind, rest = line[:1], line[1:-2].decode("utf-8", "replace")
+    if kind == b"+":
+        return rest
+    if kind == b"-":
+        return RespError(rest)
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        size = int(rest)
+        if size < 0:
+            return None
+        data = stream.read(size + 2)
+        if len(data) != size + 2:
+            raise ConnectionError("closed by peer")
+        return data[:-2].decode("utf-8", "replace")
+    if kind == b"*":
+        size = int(rest)
+        return None if size < 0 else [_resp_read(stream) for _ in range(size)]
+    raise ValueError(f"not a RESP reply: {line[:40]!r}")
 
 
 def _amqp_shortstr(buf: bytes, at: int) -> tuple[str, int]:

@@ -12,7 +12,7 @@ import subprocess
 
 from msglab.errors import NotRunningError, UsageError
 from msglab.infra import probes
-from msglab.infra.service import HOST, Launch, NativeService, apt_install
+from msglab.infra.service import Launch, NativeService, apt_install
 
 
 class Redis(NativeService):
@@ -40,7 +40,7 @@ class Redis(NativeService):
                 "--port",
                 str(self.port),
                 "--bind",
-                HOST,
+                self.host,
                 "--dir",
                 str(self.data_dir),
                 "--daemonize",
@@ -72,7 +72,7 @@ class Redis(NativeService):
 
     def _cli(self, *command: str) -> str:
         result = subprocess.run(
-            ["redis-cli", "-h", HOST, "-p", str(self.port), "--raw", *command],
+            ["redis-cli", "-h", self.host, "-p", str(self.port), "--raw", *command],
             capture_output=True,
             text=True,
             timeout=10,
@@ -83,7 +83,7 @@ class Redis(NativeService):
         return result.stdout
 
     def ping(self, timeout_s: float) -> bool:
-        return probes.redis_ping(HOST, self.port, timeout_s)
+        return probes.redis_ping(self.host, self.port, timeout_s)
 
     def version(self) -> str | None:
         exe = shutil.which("redis-server")
