@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from msglab.config import redact_url
 from msglab.errors import ConfigError, UsageError
 from msglab.infra.external import host_port
 from msglab.settings import DEFAULT_PORTS, SERVICES, Settings, check_services
@@ -84,3 +85,11 @@ def test_external_urls_give_host_and_port(
     service: str, url: str, expected: tuple[str, int]
 ) -> None:
     assert host_port(service, url) == expected
+
+
+def test_every_url_of_a_cluster_has_its_password_hidden() -> None:
+    urls = "amqp://guest:s3cret@127.0.2.1:25682/%2F,amqp://guest:s3cret@127.0.2.2:25682/%2F"
+    assert redact_url(urls) == (
+        "amqp://guest:***@127.0.2.1:25682/%2F,amqp://guest:***@127.0.2.2:25682/%2F"
+    )
+    assert redact_url("127.0.1.1:29092,127.0.1.2:29092") == "127.0.1.1:29092,127.0.1.2:29092"
