@@ -40,7 +40,8 @@ def test_unknown_service_lists_valid_names() -> None:
     with pytest.raises(UsageError) as caught:
         check_services(["kafka", "zeromq"])
     assert all(name in str(caught.value) for name in SERVICES)
-    assert check_services([]) == tuple(s for s in SERVICES if s not in ("kafka2", "kafka-cluster"))
+    on_demand = ("kafka2", "kafka-cluster", "rabbitmq-cluster")
+    assert check_services([]) == tuple(s for s in SERVICES if s not in on_demand)
     assert check_services([], on_demand=True) == SERVICES
     assert check_services(["kafka2"]) == ("kafka2",)
     assert check_services(["kafka-cluster"]) == ("kafka-cluster",)
@@ -79,6 +80,11 @@ def test_unknown_backend_and_fsync_are_refused() -> None:
         ("rabbitmq", "amqp://u:p@mq.example/%2F", ("mq.example", 5672)),
         ("postgres", "postgresql://u:p@db.example:6543/app", ("db.example", 6543)),
         ("redis", "redis://:secret@cache.example:6380/0", ("cache.example", 6380)),
+        (
+            "rabbitmq-cluster",
+            "amqp://u:p@mq1.example/%2F,amqp://u:p@mq2.example/%2F",
+            ("mq1.example", 5672),
+        ),
     ],
 )
 def test_external_urls_give_host_and_port(

@@ -37,7 +37,7 @@ URLS = {
 STATELESS = ("toxiproxy", "connect")
 """Services without a volume (Connect keeps its state in Kafka topics)."""
 
-NATIVE_ONLY = ("kafka-cluster",)
+NATIVE_ONLY = ("kafka-cluster", "rabbitmq-cluster")
 """Services ``compose/stack.yml`` does not have: the native backend runs them."""
 
 

@@ -14,6 +14,7 @@ DEFAULT_PORTS = {
     "kafka2": 9092,
     "kafka-cluster": 9092,
     "rabbitmq": 5672,
+    "rabbitmq-cluster": 5672,
     "redis": 6379,
     "postgres": 5432,
     "connect": 8083,
@@ -27,6 +28,7 @@ PROBES: dict[str, Probe] = {
     "kafka2": probes.kafka_api_versions,
     "kafka-cluster": probes.kafka_api_versions,  # its first bootstrap address
     "rabbitmq": lambda h, p, t: probes.amqp_handshake(h, p, t) is not None,
+    "rabbitmq-cluster": lambda h, p, t: probes.amqp_handshake(h, p, t) is not None,  # its first
     "redis": probes.redis_ping,
     "postgres": probes.postgres_ready,
     "connect": probes.connect_rest,

@@ -22,6 +22,7 @@ from msglab.infra.lazyfs.disk import folder_disk
 from msglab.infra.netrules import NetRules
 from msglab.infra.postgres import Postgres
 from msglab.infra.rabbitmq import RabbitMQ
+from msglab.infra.rabbitmq_cluster import RabbitMQCluster
 from msglab.infra.redis import Redis
 from msglab.infra.service import NativeService, StartReport, Status, apt_install
 from msglab.infra.toxiproxy import Toxiproxy
@@ -40,7 +41,10 @@ SERVICE_TYPES: dict[str, type[NativeService]] = {
 }
 """The services that are one server each."""
 
-CLUSTER_TYPES: dict[str, type[Cluster[Any]]] = {"kafka-cluster": KafkaCluster}
+CLUSTER_TYPES: dict[str, type[Cluster[Any]]] = {
+    "kafka-cluster": KafkaCluster,
+    "rabbitmq-cluster": RabbitMQCluster,
+}
 """The services that are clusters of nodes (``settings.CLUSTER_NODES``)."""
 
 
