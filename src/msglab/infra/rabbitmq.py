@@ -107,6 +107,7 @@ class RabbitMQ(NativeService):
             f"listeners.tcp.1 = {self.host}:{self.port}",
             "log.console = true",
             "log.console.level = info",
+            "log.console.use_colors = off",  # server.log is a file, read in error messages
             "log.file = false",
         ]
 
