@@ -26,13 +26,18 @@ QUEUE_TYPES = ("classic", "quorum")  # ClientConfig.queue_type (RabbitMQ)
 TEXT_FIELDS = ("acks", "queue_type")  # ClientConfig.with_fields
 
 SECRET_PARAM = re.compile(r"(?i)((?:password|passwd|pwd|secret|token)=)[^&;\s]*")
+URL_LIST = re.compile(r",(?=[A-Za-z][A-Za-z0-9+.-]*://)")  # the comma before each next URL
 
 
 def redact_url(url: str) -> str:
     """``url`` as a person or a file may see it: the password of its user part and of any
     ``password=`` / ``secret=`` / ``token=`` parameter replaced by ``***``
-    (``postgresql://postgres:***@127.0.0.1:25442/msglab``). A URL without a secret (a Kafka
-    bootstrap list, ``redis://host:port/0``) comes back unchanged."""
+    (``postgresql://postgres:***@127.0.0.1:25442/msglab``); each URL of a comma-separated list
+    (a cluster's: ``amqp://guest:***@127.0.2.1:25682/%2F,amqp://guest:***@...``) so. A URL
+    without a secret (a Kafka bootstrap list, ``redis://host:port/0``) comes back unchanged."""
+    several = URL_LIST.split(url)
+    if len(several) > 1:
+        return ",".join(redact_url(one) for one in several)
     url = SECRET_PARAM.sub(r"\1***", url)
     if "://" not in url:
         return url

@@ -2,10 +2,10 @@
 
 Every server msglab runs listens on 127.0.0.1 on a port of its own, chosen away from the
 standard ports so that a server already on the machine is not disturbed; the nodes of a
-cluster (``kafka-cluster``) listen on the same port numbers, each on its own loopback address
-(127.0.1.1, 127.0.1.2 ...). Any service can instead be given by URL
-(``MSGLAB_<SERVICE>_URL``, ``MSGLAB_KAFKA_CLUSTER_URL``): msglab then uses it, shows it as
-external, and refuses to kill or restart it.
+cluster listen on the same port numbers, each on its own loopback address (``kafka-cluster``
+on 127.0.1.1, 127.0.1.2 ...; ``rabbitmq-cluster`` on 127.0.2.x). Any service can instead be
+given by URL (``MSGLAB_<SERVICE>_URL``, ``MSGLAB_KAFKA_CLUSTER_URL``): msglab then uses it,
+shows it as external, and refuses to kill or restart it.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ SERVICES: tuple[str, ...] = (
     "kafka2",
     "kafka-cluster",
     "rabbitmq",
+    "rabbitmq-cluster",
     "redis",
     "redis-sentinel",
     "postgres",
@@ -33,13 +34,15 @@ SERVICES: tuple[str, ...] = (
 first, whose controller it joins; Kafka Connect after the Kafka and PostgreSQL it needs;
 Toxiproxy, which sits in front of the brokers, last)."""
 
-ON_DEMAND: tuple[str, ...] = ("kafka2", "kafka-cluster", "redis-sentinel")
+ON_DEMAND: tuple[str, ...] = ("kafka2", "kafka-cluster", "rabbitmq-cluster", "redis-sentinel")
 """Services started only when named: a second Kafka broker would take half of every new
-topic's partitions, so it runs only for the scaling probe; a cluster (three JVMs, or three
-Redis servers and their Sentinels) is for the replication scenarios that name it."""
+topic's partitions, so it runs only for the scaling probe; a cluster (three JVMs, three Erlang
+VMs, or three Redis servers and their Sentinels) is for the replication scenarios that name
+it."""
 
 CLUSTER_NODES: Mapping[str, tuple[str, ...]] = {
     "kafka-cluster": ("n1", "n2", "n3"),
+    "rabbitmq-cluster": ("n1", "n2", "n3"),
     "redis-sentinel": ("n1", "n2", "n3"),
 }
 """The services that are clusters, and their nodes: ``kafka-cluster/n2`` names one node (for

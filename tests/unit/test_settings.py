@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from msglab.config import redact_url
 from msglab.errors import ConfigError, UsageError
 from msglab.infra.external import host_port
 from msglab.settings import DEFAULT_PORTS, SERVICES, Settings, check_services
@@ -39,7 +40,7 @@ def test_unknown_service_lists_valid_names() -> None:
     with pytest.raises(UsageError) as caught:
         check_services(["kafka", "zeromq"])
     assert all(name in str(caught.value) for name in SERVICES)
-    on_demand = ("kafka2", "kafka-cluster", "redis-sentinel")
+    on_demand = ("kafka2", "kafka-cluster", "rabbitmq-cluster", "redis-sentinel")
     assert check_services([]) == tuple(s for s in SERVICES if s not in on_demand)
     assert check_services([], on_demand=True) == SERVICES
     assert check_services(["kafka2"]) == ("kafka2",)
@@ -79,9 +80,22 @@ def test_unknown_backend_and_fsync_are_refused() -> None:
         ("rabbitmq", "amqp://u:p@mq.example/%2F", ("mq.example", 5672)),
         ("postgres", "postgresql://u:p@db.example:6543/app", ("db.example", 6543)),
         ("redis", "redis://:secret@cache.example:6380/0", ("cache.example", 6380)),
+        (
+            "rabbitmq-cluster",
+            "amqp://u:p@mq1.example/%2F,amqp://u:p@mq2.example/%2F",
+            ("mq1.example", 5672),
+        ),
     ],
 )
 def test_external_urls_give_host_and_port(
     service: str, url: str, expected: tuple[str, int]
 ) -> None:
     assert host_port(service, url) == expected
+
+
+def test_every_url_of_a_cluster_has_its_password_hidden() -> None:
+    urls = "amqp://guest:s3cret@127.0.2.1:25682/%2F,amqp://guest:s3cret@127.0.2.2:25682/%2F"
+    assert redact_url(urls) == (
+        "amqp://guest:***@127.0.2.1:25682/%2F,amqp://guest:***@127.0.2.2:25682/%2F"
+    )
+    assert redact_url("127.0.1.1:29092,127.0.1.2:29092") == "127.0.1.1:29092,127.0.1.2:29092"

@@ -41,7 +41,7 @@ URLS = {
 STATELESS = ("toxiproxy", "connect")
 """Services without a volume (Connect keeps its state in Kafka topics)."""
 
-NATIVE_ONLY = ("kafka-cluster", "redis-sentinel")
+NATIVE_ONLY = ("kafka-cluster", "rabbitmq-cluster", "redis-sentinel")
 """Services ``compose/stack.yml`` does not have: the native backend runs them."""
 
 

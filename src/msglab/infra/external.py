@@ -14,6 +14,7 @@ DEFAULT_PORTS = {
     "kafka2": 9092,
     "kafka-cluster": 9092,
     "rabbitmq": 5672,
+    "rabbitmq-cluster": 5672,
     "redis": 6379,
     "redis-sentinel": 26379,  # a Sentinel's
     "postgres": 5432,
@@ -28,6 +29,7 @@ PROBES: dict[str, Probe] = {
     "kafka2": probes.kafka_api_versions,
     "kafka-cluster": probes.kafka_api_versions,  # its first bootstrap address
     "rabbitmq": lambda h, p, t: probes.amqp_handshake(h, p, t) is not None,
+    "rabbitmq-cluster": lambda h, p, t: probes.amqp_handshake(h, p, t) is not None,  # its first
     "redis": probes.redis_ping,
     "redis-sentinel": probes.redis_ping,  # its first Sentinel (redis+sentinel://h:p,.../name)
     "postgres": probes.postgres_ready,

@@ -22,6 +22,7 @@ from msglab.infra.lazyfs.disk import folder_disk
 from msglab.infra.netrules import NetRules
 from msglab.infra.postgres import Postgres
 from msglab.infra.rabbitmq import RabbitMQ
+from msglab.infra.rabbitmq_cluster import RabbitMQCluster
 from msglab.infra.redis import Redis
 from msglab.infra.redis_sentinel import RedisSentinel
 from msglab.infra.service import NativeService, StartReport, Status, apt_install
@@ -43,6 +44,7 @@ SERVICE_TYPES: dict[str, type[NativeService]] = {
 
 CLUSTER_TYPES: dict[str, type[Cluster[Any]]] = {
     "kafka-cluster": KafkaCluster,
+    "rabbitmq-cluster": RabbitMQCluster,
     "redis-sentinel": RedisSentinel,
 }
 """The services that are clusters of nodes (``settings.CLUSTER_NODES``)."""

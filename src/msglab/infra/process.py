@@ -64,6 +64,15 @@ def wait_gone(pid: int, timeout_s: float) -> bool:
     return True
 
 
+def parent(pid: int) -> int | None:
+    """The PID of ``pid``'s parent (None once ``pid`` is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
 def descendants(pid: int) -> list[int]:
     """Every live process below ``pid`` in the process tree (children first)."""
     parents: dict[int, list[int]] = {}
