@@ -9,10 +9,6 @@ leaves no process. The failures run on a second, private cluster (own home and p
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,39 +17,17 @@ from typing import Any
 
 import pytest
 
-from msglab.errors import MsglabError, PortInUseError, ServerStartError
+from msglab.errors import MsglabError, ServerStartError
 from msglab.infra import process
 from msglab.infra.cluster import node_group
 from msglab.infra.kafka_cluster import KafkaCluster
 from msglab.infra.native import NativeBackend
-from msglab.settings import DEFAULT_PORTS, Settings, in_ci
+from msglab.settings import Settings, in_ci
 from tests.conftest import run_cli
+from tests.infra import clusters
 
 N = 500
 NODES = ("n1", "n2", "n3")
-
-
-def cluster_status() -> list[dict[str, Any]]:
-    rows = json.loads(run_cli("infra", "status", "kafka-cluster", "--json").stdout)
-    return [dict(r) for r in rows]
-
-
-def listening_addresses(pid: int) -> set[str]:
-    """The host:port of every TCP socket process ``pid`` listens on."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        with contextlib.suppress(OSError):
-            link = os.readlink(fd)
-            if link.startswith("socket:["):
-                inodes.add(link[8:-1])
-    found = set()
-    for table in ("tcp", "tcp6"):
-        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == "0A" and fields[9] in inodes:
-                address, _, port = fields[1].rpartition(":")
-                found.add(f"{process._address(address)}:{int(port, 16)}")
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +129,10 @@ def test_three_nodes_on_their_own_addresses_and_one_controller_leader(
     controller_port = Settings.from_env().ports["kafka_controller"]
     for i, row in enumerate(rows, start=1):
         host = f"127.0.1.{i}"  # every listener on the node's own address, nowhere else
-        assert listening_addresses(row["pid"]) == {f"{host}:{port}", f"{host}:{controller_port}"}
+        assert clusters.listening_addresses(row["pid"]) == {
+            f"{host}:{port}",
+            f"{host}:{controller_port}",
+        }
         argv = Path(f"/proc/{row['pid']}/cmdline").read_bytes().split(b"\0")
         assert b"-Xmx384m" in argv, argv
     rss_mb = (
@@ -214,38 +191,6 @@ def test_a_killed_node_leaves_acks_all_writable_and_rejoins_after_restart(
         assert time.monotonic() < deadline, replicas_and_isr(url, topic)
         time.sleep(1)
     assert sorted(consume(url, topic, 2 * N)) == list(range(2 * N))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def private_backend(home: Path) -> NativeBackend:
-    ports = {**DEFAULT_PORTS, "kafka": free_port(), "kafka_controller": free_port()}
-    return NativeBackend(Settings(home=home, ports=ports, start_timeout_s=60))
-
-
-def no_node_runs(backend: NativeBackend) -> bool:
-    return all(backend.service(f"kafka-cluster/{n}").pid() is None for n in NODES)
-
-
-@pytest.mark.kafka
-def test_a_node_whose_address_is_taken_is_refused_before_anything_starts(tmp_path: Path) -> None:
-    backend = private_backend(tmp_path)
-    port = backend.settings.ports["kafka"]
-    began = time.monotonic()
-    with socket.socket() as holder:
-        holder.bind(("127.0.1.2", port))
-        holder.listen()
-        with pytest.raises(PortInUseError) as caught:
-            backend.up(["kafka-cluster"])
-    assert time.monotonic() - began < 10
-    message = str(caught.value)
-    assert "kafka-cluster/n2" in message and f"127.0.1.2:{port}" in message
-    assert f"pid {os.getpid()}" in message, message
-    assert no_node_runs(backend)
 
 
 @pytest.mark.kafka
@@ -326,8 +271,24 @@ def test_down_stops_every_node_and_leaves_no_process(cluster: list[dict[str, Any
     assert not process.holders(Path(home)), "a process still holds the cluster's folder"
 
 
+def private_backend(home: Path) -> NativeBackend:
+    return clusters.private_backend(home, ("kafka", "kafka_controller"), 60)
+
+
+def no_node_runs(backend: NativeBackend) -> bool:
+    return clusters.no_node_runs(backend, "kafka-cluster")
+
+
+def cluster_status() -> list[dict[str, Any]]:
+    return clusters.cluster_status("kafka-cluster")
+
+
+@pytest.mark.kafka
+def test_a_node_whose_address_is_taken_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    backend = private_backend(tmp_path)
+    clusters.assert_a_taken_address_is_refused(backend, "kafka-cluster", "127.0.1.2", "kafka")
+    assert no_node_runs(backend)
+
+
 def test_an_unknown_node_is_refused_listing_the_valid_ones() -> None:
-    result = run_cli("infra", "kill", "kafka-cluster/n7", check=False)
-    assert result.returncode == 2
-    for node in NODES:
-        assert f"kafka-cluster/{node}" in result.stderr
+    clusters.assert_an_unknown_node_is_refused("kafka-cluster")

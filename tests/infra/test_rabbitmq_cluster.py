@@ -11,9 +11,6 @@ ports).
 
 from __future__ import annotations
 
-import json
-import os
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,22 +19,17 @@ from typing import Any
 
 import pytest
 
-from msglab.errors import MsglabError, PortInUseError, ServerStartError
+from msglab.errors import MsglabError, ServerStartError
 from msglab.infra import netrules, process
 from msglab.infra.cluster import node_group
 from msglab.infra.native import NativeBackend
 from msglab.infra.rabbitmq_cluster import RabbitMQCluster
-from msglab.settings import DEFAULT_PORTS, Settings, in_ci
+from msglab.settings import Settings, in_ci
 from tests.conftest import run_cli
-from tests.infra.test_kafka_cluster import free_port, listening_addresses
+from tests.infra import clusters
 
 N = 500
 NODES = ("n1", "n2", "n3")
-
-
-def cluster_status() -> list[dict[str, Any]]:
-    rows = json.loads(run_cli("infra", "status", "rabbitmq-cluster", "--json").stdout)
-    return [dict(r) for r in rows]
 
 
 def node_processes(gid: int) -> list[int]:
@@ -92,7 +84,7 @@ def test_three_nodes_form_one_cluster_on_their_own_addresses(cluster: RabbitMQCl
     assert cluster.running_nodes(["n1"]) == ("n1", set(NODES))
     for i, row in enumerate(rows, start=1):
         host = f"127.0.2.{i}"  # AMQP and the distribution on the node's own address only
-        assert listening_addresses(row["pid"]) == {f"{host}:{port}", f"{host}:{dist}"}
+        assert clusters.listening_addresses(row["pid"]) == {f"{host}:{port}", f"{host}:{dist}"}
         names = {process.process_name(p) for p in node_processes(node_group(host))}
         assert "beam.smp" in names and "epmd" not in names, names
     cookie = cluster.root / ".erlang.cookie"
@@ -205,32 +197,6 @@ def test_a_node_cut_off_from_the_others_pauses_and_is_a_member_again_once_healed
     assert cluster.running_nodes([cut]) == (cut, set(NODES))
 
 
-def private_backend(home: Path) -> NativeBackend:
-    ports = {**DEFAULT_PORTS, "rabbitmq": free_port(), "rabbitmq_dist": free_port()}
-    return NativeBackend(Settings(home=home, ports=ports, start_timeout_s=60))
-
-
-def no_node_runs(backend: NativeBackend) -> bool:
-    return all(backend.service(f"rabbitmq-cluster/{n}").pid() is None for n in NODES)
-
-
-@pytest.mark.rabbitmq
-def test_a_node_whose_address_is_taken_is_refused_before_anything_starts(tmp_path: Path) -> None:
-    backend = private_backend(tmp_path)
-    port = backend.settings.ports["rabbitmq_dist"]
-    began = time.monotonic()
-    with socket.socket() as holder:
-        holder.bind(("127.0.2.2", port))
-        holder.listen()
-        with pytest.raises(PortInUseError) as caught:
-            backend.up(["rabbitmq-cluster"])
-    assert time.monotonic() - began < 10
-    message = str(caught.value)
-    assert "rabbitmq-cluster/n2" in message and f"127.0.2.2:{port}" in message
-    assert f"pid {os.getpid()}" in message, message
-    assert no_node_runs(backend)
-
-
 @pytest.mark.rabbitmq
 def test_a_node_that_cannot_start_fails_up_naming_it_with_its_log(tmp_path: Path) -> None:
     backend = private_backend(tmp_path)
@@ -261,8 +227,26 @@ def test_down_stops_every_node_and_leaves_no_process(cluster: RabbitMQCluster) -
         assert svc.group is not None and not node_processes(svc.group), svc.name
 
 
+def private_backend(home: Path) -> NativeBackend:
+    return clusters.private_backend(home, ("rabbitmq", "rabbitmq_dist"), 60)
+
+
+def no_node_runs(backend: NativeBackend) -> bool:
+    return clusters.no_node_runs(backend, "rabbitmq-cluster")
+
+
+def cluster_status() -> list[dict[str, Any]]:
+    return clusters.cluster_status("rabbitmq-cluster")
+
+
+@pytest.mark.rabbitmq
+def test_a_node_whose_address_is_taken_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    backend = private_backend(tmp_path)
+    clusters.assert_a_taken_address_is_refused(
+        backend, "rabbitmq-cluster", "127.0.2.2", "rabbitmq_dist"
+    )
+    assert no_node_runs(backend)
+
+
 def test_an_unknown_node_is_refused_listing_the_valid_ones() -> None:
-    result = run_cli("infra", "kill", "rabbitmq-cluster/n7", check=False)
-    assert result.returncode == 2
-    for node in NODES:
-        assert f"rabbitmq-cluster/{node}" in result.stderr
+    clusters.assert_an_unknown_node_is_refused("rabbitmq-cluster")

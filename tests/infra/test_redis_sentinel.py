@@ -14,9 +14,6 @@ The failures run on private clusters (own home and ports).
 
 from __future__ import annotations
 
-import json
-import os
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,22 +22,17 @@ from typing import Any, TypeVar
 
 import pytest
 
-from msglab.errors import MsglabError, PortInUseError, ServerStartError
+from msglab.errors import MsglabError, ServerStartError
 from msglab.infra import process
 from msglab.infra.cluster import node_group
 from msglab.infra.native import NativeBackend
 from msglab.infra.redis_sentinel import MASTER, RedisSentinel, sentinel_url_parts
-from msglab.settings import DEFAULT_PORTS, Settings, in_ci
+from msglab.settings import Settings, in_ci
 from tests.conftest import run_cli
-from tests.infra.test_kafka_cluster import free_port, listening_addresses
+from tests.infra import clusters
 
 NODES = ("n1", "n2", "n3")
 T = TypeVar("T")
-
-
-def cluster_status() -> list[dict[str, Any]]:
-    rows = json.loads(run_cli("infra", "status", "redis-sentinel", "--json").stdout)
-    return [dict(r) for r in rows]
 
 
 def wait_for(check: Callable[[], T], timeout_s: float, what: Callable[[], object]) -> T:
@@ -114,7 +106,7 @@ def test_one_primary_two_replicas_and_three_sentinels_that_know_each_other(
             pid = proc.pid()
             assert pid is not None, proc.name
             # each process on its node's address only, with its node's group id
-            assert listening_addresses(pid) == {f"{svc.host}:{port}"}, proc.name
+            assert clusters.listening_addresses(pid) == {f"{svc.host}:{port}"}, proc.name
             status = Path(f"/proc/{pid}/status").read_text().splitlines()
             gid = next(line for line in status if line.startswith("Gid:")).split()[1]
             assert int(gid) == node_group(svc.host) == svc.group, proc.name
@@ -240,32 +232,9 @@ def test_the_primary_cut_off_from_the_other_nodes_keeps_acknowledging_writes_tha
     assert acked and 0 <= kept <= len(acked)
 
 
-def private_backend(home: Path) -> NativeBackend:
-    ports = {**DEFAULT_PORTS, "redis": free_port(), "sentinel": free_port()}
-    return NativeBackend(Settings(home=home, ports=ports, start_timeout_s=30))
-
-
 def nothing_runs(backend: NativeBackend) -> bool:
     rs = backend.cluster("redis-sentinel")
     return all(p.pid() is None for svc in rs.nodes.values() for p in (svc, svc.sentinel))
-
-
-@pytest.mark.redis
-@pytest.mark.parametrize("port", ["redis", "sentinel"])
-def test_a_node_whose_address_is_taken_is_refused_before_anything_starts(
-    tmp_path: Path, port: str
-) -> None:
-    backend = private_backend(tmp_path)
-    number = backend.settings.ports[port]
-    with socket.socket() as holder:
-        holder.bind(("127.0.3.2", number))
-        holder.listen()
-        with pytest.raises(PortInUseError) as caught:
-            backend.up(["redis-sentinel"])
-    message = str(caught.value)
-    assert "redis-sentinel/n2" in message and f"127.0.3.2:{number}" in message, message
-    assert f"pid {os.getpid()}" in message and f"MSGLAB_{port.upper()}_PORT" in message, message
-    assert nothing_runs(backend)
 
 
 @pytest.mark.redis
@@ -297,15 +266,33 @@ def test_down_stops_every_process_and_leaves_no_table(cluster: RedisSentinel) ->
     assert not cluster.net.active()
 
 
-def test_an_unknown_node_is_refused_listing_the_valid_ones() -> None:
-    result = run_cli("infra", "kill", "redis-sentinel/n4", check=False)
-    assert result.returncode == 2
-    for node in NODES:
-        assert f"redis-sentinel/{node}" in result.stderr
-
-
 def test_the_url_names_every_sentinel_and_the_master() -> None:
     url = "redis+sentinel://127.0.3.1:26390,127.0.3.2:26390/msglab"
     assert sentinel_url_parts(url) == ([("127.0.3.1", 26390), ("127.0.3.2", 26390)], "msglab")
     with pytest.raises(MsglabError):
         sentinel_url_parts("redis://127.0.3.1:26389/0")
+
+
+def private_backend(home: Path) -> NativeBackend:
+    return clusters.private_backend(home, ("redis", "sentinel"), 30)
+
+
+def cluster_status() -> list[dict[str, Any]]:
+    return clusters.cluster_status("redis-sentinel")
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("port", ["redis", "sentinel"])
+def test_a_node_whose_address_is_taken_is_refused_before_anything_starts(
+    tmp_path: Path, port: str
+) -> None:
+    backend = private_backend(tmp_path)
+    message = clusters.assert_a_taken_address_is_refused(
+        backend, "redis-sentinel", "127.0.3.2", port
+    )
+    assert f"MSGLAB_{port.upper()}_PORT" in message, message
+    assert nothing_runs(backend)
+
+
+def test_an_unknown_node_is_refused_listing_the_valid_ones() -> None:
+    clusters.assert_an_unknown_node_is_refused("redis-sentinel")
