@@ -188,13 +188,7 @@ def run(
         report = run_scenario(scenario, runs_dir=runs_dir)
         print(json.dumps(report))
         return
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
+    with _bar() as bar:
         task = bar.add_task("starting", total=1.0)
         report = run_scenario(
             scenario,
@@ -202,6 +196,17 @@ def run(
             progress=lambda stage, done: bar.update(task, description=stage, completed=done),
         )
     show(report)
+
+
+def _bar() -> Progress:
+    """A run's progress bar in a terminal: its stage, the share sent, the time."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
 
 
 def run_repeated(scenario: Scenario, times: int, runs_dir: Path, as_json: bool) -> None:
@@ -214,13 +219,7 @@ def run_repeated(scenario: Scenario, times: int, runs_dir: Path, as_json: bool) 
         if as_json:
             doc = repeat_scenario(scenario, times, runs_dir=runs_dir)
         elif console.is_terminal:
-            with Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                TimeElapsedColumn(),
-                console=console,
-                transient=True,
-            ) as bar:
+            with _bar() as bar:
                 task = bar.add_task("starting", total=float(times))
 
                 def stage(i: int, n: int, stage: str, done: float) -> None:  # over all the runs
