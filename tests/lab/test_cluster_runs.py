@@ -131,3 +131,31 @@ def test_a_cluster_row_runs_its_cell_several_times_and_sums_them(
     assert r["confirmed"] == sum(x["confirmed"] for x in reports) == 3000
     assert r["lost_from_storage"] == sum(x["lost_from_storage"] for x in reports) == 0
     assert result["observed"] and r["scenario"]["partition"] == "leader"
+
+
+@pytest.mark.rabbitmq
+def test_a_partitioned_quorum_queue_leader_loses_nothing_confirmed(tmp_path: Path) -> None:
+    """RabbitMQ on rabbitmq-cluster: the node leading the consumers' quorum queue (as
+    ``rabbitmq-queues quorum_status`` names it when the fault fires) cut off from the two
+    others; its clients move to another node (the transport tries the cluster's URLs in turn)
+    and nothing confirmed is lost, read back from the queue the storage group kept."""
+    settings = Settings.from_env()
+    scenario = Scenario(
+        transport="rabbitmq",
+        cluster=True,
+        fault="partition",
+        messages=3000,
+        rate=1500,
+        kill_after=1000,
+        down_s=5.0,
+        drain_quiet_s=10.0,
+    )
+    try:
+        r = run(scenario, runs_dir=tmp_path)
+    finally:
+        NativeBackend(settings).down(["rabbitmq-cluster"])
+    (cut,) = [f for f in r["faults"] if f["action"] == "cut"]
+    assert cut["why"] == f"leader of quorum queue lab-{scenario.run_id}.lab"
+    assert r["settings"]["rabbitmq.queue-type"] == "quorum"
+    assert r["confirmed"] == 3000 and r["lost"] == 0 and r["lost_from_storage"] == 0, r
+    assert r["unavailable_s"] >= 1.0, r  # the producer had to move to another node

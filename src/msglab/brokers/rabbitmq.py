@@ -40,19 +40,23 @@ NAME = "rabbitmq"
 WINDOW = 1000
 
 
-def _params(config: ClientConfig) -> pika.URLParameters:
-    params = pika.URLParameters(config.url)
-    params.socket_timeout = config.connect_timeout_s
-    params.stack_timeout = config.connect_timeout_s
-    params.blocked_connection_timeout = config.request_timeout_s
-    params.connection_attempts = 1
-    params.heartbeat = 10
-    return params
+def _params(config: ClientConfig) -> list[pika.URLParameters]:
+    """One connection's parameters per URL of ``config.url`` (a cluster's nodes, comma-separated:
+    a client tries them in turn)."""
+    found = []
+    for url in config.url.split(","):
+        params = pika.URLParameters(url)
+        params.socket_timeout = config.connect_timeout_s
+        params.stack_timeout = config.connect_timeout_s
+        params.blocked_connection_timeout = config.request_timeout_s
+        params.connection_attempts = 1
+        params.heartbeat = 10
+        found.append(params)
+    return found
 
 
 def _address(config: ClientConfig) -> str:
-    params = pika.URLParameters(config.url)
-    return f"{params.host}:{params.port}"
+    return ",".join(f"{p.host}:{p.port}" for p in _params(config))
 
 
 def queue_arguments(config: ClientConfig) -> dict[str, Any]:
@@ -104,6 +108,7 @@ class RabbitPublisher:
         self._seq = 0
         self._exchanges: set[str] = set()
         self._props: dict[tuple[str, ...], Any] = {}
+        self._tries = 0  # connections attempted (a cluster's nodes are tried in turn)
 
     # -- connection (caller thread) -------------------------------------------------------
 
@@ -142,8 +147,10 @@ class RabbitPublisher:
             failure.append(err)
             ready.set()
 
+        nodes = _params(self._config)  # a cluster: the next node at each new connection
+        self._tries += 1
         self._conn = pika.SelectConnection(
-            _params(self._config),
+            nodes[(self._tries - 1) % len(nodes)],
             on_open_callback=on_open,
             on_open_error_callback=on_open_error,
             on_close_callback=self._on_conn_closed,
@@ -568,7 +575,7 @@ def _raw_publish_async_confirms(
         ch.confirm_delivery(on_confirm, lambda _f: start(ch))
 
     conn = pika.SelectConnection(
-        _params(config),
+        _params(config)[0],
         on_open_callback=lambda c: c.channel(on_open_callback=on_channel),
         on_close_callback=lambda c, r: c.ioloop.stop(),
     )

@@ -267,6 +267,11 @@ class RabbitMQCluster(Cluster[RabbitMQNode]):
             + (f" ({'; '.join(errors)})" if errors else ": none answers")
         )
 
+    def leader_of(self, name: str) -> tuple[str, str] | None:
+        """The node leading quorum queue ``name`` now, and why."""
+        node = self.queue_leader(name)
+        return None if node is None else (node, f"leader of quorum queue {name}")
+
     def queue_leader(self, queue: str) -> str | None:
         """The node (``n2``) that leads quorum queue ``queue`` now, None while it has none."""
         leaders = [n for n, state in self.quorum_status(queue).items() if state == "leader"]

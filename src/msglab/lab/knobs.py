@@ -298,7 +298,11 @@ class Dials:
         if they differ); nothing for an external RabbitMQ."""
 
         def types() -> str:
-            queues = RabbitMQ(self._settings).queues()
+            if self._scenario.cluster:  # each node lists the queues it leads
+                cluster = self._native.cluster("rabbitmq-cluster").nodes.values()
+                queues = [q for node in cluster if node.pid() for q in node.queues()]
+            else:
+                queues = RabbitMQ(self._settings).queues()
             mine = sorted({q.type for q in queues if q.name.startswith(topic)})
             return ", ".join(mine) or f"unknown (no queue named {topic}...)"
 

@@ -738,6 +738,44 @@ CLUSTERS: tuple[Row, ...] = (
         down_s=10.0,
         **CLUSTER,
     ),
+    Row(
+        "RabbitMQ cluster, quorum queue + publisher confirms: the queue leader's node killed, "
+        "nothing confirmed is lost (Raft: a confirm is a majority's fsync)",
+        "lost == 0 and lost from storage == 0 in every run",
+        _kept_all,
+        "rabbitmq",
+        "at-least-once",
+        "leader-kill",
+        repeat=4,
+        published="R3: RabbitMQ's own Jepsen tests of quorum queues fail on any lost "
+        "confirmed message: 0 lost promised (github rabbitmq/jepsen)",
+        **CLUSTER,
+    ),
+    Row(
+        "RabbitMQ cluster, quorum queue + confirms: the queue leader cut off from the other "
+        "nodes (pause_minority pauses it), nothing confirmed is lost",
+        "lost == 0 and lost from storage == 0 in every run",
+        _kept_all,
+        "rabbitmq",
+        "at-least-once",
+        "partition",
+        repeat=4,
+        down_s=15.0,
+        published="R3: 0 lost promised under partitions (github rabbitmq/jepsen)",
+        **CLUSTER,
+    ),
+    Row(
+        "RabbitMQ cluster, quorum queue + confirms: the queue leader frozen (SIGSTOP) loses "
+        "nothing confirmed when it wakes",
+        "lost == 0 and lost from storage == 0 in every run",
+        _kept_all,
+        "rabbitmq",
+        "at-least-once",
+        "pause",
+        repeat=4,
+        down_s=10.0,
+        **CLUSTER,
+    ),
 )
 """``msglab compare --clusters``: faults of a replicated cluster's nodes, each row beside the
 published result it stands for (docs/guarantees.md)."""

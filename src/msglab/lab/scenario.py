@@ -25,7 +25,7 @@ PATTERNS: dict[str, str] = {
 }
 """How a producer's message reaches the broker (``--pattern``)."""
 
-CLUSTER_OF: dict[str, str] = {"kafka": "kafka-cluster"}
+CLUSTER_OF: dict[str, str] = {"kafka": "kafka-cluster", "rabbitmq": "rabbitmq-cluster"}
 """The replicated cluster a transport runs on with ``--cluster`` (PostgreSQL stays single)."""
 
 RELAY_BATCH = 500

@@ -12,7 +12,7 @@ from msglab.infra import process
 from msglab.infra.cluster import Cluster
 from msglab.infra.netrules import CLIENTS
 from msglab.lab.faults.base import BROKER, Context, Fault
-from msglab.lab.workers.spec import topic_of
+from msglab.lab.workers.spec import led_of
 
 if TYPE_CHECKING:
     from msglab.lab.scenario import Scenario
@@ -57,10 +57,11 @@ class ClusterFault(Fault):
     def leader(self, ctx: Context) -> tuple[str, str]:
         """The node leading the run's topic now, and why it is that one."""
         cluster = self.cluster(ctx)
-        found = cluster.leader_of(topic_of(ctx.scenario.run_id))
+        led = led_of(ctx.scenario.transport, ctx.scenario.run_id)
+        found = cluster.leader_of(led)
         if found is None:
             first = next(iter(cluster.nodes))
-            return first, f"no node led {topic_of(ctx.scenario.run_id)}: the first node"
+            return first, f"no node led {led}: the first node"
         return found
 
     def target(self, ctx: Context, node: str) -> str:

@@ -66,6 +66,13 @@ def topic_of(run_id: str) -> str:
     return f"lab-{run_id}"
 
 
+def led_of(transport: str, run_id: str) -> str:
+    """What a cluster fault asks who leads: the run's topic (Kafka: its partitions' leaders),
+    or its consumers' queue (RabbitMQ: ``<topic>.<group>``, a quorum queue's leader)."""
+    topic = topic_of(run_id)
+    return f"{topic}.{GROUP}" if transport == "rabbitmq" else topic
+
+
 def reply_topic_of(run_id: str) -> str:
     """Where the consumers of a request-reply run answer (one reply per message, same id)."""
     return f"lab-{run_id}-replies"
