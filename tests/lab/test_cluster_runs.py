@@ -103,6 +103,7 @@ def test_a_killed_leader_is_named_and_comes_back(tmp_path: Path, cluster: KafkaC
         ({"transport": "kafka", "cluster": True, "partition": "halves"}, "--fault partition"),
         ({"transport": "kafka", "cluster": True, "fault": "partition", "partition": "x"}, "valid"),
         ({"transport": "kafka", "cluster": True, "pattern": "cdc"}, "Kafka Connect"),
+        ({"transport": "kafka", "fault": "power-cut", "cut": "all"}, "--cut goes with"),
     ],
 )
 def test_what_a_cluster_run_cannot_do_is_refused_before_anything_starts(
@@ -159,3 +160,37 @@ def test_a_partitioned_quorum_queue_leader_loses_nothing_confirmed(tmp_path: Pat
     assert r["settings"]["rabbitmq.queue-type"] == "quorum"
     assert r["confirmed"] == 3000 and r["lost"] == 0 and r["lost_from_storage"] == 0, r
     assert r["unavailable_s"] >= 1.0, r  # the producer had to move to another node
+
+
+def test_every_node_of_the_cluster_loses_power_and_what_none_fsynced_is_gone(
+    tmp_path: Path, cluster: KafkaCluster
+) -> None:
+    """K5/K6: Kafka acknowledges acks=all once three replicas hold a message in memory, and
+    none fsyncs it by default: the three nodes cut at once (each on its own lazy filesystem,
+    frozen first so none syncs after another lost power) lose acknowledged messages, which the
+    group that read nothing before shows; the run puts the nodes back on the plain disk."""
+    scenario = Scenario(
+        transport="kafka",
+        cluster=True,
+        fault="power-cut",
+        cut="all",
+        sets=("acks=all",),
+        messages=3000,
+        rate=1500,
+        kill_after=1000,
+        down_s=1.0,
+        drain_quiet_s=10.0,
+    )
+    r = run(scenario, runs_dir=tmp_path)
+    cuts = [f for f in r["faults"] if f["action"] == "kill"]
+    assert sorted(f["target"] for f in cuts) == [f"kafka-cluster/n{i}" for i in (1, 2, 3)]
+    assert all(f["dropped_bytes"] > 0 for f in cuts)
+    stored = {
+        json.loads(line)["id"]
+        for line in (tmp_path / scenario.run_id / "stored-s0.jsonl").read_text().splitlines()
+    }
+    confirmed = _confirmed(tmp_path / scenario.run_id)
+    assert r["lost_from_storage"] == len(confirmed - stored) > 0, r
+    assert not any(
+        row.lazyfs for row in NativeBackend(Settings.from_env()).status(["kafka-cluster"])
+    )

@@ -23,7 +23,7 @@ from msglab import extras
 from msglab.errors import UsageError
 from msglab.lab.checker import ALARMING, MEASURES
 from msglab.lab.faults import FAULTS
-from msglab.lab.faults.cluster import PARTITIONS
+from msglab.lab.faults.cluster import CUTS, PARTITIONS
 from msglab.lab.knobs import KNOBS
 from msglab.lab.matrix import FULL, Probe, Row
 from msglab.lab.probes import PROBES, run_probe
@@ -141,6 +141,10 @@ def run(
         str,
         typer.Option(help=f"What --fault partition cuts: {', '.join(PARTITIONS)}."),
     ] = "leader",
+    cut: Annotated[
+        str,
+        typer.Option(help=f"Whose power --fault power-cut --cluster cuts: {', '.join(CUTS)}."),
+    ] = "leader",
     runs_dir: Annotated[Path, typer.Option(help="Where run folders go.")] = Path("runs"),
     times: Annotated[
         int,
@@ -177,6 +181,7 @@ def run(
         latency_ms=latency_ms,
         cluster=cluster,
         partition=partition,
+        cut=cut,
     )
     extras.require(*scenario.extras, what=f"msglab run -t {transport}")
     if times > 1:

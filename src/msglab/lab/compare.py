@@ -44,6 +44,7 @@ def scenario_for(row: Row, quick: bool) -> Scenario:
         drain_max_s=90.0,
         cluster=row.cluster,
         partition=row.partition,
+        cut=row.cut,
     )
 
 

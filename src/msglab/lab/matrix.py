@@ -55,6 +55,7 @@ class Row:
     price_messages: int = 3000
     cluster: bool = False  # on the transport's replicated cluster (--cluster)
     partition: str = "leader"  # what a partition fault cuts
+    cut: str = "leader"  # whose power a cluster's power cut cuts
     repeat: int = 1  # runs of the cell (--quick runs half as many, at least 1)
     published: str = ""  # the published figure this row stands beside, and its source
 
@@ -67,6 +68,7 @@ class Row:
                 "sets": self.sets,
                 "cluster": self.cluster,
                 "partition": self.partition,
+                "cut": self.cut,
             }
         )
         return f"{self.transport} {self.pattern} {self.profile} {happens}"
@@ -736,6 +738,37 @@ CLUSTERS: tuple[Row, ...] = (
         sets=("acks=all",),
         repeat=4,
         down_s=10.0,
+        **CLUSTER,
+    ),
+    Row(
+        "Kafka cluster, acks=all: one node (not the leader) loses power; the others hold every "
+        "acknowledged message (replication, not fsync, keeps it)",
+        "lost == 0 and lost from storage == 0 in every run",
+        _kept_all,
+        "kafka",
+        "at-least-once",
+        "power-cut",
+        sets=("acks=all",),
+        cut="one",
+        repeat=2,
+        published="K6: Kafka's docs leave durability to replication (no fsync by default); "
+        "KIP-966 Eligible Leader Replicas (on in 4.1) keeps acknowledged data when up to "
+        "min.insync.replicas - 1 replicas shut down uncleanly",
+        **CLUSTER,
+    ),
+    Row(
+        "Kafka cluster, acks=all, default flush: every node loses power at once (one rack, one "
+        "feed); what no node had fsynced is gone though all three acknowledged it",
+        "lost from storage > 0 in some run",
+        _lost_some,
+        "kafka",
+        "at-least-once",
+        "power-cut",
+        sets=("acks=all",),
+        cut="all",
+        repeat=2,
+        published="K5: an acknowledged record lost cluster-wide when replicas lose their "
+        "unflushed tail (Redpanda, Why fsync(), 2023, redpanda-data/kafka-fsync)",
         **CLUSTER,
     ),
     Row(

@@ -432,6 +432,7 @@ class Run:
             "fault": self.s.fault,
             "cluster": self.s.cluster,
             "partition": self.s.partition,
+            "cut": self.s.cut,
             "workload": self.s.workload,
             "pattern": self.s.pattern,
             "sets": list(self.s.sets),

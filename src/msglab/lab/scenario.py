@@ -10,7 +10,7 @@ from typing import Any
 from msglab.brokers import EXTRA_OF, SERVICE_OF, TRANSPORTS
 from msglab.errors import UsageError
 from msglab.lab.faults import FAULTS, Fault, fault
-from msglab.lab.faults.cluster import PARTITIONS
+from msglab.lab.faults.cluster import CUTS, PARTITIONS
 from msglab.lab.knobs import parse
 from msglab.lab.workloads import WORKLOADS, Workload
 from msglab.profiles import DeliveryProfile
@@ -44,6 +44,8 @@ def fault_label(report: dict[str, Any]) -> str:
     fault = report["fault"]
     if fault == "partition":  # which partition: the leader alone, with its clients, halves
         fault = f"partition {report.get('partition', 'leader')}"
+    elif fault == "power-cut" and report.get("cluster"):  # whose power: leader, one, all
+        fault = f"power-cut {report.get('cut', 'leader')}"
     named = [n for n in (fault, report.get("workload", "none")) if n != "none"]
     cluster = ["cluster"] if report.get("cluster") else []
     return ", ".join([*cluster, *named, *report.get("sets", ())]) or "none"
@@ -92,6 +94,7 @@ class Scenario:
     drain_max_s: float = 90.0
     cluster: bool = False  # the transport's replicated cluster (CLUSTER_OF), not its single node
     partition: str = "leader"  # what --fault partition cuts (faults.cluster.PARTITIONS)
+    cut: str = "leader"  # whose power --fault power-cut --cluster cuts (faults.cluster.CUTS)
     run_id: str = field(default_factory=new_run_id)
 
     def __post_init__(self) -> None:
@@ -129,6 +132,10 @@ class Scenario:
             )
         if self.partition != "leader" and self.fault != "partition":
             raise UsageError("--partition goes with --fault partition")
+        if self.cut not in CUTS:
+            raise UsageError(f"unknown cut {self.cut!r}; valid: {', '.join(CUTS)}")
+        if self.cut != "leader" and not (self.cluster and self.fault == "power-cut"):
+            raise UsageError("--cut goes with --fault power-cut --cluster")
         refused = self.fault_kind.refusal(self)
         if refused:
             usable = [f.name for f in FAULTS.values() if not f.refusal(self)]

@@ -55,17 +55,41 @@ class ClusterFault(Fault):
         return ctx.infra.cluster(service)
 
     def leader(self, ctx: Context) -> tuple[str, str]:
-        """The node leading the run's topic now, and why it is that one."""
-        cluster = self.cluster(ctx)
-        led = led_of(ctx.scenario.transport, ctx.scenario.run_id)
-        found = cluster.leader_of(led)
-        if found is None:
-            first = next(iter(cluster.nodes))
-            return first, f"no node led {led}: the first node"
-        return found
+        return leader(ctx)
 
     def target(self, ctx: Context, node: str) -> str:
         return f"{ctx.scenario.service}/{node}"
+
+
+def leader(ctx: Context) -> tuple[str, str]:
+    """The node leading the run's topic (or its consumers' queue) now, and why that one."""
+    cluster = ClusterFault.cluster(ctx)
+    led = led_of(ctx.scenario.transport, ctx.scenario.run_id)
+    found = cluster.leader_of(led)
+    if found is None:
+        first = next(iter(cluster.nodes))
+        return first, f"no node led {led}: the first node"
+    return found
+
+
+CUTS: dict[str, str] = {
+    "leader": "the node leading the run's topic",
+    "one": "one node that does not lead it",
+    "all": "every node at once (correlated power loss)",
+}
+"""Whose power ``--fault power-cut --cluster`` cuts (``--cut``)."""
+
+
+def cut_nodes(ctx: Context) -> tuple[list[str], str]:
+    """The nodes ``--cut`` names, and why those."""
+    node, why = leader(ctx)
+    nodes = list(ClusterFault.cluster(ctx).nodes)
+    if ctx.scenario.cut == "all":
+        return nodes, f"every node ({node}: {why})"
+    if ctx.scenario.cut == "one":
+        other = next(n for n in nodes if n != node)
+        return [other], f"not the leader ({node}: {why})"
+    return [node], why
 
 
 class LeaderKill(ClusterFault):

@@ -19,7 +19,8 @@ from urllib.parse import unquote, urlsplit
 from msglab.infra import Backend, process
 from msglab.infra.lazyfs import CutReport
 from msglab.infra.lazyfs.disk import DataDisk, folder_disk
-from msglab.lab.faults.base import BROKER, DATABASE, Context
+from msglab.lab.faults.base import BROKER, DATABASE, Context, Fault
+from msglab.lab.faults.cluster import ClusterFault, cut_nodes
 from msglab.lab.faults.server import ServerKill
 
 if TYPE_CHECKING:
@@ -50,6 +51,8 @@ class PowerCut(ServerKill):
             if scenario.pattern != "direct":
                 return f"{self.name} on files applies to --pattern direct"
             return None
+        if scenario.cluster:  # the nodes --cut names, not a single broker
+            return Fault.refusal(self, scenario)
         return super().refusal(scenario)
 
     def storage(self, scenario: Scenario) -> str | None:
@@ -67,8 +70,7 @@ class PowerCut(ServerKill):
             disk.attach(allow_other=False)
             return True
         service = self.server(scenario)
-        (status,) = infra.status([service])
-        if status.lazyfs:
+        if all(status.lazyfs for status in infra.status([service])):  # a cluster: each node
             return False
         infra.down([service])
         infra.up([service], lazyfs=True)
@@ -83,6 +85,13 @@ class PowerCut(ServerKill):
         infra.up([service])
 
     def inject(self, ctx: Context) -> None:
+        if ctx.scenario.cluster:
+            nodes, why = cut_nodes(ctx)
+            cuts = ClusterFault.cluster(ctx).power_cut(nodes)
+            ctx.memo[self.name] = nodes
+            for node, cut in zip(nodes, cuts, strict=True):
+                self._record(ctx, f"{ctx.scenario.service}/{node}", cut, node=node, why=why)
+            return
         if ctx.scenario.transport != FILES:
             service = self.server(ctx.scenario)
             self._record(ctx, service, ctx.infra.power_cut(service))
@@ -96,6 +105,14 @@ class PowerCut(ServerKill):
         self._record(ctx, FILES, cut, workers=len(workers))
 
     def heal(self, ctx: Context) -> None:
+        if ctx.scenario.cluster:
+            nodes = ctx.memo.pop(self.name, [])
+            if nodes:
+                report = ClusterFault.cluster(ctx).restart(nodes)
+                for node in nodes:
+                    target = f"{ctx.scenario.service}/{node}"
+                    ctx.log.record(self.name, "restart", target, seconds=round(report.seconds, 3))
+            return
         if ctx.scenario.transport != FILES:
             super().heal(ctx)
             return
