@@ -2,6 +2,13 @@
 
 Publishing connections never retry a command by themselves: a retried write after a lost
 reply may store a message twice, so the outcome is reported as *unknown* instead.
+
+Two URL forms: redis-py's own (``redis://host:port/db``), and
+``redis+sentinel://host:port[,host:port...]/<master>[?db=N]``, every Redis Sentinel's address then
+the name the Sentinels monitor the primary under: the client is then redis-py's
+``Sentinel(...).master_for(master)``, whose ``SentinelConnectionPool`` asks the Sentinels for the
+primary's address before each new connection (and drops the connections to a former primary),
+so that a client reconnecting after a failover reaches the new primary.
 """
 
 from __future__ import annotations
@@ -10,20 +17,73 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from msglab.config import ClientConfig, check_name
-from msglab.errors import ConnectError, PublishError, TransportError
+from msglab.errors import ConnectError, PublishError, TransportError, UsageError
 from msglab.extras import driver_import
 from msglab.message import Message
 
 with driver_import("redis", __name__):
     import redis
-    from redis.backoff import ExponentialBackoff
+    from redis.backoff import ExponentialBackoff, NoBackoff
     from redis.retry import Retry
+    from redis.sentinel import Sentinel
+
+SENTINEL_SCHEME = "redis+sentinel"
+
+
+@dataclass(frozen=True)
+class SentinelURL:
+    """A parsed ``redis+sentinel://`` URL: the Sentinels' addresses, the master's name, the
+    database and the Redis password (``redis+sentinel://:password@h1:p1,.../master``)."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    master: str
+    db: int = 0
+    password: str | None = None
+
+    @property
+    def addresses(self) -> str:
+        """``h1:p1,h2:p2 (master <name>)``, as errors name what could not be reached."""
+        listed = ",".join(f"{h}:{p}" for h, p in self.sentinels)
+        return f"{listed} (master {self.master})"
+
+
+def sentinel_url(url: str) -> SentinelURL | None:
+    """The parts of a ``redis+sentinel://`` URL; None for any other URL (redis-py's own);
+    UsageError naming what is wrong in a malformed one."""
+    parts = urlsplit(url)
+    if parts.scheme != SENTINEL_SCHEME:
+        return None
+    form = f"{SENTINEL_SCHEME}://host:port[,host:port...]/master[?db=N]"
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    master = parts.path.strip("/")
+    if not hosts or not master or "/" in master:
+        raise UsageError(f"{url!r} is not {form}")
+    sentinels = []
+    for item in hosts.split(","):
+        host, _, port = item.rpartition(":")
+        host = host.strip("[]")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise UsageError(f"{url!r}: {item!r} is not host:port (in {form})")
+        sentinels.append((host, int(port)))
+    query = parse_qs(parts.query, keep_blank_values=True)
+    unknown = sorted(set(query) - {"db"})
+    if unknown:
+        raise UsageError(f"{url!r}: unknown option(s) {', '.join(unknown)}; known: db")
+    db = query.get("db", ["0"])[-1]
+    if not db.isdigit():
+        raise UsageError(f"{url!r}: db={db!r} is not a database number")
+    password = unquote(userinfo.partition(":")[2]) if userinfo else None
+    return SentinelURL(tuple(sentinels), unquote(master), int(db), password or None)
 
 
 def address(url: str) -> str:
+    if (parts := sentinel_url(url)) is not None:
+        return parts.addresses
     pool = redis.connection.ConnectionPool.from_url(url)
     kw = pool.connection_kwargs
     return f"{kw.get('host', 'localhost')}:{kw.get('port', 6379)}"
@@ -34,6 +94,8 @@ def connect(config: ClientConfig, *, retries: int) -> Any:  # redis-py is partly
     retry = Retry(
         ExponentialBackoff(cap=config.reconnect.max_s, base=config.reconnect.first_s), retries
     )
+    if (parts := sentinel_url(config.url)) is not None:
+        return _sentinel_client(config, parts, retry)
     return redis.Redis.from_url(
         config.url,
         socket_connect_timeout=config.connect_timeout_s,
@@ -41,6 +103,31 @@ def connect(config: ClientConfig, *, retries: int) -> Any:  # redis-py is partly
         retry=retry,
         health_check_interval=0,
         client_name=config.client_id,
+    )
+
+
+def _sentinel_client(config: ClientConfig, parts: SentinelURL, retry: Retry) -> Any:
+    """The primary's client through the Sentinels. Each Sentinel is asked in turn with a share
+    of the connect timeout, so that a list of unreachable Sentinels fails within the connect
+    timeout (redis-py raises MasterNotFoundError, a ConnectionError, naming the master)."""
+    share = config.connect_timeout_s / len(parts.sentinels)
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        list(parts.sentinels),
+        sentinel_kwargs={
+            "socket_connect_timeout": share,
+            "socket_timeout": share,
+            "retry": Retry(NoBackoff(), 0),  # the next Sentinel is the retry (default: 10)
+        },
+    )
+    return sentinel.master_for(  # type: ignore[no-untyped-call]
+        parts.master,
+        socket_connect_timeout=config.connect_timeout_s,
+        socket_timeout=config.request_timeout_s,
+        retry=retry,
+        health_check_interval=0,
+        client_name=config.client_id,
+        db=parts.db,
+        password=parts.password,
     )
 
 

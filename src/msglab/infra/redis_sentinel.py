@@ -414,6 +414,19 @@ class RedisSentinel(Cluster[RedisNode]):
         (_, host, port), _ = max(claims.items(), key=lambda c: (c[0][0], c[1]))
         return self.node_at(host, port)
 
+    def leader_of(self, name: str) -> tuple[str, str] | None:
+        """The primary's node, whatever ``name`` is (one primary holds every key), and why;
+        None when no Sentinel answers or names a node of the cluster."""
+        views = self.views()
+        node = self.primary(views)
+        if node is None:
+            return None
+        epoch = max(int(v.get("config-epoch", "0")) for v in views.values())
+        return node, (
+            f"primary as the Sentinels name it ({len(views)} answered, config epoch {epoch}): "
+            f"the one node that takes writes, {name}'s too"
+        )
+
     def roles(self) -> dict[str, str | None]:
         """``primary``, ``replica``, or ``stale-primary`` (a Redis primary the Sentinels no
         longer name) per node, from each Redis server's ``ROLE``; None for a node down."""

@@ -25,7 +25,12 @@ PATTERNS: dict[str, str] = {
 }
 """How a producer's message reaches the broker (``--pattern``)."""
 
-CLUSTER_OF: dict[str, str] = {"kafka": "kafka-cluster", "rabbitmq": "rabbitmq-cluster"}
+CLUSTER_OF: dict[str, str] = {
+    "kafka": "kafka-cluster",
+    "rabbitmq": "rabbitmq-cluster",
+    "redis-streams": "redis-sentinel",
+    "redis-pubsub": "redis-sentinel",
+}
 """The replicated cluster a transport runs on with ``--cluster`` (PostgreSQL stays single)."""
 
 RELAY_BATCH = 500

@@ -104,7 +104,9 @@ class LeaderKill(ClusterFault):
 
     def inject(self, ctx: Context) -> None:
         node, why = self.leader(ctx)
-        ((_, pid),) = self.cluster(ctx).kill([node])
+        # a node may be several processes (redis-sentinel: its Redis server and its Sentinel)
+        victims = self.cluster(ctx).kill([node])
+        more = {"pids": [pid for _, pid in victims]} if len(victims) > 1 else {}
         ctx.memo[self.name] = node
         ctx.log.record(
             self.name,
@@ -112,8 +114,9 @@ class LeaderKill(ClusterFault):
             self.target(ctx, node),
             node=node,
             why=why,
-            pid=pid,
+            pid=victims[0][1],
             signal="SIGKILL",
+            **more,
         )
 
     def heal(self, ctx: Context) -> None:
