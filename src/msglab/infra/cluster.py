@@ -218,6 +218,12 @@ class Cluster(ABC, Generic[N]):
         self.net.remove()
         return stopped
 
+    def processes(self, node: str) -> list[int]:
+        """Every process of ``node`` now (its server and the server's children): what a pause
+        freezes."""
+        pid = self.node(node).pid()
+        return [] if pid is None else [pid, *process.descendants(pid)]
+
     def kill(self, nodes: Iterable[str] | None = None) -> list[tuple[str, int]]:
         """SIGKILL the named nodes (every node when None) at once, as one crash; each node
         killed and its PID. NotRunningError when none of them runs."""

@@ -489,6 +489,12 @@ class RedisSentinel(Cluster[RedisNode]):
 
     # -- a node is a host: both processes ----------------------------------------------------
 
+    def processes(self, node: str) -> list[int]:
+        """The node's Redis server and its Sentinel (a host's processes)."""
+        svc = self.node(node)
+        pids = [pid for proc in (svc, svc.sentinel) if (pid := proc.pid()) is not None]
+        return [*pids, *(child for pid in pids for child in process.descendants(pid))]
+
     def kill(self, nodes: Iterable[str] | None = None) -> list[tuple[str, int]]:
         """SIGKILL every process of the named nodes (each Redis server and its Sentinel) at
         once; each killed with its PID."""

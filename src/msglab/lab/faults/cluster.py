@@ -54,9 +54,6 @@ class ClusterFault(Fault):
         assert service is not None  # --cluster: the transport's cluster
         return ctx.infra.cluster(service)
 
-    def leader(self, ctx: Context) -> tuple[str, str]:
-        return leader(ctx)
-
     def target(self, ctx: Context, node: str) -> str:
         return f"{ctx.scenario.service}/{node}"
 
@@ -103,7 +100,7 @@ class LeaderKill(ClusterFault):
     )
 
     def inject(self, ctx: Context) -> None:
-        node, why = self.leader(ctx)
+        node, why = leader(ctx)
         # a node may be several processes (redis-sentinel: its Redis server and its Sentinel)
         victims = self.cluster(ctx).kill([node])
         more = {"pids": [pid for _, pid in victims]} if len(victims) > 1 else {}
@@ -138,11 +135,10 @@ class Pause(ClusterFault):
     )
 
     def inject(self, ctx: Context) -> None:
-        node, why = self.leader(ctx)
-        pid = self.cluster(ctx).node(node).pid()
-        if pid is None:
+        node, why = leader(ctx)
+        pids = self.cluster(ctx).processes(node)
+        if not pids:
             raise NotRunningError(f"{self.target(ctx, node)} does not run: nothing to pause")
-        pids = [pid, *process.descendants(pid)]
         for p in pids:
             process.send(p, signal.SIGSTOP)
         ctx.memo[self.name] = (node, pids)
@@ -175,7 +171,7 @@ class Partition(ClusterFault):
     )
 
     def inject(self, ctx: Context) -> None:
-        node, why = self.leader(ctx)
+        node, why = leader(ctx)
         cluster = self.cluster(ctx)
         hosts = cluster.hosts()
         others = [n for n in hosts if n != node]
