@@ -809,6 +809,21 @@ CLUSTERS: tuple[Row, ...] = (
         down_s=10.0,
         **CLUSTER,
     ),
+    Row(
+        "Redis Sentinel: a primary cut off from its replicas and the other Sentinels, while its "
+        "clients still write to it, acknowledges writes the new primary never gets; the heal "
+        "makes it a replica and they are gone",
+        "lost from storage > 0 in some run",
+        _lost_some,
+        "redis-streams",
+        "at-least-once",
+        "partition",
+        repeat=2,
+        down_s=8.0,
+        published="D1: 56 % of acknowledged writes lost with the primary partitioned from the "
+        "majority (Redis + Sentinel, 5 nodes; K. Kingsbury, Call me maybe: Redis, 2013)",
+        **CLUSTER,
+    ),
 )
 """``msglab compare --clusters``: faults of a replicated cluster's nodes, each row beside the
 published result it stands for (docs/guarantees.md)."""
