@@ -17,6 +17,8 @@ from msglab.infra.lazyfs.disk import folder_disk
 from msglab.infra.lazyfs.mount import mounted
 from msglab.infra.native import NativeBackend
 from msglab.lab.compare import compare
+from msglab.lab.faults import FAULTS, power
+from msglab.lab.faults.power import PowerCut
 from msglab.lab.matrix import Row
 from msglab.lab.run import run
 from msglab.lab.scenario import Scenario
@@ -233,3 +235,16 @@ def test_infra_down_takes_the_files_folder_off_the_lazy_filesystem(
     NativeBackend(settings).down([])
     assert not mounted(settings.home / "files")
     assert (settings.home / "files" / "kept").read_text() == "batch\n"
+
+
+def test_what_loses_power_is_the_faults_target_first() -> None:
+    """db-power-cut cuts PostgreSQL whatever the transport: never the files folder (the
+    folder's machine is power-cut's own for files) nor a cluster's nodes."""
+    db = FAULTS["db-power-cut"]
+    cut = FAULTS["power-cut"]
+    assert isinstance(db, PowerCut) and isinstance(cut, PowerCut)
+    assert db.grid(Scenario(transport="files", fault="db-power-cut")) is power.SERVER
+    assert db.grid(Scenario(transport="kafka", fault="db-power-cut", cluster=True)) is power.SERVER
+    assert cut.grid(Scenario(transport="files", fault="power-cut")) is power.FOLDER
+    assert cut.grid(Scenario(transport="kafka", fault="power-cut", cluster=True)) is power.CLUSTER
+    assert cut.grid(Scenario(transport="kafka", fault="power-cut")) is power.SERVER

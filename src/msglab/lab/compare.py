@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -78,17 +79,16 @@ def _repeated(row: Row, quick: bool, settings: Settings, runs_dir: Path) -> dict
 
 
 def price_scenario(row: Row) -> Scenario:
-    """The run that prices ``row``'s settings: the same transport, profile, pattern and
-    settings with no fault, publishing as fast as it can in batches of ``price_batch``."""
-    return Scenario(
-        transport=row.transport,
-        profile=row.profile,
-        pattern=row.pattern,
-        sets=row.sets,
+    """The run that prices ``row``'s settings: its cell (transport, profile, pattern, settings)
+    with no fault, publishing as fast as it can in batches of ``price_batch``."""
+    return replace(
+        scenario_for(row, quick=True),
+        fault="none",
         messages=row.price_messages,
+        rate=0.0,
         batch=row.price_batch,
+        kill_after=0,
         drain_quiet_s=5.0,
-        drain_max_s=90.0,
     )
 
 

@@ -77,9 +77,7 @@ class Knob:
         raise UsageError(f"--set {self.key}: unknown value {value!r}; valid: {valid}")
 
     def applies(self, transport: str, pattern: str = "direct") -> bool:
-        return (not self.transports or transport in self.transports) and (
-            not self.patterns or pattern in self.patterns
-        )
+        return self.refusal(transport, pattern) is None
 
     def refusal(self, transport: str, pattern: str) -> str | None:
         """Why ``--set`` of this knob does not apply to a run of ``transport`` and ``pattern``."""
@@ -170,11 +168,11 @@ def parse(
 def client_fields(pairs: Iterable[str]) -> dict[str, str]:
     """The ClientConfig fields the client knobs of ``pairs`` set (``{"acks": "1"}``): what each
     worker of the run is given."""
-    return {
-        KNOBS[key].config_field: value
-        for key, value in parse(pairs).items()
-        if KNOBS[key].kind == "client"
-    }
+    return _client_fields(parse(pairs))
+
+
+def _client_fields(chosen: dict[str, str]) -> dict[str, str]:
+    return {KNOBS[k].config_field: v for k, v in chosen.items() if KNOBS[k].kind == "client"}
 
 
 def server_settings(
@@ -219,7 +217,7 @@ class Dials:
         self._scenario = scenario
         chosen = parse(scenario.sets, scenario.transport, scenario.pattern)
         self._chosen = {k: v for k, v in chosen.items() if KNOBS[k].kind == "server"}
-        self._clients = client_fields(scenario.sets)
+        self.clients = _client_fields(chosen)  # given to every worker of the run
         self._before: dict[str, str] = {}
         broker = SERVICE_OF[scenario.transport]
         on_cluster = [k for k in self._chosen if scenario.cluster and KNOBS[k].service == broker]
@@ -284,7 +282,7 @@ class Dials:
         if client:
             cls = transport_class(self._scenario.transport)
             profile = DeliveryProfile.parse(self._scenario.profile)
-            config = ClientConfig(url="", profile=profile).with_fields(self._clients)
+            config = ClientConfig(url="", profile=profile).with_fields(self.clients)
             read: Callable[[ClientConfig], dict[str, str]] | None
             read = getattr(cls, "client_settings", None)  # optional (ports.Transport)
             built = read(config) if read is not None else {}
@@ -299,8 +297,8 @@ class Dials:
 
         def types() -> str:
             if self._scenario.cluster:  # each node lists the queues it leads
-                cluster = self._native.cluster("rabbitmq-cluster").nodes.values()
-                queues = [q for node in cluster if node.pid() for q in node.queues()]
+                nodes = self._native.cluster(str(self._scenario.service)).nodes.values()
+                queues = [q for node in nodes if node.pid() for q in node.queues()]
             else:
                 queues = RabbitMQ(self._settings).queues()
             mine = sorted({q.type for q in queues if q.name.startswith(topic)})

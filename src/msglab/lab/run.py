@@ -43,7 +43,7 @@ from msglab.lab.evidence import (
 from msglab.lab.faults import Context, FaultLog, when
 from msglab.lab.faults.base import BROKER, DATABASE
 from msglab.lab.html import run_page
-from msglab.lab.knobs import Dials, client_fields
+from msglab.lab.knobs import Dials
 from msglab.lab.scenario import Scenario
 from msglab.lab.servers import Endpoint, Servers, plan
 from msglab.lab.workers.spec import (
@@ -107,7 +107,7 @@ class Run:
             batch=self.s.batch,
             seed=self.s.seed,
             replies=self.s.replies,
-            client_sets=client_fields(self.s.sets),
+            client_sets=self.dials.clients,
             **asks,
             **extra,
         )
