@@ -19,9 +19,9 @@ import pytest
 
 from msglab.errors import MsglabError, ServerStartError
 from msglab.infra import process
-from msglab.infra.cluster import node_group
 from msglab.infra.kafka_cluster import KafkaCluster
 from msglab.infra.native import NativeBackend
+from msglab.infra.service import node_group
 from msglab.settings import Settings, in_ci
 from tests.conftest import run_cli
 from tests.infra import clusters

@@ -21,9 +21,9 @@ import pytest
 
 from msglab.errors import MsglabError, ServerStartError
 from msglab.infra import netrules, process
-from msglab.infra.cluster import node_group
 from msglab.infra.native import NativeBackend
 from msglab.infra.rabbitmq_cluster import RabbitMQCluster
+from msglab.infra.service import node_group
 from msglab.settings import Settings, in_ci
 from tests.conftest import run_cli
 from tests.infra import clusters

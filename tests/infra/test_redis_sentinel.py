@@ -24,9 +24,9 @@ import pytest
 
 from msglab.errors import MsglabError, ServerStartError
 from msglab.infra import process
-from msglab.infra.cluster import node_group
 from msglab.infra.native import NativeBackend
 from msglab.infra.redis_sentinel import MASTER, RedisSentinel, sentinel_url_parts
+from msglab.infra.service import node_group
 from msglab.settings import Settings, in_ci
 from tests.conftest import run_cli
 from tests.infra import clusters

@@ -38,15 +38,6 @@ from msglab.infra.service import NativeService, Starting, StartReport, Status
 from msglab.settings import CLUSTER_NODES, Settings, check_services
 
 T = TypeVar("T")
-GROUP_BASE = 40_000
-
-
-def node_group(address: str) -> int:
-    """The group id of the processes of the node on ``address`` (127.0.c.d: 40000 + 256 c + d),
-    its identity in ``netrules``' rules."""
-    _, _, c, d = (int(part) for part in address.split("."))
-    return GROUP_BASE + 256 * c + d
-
 
 N = TypeVar("N", bound=NativeService)
 POLL_S = 0.2
@@ -68,8 +59,6 @@ class Cluster(ABC, Generic[N]):
             node: self.make_node(node, i, f"{self.subnet}.{i}")
             for i, node in enumerate(CLUSTER_NODES[self.name], start=1)
         }
-        for svc in self.nodes.values():
-            svc.group = node_group(svc.host)
         self.net = NetRules(settings.home)
 
     def hosts(self) -> dict[str, Host]:

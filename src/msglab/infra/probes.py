@@ -220,13 +220,10 @@ def kafka_quorum(host: str, port: int, timeout_s: float) -> Quorum | None:
 def redis_ping(host: str, port: int, timeout_s: float) -> bool:
     """Send PING; True on ``+PONG`` or ``-NOAUTH`` (up, needs a password), False on ``-LOADING``."""
     try:
-        with socket.create_connection((host, port), timeout=timeout_s) as sock:
-            sock.settimeout(timeout_s)
-            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
-            reply = sock.recv(256)
-    except OSError:
+        reply = redis_call(host, port, timeout_s, "PING")
+    except ConnectionError:
         return False
-    return reply.startswith(b"+PONG") or reply.startswith(b"-NOAUTH")
+    return reply == "PONG" or (isinstance(reply, RespError) and reply.startswith("NOAUTH"))
 
 
 class RespError(str):

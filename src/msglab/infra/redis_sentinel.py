@@ -58,7 +58,6 @@ from msglab.infra.cluster import Cluster
 from msglab.infra.lazyfs import CutReport
 from msglab.infra.redis import Redis
 from msglab.infra.service import Launch, NativeService, Starting, StartReport, Status
-from msglab.settings import Settings
 
 MASTER = "msglab"
 QUORUM = 2
@@ -369,11 +368,6 @@ class RedisSentinel(Cluster[RedisNode]):
 
     name = "redis-sentinel"
     subnet = "127.0.3"
-
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
-        for svc in self.nodes.values():
-            svc.sentinel.group = svc.group  # the same host: the same identity
 
     def make_node(self, node: str, index: int, host: str) -> RedisNode:
         return RedisNode(self, node, index, host)

@@ -112,6 +112,16 @@ def _run(argv: Sequence[str], env: Mapping[str, str]) -> None:
         raise InstallError(f"`{' '.join(argv)}` failed (exit {result.returncode}):\n{tail}")
 
 
+GROUP_BASE = 40_000
+
+
+def node_group(address: str) -> int:
+    """The group id of the processes of the node on ``address`` (127.0.c.d: 40000 + 256 c + d),
+    its identity in ``netrules``' rules."""
+    _, _, c, d = (int(part) for part in address.split("."))
+    return GROUP_BASE + 256 * c + d
+
+
 class NativeService(ABC):
     """One real server that msglab installs, runs as a process, kills and restarts.
 
@@ -124,7 +134,6 @@ class NativeService(ABC):
     stop_signal: ClassVar[signal.Signals] = signal.SIGTERM
     stop_timeout_s: ClassVar[float] = 30.0
     keeps_data: ClassVar[bool] = True  # False: no data folder to put on the lazy filesystem
-    group: int | None = None  # the group id its processes run with (a cluster node's identity)
 
     def __init__(
         self, settings: Settings, name: str | None = None, host: str | None = None
@@ -151,6 +160,12 @@ class NativeService(ABC):
     def owned_ports(self) -> Mapping[str, int]:
         """Every port this server listens on, by setting name (checked free before a start)."""
         return {self.name: self.port}
+
+    @property
+    def group(self) -> int | None:
+        """The group id its processes run with: a cluster node's identity (``node_group`` of
+        its own address), None for a server on 127.0.0.1."""
+        return None if self.host == HOST else node_group(self.host)
 
     @property
     def address(self) -> str:
