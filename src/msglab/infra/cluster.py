@@ -21,7 +21,6 @@ for kill and power cut, every node at once: a correlated crash or power loss. ``
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 from abc import ABC, abstractmethod
@@ -34,7 +33,14 @@ from msglab.errors import NotRunningError, ServerStartError, UsageError
 from msglab.infra import netrules, process
 from msglab.infra.lazyfs import CutReport, check_available
 from msglab.infra.netrules import Host, NetRules
-from msglab.infra.service import NativeService, Starting, StartReport, Status
+from msglab.infra.service import (
+    NativeService,
+    Starting,
+    StartReport,
+    Status,
+    read_timings,
+    record_timing,
+)
 from msglab.settings import CLUSTER_NODES, Settings, check_services
 
 T = TypeVar("T")
@@ -265,18 +271,11 @@ class Cluster(ABC, Generic[N]):
         )
 
     def _record_timing(self, cold: bool, seconds: float) -> None:
-        timings = self.timings()
-        timings["cold_start_s" if cold else "warm_start_s"] = round(seconds, 3)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.timings_path.write_text(json.dumps(timings, indent=2) + "\n")
+        record_timing(self.timings_path, cold, seconds)
 
     def timings(self) -> dict[str, float]:
         """The whole cluster's last cold and warm start, every node spawned to formed."""
-        try:
-            loaded = json.loads(self.timings_path.read_text())
-        except (OSError, ValueError):
-            return {}
-        return {k: float(v) for k, v in loaded.items()}
+        return read_timings(self.timings_path)
 
 
 def _each(items: Iterable[NativeService], action: Callable[[NativeService], T]) -> list[T]:

@@ -397,16 +397,27 @@ class NativeService(ABC):
         return self.up()
 
     def _record_timing(self, cold: bool, seconds: float) -> None:
-        timings = self.timings()
-        timings["cold_start_s" if cold else "warm_start_s"] = round(seconds, 3)
-        self.timings_path.write_text(json.dumps(timings, indent=2) + "\n")
+        record_timing(self.timings_path, cold, seconds)
 
     def timings(self) -> dict[str, float]:
-        try:
-            loaded = json.loads(self.timings_path.read_text())
-        except (OSError, ValueError):
-            return {}
-        return {k: float(v) for k, v in loaded.items()}
+        return read_timings(self.timings_path)
+
+
+def read_timings(path: Path) -> dict[str, float]:
+    """The last cold and warm start times kept in ``path`` (``timings.json``); {} if none."""
+    try:
+        loaded = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: float(v) for k, v in loaded.items()}
+
+
+def record_timing(path: Path, cold: bool, seconds: float) -> None:
+    """Keep a start's time in ``path`` as the cold or the warm one."""
+    timings = read_timings(path)
+    timings["cold_start_s" if cold else "warm_start_s"] = round(seconds, 3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(timings, indent=2) + "\n")
 
 
 class Starting:
