@@ -23,7 +23,7 @@ NAME_RULE_TEXT = (
 
 ACKS = ("0", "1", "all")  # ClientConfig.acks (Kafka)
 QUEUE_TYPES = ("classic", "quorum")  # ClientConfig.queue_type (RabbitMQ)
-TEXT_FIELDS = ("acks", "queue_type")  # ClientConfig.with_fields
+SET_FIELDS = ("acks", "queue_type", "wait_replicas")  # ClientConfig.with_fields
 
 SECRET_PARAM = re.compile(r"(?i)((?:password|passwd|pwd|secret|token)=)[^&;\s]*")
 URL_LIST = re.compile(r",(?=[A-Za-z][A-Za-z0-9+.-]*://)")  # the comma before each next URL
@@ -91,6 +91,9 @@ class ClientConfig:
         under at-least-once, ``1`` under at-most-once).
     queue_type: RabbitMQ: the type of the queues subscribers declare, ``classic`` | ``quorum``
         (None: the profile's, quorum under at-least-once, classic under at-most-once).
+    wait_replicas: Redis: after each pipelined chunk of writes, ``WAIT`` until this many
+        replicas have them (at most half the request timeout); writes fewer replicas
+        acknowledged are *unknown*, not confirmed. 0: no WAIT.
     """
 
     url: str
@@ -106,6 +109,7 @@ class ClientConfig:
     client_id: str = "msglab"
     acks: str | None = None
     queue_type: str | None = None
+    wait_replicas: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "profile", self.profile.delivery)
@@ -115,6 +119,8 @@ class ClientConfig:
             raise ConfigError(
                 f"queue_type {self.queue_type!r}: use one of {', '.join(QUEUE_TYPES)}"
             )
+        if self.wait_replicas < 0:
+            raise ConfigError(f"wait_replicas {self.wait_replicas}: use 0 or more")
         if self.connect_timeout_s <= 0 or self.request_timeout_s <= 0:
             raise ConfigError("timeouts must be positive")
         if self.max_payload_bytes <= 0 or self.prefetch <= 0 or self.partitions <= 0:
@@ -129,17 +135,18 @@ class ClientConfig:
         return replace(self, profile=profile)
 
     def with_fields(self, fields: Mapping[str, str]) -> ClientConfig:
-        """This config with the text fields named in ``fields`` changed (``acks``,
-        ``queue_type``: what ``msglab run --set`` gives a run's clients); ConfigError for
-        another name or a value the field does not take."""
-        unknown = sorted(set(fields) - set(TEXT_FIELDS))
+        """This config with the fields named in ``fields`` changed, from their text (``acks``,
+        ``queue_type``, ``wait_replicas``: what ``msglab run --set`` gives a run's clients);
+        ConfigError for another name or a value the field does not take."""
+        unknown = sorted(set(fields) - set(SET_FIELDS))
         if unknown:
-            raise ConfigError(f"not a text field of ClientConfig: {', '.join(unknown)}")
-        return replace(
-            self,
-            acks=fields.get("acks", self.acks),
-            queue_type=fields.get("queue_type", self.queue_type),
-        )
+            raise ConfigError(f"not a field --set may change: {', '.join(unknown)}")
+        changed: dict[str, str | int] = dict(fields)
+        if "wait_replicas" in fields:
+            if not fields["wait_replicas"].isdigit():
+                raise ConfigError(f"wait_replicas {fields['wait_replicas']!r}: not a count")
+            changed["wait_replicas"] = int(fields["wait_replicas"])
+        return replace(self, **changed)  # type: ignore[arg-type]
 
     def check_payload(self, size: int) -> None:
         if size > self.max_payload_bytes:

@@ -34,6 +34,14 @@ SERVICE_OF: dict[str, str | None] = {
 }
 """The ``msglab infra`` service each transport talks to (None: it needs no server)."""
 
+CLUSTER_OF: dict[str, str] = {
+    "kafka": "kafka-cluster",
+    "rabbitmq": "rabbitmq-cluster",
+    "redis-streams": "redis-sentinel",
+    "redis-pubsub": "redis-sentinel",
+}
+"""The replicated ``msglab infra`` cluster a transport uses with ``--cluster``."""
+
 EXTRA_OF: dict[str, str | None] = dict(SERVICE_OF)
 """The pip extra that installs each transport's driver (None: it needs none): each extra is
 named after the server its driver talks to."""

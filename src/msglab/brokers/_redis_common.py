@@ -161,7 +161,9 @@ class PipelinedPublisher:
 
     ``command(pipe, topic, message)`` queues one message. A connection lost during a chunk
     makes that chunk *unknown* (Redis may have run part of it) and the later chunks *failed*
-    (never sent); an unreachable server is a ConnectError before anything is sent.
+    (never sent); an unreachable server is a ConnectError before anything is sent. With
+    ``config.wait_replicas``, each chunk ends in ``WAIT``: a chunk fewer replicas acknowledged
+    in time is *unknown* too (the primary has it; a failover may not keep it).
     """
 
     def __init__(
@@ -170,6 +172,8 @@ class PipelinedPublisher:
         self._name = name
         self._config = config
         self._command = command
+        self._wait = config.wait_replicas
+        self._wait_ms = int(config.request_timeout_s * 500)  # half: the socket's must not fire
         self._client = connect(config, retries=0)
         self._lock = threading.Lock()
 
@@ -185,17 +189,31 @@ class PipelinedPublisher:
                 pipe = self._client.pipeline(transaction=False)
                 for m in chunk:
                     self._command(pipe, topic, m)
+                if self._wait:
+                    pipe.wait(self._wait, self._wait_ms)
                 try:
-                    pipe.execute()
+                    replicas = pipe.execute()[-1]
                 except (redis.ConnectionError, redis.TimeoutError) as exc:
                     raise PublishError(
                         f"{self._name}: connection lost while publishing to {topic}: {exc}",
                         failed=tuple(m.id for m in batch[start + CHUNK :]),
                         unknown=tuple(m.id for m in chunk),
                     ) from exc
+                if self._wait and replicas < self._wait:
+                    raise PublishError(
+                        f"{self._name}: WAIT {self._wait}: {replicas} replica(s) had the writes "
+                        f"to {topic} after {self._wait_ms} ms; they may not survive a failover",
+                        failed=tuple(m.id for m in batch[start + CHUNK :]),
+                        unknown=tuple(m.id for m in chunk),
+                    )
 
     def close(self) -> None:
         self._client.close()
+
+
+def client_settings(config: ClientConfig) -> dict[str, str]:
+    """What ``msglab run --set`` turns in the clients built from ``config``: ``wait``."""
+    return {"wait": str(config.wait_replicas)}
 
 
 def raw_pipelined(

@@ -19,6 +19,7 @@ from msglab.brokers._redis_common import (
     PipelinedPublisher,
     boundary,
     check_reachable,
+    client_settings,
     connect,
     raw_pipelined,
 )
@@ -102,6 +103,10 @@ class RedisPubSubTransport:
 
     def subscriber(self, group: str) -> Subscriber:
         return PubSubSubscriber(self.config, group)
+
+    @classmethod
+    def client_settings(cls, config: ClientConfig) -> dict[str, str]:
+        return client_settings(config)
 
     @classmethod
     def profile_settings(cls) -> dict[str, dict[str, str]]:

@@ -26,6 +26,7 @@ from msglab.brokers._redis_common import (
     PipelinedPublisher,
     boundary,
     check_reachable,
+    client_settings,
     connect,
     raw_pipelined,
 )
@@ -64,6 +65,10 @@ def decode(fields: dict[bytes, bytes]) -> Message:
 
 
 Entry = tuple[bytes, dict[bytes, bytes]]  # a stream entry: its id and its fields
+IN_CLIENT_RETRIES = 2  # redis-py's own, per command; past them the subscriber's loop waits
+UNWRITABLE = ("NOREPLICAS", "READONLY")
+"""Errors of a server that takes no writes for now (min-replicas-to-write without its replicas,
+a replica): a consumer's XREADGROUP and XACK are writes; it waits as for a lost connection."""
 
 
 class StreamsSubscriber(SubscriberBase):
@@ -73,12 +78,13 @@ class StreamsSubscriber(SubscriberBase):
         super().__init__(group)
         self._config = config
         self._consumer = f"{config.client_id}-{uuid.uuid4().hex[:8]}"
-        self._client = connect(config, retries=config.reconnect.attempts)
+        self._client = connect(config, retries=IN_CLIENT_RETRIES)
         self._acks: list[bytes] = []
         self._retry: list[bytes] = []
         self._noack = config.profile is DeliveryProfile.AT_MOST_ONCE
         self._topic = ""
         self._next_claim = 0.0
+        self._outage = 0  # fetches failed in a row for a lost connection
 
     def _open(self, topic: str) -> None:
         self._topic = topic
@@ -109,12 +115,37 @@ class StreamsSubscriber(SubscriberBase):
                 if not entries:
                     entries, redelivery = self._read_new(topic, count), False
             except redis.ResponseError as exc:
+                if str(exc).startswith(UNWRITABLE):
+                    self._connection_lost(exc)
+                    return [], {}
                 # NOGROUP: no group (or stream) now; UNBLOCKED: deleted during a blocking read
                 if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
                     raise
                 self._group_lost(topic, exc)
                 return [], {}
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                self._connection_lost(exc)
+                return [], {}
+            self._outage = 0
             return entries, self._delivery_counts(topic, entries) if redelivery else {}
+
+    def _connection_lost(self, exc: redis.RedisError) -> None:
+        """The server went away past the client's own retries (a restart, a Sentinel failover
+        whose old primary refuses writes until the Sentinels name the new one), or takes no
+        writes for now (``UNWRITABLE``): wait, growing
+        to the reconnect backoff's longest, and fetch again; a subscriber never gives up while
+        open. Its unsent acks wait for the next fetch (an entry acked late is redelivered at
+        worst, never lost)."""
+        delays = self._config.reconnect.delays() or [self._config.reconnect.max_s]
+        delay = delays[min(self._outage, len(delays) - 1)]
+        if self._outage == 0:
+            LOG.warning("%s: connection lost (%s); reconnecting", NAME, exc)
+        self._outage += 1
+        self._closed.wait(delay)
+        # a new client: redis-py's Sentinel-managed connection can stay on a demoted primary
+        # (it answers READONLY to every retry, redis-py 8.1), a new one asks the Sentinels
+        self._client.close()
+        self._client = connect(self._config, retries=IN_CLIENT_RETRIES)
 
     def _group_lost(self, topic: str, exc: redis.ResponseError) -> None:
         """The server lost the group or the whole stream (a restart without the data: AOF
@@ -198,8 +229,8 @@ class StreamsSubscriber(SubscriberBase):
 
     def _flush_acks(self, topic: str) -> None:
         if self._acks:
-            acks, self._acks = self._acks, []
-            self._client.xack(topic, self._group, *acks)
+            self._client.xack(topic, self._group, *self._acks)
+            self._acks = []
 
     def _settle(self, d: Delivery, ok: bool, requeue: bool) -> None:
         if self._noack:
@@ -238,6 +269,10 @@ class RedisStreamsTransport:
         with boundary(NAME, self.config.url):
             client.delete(topic)  # the stream, its groups and their pending lists
         client.close()
+
+    @classmethod
+    def client_settings(cls, config: ClientConfig) -> dict[str, str]:
+        return client_settings(config)
 
     @classmethod
     def profile_settings(cls) -> dict[str, dict[str, str]]:

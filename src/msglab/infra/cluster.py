@@ -101,6 +101,38 @@ class Cluster(ABC, Generic[N]):
     def version(self) -> str | None:
         return self.first.version()
 
+    # -- run-time settings ------------------------------------------------------------------
+
+    def running(self) -> dict[str, N]:
+        """The nodes whose server runs now; NotRunningError when none does."""
+        found = {n: svc for n, svc in self.nodes.items() if svc.pid() is not None}
+        if not found:
+            raise NotRunningError(f"{self.name} is not running: `msglab infra up {self.name}`")
+        return found
+
+    @property
+    def keeps_settings(self) -> bool:
+        """What ``set_setting`` set survives a node's restart."""
+        return self.first.keeps_settings
+
+    def setting(self, key: str) -> str:
+        """``key`` as the running nodes have it: one value when they agree, else each node's
+        (``n1=1, n2=0``), so that a report shows a cluster whose nodes disagree."""
+        values = {n: svc.setting(key) for n, svc in self.running().items()}
+        if len(set(values.values())) == 1:
+            return next(iter(values.values()))
+        return ", ".join(f"{n}={v}" for n, v in values.items())
+
+    def saved_setting(self, key: str) -> str:
+        """What ``set_setting(key, ...)`` puts back, as the first running node has it."""
+        return next(iter(self.running().values())).saved_setting(key)
+
+    def set_setting(self, key: str, value: str) -> None:
+        """Set ``key`` on every running node (a node restarted later starts with its own
+        configuration: a run sets it again, ``Dials.reapply``)."""
+        for svc in self.running().values():
+            svc.set_setting(key, value)
+
     # -- nodes ------------------------------------------------------------------------------
 
     @property

@@ -42,8 +42,22 @@ KAFKA_VERSION = "4.1.1"
 JAVA_OPTS = ("-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-Djava.awt.headless=true")
 # Kafka's command-line tools start faster, and take less CPU, on the quick compiler alone
 TOOL_JAVA_OPTS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
-BROKER_SETTINGS = ("log.flush.interval.messages",)
+BROKER_SETTINGS = (
+    "log.flush.interval.messages",
+    "min.insync.replicas",
+    "unclean.leader.election.enable",
+)
 """The dynamic broker configs msglab reads and sets (``setting``, ``set_setting``)."""
+ELR_FEATURE = "eligible.leader.replicas.version"  # KIP-966: 1 on, 0 off
+ELR_OFF_REFUSED = (
+    f"{ELR_FEATURE}=0 on a cluster that has Eligible Leader Replicas on is refused: on Kafka "
+    "4.1.1, msglab measured that turning it off on a running cluster (UpdateFeatures, as "
+    "kafka-features downgrade does) leaves nodes that cannot start again (a NullPointerException "
+    "in TopicsDelta.maybeReplayClearElrRecord replaying the metadata log; cf. KAFKA-19383). "
+    "A cluster formatted without it has level 0 from the start"
+)
+FEATURES = (ELR_FEATURE,)
+"""The cluster features msglab reads and sets like settings (a finalized level, 0 when off)."""
 DEFAULT = "default"  # a broker setting Kafka takes from its own defaults (no config set)
 TOOL_TIMEOUT_S = 60.0
 SETTLE_S = 15.0  # how long a dynamic config may take to reach the broker
@@ -100,6 +114,7 @@ def broker_properties(node: list[str], replication: tuple[str, ...] = ONE_REPLIC
 
 
 class Kafka(NativeService):
+    keeps_settings = True  # dynamic configs and features live in the cluster's metadata
     name = "kafka"
     node_id = 1
     java_opts: tuple[str, ...] = JAVA_OPTS
@@ -266,8 +281,28 @@ class Kafka(NativeService):
         """The value of broker setting ``key`` in force on this broker, as it describes its own
         configuration: ``default`` when no config sets it (Kafka's default; for
         ``log.flush.interval.messages``, Long.MAX_VALUE: never force a flush), else the value
-        in force (from a dynamic config, the cluster's or this broker's, or the static file)."""
+        in force (from a dynamic config, the cluster's or this broker's, or the static file).
+        A feature (``FEATURES``): its finalized level, as the broker lists it."""
         _check_broker_setting(key)
+        if key in FEATURES:
+            found = probes.kafka_features(self.host, self.port, self.settings.connect_timeout_s)
+            if found is None:
+                raise NotRunningError(f"{self.name} does not answer at {self.address}")
+            return str(found.get(key, 0))
+        return self._described(key)[0]
+
+    def saved_setting(self, key: str) -> str:
+        """What ``set_setting(key, ...)`` puts back as it is now: the cluster-wide dynamic
+        config's value, or ``default`` when there is none (the static file's or Kafka's own
+        value is then in force, and stays)."""
+        if key in FEATURES:
+            return self.setting(key)
+        value, sources = self._described(key)
+        return value if sources[:1] == ["DYNAMIC_DEFAULT_BROKER_CONFIG"] else DEFAULT
+
+    def _described(self, key: str) -> tuple[str, list[str]]:
+        """``key``'s value in force on this broker (``default`` from Kafka's defaults) and the
+        sources that set it, first the one in force (``DYNAMIC_DEFAULT_BROKER_CONFIG`` ...)."""
         if not self.ping(min(self.settings.connect_timeout_s, 5.0)):
             raise NotRunningError(f"{self.name} does not answer at {self.address}")
         result = self._configs("--entity-name", str(self.node_id), "--describe", "--all")
@@ -275,27 +310,38 @@ class Kafka(NativeService):
             found = _DESCRIBED.match(line)
             if found and found["key"] == key:
                 sources = [s.partition(":")[0] for s in found["syn"].split(", ") if s]
-                return DEFAULT if sources[:1] == ["DEFAULT_CONFIG"] else found["value"]
+                value = DEFAULT if sources[:1] == ["DEFAULT_CONFIG"] else found["value"]
+                return value, sources
         raise InfraError(f"{self.name} did not describe {key}: {_last_line(result)}")
 
     def set_setting(self, key: str, value: str) -> None:
         """Set ``key`` for every broker of the cluster (a cluster-wide dynamic config), or
         delete that config for ``default``; then wait until this broker has it in force (it
-        comes through the KRaft metadata). Kafka keeps it across restarts."""
+        comes through the KRaft metadata). Kafka keeps it across restarts. A feature: finalize
+        it at level ``value`` (UpdateFeatures: an upgrade, or a safe downgrade)."""
         _check_broker_setting(key)
-        change = (
-            ["--delete-config", key] if value == DEFAULT else ["--add-config", f"{key}={value}"]
-        )
-        result = self._configs("--entity-default", "--alter", *change)
-        why = _last_line(result)
-        if result.returncode != 0 and not (value == DEFAULT and "Invalid config" in why):
-            raise InfraError(f"setting {key}={value} on {self.name} failed: {why}")
+        if key in FEATURES:
+            if int(value) < int(self.setting(key)):
+                raise UsageError(ELR_OFF_REFUSED)
+            timeout_s = self.settings.connect_timeout_s
+            why = probes.kafka_update_feature(self.host, self.port, timeout_s, key, int(value))
+            if why:
+                raise InfraError(f"setting {key}={value} on {self.name} failed: {why}")
+        else:
+            change = (
+                ["--delete-config", key] if value == DEFAULT else ["--add-config", f"{key}={value}"]
+            )
+            result = self._configs("--entity-default", "--alter", *change)
+            why = _last_line(result)
+            if result.returncode != 0 and not (value == DEFAULT and "Invalid config" in why):
+                raise InfraError(f"setting {key}={value} on {self.name} failed: {why}")
         deadline = time.monotonic() + SETTLE_S
-        while (now := self.setting(key)) != value:
+        while (now := self.saved_setting(key)) != value:
             if time.monotonic() > deadline:
                 raise InfraError(
-                    f"{self.name} has {key}={now} in force {SETTLE_S:g} s after the cluster's "
-                    f"was set to {value} (a config of broker {self.node_id} itself overrides it?)"
+                    f"{self.name} has not taken {key}={value} {SETTLE_S:g} s after the cluster's "
+                    f"was set (it has {self.setting(key)}: a config of broker {self.node_id} "
+                    f"itself overrides it?; cluster-wide: {now})"
                 )
             time.sleep(0.5)
 
@@ -333,10 +379,9 @@ class Kafka(NativeService):
 
 
 def _check_broker_setting(key: str) -> None:
-    if key not in BROKER_SETTINGS:
-        raise UsageError(
-            f"kafka has no setting {key!r} msglab sets; valid: {', '.join(BROKER_SETTINGS)}"
-        )
+    if key not in (*BROKER_SETTINGS, *FEATURES):
+        valid = ", ".join((*BROKER_SETTINGS, *FEATURES))
+        raise UsageError(f"kafka has no setting {key!r} msglab sets; valid: {valid}")
 
 
 def _last_line(result: subprocess.CompletedProcess[str]) -> str:

@@ -13,8 +13,8 @@ replicas and a min ISR of 2, ``unclean.leader.election.enable=false``. Eligible 
 (KIP-966) is what the version does by default: Kafka 4.1 turns it on for a new cluster (its
 storage format writes ``eligible.leader.replicas.version=1``; 4.0 left it off); ``KafkaCluster(
 settings, elr=False)`` formats a new cluster without it (``elr=True``: with it, on any version).
-The level is fixed when the storages are formatted: changing it on a cluster that has data is
-Kafka's UpdateFeatures (``kafka-features``), not built here.
+``set_setting("eligible.leader.replicas.version", "0")`` turns it off on a running cluster
+(Kafka's UpdateFeatures, as ``kafka-features downgrade`` does), ``"1"`` on again.
 
 How the cluster is seen, without a client driver and without a JVM, over Kafka's own protocol
 (``probes``): a node has joined when its broker lists itself among the live brokers (Metadata:
@@ -30,12 +30,17 @@ from collections.abc import Mapping, Sequence
 
 from msglab.infra import probes
 from msglab.infra.cluster import Cluster
-from msglab.infra.kafka import KAFKA_VERSION, Kafka, broker_properties, new_cluster_id
+from msglab.infra.kafka import (
+    ELR_FEATURE,
+    KAFKA_VERSION,
+    Kafka,
+    broker_properties,
+    new_cluster_id,
+)
 from msglab.settings import Settings
 
 HEAP = ("-Xms256m", "-Xmx384m")
 NODE_JAVA_OPTS = (*HEAP, "-XX:+UseG1GC", "-Djava.awt.headless=true")
-ELR_FEATURE = "eligible.leader.replicas.version"
 PROBE_TIMEOUT_S = 1.0
 
 REPLICATION = (
@@ -157,6 +162,16 @@ class KafkaCluster(Cluster[KafkaNode]):
         if not why and self.leader() is None:
             return {node: "no controller leader answers" for node in nodes}
         return why
+
+    def setting(self, key: str) -> str:
+        """A cluster-wide setting (a dynamic config, a feature), as one running node has it."""
+        return next(iter(self.running().values())).setting(key)
+
+    def set_setting(self, key: str, value: str) -> None:
+        """Once, for the whole cluster, through one running node (which waits until it has it
+        in force; the others get it from the same KRaft metadata). Kafka keeps it, across
+        restarts too."""
+        next(iter(self.running().values())).set_setting(key, value)
 
     def leader(self) -> probes.Quorum | None:
         """The quorum as its leader describes it, asking each running node's controller

@@ -40,6 +40,7 @@ def _bin_dir() -> Path | None:
 
 
 class Postgres(NativeService):
+    keeps_settings = True  # ALTER SYSTEM: postgresql.auto.conf
     name = "postgres"
     stop_signal = signal.SIGINT
 

@@ -217,6 +217,85 @@ def kafka_quorum(host: str, port: int, timeout_s: float) -> Quorum | None:
     return Quorum(leader, epoch, replicas[0], replicas[1])
 
 
+def _compact(text: str) -> bytes:
+    encoded = text.encode()
+    return _uvarint(len(encoded) + 1) + encoded
+
+
+def _uvarint(value: int) -> bytes:
+    out = b""
+    while value > 0x7F:
+        out += bytes([value & 0x7F | 0x80])
+        value >>= 7
+    return out + bytes([value])
+
+
+def kafka_features(host: str, port: int, timeout_s: float) -> dict[str, int] | None:
+    """The cluster's finalized feature levels (``{"eligible.leader.replicas.version": 1,
+    "metadata.version": 27, ...}``) as a broker lists them in its ApiVersions (v3) answer; None
+    when it did not answer."""
+    body = _request_header(18, 3, flexible=True) + _compact("msglab") + _compact("1") + b"\x00"
+    reply = _kafka_call(host, port, timeout_s, body)
+    if reply is None:
+        return None
+    try:
+        read = _Reader(reply)  # ApiVersions answers with header v0 (no tags), whatever asked
+        (error,) = read.take(">h")
+        if error:
+            return None
+        for _ in range(read.compact_len()):
+            read.take(">hhh")
+            read.skip_tags()
+        read.take(">i")  # throttle time
+        finalized: dict[str, int] = {}
+        for _ in range(read.uvarint()):  # tagged fields; tag 2: the finalized features
+            tag, size = read.uvarint(), read.uvarint()
+            end = read.at + size
+            if tag == 2:
+                for _ in range(read.compact_len()):
+                    name = read.compact_string()
+                    (level, _min_level) = read.take(">hh")
+                    read.skip_tags()
+                    finalized[name] = level
+            read.at = end
+    except (struct.error, IndexError):
+        return None
+    return finalized
+
+
+UPGRADE, SAFE_DOWNGRADE = 1, 2  # UpdateFeatures' upgrade types
+
+
+def kafka_update_feature(host: str, port: int, timeout_s: float, feature: str, level: int) -> str:
+    """Ask the cluster (through the broker at host:port, which forwards it to the active
+    controller) to finalize ``feature`` at ``level`` (UpdateFeatures v1): an upgrade, or a safe
+    downgrade to a lower level. ``""`` when done, else why not (the controller's error)."""
+    current = kafka_features(host, port, timeout_s)
+    if current is None:
+        return f"the broker at {host}:{port} did not answer"
+    kind = SAFE_DOWNGRADE if level < current.get(feature, 0) else UPGRADE
+    update = _compact(feature) + struct.pack(">hb", level, kind) + b"\x00"
+    body = _request_header(57, 1, flexible=True) + struct.pack(">i", int(timeout_s * 1000))
+    body += _uvarint(2) + update + b"\x00" + b"\x00"  # one update, validate_only false, tags
+    reply = _kafka_call(host, port, timeout_s, body)
+    if reply is None:
+        return f"the broker at {host}:{port} did not answer UpdateFeatures"
+    try:
+        read = _Reader(reply)
+        read.skip_tags()  # response header v1
+        _throttle, error = read.take(">ih")
+        message = read.compact_string() if error else ""
+        if not error:
+            for _ in range(read.compact_len()):
+                read.compact_string()
+                (error,) = read.take(">h")
+                message = read.compact_string()
+                read.skip_tags()
+    except (struct.error, IndexError):
+        return "an UpdateFeatures answer msglab could not read"
+    return f"error {error}: {message or 'no message'}" if error else ""
+
+
 def redis_ping(host: str, port: int, timeout_s: float) -> bool:
     """Send PING; True on ``+PONG`` or ``-NOAUTH`` (up, needs a password), False on ``-LOADING``."""
     try:

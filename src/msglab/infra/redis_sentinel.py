@@ -52,7 +52,7 @@ from dataclasses import dataclass, replace
 from typing import NoReturn
 from urllib.parse import urlsplit
 
-from msglab.errors import NotRunningError, PortInUseError, UsageError
+from msglab.errors import InfraError, NotRunningError, PortInUseError, UsageError
 from msglab.infra import probes, process
 from msglab.infra.cluster import Cluster
 from msglab.infra.lazyfs import CutReport
@@ -224,6 +224,8 @@ class RedisNode(Redis):
     """One node of ``redis-sentinel``: its Redis server (the node's service: PID, data, log,
     status) and its Sentinel (``sentinel``), which lives and dies with it."""
 
+    keeps_settings = True  # set_setting rewrites the node's configuration file
+
     def __init__(self, cluster: RedisSentinel, node: str, index: int, host: str) -> None:
         super().__init__(cluster.settings, name=f"{cluster.name}/{node}", host=host)
         self.cluster = cluster
@@ -295,6 +297,15 @@ class RedisNode(Redis):
 
     def role(self) -> Role | None:
         return redis_role(self.host, self.port)
+
+    def set_setting(self, key: str, value: str) -> None:
+        """``CONFIG SET`` and ``CONFIG REWRITE``: a node's configuration file is rewritten
+        anyway whenever a Sentinel reconfigures it, so it is kept equal to what runs (a node
+        restarted later neither loses a run's setting nor brings back one put back)."""
+        super().set_setting(key, value)
+        answer = self._cli("CONFIG", "REWRITE").strip()
+        if answer != "OK":
+            raise InfraError(f"{self.name} could not rewrite its configuration: {answer}")
 
     def begin(self, lazyfs: bool = False) -> Starting:
         """Spawn the Redis server and the Sentinel (each unless it runs); ready when both

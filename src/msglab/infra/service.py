@@ -134,6 +134,7 @@ class NativeService(ABC):
     stop_signal: ClassVar[signal.Signals] = signal.SIGTERM
     stop_timeout_s: ClassVar[float] = 30.0
     keeps_data: ClassVar[bool] = True  # False: no data folder to put on the lazy filesystem
+    keeps_settings: ClassVar[bool] = False  # True: what set_setting sets survives a restart
 
     def __init__(
         self, settings: Settings, name: str | None = None, host: str | None = None
@@ -353,6 +354,11 @@ class NativeService(ABC):
         """The server's current value of the run-time setting ``key``, read from the running
         server. UsageError: this server has no such setting msglab can read."""
         raise UsageError(f"{self.name} has no setting {key!r} msglab reads")
+
+    def saved_setting(self, key: str) -> str:
+        """What ``set_setting(key, ...)`` puts back as it is now (``setting``, unless the
+        server tells the value it was given from the one in force)."""
+        return self.setting(key)
 
     def set_setting(self, key: str, value: str) -> None:
         """Set ``key`` on the running server; it lasts until set again (across restarts where

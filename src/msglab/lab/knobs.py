@@ -19,13 +19,15 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from msglab.brokers import SERVICE_OF, transport_class
+from msglab.brokers import CLUSTER_OF, SERVICE_OF, transport_class
 from msglab.config import ACKS, QUEUE_TYPES, ClientConfig
 from msglab.errors import InfraError, MsglabError, UsageError
+from msglab.infra.cluster import Cluster
 from msglab.infra.native import NativeBackend
 from msglab.infra.rabbitmq import RabbitMQ
+from msglab.infra.service import NativeService
 from msglab.profiles import DeliveryProfile
 from msglab.settings import Settings
 
@@ -44,7 +46,8 @@ class Knob:
     as ClientConfig's ``config_field``). read_from: where the report's value comes from,
     ``server`` (the server's setting), ``client`` (``client_settings`` of the transport's class:
     what its clients are built with) or ``queues`` (the run's queues, as RabbitMQ reports them).
-    transports, patterns: the runs it applies to (empty: every one).
+    transports, patterns: the runs it applies to (empty: every one); cluster_only: runs with
+    ``--cluster`` only (a setting of replicas, which a single server has not).
     """
 
     key: str
@@ -57,6 +60,7 @@ class Knob:
     patterns: tuple[str, ...] = ()
     config_field: str = ""
     read_from: str = "server"
+    cluster_only: bool = False
 
     @property
     def choices(self) -> str:
@@ -76,11 +80,12 @@ class Knob:
             valid += f", or an integer from {self.minimum} to {LONG_MAX}"
         raise UsageError(f"--set {self.key}: unknown value {value!r}; valid: {valid}")
 
-    def applies(self, transport: str, pattern: str = "direct") -> bool:
-        return self.refusal(transport, pattern) is None
+    def applies(self, transport: str, pattern: str = "direct", cluster: bool = False) -> bool:
+        return self.refusal(transport, pattern, cluster) is None
 
-    def refusal(self, transport: str, pattern: str) -> str | None:
-        """Why ``--set`` of this knob does not apply to a run of ``transport`` and ``pattern``."""
+    def refusal(self, transport: str, pattern: str, cluster: bool = False) -> str | None:
+        """Why ``--set`` of this knob does not apply to a run of ``transport`` and ``pattern``
+        (on its cluster with ``cluster``)."""
         if self.transports and transport not in self.transports:
             return (
                 f"--set {self.key} applies to runs of {' and '.join(self.transports)} "
@@ -90,6 +95,11 @@ class Knob:
             return (
                 f"--set {self.key} applies to the patterns {', '.join(self.patterns)}, not "
                 f"{pattern} (its messages are not published by msglab's producers)"
+            )
+        if self.cluster_only and not cluster:
+            return (
+                f"--set {self.key} is a setting of replicas: it applies to runs with --cluster "
+                f"(a single {self.service} has none)"
             )
         return None
 
@@ -120,6 +130,68 @@ KNOBS: dict[str, Knob] = {
             transports=("kafka",),
         ),
         Knob(
+            "min.insync.replicas",
+            "kafka",
+            ("default",),
+            "Kafka: the in-sync replicas (the leader's included) a write needs before acks=all "
+            "confirms it; fewer in sync and the partition refuses writes (the cluster's: 2)",
+            minimum=1,
+            transports=("kafka",),
+            cluster_only=True,
+        ),
+        Knob(
+            "unclean.leader.election.enable",
+            "kafka",
+            ("true", "false", "default"),
+            "Kafka: with no in-sync replica left, a replica out of sync may lead (true: the "
+            "partition stays available and loses what that replica lacked)",
+            transports=("kafka",),
+            cluster_only=True,
+        ),
+        Knob(
+            "eligible.leader.replicas.version",
+            "kafka",
+            ("0", "1"),
+            "Kafka (KIP-966, on in 4.1): 1, a replica that left the ISR with the whole "
+            "committed log stays eligible to lead (Eligible Leader Replicas); 0, off: only on a "
+            "cluster formatted without it (off on a running 4.1.1 cluster breaks restarts)",
+            transports=("kafka",),
+            cluster_only=True,
+        ),
+        Knob(
+            "min-replicas-to-write",
+            "redis",
+            ("0",),
+            "Redis: the primary refuses writes unless this many replicas answered within "
+            "min-replicas-max-lag seconds (0: never refuses)",
+            minimum=1,
+            transports=("redis-streams", "redis-pubsub"),
+            cluster_only=True,
+        ),
+        Knob(
+            "min-replicas-max-lag",
+            "redis",
+            (),
+            "Redis: seconds since a replica's last answer after which it no longer counts "
+            "for min-replicas-to-write (default 10)",
+            minimum=1,
+            transports=("redis-streams", "redis-pubsub"),
+            cluster_only=True,
+        ),
+        Knob(
+            "wait",
+            "redis",
+            ("0",),
+            "Redis producer: WAIT until this many replicas have each pipelined chunk of writes "
+            "(at most 5 s); writes fewer replicas acknowledged count as unknown, not confirmed",
+            kind="client",
+            minimum=1,
+            transports=("redis-streams", "redis-pubsub"),
+            config_field="wait_replicas",
+            read_from="client",
+            cluster_only=True,
+        ),
+        Knob(
             "acks",
             "kafka",
             ACKS,
@@ -147,10 +219,13 @@ KNOBS: dict[str, Knob] = {
 
 
 def parse(
-    pairs: Iterable[str], transport: str | None = None, pattern: str = "direct"
+    pairs: Iterable[str],
+    transport: str | None = None,
+    pattern: str = "direct",
+    cluster: bool = False,
 ) -> dict[str, str]:
     """``["appendfsync=no", ...]`` as a dict; UsageError naming the valid keys or values, or,
-    given the run's ``transport`` and ``pattern``, the runs a knob applies to."""
+    given the run's ``transport``, ``pattern`` and ``cluster``, the runs a knob applies to."""
     chosen: dict[str, str] = {}
     for pair in pairs:
         key, eq, value = pair.partition("=")
@@ -159,7 +234,7 @@ def parse(
         if key not in KNOBS:
             raise UsageError(f"--set: unknown setting {key!r}; valid: {', '.join(KNOBS)}")
         chosen[key] = KNOBS[key].check(value)
-        refused = KNOBS[key].refusal(transport, pattern) if transport else None
+        refused = KNOBS[key].refusal(transport, pattern, cluster) if transport else None
         if refused:
             raise UsageError(refused)
     return chosen
@@ -178,23 +253,30 @@ def _client_fields(chosen: dict[str, str]) -> dict[str, str]:
 def server_settings(
     settings: Settings, services: Iterable[str] | None = None
 ) -> dict[str, dict[str, str]]:
-    """``{"redis": {"appendfsync": "always"}, ...}``: every server knob (of ``services``; all
-    when None) as msglab's own servers answer now; ``not running`` for a server that is down,
-    ``external (not read)`` for one given by URL."""
+    """``{"redis": {"appendfsync": "always"}, "kafka-cluster": {...}, ...}``: every server
+    knob (of ``services``; all when None) as msglab's own servers answer now; ``not running``
+    for a server that is down, ``external (not read)`` for one given by URL. The clusters of
+    those services are listed when they run, with their knobs (those of replicas too)."""
     native = NativeBackend(settings)
     wanted = None if services is None else set(services)
     found: dict[str, dict[str, str]] = {}
     for knob in KNOBS.values():
         if knob.kind != "server" or (wanted is not None and knob.service not in wanted):
             continue
-        server = native.service(knob.service)
-        if knob.service in settings.external:
-            value = "external (not read)"
-        elif server.pid() is None:
-            value = "not running"
-        else:
-            value = _read(partial(server.setting, knob.key))
-        found.setdefault(knob.service, {})[knob.key] = value
+        if not knob.cluster_only:
+            server = native.service(knob.service)
+            if knob.service in settings.external:
+                value = "external (not read)"
+            elif server.pid() is None:
+                value = "not running"
+            else:
+                value = _read(partial(server.setting, knob.key))
+            found.setdefault(knob.service, {})[knob.key] = value
+        for name in {CLUSTER_OF[t] for t in knob.transports if t in CLUSTER_OF}:
+            cluster = native.cluster(name)
+            if any(node.pid() for node in cluster.nodes.values()):
+                value = _read(partial(cluster.setting, knob.key))
+                found.setdefault(name, {})[knob.key] = value
     return found
 
 
@@ -215,17 +297,10 @@ class Dials:
         self._settings = settings
         self._native = NativeBackend(settings)
         self._scenario = scenario
-        chosen = parse(scenario.sets, scenario.transport, scenario.pattern)
+        chosen = parse(scenario.sets, scenario.transport, scenario.pattern, scenario.cluster)
         self._chosen = {k: v for k, v in chosen.items() if KNOBS[k].kind == "server"}
         self.clients = _client_fields(chosen)  # given to every worker of the run
         self._before: dict[str, str] = {}
-        broker = SERVICE_OF[scenario.transport]
-        on_cluster = [k for k in self._chosen if scenario.cluster and KNOBS[k].service == broker]
-        if on_cluster:
-            raise UsageError(
-                f"--set {on_cluster[0]} sets msglab's single {KNOBS[on_cluster[0]].service}; "
-                "a cluster's server settings are not turned by --set yet (client ones are)"
-            )
         external = sorted({KNOBS[k].service for k in self._chosen} & set(settings.external))
         if external:
             raise UsageError(
@@ -233,27 +308,38 @@ class Dials:
                 f"(MSGLAB_{external[0].upper()}_URL): configure it where it runs"
             )
 
+    def _server(self, knob: Knob) -> tuple[str, NativeService | Cluster[Any]]:
+        """Where ``knob`` is set for this run, and its name: the run's cluster for a knob of
+        its broker (every node; Kafka's: once, cluster-wide), else msglab's own server."""
+        s = self._scenario
+        if s.cluster and knob.service == SERVICE_OF[s.transport]:
+            return str(s.service), self._native.cluster(str(s.service))
+        return knob.service, self._native.service(knob.service)
+
     def apply(self) -> None:
         for key, value in self._chosen.items():
-            server = self._native.service(KNOBS[key].service)
-            self._before[key] = server.setting(key)
+            _, server = self._server(KNOBS[key])
+            self._before[key] = server.saved_setting(key)
             server.set_setting(key, value)
 
     def reapply(self, service: str) -> None:
-        """After ``service`` restarted (a server that forgets run-time settings)."""
+        """After ``service`` (a server or a cluster) restarted, if it forgets run-time
+        settings."""
         for key, value in self._chosen.items():
-            if KNOBS[key].service == service:
-                self._native.service(service).set_setting(key, value)
+            name, server = self._server(KNOBS[key])
+            if name == service and not server.keeps_settings:
+                server.set_setting(key, value)
 
     def restore(self) -> None:
         """Put back what ``apply`` changed, every one tried; InfraError naming what is left
         (a server that keeps settings across restarts, as Kafka does, keeps it)."""
         left = []
         for key, value in self._before.items():
+            name, server = self._server(KNOBS[key])
             try:
-                self._native.service(KNOBS[key].service).set_setting(key, value)
+                server.set_setting(key, value)
             except MsglabError as exc:
-                left.append(f"{KNOBS[key].service} {key} (was {value}): {exc}")
+                left.append(f"{name} {key} (was {value}): {exc}")
         if left:
             raise InfraError(
                 "--set could not be put back: " + "; ".join(left) + ". `msglab profiles` shows "
@@ -265,7 +351,7 @@ class Dials:
         return [
             k
             for k in KNOBS.values()
-            if k.read_from == read_from and k.applies(s.transport, s.pattern)
+            if k.read_from == read_from and k.applies(s.transport, s.pattern, s.cluster)
         ]
 
     def read_back(self, services: Iterable[str]) -> dict[str, str]:
@@ -275,8 +361,8 @@ class Dials:
         The knobs RabbitMQ reports of the run's queues are ``read_queues``'."""
         found, services = {}, set(services)
         for knob in self._applying("server"):
-            if knob.service in services and knob.service not in self._settings.external:
-                server = self._native.service(knob.service)
+            name, server = self._server(knob)
+            if name in services and knob.service not in self._settings.external:
                 found[f"{knob.service}.{knob.key}"] = _read(partial(server.setting, knob.key))
         client = self._applying("client")
         if client:

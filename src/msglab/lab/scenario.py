@@ -7,7 +7,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from msglab.brokers import EXTRA_OF, SERVICE_OF, TRANSPORTS
+from msglab.brokers import CLUSTER_OF, EXTRA_OF, SERVICE_OF, TRANSPORTS
 from msglab.errors import UsageError
 from msglab.lab.faults import FAULTS, Fault, fault
 from msglab.lab.faults.cluster import CUTS, PARTITIONS
@@ -24,14 +24,6 @@ PATTERNS: dict[str, str] = {
     "log and publishes them to Kafka instead of msglab's relay; sent = committed",
 }
 """How a producer's message reaches the broker (``--pattern``)."""
-
-CLUSTER_OF: dict[str, str] = {
-    "kafka": "kafka-cluster",
-    "rabbitmq": "rabbitmq-cluster",
-    "redis-streams": "redis-sentinel",
-    "redis-pubsub": "redis-sentinel",
-}
-"""The replicated cluster a transport runs on with ``--cluster`` (PostgreSQL stays single)."""
 
 RELAY_BATCH = 500
 """Outbox rows per relay pass (outbox pattern): the most one relay crash can duplicate."""
@@ -114,7 +106,7 @@ class Scenario:
         fault(self.fault)  # an unknown name fails here, listing the valid ones
         # an unknown key or value fails here, listing the valid ones; a knob of another
         # transport, naming the ones it applies to
-        parse(self.sets, self.transport, self.pattern)
+        parse(self.sets, self.transport, self.pattern, self.cluster)
         if self.workload not in WORKLOADS:
             raise UsageError(f"unknown workload {self.workload!r}; valid: {', '.join(WORKLOADS)}")
         if self.pattern not in PATTERNS:
