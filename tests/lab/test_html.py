@@ -19,6 +19,7 @@ import pytest
 
 from msglab.lab.checker import check
 from msglab.lab.evidence import SENDS, read
+from msglab.lab.heatmap import red
 from msglab.lab.html import render, run_page
 from msglab.lab.timeline import CURVES
 from msglab.lab.timeline_chart import FAULT_FILL, LOST, STYLES
@@ -328,6 +329,26 @@ def test_the_screenshots_show_the_charts(report_html: Path, tmp_path: Path) -> N
             assert seen[rgb(STYLES[curve][0])] > 300 * len(charts), (page, curve)  # 20 px
         lost = [t for c in charts for cls, t in c["texts"] if cls == "lost"]
         assert len(lost) == 1 and seen[rgb(LOST)] > 100, page  # its label and its bracket
+
+
+CLUSTERS = (  # the cluster matrix of a real run, trimmed (tests/unit/test_heatmap.py)
+    Path(__file__).parents[1] / "unit/data/compare-clusters-cl7b.trimmed-copy-of-a-real-run.json"
+)
+
+
+def test_the_cluster_heat_map_fits_the_page(tmp_path: Path) -> None:
+    """The heat map in a 1200 px window: its cells painted, the last column (power-cut all,
+    1,980 of 6,000 lost) inside the window, the cells of no loss the kept green."""
+    summary = json.loads(CLUSTERS.read_text())
+    for row in summary["rows"]:
+        row["report"]["evidence_dir"] = str(tmp_path / "not-copied")
+    page = tmp_path / "clusters.html"
+    page.write_text(render(summary))
+    seen = screenshot(page, tmp_path, 700)
+    power_cut_all = [i % 1200 for i, c in enumerate(seen) if c == rgb(red(1980 / 6000))]
+    assert len(power_cut_all) > 2000 and max(power_cut_all) < 1200 - 20
+    kept = Counter(c for c in seen if c[1] > c[0] + 10 and c[0] == c[2])  # pale green
+    assert sum(kept.values()) > 9 * 2000  # the nine cells of no loss
 
 
 def test_rows_the_named_servers_cannot_take_are_listed_with_the_reason() -> None:

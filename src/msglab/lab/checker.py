@@ -129,6 +129,23 @@ def final_outcomes(
     return outcome, first
 
 
+def lost_either(
+    sends: Iterable[dict[str, Any]],
+    deliveries: Iterable[dict[str, Any]],
+    stored: Iterable[dict[str, Any]],
+) -> tuple[int, int, int]:
+    """``lost`` (confirmed, never delivered), ``lost_from_storage`` (confirmed, absent from
+    ``stored``) and the confirmed messages in either, each counted once. The two overlap as
+    they like: a write the broker dropped before any consumer read it is in both, one a
+    consumer read just before the broker lost it only in ``lost_from_storage``, one the broker
+    kept that no consumer got only in ``lost``; so their sum may count a message twice."""
+    outcome, _ = final_outcomes(sends)
+    ok = {m for m, o in outcome.items() if o == "ok"}
+    delivered = {d["id"] for d in deliveries}
+    kept = {r["id"] for r in stored}
+    return len(ok - delivered), len(ok - kept), len(ok - (delivered & kept))
+
+
 def _latency(
     first_at: dict[str, float], first_send: dict[str, dict[str, Any]]
 ) -> tuple[dict[str, float], int]:

@@ -2,11 +2,12 @@
 comparison, ``run_page`` for one run folder, ``repeat_page`` for the runs of ``msglab run
 --repeat``.
 
-A comparison's charts: lost and duplicate bars across the matrix, latency percentiles per run,
-each run's timeline (``timeline_chart``: distinct messages sent, confirmed, delivered and
-applied over time, the fault windows shaded, the lost ones labelled), drawn from the raw
-evidence files of each run, and the scaling probe's rates (one Kafka broker or two). A run's
-page: its timeline, large, and its counts.
+A comparison's charts: above its table, when it has cluster rows, the heat map of the share of
+acknowledged messages lost per system and fault (``heatmap``); lost and duplicate bars across
+the matrix, latency percentiles per run, each run's timeline (``timeline_chart``: distinct
+messages sent, confirmed, delivered and applied over time, the fault windows shaded, the lost
+ones labelled), drawn from the raw evidence files of each run, and the scaling probe's rates
+(one Kafka broker or two). A run's page: its timeline, large, and its counts.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from msglab.lab import timeline
+from msglab.lab import heatmap, timeline
 from msglab.lab.checker import ALARMING, MEASURES
 from msglab.lab.scenario import fault_label, transport_label
 from msglab.lab.summary import probes, runs
@@ -230,6 +231,7 @@ def render(summary: dict[str, Any]) -> str:
         f"{timeline_svg(timeline.of_run(Path(r['report']['evidence_dir'])), 540, 300)}</div>"
         for r in rows
     )
+    cluster_map = heatmap.heatmap(rows)
     return page(
         "msglab compare",
         f"""<h1>msglab: what each transport delivers when things break</h1>
@@ -241,7 +243,7 @@ server had not fsynced. <em>Lost from storage</em>: confirmed messages the broke
 database, or the folder) no longer held after a durability fault, read by a group that read
 nothing before. <em>Publish/s without the fault</em>: what the row's settings cost, the same
 settings publishing as fast as they can with no fault. Raw evidence of each run is in its
-folder.</p>
+folder.</p>{cluster_map}
 <table id="matrix"><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr>{"".join(body)}</table>
 {skipped(summary)}
 {probe_table(probes(summary))}
@@ -249,6 +251,7 @@ folder.</p>
 <h2>Lost and duplicate effects</h2>{bars(rows)}
 <h2>Latency (send to first delivery)</h2>{latency(rows)}
 <h2>Timelines</h2><p>{EXPLAIN}</p>{cards}""",
+        heatmap.STYLE if cluster_map else "",
     )
 
 
@@ -309,10 +312,11 @@ def timeline_svg(t: timeline.Timeline, width: int, height: int) -> str:
     return chart(t, width, height) if t.curves["sent"] else "<p>no sends recorded</p>"
 
 
-def page(name: str, body: str) -> str:
+def page(name: str, body: str, css: str = "") -> str:
+    """A whole page titled ``name``: ``body``, styled by ``STYLE`` and ``css``."""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{esc(name)}</title>
-<style>{STYLE}</style></head><body>
+<style>{STYLE}{css}</style></head><body>
 {body}
 </body></html>
 """

@@ -38,14 +38,19 @@ def transport_label(report: dict[str, Any]) -> str:
 def fault_label(report: dict[str, Any]) -> str:
     """What happened in a run as tables show it: its fault, its workload and the settings it
     set (``power-cut, appendfsync=no``); ``none`` for none of them."""
+    cluster = ["cluster"] if report.get("cluster") else []
+    return ", ".join([*cluster, *happened(report), *report.get("sets", ())]) or "none"
+
+
+def happened(report: dict[str, Any]) -> list[str]:
+    """A run's fault, with what it cut (``partition leader-and-clients``, on a cluster
+    ``power-cut all``), and its workload; neither when ``none``."""
     fault = report["fault"]
     if fault == "partition":  # which partition: the leader alone, with its clients, halves
         fault = f"partition {report.get('partition', 'leader')}"
     elif fault == "power-cut" and report.get("cluster"):  # whose power: leader, one, all
         fault = f"power-cut {report.get('cut', 'leader')}"
-    named = [n for n in (fault, report.get("workload", "none")) if n != "none"]
-    cluster = ["cluster"] if report.get("cluster") else []
-    return ", ".join([*cluster, *named, *report.get("sets", ())]) or "none"
+    return [n for n in (fault, report.get("workload", "none")) if n != "none"]
 
 
 def new_run_id() -> str:
