@@ -7,7 +7,7 @@ Contract of ``heatmap(rows)`` (``rows``: a compare summary's run rows, ``summary
   other matrices' reports are unchanged).
 * One line per system: the transport (``scenario.transport_label``) with the settings of its
   broker the run read back (``settings``, e.g. ``acks=1``, ``queue-type=quorum``) and those it
-  set (``sets``); beneath, the cluster it ran on (``scenario.CLUSTER_OF``) and the profile.
+  set (``sets``); beneath, the cluster it ran on (``brokers.CLUSTER_OF``) and the profile.
   One column per fault with what it cut (``scenario.happened``: ``partition
   leader-and-clients``, ``power-cut all``). Lines and columns in the order of the rows.
 * A cell: the share of the acknowledged (``confirmed``) messages lost, over every run of the
@@ -36,10 +36,10 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from msglab.brokers import SERVICE_OF
+from msglab.brokers import CLUSTER_OF, SERVICE_OF
 from msglab.lab.checker import lost_either
 from msglab.lab.evidence import DELIVERIES, SENDS, STORED, read
-from msglab.lab.scenario import CLUSTER_OF, happened, transport_label
+from msglab.lab.scenario import happened, transport_label
 from msglab.lab.timeline_chart import LOST
 
 STYLE = """
