@@ -77,6 +77,34 @@ def test_a_knob_of_another_transport_is_refused_naming_its_own(
     assert says in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("transport", "pair"),
+    [
+        ("kafka", "min.insync.replicas=1"),
+        ("kafka", "unclean.leader.election.enable=true"),
+        ("kafka", "eligible.leader.replicas.version=1"),
+        ("redis-streams", "wait=1"),
+        ("redis-streams", "min-replicas-to-write=1"),
+        ("redis-streams", "min-replicas-max-lag=2"),
+    ],
+)
+def test_a_setting_of_replicas_needs_a_cluster(transport: str, pair: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        Scenario(transport=transport, sets=(pair,))
+    assert "a setting of replicas: it applies to runs with --cluster" in str(caught.value)
+    assert Scenario(transport=transport, sets=(pair,), cluster=True).sets == (pair,)
+
+
+def test_wait_reaches_the_redis_clients_as_a_count() -> None:
+    config = ClientConfig(url="x").with_fields(client_fields(["wait=2"]))
+    assert config.wait_replicas == 2
+    from msglab.brokers.redis_streams import RedisStreamsTransport
+
+    assert RedisStreamsTransport.client_settings(config) == {"wait": "2"}
+    with pytest.raises(UsageError):
+        parse(["wait=-1"])
+
+
 def test_the_cli_exits_2_for_a_knob_of_another_transport() -> None:
     result = run_cli("run", "-t", "rabbitmq", "--set", "acks=1", check=False)
     assert result.returncode == 2, result.stderr

@@ -655,7 +655,10 @@ def _lost_some(r: Report) -> bool:
 
 
 CLUSTER: dict[str, Any] = {"cluster": True, "messages": 6000, "rate": 1500, "kill_after": 2000}
-"""A cluster row: 6000 messages at 1500/s, the fault after 2000 (4 s in)."""
+"""A cluster row: 6000 messages at 1500/s, the fault after 2000 (1.3 s in)."""
+SENTINEL_ROW: dict[str, Any] = {**CLUSTER, "messages": 15000, "down_s": 8.0, "repeat": 2}
+"""A Redis Sentinel partition row: 15,000 messages (10 s), the primary cut off for 8 s of
+them, so that writes go on past a failover and past ``min-replicas-max-lag``."""
 
 CLUSTERS: tuple[Row, ...] = (
     Row(
@@ -772,6 +775,21 @@ CLUSTERS: tuple[Row, ...] = (
         **CLUSTER,
     ),
     Row(
+        "Kafka cluster, acks=all, log.flush.interval.messages=1: every node loses power at "
+        "once; each broker fsynced every message before acknowledging it, nothing is lost",
+        "lost == 0 and lost from storage == 0 in every run",
+        _kept_all,
+        "kafka",
+        "at-least-once",
+        "power-cut",
+        sets=("acks=all", "log.flush.interval.messages=1"),
+        cut="all",
+        repeat=2,
+        published="K5/K6: flushing every message closes the window the default leaves to "
+        "replication (Redpanda, Why fsync(), 2023; Kafka docs)",
+        **CLUSTER,
+    ),
+    Row(
         "RabbitMQ cluster, quorum queue + publisher confirms: the queue leader's node killed, "
         "nothing confirmed is lost (Raft: a confirm is a majority's fsync)",
         "lost == 0 and lost from storage == 0 in every run",
@@ -818,11 +836,37 @@ CLUSTERS: tuple[Row, ...] = (
         "redis-streams",
         "at-least-once",
         "partition",
-        repeat=2,
-        down_s=8.0,
         published="D1: 56 % of acknowledged writes lost with the primary partitioned from the "
         "majority (Redis + Sentinel, 5 nodes; K. Kingsbury, Call me maybe: Redis, 2013)",
-        **CLUSTER,
+        **SENTINEL_ROW,
+    ),
+    Row(
+        "Redis Sentinel, min-replicas-to-write 1 (max lag 2 s): the cut-off primary refuses "
+        "writes once no replica answered for 2 s; what it acknowledged before is still lost",
+        "lost from storage > 0 in some run, and seconds with nothing acknowledged > 2 (the "
+        "primary refused writes: NOREPLICAS, retried until the new primary took them)",
+        lambda r: r["lost_from_storage"] > 0 and r["unavailable_s"] > 2,
+        "redis-streams",
+        "at-least-once",
+        "partition",
+        sets=("min-replicas-to-write=1", "min-replicas-max-lag=2"),
+        published="D2: min-replicas-to-write bounds the window of acknowledged writes a "
+        "failover loses, it does not close it (Redis docs: replication, Sentinel)",
+        **SENTINEL_ROW,
+    ),
+    Row(
+        "Redis Sentinel, WAIT 1 after each write: the cut-off primary's writes get no "
+        "replica's answer, so none is confirmed (the producer retries them on the new "
+        "primary); nothing acknowledged is lost, for the seconds WAIT blocks",
+        "lost == 0 and lost from storage == 0 in every run",
+        _kept_all,
+        "redis-streams",
+        "at-least-once",
+        "partition",
+        sets=("wait=1",),
+        published="D2: WAIT 'does not make Redis a strongly consistent store': a write one "
+        "replica has is lost if another is promoted (Redis docs, WAIT)",
+        **SENTINEL_ROW,
     ),
 )
 """``msglab compare --clusters``: faults of a replicated cluster's nodes, each row beside the
