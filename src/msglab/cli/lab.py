@@ -20,6 +20,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from msglab import extras
+from msglab.brokers import CLUSTER_OF
 from msglab.errors import UsageError
 from msglab.lab.checker import ALARMING, MEASURES
 from msglab.lab.faults import FAULTS
@@ -27,7 +28,7 @@ from msglab.lab.faults.cluster import CUTS, PARTITIONS
 from msglab.lab.knobs import KNOBS
 from msglab.lab.matrix import FULL, Probe, Row
 from msglab.lab.probes import PROBES, run_probe
-from msglab.lab.scenario import CLUSTER_OF, PATTERNS, Scenario, fault_label, transport_label
+from msglab.lab.scenario import PATTERNS, Scenario, fault_label, transport_label
 from msglab.lab.summary import probes, runs
 from msglab.lab.workloads import WORKLOADS
 from msglab.settings import Settings
