@@ -20,7 +20,9 @@ from msglab.brokers._redis_common import (
     boundary,
     check_reachable,
     connect,
+    failover_settings,
     raw_pipelined,
+    subscriber_retries,
 )
 from msglab.config import ClientConfig
 from msglab.errors import TransportError, UsageError
@@ -56,7 +58,7 @@ class PubSubSubscriber(SubscriberBase):
         self._config = config
         # reconnects (re-subscribing) after a lost connection; what was published meanwhile
         # is gone, as pub/sub has no storage
-        self._client = connect(config, retries=config.reconnect.attempts)
+        self._client = connect(config, retries=subscriber_retries(config))
         self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
 
     def _open(self, topic: str) -> None:
@@ -111,6 +113,9 @@ class RedisPubSubTransport:
                 "consume": "SUBSCRIBE; no ack exists",
                 "server": "nothing stored; a slow subscriber is cut off at "
                 "client-output-buffer-limit pubsub",
+                **failover_settings(
+                    "SUBSCRIBE again; what was published meanwhile is gone (no storage)"
+                ),
             },
             "at-least-once": {"refused": "pub/sub has no storage and no ack"},
         }

@@ -27,7 +27,9 @@ from msglab.brokers._redis_common import (
     boundary,
     check_reachable,
     connect,
+    failover_settings,
     raw_pipelined,
+    subscriber_retries,
 )
 from msglab.config import ClientConfig
 from msglab.extras import driver_import
@@ -73,7 +75,7 @@ class StreamsSubscriber(SubscriberBase):
         super().__init__(group)
         self._config = config
         self._consumer = f"{config.client_id}-{uuid.uuid4().hex[:8]}"
-        self._client = connect(config, retries=config.reconnect.attempts)
+        self._client = connect(config, retries=subscriber_retries(config))
         self._acks: list[bytes] = []
         self._retry: list[bytes] = []
         self._noack = config.profile is DeliveryProfile.AT_MOST_ONCE
@@ -247,11 +249,19 @@ class RedisStreamsTransport:
                 "consume": "XREADGROUP (pending list), XACK after the handler (batched)",
                 "redelivery": "nack: XCLAIM to self; dead consumer: XAUTOCLAIM after claim_idle_s",
                 "server": "appendonly yes, appendfsync always (msglab infra)",
+                **failover_settings(
+                    "what was read and not acked stays pending and comes again; a group the "
+                    "new primary lacks (a replica behind) is created again from the start"
+                ),
             },
             "at-most-once": {
                 "publish": "XADD, pipelined in chunks of 500; no client-side retry",
                 "consume": "XREADGROUP ... NOACK (nothing pending, never redelivered)",
                 "server": "appendonly yes, appendfsync always (msglab infra)",
+                **failover_settings(
+                    "what was read (NOACK) does not come again; entries the new primary lacks "
+                    "are gone"
+                ),
             },
         }
 

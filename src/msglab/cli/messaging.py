@@ -269,10 +269,13 @@ def profiles(
         return
     for name, per_profile in data.items():
         table = Table(title=name, show_lines=False)
-        table.add_column("setting")
-        for profile in per_profile:
-            table.add_column(profile)
         keys = list(dict.fromkeys(k for p in per_profile.values() for k in p))
+        # the settings' names whole, up to half the terminal (librdkafka's are long and have no
+        # space to wrap at); a longer name or value is folded, never cut
+        widest = max(len(k) for k in keys)
+        table.add_column("setting", overflow="fold", width=min(widest, console.width // 2 - 1))
+        for profile in per_profile:
+            table.add_column(profile, overflow="fold")
         for key in keys:
             table.add_row(key, *[per_profile[p].get(key, "-") for p in per_profile])
         console.print(table)
