@@ -46,6 +46,7 @@ class BenchResult:
     baselines: dict[str, float] = field(default_factory=dict)
     variants: dict[str, float] = field(default_factory=dict)  # other msglab APIs, msgs/s
     delivered: dict[str, int] = field(default_factory=dict)
+    cluster: str | None = None  # the replicated cluster it ran on (kafka-cluster), or None
 
     @property
     def raw_msgs_per_s(self) -> float | None:
@@ -63,6 +64,7 @@ class BenchResult:
         return {
             "operation": self.operation,
             "transport": self.transport,
+            "cluster": self.cluster,
             "profile": self.profile,
             "messages": self.messages,
             "size": self.size,
@@ -105,14 +107,23 @@ def bench_publish(
     size: int,
     rounds: int = 2,
     progress: Progress | None = None,
+    cluster: str | None = None,
 ) -> BenchResult:
+    """``cluster``: the replicated cluster ``config.url`` names, recorded in the result."""
     transport = open_transport(name, config)
     raws = _raw_publishers(transport)
     batch = make_messages(messages, size, keys=8)
     topic = f"bench-{uuid.uuid4().hex[:8]}"
     _declare(transport, topic, ["bench"])
     result = BenchResult(
-        "publish", name, config.profile.value, messages, size, 0.0, next(iter(raws), None)
+        "publish",
+        name,
+        config.profile.value,
+        messages,
+        size,
+        0.0,
+        next(iter(raws), None),
+        cluster=cluster,
     )
     try:
         for r in range(rounds):
@@ -201,12 +212,13 @@ def bench_consume(
     size: int,
     rounds: int = 5,
     progress: Progress | None = None,
+    cluster: str | None = None,
 ) -> BenchResult:
     """Drain ``messages`` with msglab and with each raw consumer, ``rounds`` times each, every
     drain with a group of its own on the same topic (msglab first in odd rounds, last in even
     ones); the median rate of each counts. A drain of 20 000 messages takes a tenth of a
     second, and one in five ran 1.5x faster than the others (measured): a best-of would
-    report those outliers."""
+    report those outliers. ``cluster``: as for ``bench_publish``."""
     transport = open_transport(name, config)
     raws = _raw_consumers(transport)
     if not raws:
@@ -215,7 +227,14 @@ def bench_consume(
     contenders = ["msglab", PER_DELIVERY, *raws]
     groups = {(c, r): f"bench-{i}-{r}" for i, c in enumerate(contenders) for r in range(rounds)}
     result = BenchResult(
-        "consume", name, config.profile.value, messages, size, 0.0, next(iter(raws))
+        "consume",
+        name,
+        config.profile.value,
+        messages,
+        size,
+        0.0,
+        next(iter(raws)),
+        cluster=cluster,
     )
     batch = make_messages(messages, size, keys=8)
     stores = transport.stores_messages

@@ -206,3 +206,25 @@ def test_the_compare_table_fits_the_terminal(width: int, shows: str) -> None:
     numbered = [line for line in lines if re.match(rf"^\W*{last}\b", line)]
     assert len(numbered) == 1, "the last run has no line of its own"
     assert "10020" in out.getvalue()  # lost from storage, in either table
+
+
+def test_profiles_fit_80_columns_and_show_every_failover_setting_whole(tmp_path: Path) -> None:
+    """`msglab profiles` in an 80-column terminal: no line wider, no value cut short, and
+    librdkafka's long failover names each on one line."""
+    from msglab.brokers.kafka import failover_settings
+    from msglab.config import ClientConfig
+
+    result = subprocess.run(
+        [sys.executable, "-m", "msglab", "profiles"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MSGLAB_HOME": str(tmp_path), "COLUMNS": "80"},
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(map(len, lines)) <= 80 and "…" not in result.stdout
+    words = set(result.stdout.replace("│", " ").split())
+    assert set(failover_settings(ClientConfig(url="x"))) <= words
+    for row in ("failover publish", "failover consume", "failover sentinel", "failover silence"):
+        assert row in result.stdout

@@ -1,6 +1,7 @@
 """What the cluster test modules share: a cluster's status rows, a private backend on free
 ports, and the checks every cluster passes (a taken address refused naming the node, an
-unknown node refused listing the valid ones)."""
+unknown node refused listing the valid ones, `msglab publish` and `consume --cluster` through
+it)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import os
 import socket
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -84,3 +86,23 @@ def listening_addresses(pid: int) -> set[str]:
                 address, _, port = fields[1].rpartition(":")
                 found.add(f"{process._address(address)}:{int(port, 16)}")
     return found
+
+
+def cli_round_trip(transport: str, cluster: str, count: int, profile: str) -> tuple[str, str]:
+    """``msglab publish --cluster`` ``count`` messages to a new topic, then ``msglab consume
+    --cluster`` them back as a new group, each in its own process as a user runs them: every
+    message confirmed, then delivered once, both commands naming ``cluster``. The topic and
+    the group."""
+    topic, group = f"cli_{uuid.uuid4().hex[:8]}", "cli"
+    where = ("-t", transport, "--cluster", "--topic", topic, "-p", profile, "--json")
+    if transport == "rabbitmq":  # a message no queue is bound for yet is returned (failed)
+        run_cli("consume", *where, "--group", group, "-n", "1", "--idle", "0.5")
+    sent = json.loads(run_cli("publish", *where, "-n", str(count)).stdout)
+    assert sent["cluster"] == cluster and sent["transport"] == transport, sent
+    assert sent["confirmed"] == sent["sent"] == count, sent
+    got = json.loads(
+        run_cli("consume", *where, "--group", group, "-n", str(count), "--idle", "5").stdout
+    )
+    assert got["cluster"] == cluster, got
+    assert got["deliveries"] == got["distinct"] == count and got["duplicates"] == 0, got
+    return topic, group

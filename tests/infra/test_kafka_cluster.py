@@ -2,13 +2,15 @@
 
 The cluster forms; a plain confluent-kafka client writes with acks=all through the URL `status`
 gives and reads back; one node SIGKILLed (`infra kill kafka-cluster/n2`) leaves a cluster that
-still acknowledges acks=all writes (min ISR 2) and the node rejoins after `infra restart`; a node
+still acknowledges acks=all writes (min ISR 2) and the node rejoins after `infra restart`;
+`msglab publish`, `consume` and `bench --cluster` reach it (topics of RF 3); a node
 whose address is taken or whose storage is broken fails `up` naming the node; `infra down`
 leaves no process. The failures run on a second, private cluster (own home and ports).
 """
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -156,6 +158,26 @@ def test_acks_all_through_the_status_url_and_read_back(
     acked = produce(url, topic, range(N))
     assert sorted(acked) == list(range(N))
     assert sorted(consume(url, topic, N)) == list(range(N))
+
+
+@pytest.mark.kafka
+def test_msglab_publish_and_consume_with_cluster_use_every_node(
+    cluster: list[dict[str, Any]],
+) -> None:
+    """`msglab publish -t kafka --cluster` bootstraps from every node and creates its topic
+    with the cluster's replication factor (3); `msglab consume --cluster` reads it back."""
+    topic, _group = clusters.cli_round_trip("kafka", "kafka-cluster", 2000, "at-least-once")
+    assert replicas_and_isr(cluster[0]["url"], topic) == ([1, 2, 3], [1, 2, 3])
+
+
+@pytest.mark.kafka
+def test_bench_with_cluster_says_it_ran_on_the_cluster(cluster: list[dict[str, Any]]) -> None:
+    args = ("bench", "publish", "-t", "kafka", "--cluster", "-n", "500", "--rounds", "1")
+    out = json.loads(run_cli(*args, "--json").stdout)
+    assert out["cluster"] == "kafka-cluster" and out["transport"] == "kafka", out
+    assert out["msglab_msgs_per_s"] > 0 and out["raw_msgs_per_s"] > 0, out
+    table = run_cli(*args).stdout
+    assert "bench publish: kafka on kafka-cluster at-least-once" in table, table
 
 
 @pytest.mark.kafka

@@ -2,7 +2,8 @@
 
 The cluster forms (three members, no epmd); a pika client given the status URL publishes with
 confirms to a quorum queue with three replicas, the queue leader's node is SIGKILLed, and every
-confirmed message is consumed from another node; the node rejoins after `infra restart`; a node
+confirmed message is consumed from another node; the node rejoins after `infra restart`;
+`msglab publish` and `consume --cluster` go through a quorum queue on all three; a node
 cut off from the two others (nftables) pauses (`pause_minority`) and is a member again once
 healed; a node whose address is taken or whose data is broken fails `up` naming the node;
 `infra down` leaves no process. The failures run on a second, private cluster (own home and
@@ -99,6 +100,14 @@ def test_three_nodes_form_one_cluster_on_their_own_addresses(cluster: RabbitMQCl
         // 1024
     )
     print(f"rabbitmq-cluster: the three beam.smp hold {rss_mb} MB (RSS)")
+
+
+@pytest.mark.rabbitmq
+def test_msglab_publish_and_consume_with_cluster_use_a_quorum_queue_on_every_node(
+    cluster: RabbitMQCluster,
+) -> None:
+    topic, group = clusters.cli_round_trip("rabbitmq", "rabbitmq-cluster", 1000, "at-least-once")
+    assert sorted(cluster.quorum_status(f"{topic}.{group}")) == list(NODES)
 
 
 @pytest.mark.rabbitmq

@@ -3,13 +3,14 @@ once for this module.
 
 It forms (one primary, two connected replicas, three Sentinels that know each other); a redis-py
 Sentinel client built from the URL `status` gives writes to the primary and reads from a
-replica; the primary's node SIGKILLed (`infra kill`, a host crash: its Redis and its Sentinel)
-has a replica promoted within seconds, the same client writing to it, and the old primary back
-as a replica after `infra restart`; the primary cut off from the two other nodes but not from
-its clients keeps acknowledging writes while the others elect a new primary, and those writes
-are gone once healed (Jepsen's Redis case; the count is printed, not asserted); a node whose
-address is taken or that cannot start fails `up` naming it; `infra down` leaves no process.
-The failures run on private clusters (own home and ports).
+replica; `msglab publish` and `consume -t redis-streams --cluster` go through the Sentinels to
+the primary; the primary's node SIGKILLed (`infra kill`, a host crash: its Redis and its
+Sentinel) has a replica promoted within seconds, the same client writing to it, and the old
+primary back as a replica after `infra restart`; the primary cut off from the two other nodes
+but not from its clients keeps acknowledging writes while the others elect a new primary, and
+those writes are gone once healed (Jepsen's Redis case; the count is printed, not asserted); a
+node whose address is taken or that cannot start fails `up` naming it; `infra down` leaves no
+process. The failures run on private clusters (own home and ports).
 """
 
 from __future__ import annotations
@@ -132,6 +133,17 @@ def test_a_sentinel_client_from_the_status_url_writes_to_the_primary_and_reads_a
     assert primary.wait(2, 5000) == 2  # both replicas have it
     assert replica.execute_command("ROLE")[0] == b"slave"
     assert replica.get(key) == value.encode()
+
+
+@pytest.mark.redis
+def test_msglab_publish_and_consume_with_cluster_reach_the_primary_through_the_sentinels(
+    cluster: RedisSentinel,
+) -> None:
+    topic, _ = clusters.cli_round_trip("redis-streams", "redis-sentinel", 1000, "at-least-once")
+    client = sentinel_client(cluster_status()[0]["url"])
+    primary = client.master_for(MASTER)
+    assert primary.xlen(topic) == 1000 and primary.wait(2, 5000) == 2
+    assert client.slave_for(MASTER).xlen(topic) == 1000  # replicated
 
 
 @pytest.mark.redis

@@ -40,7 +40,22 @@ CLUSTER_OF: dict[str, str] = {
     "redis-streams": "redis-sentinel",
     "redis-pubsub": "redis-sentinel",
 }
-"""The replicated ``msglab infra`` cluster a transport uses with ``--cluster``."""
+"""The replicated cluster each transport runs on with ``--cluster`` (``msglab run``,
+``publish``, ``consume``, ``bench``), instead of its single server."""
+
+
+def service_of(name: str, cluster: bool = False) -> str | None:
+    """The ``msglab infra`` service transport ``name`` talks to: its server (None: it needs
+    none), or with ``cluster`` its replicated cluster; UsageError naming the transports that
+    have one when it has none."""
+    if not cluster:
+        return SERVICE_OF[name]
+    if name not in CLUSTER_OF:
+        raise UsageError(
+            f"--cluster: {name} has no cluster here; transports with one: {', '.join(CLUSTER_OF)}"
+        )
+    return CLUSTER_OF[name]
+
 
 EXTRA_OF: dict[str, str | None] = dict(SERVICE_OF)
 """The pip extra that installs each transport's driver (None: it needs none): each extra is

@@ -89,46 +89,96 @@ def address(url: str) -> str:
     return f"{kw.get('host', 'localhost')}:{kw.get('port', 6379)}"
 
 
+PUBLISH_RETRIES = 0
+"""A publisher's client never retries a command: a write retried after a lost reply may be
+stored twice, so its outcome is reported as unknown; the next publish connects again."""
+
+
+SUBSCRIBER_RETRIES = 2
+
+
+def subscriber_retries(config: ClientConfig) -> int:
+    """A subscriber's client retries a command after a ConnectionError or TimeoutError (redis-py's
+    ``Retry``) this many times, reconnecting each time: a read or an ack may be repeated. Few:
+    redis-py 8.1's Sentinel-managed connection can stay on a demoted primary through all its
+    retries (each answered READONLY); past them the Streams subscriber waits and builds a new
+    client, which asks the Sentinels (``StreamsSubscriber._connection_lost``)."""
+    return min(SUBSCRIBER_RETRIES, config.reconnect.attempts)
+
+
+def client_settings(config: ClientConfig, retries: int) -> dict[str, Any]:
+    """What the Redis client (redis-py's, or the primary's through the Sentinels) is given:
+    msglab's timeouts, and ``retries`` retries of a command that lost its connection or timed
+    out, each after ``config.reconnect.first_s`` x 2^n, at most ``max_s`` (redis-py's
+    ``ExponentialBackoff``), each on a new connection (through the Sentinels: to the primary
+    they name then)."""
+    backoff = ExponentialBackoff(cap=config.reconnect.max_s, base=config.reconnect.first_s)
+    return {
+        "socket_connect_timeout": config.connect_timeout_s,
+        "socket_timeout": config.request_timeout_s,
+        "retry": Retry(backoff, retries),
+        "health_check_interval": 0,
+        "client_name": config.client_id,
+    }
+
+
+def sentinel_settings(config: ClientConfig, sentinels: int) -> dict[str, Any]:
+    """What the connection to each of ``sentinels`` Sentinels is given: a share of the connect
+    timeout each and no retry (the next Sentinel is the retry; redis-py's default is 10), so
+    that a list of unreachable Sentinels fails within the connect timeout."""
+    share = config.connect_timeout_s / sentinels
+    return {
+        "socket_connect_timeout": share,
+        "socket_timeout": share,
+        "retry": Retry(NoBackoff(), 0),
+    }
+
+
 def connect(config: ClientConfig, *, retries: int) -> Any:  # redis-py is partly untyped
     """A client with msglab's timeouts; ``retries`` > 0 only where a retry cannot duplicate."""
-    retry = Retry(
-        ExponentialBackoff(cap=config.reconnect.max_s, base=config.reconnect.first_s), retries
-    )
     if (parts := sentinel_url(config.url)) is not None:
-        return _sentinel_client(config, parts, retry)
-    return redis.Redis.from_url(
-        config.url,
-        socket_connect_timeout=config.connect_timeout_s,
-        socket_timeout=config.request_timeout_s,
-        retry=retry,
-        health_check_interval=0,
-        client_name=config.client_id,
-    )
+        return _sentinel_client(config, parts, retries)
+    return redis.Redis.from_url(config.url, **client_settings(config, retries))
 
 
-def _sentinel_client(config: ClientConfig, parts: SentinelURL, retry: Retry) -> Any:
-    """The primary's client through the Sentinels. Each Sentinel is asked in turn with a share
-    of the connect timeout, so that a list of unreachable Sentinels fails within the connect
-    timeout (redis-py raises MasterNotFoundError, a ConnectionError, naming the master)."""
-    share = config.connect_timeout_s / len(parts.sentinels)
+def _sentinel_client(config: ClientConfig, parts: SentinelURL, retries: int) -> Any:
+    """The primary's client through the Sentinels: before each new connection it asks them in
+    turn for the primary's address (redis-py raises MasterNotFoundError, a ConnectionError
+    naming the master, when none answers), drops its idle connections to a former primary,
+    and takes a READONLY reply (the primary it is connected to was made a replica) as a lost
+    connection."""
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
-        list(parts.sentinels),
-        sentinel_kwargs={
-            "socket_connect_timeout": share,
-            "socket_timeout": share,
-            "retry": Retry(NoBackoff(), 0),  # the next Sentinel is the retry (default: 10)
-        },
+        list(parts.sentinels), sentinel_kwargs=sentinel_settings(config, len(parts.sentinels))
     )
     return sentinel.master_for(  # type: ignore[no-untyped-call]
-        parts.master,
-        socket_connect_timeout=config.connect_timeout_s,
-        socket_timeout=config.request_timeout_s,
-        retry=retry,
-        health_check_interval=0,
-        client_name=config.client_id,
-        db=parts.db,
-        password=parts.password,
+        parts.master, **client_settings(config, retries), db=parts.db, password=parts.password
     )
+
+
+def failover_settings(consume: str) -> dict[str, str]:
+    """What the clients do when their server goes away, for ``msglab profiles``: from the
+    settings ``connect`` gives publishers (``PUBLISH_RETRIES``) and subscribers
+    (``subscriber_retries``), with ``ClientConfig``'s defaults and a Sentinel URL of three
+    Sentinels. ``consume``: what a subscriber's reconnect means for its messages."""
+    config = ClientConfig(url=f"{SENTINEL_SCHEME}://h1:1,h2:2,h3:3/msglab")
+    client = client_settings(config, PUBLISH_RETRIES)
+    sentinel = sentinel_settings(config, 3)
+    retries = subscriber_retries(config)
+    return {
+        "connection": f"socket_connect_timeout={client['socket_connect_timeout']:g}, "
+        f"socket_timeout={client['socket_timeout']:g}, "
+        f"health_check_interval={client['health_check_interval']}",
+        "failover sentinel": f"{SENTINEL_SCHEME}:// URL: each new connection asks the "
+        f"Sentinels in turn for the primary ({sentinel['socket_timeout']:.3g} s each, the "
+        "connect timeout over 3; no retry); idle connections to a former primary are dropped; "
+        "READONLY (the primary made a replica) is a lost connection",
+        "failover publish": f"retry={PUBLISH_RETRIES}: a connection lost in a pipelined chunk "
+        "makes it unknown and the rest failed; a publish that finds its connection gone "
+        "fails before sending, the next one connects again",
+        "failover consume": f"retry={retries} on ConnectionError and TimeoutError, the n-th "
+        f"after {config.reconnect.first_s:g} s x 2^n (at most {config.reconnect.max_s:g} s), "
+        f"each on a new connection; {consume}",
+    }
 
 
 def check_reachable(name: str, config: ClientConfig) -> None:
@@ -174,7 +224,7 @@ class PipelinedPublisher:
         self._command = command
         self._wait = config.wait_replicas
         self._wait_ms = int(config.request_timeout_s * 500)  # half: the socket's must not fire
-        self._client = connect(config, retries=0)
+        self._client = connect(config, retries=PUBLISH_RETRIES)
         self._lock = threading.Lock()
 
     def publish(self, topic: str, messages: Iterable[Message]) -> None:
@@ -211,7 +261,7 @@ class PipelinedPublisher:
         self._client.close()
 
 
-def client_settings(config: ClientConfig) -> dict[str, str]:
+def set_settings(config: ClientConfig) -> dict[str, str]:
     """What ``msglab run --set`` turns in the clients built from ``config``: ``wait``."""
     return {"wait": str(config.wait_replicas)}
 

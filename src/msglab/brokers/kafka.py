@@ -54,16 +54,52 @@ def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
 
-def _common(config: ClientConfig) -> dict[str, Any]:
+METADATA_REFRESH_MS = 300_000
+"""``topic.metadata.refresh.interval.ms``: the periodic metadata refresh, a backstop (librdkafka's
+and the Java client's default); a leader change is found by the refresh an error starts."""
+METADATA_FAST_REFRESH_MS = 100
+"""``topic.metadata.refresh.fast.interval.ms``: a partition that lost its leader has its metadata
+asked for at once, then again after this, doubling up to ``RETRY_BACKOFF_MAX_MS``, until a
+leader is known (librdkafka's default, pinned)."""
+RETRY_BACKOFF_MS, RETRY_BACKOFF_MAX_MS = 100, 1000
+"""``retry.backoff.ms`` / ``retry.backoff.max.ms``: the wait before a failed request (a produce
+whose leader moved) is sent again, doubling (librdkafka's defaults, pinned)."""
+
+
+def failover_settings(config: ClientConfig) -> dict[str, Any]:
+    """What every Kafka client of msglab does when a broker goes away or a partition's leader
+    moves (a node of kafka-cluster killed or cut off): a connection not set up within the
+    connect timeout is given up; a request not answered within the request timeout closes the
+    connection, which is then set up again with backoff (librdkafka's default, 60 s, kept a
+    consumer fetching from a leader frozen for 30 s until it woke: measured, README); a leader
+    lost starts a metadata refresh at once; when no broker it knows answers, the client starts
+    again from the bootstrap list (every node's address)."""
+    return {
+        "socket.connection.setup.timeout.ms": _ms(config.connect_timeout_s),
+        "socket.timeout.ms": _ms(config.request_timeout_s),
+        "reconnect.backoff.ms": _ms(config.reconnect.first_s),
+        "reconnect.backoff.max.ms": _ms(config.reconnect.max_s),
+        "retry.backoff.ms": RETRY_BACKOFF_MS,
+        "retry.backoff.max.ms": RETRY_BACKOFF_MAX_MS,
+        "topic.metadata.refresh.fast.interval.ms": METADATA_FAST_REFRESH_MS,
+        "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
+        "metadata.max.age.ms": 3 * METADATA_REFRESH_MS,
+        "metadata.recovery.strategy": "rebootstrap",
+    }
+
+
+def _connection(config: ClientConfig) -> dict[str, Any]:
     return {
         "bootstrap.servers": config.url.removeprefix("kafka://"),
         "client.id": config.client_id,
-        "socket.connection.setup.timeout.ms": _ms(config.connect_timeout_s),
-        "reconnect.backoff.ms": _ms(config.reconnect.first_s),
-        "reconnect.backoff.max.ms": _ms(config.reconnect.max_s),
         "log.connection.close": False,
         "logger": LOG,
     }
+
+
+def _common(config: ClientConfig) -> dict[str, Any]:
+    """What every client (producer, consumer, admin) is given."""
+    return {**_connection(config), **failover_settings(config)}
 
 
 def producer_settings(config: ClientConfig) -> dict[str, Any]:
@@ -468,17 +504,24 @@ class KafkaTransport:
 
     @classmethod
     def profile_settings(cls) -> dict[str, dict[str, str]]:
+        """The settings every client gets (``client``, ``failover``: shown once), then the
+        producer's and the consumer's own, as the clients are built with them."""
         out: dict[str, dict[str, str]] = {}
         for profile in (DeliveryProfile.AT_MOST_ONCE, DeliveryProfile.AT_LEAST_ONCE):
             cfg = ClientConfig(url="BOOTSTRAP", profile=profile)
+            common = _common(cfg)
+            failover = failover_settings(cfg)
             settings = {
-                f"producer {k}": str(v) for k, v in producer_settings(cfg).items() if k != "logger"
+                f"client {k}": str(v)
+                for k, v in common.items()
+                if k not in failover and k != "logger"
             }
-            settings |= {
-                f"consumer {k}": str(v)
-                for k, v in consumer_settings(cfg, "G").items()
-                if k != "logger"
-            }
+            settings |= {f"failover {k}": str(v) for k, v in failover.items()}
+            for role, built in (
+                ("producer", producer_settings(cfg)),
+                ("consumer", consumer_settings(cfg, "G")),
+            ):
+                settings |= {f"{role} {k}": str(v) for k, v in built.items() if k not in common}
             settings["consumer offsets"] = (
                 "stored after the handler acked; committed every 1 s and on close"
                 if profile is DeliveryProfile.AT_LEAST_ONCE

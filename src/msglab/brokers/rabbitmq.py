@@ -38,6 +38,27 @@ with driver_import("rabbitmq", __name__):
 
 NAME = "rabbitmq"
 WINDOW = 1000
+HEARTBEAT_S = 10
+"""The AMQP heartbeat asked for (the server proposes 60 s): pika closes a connection that
+received nothing for this plus 5 s, so a node that went silent (cut off, frozen) is left
+within 15 s."""
+MIN_PUBLISH_TRIES = 3
+"""A publish that finds its connection gone connects again, to the next node each try: this
+many tries, or one per node when the URL lists more."""
+
+
+def connection_settings(config: ClientConfig) -> dict[str, float | int]:
+    """What pika is given for each node's connection (``pika.ConnectionParameters``): a node
+    that does not take the connection within the connect timeout is given up (one attempt:
+    msglab moves on to the next node itself), and a connection the broker blocks (memory or
+    disk alarm) is closed after the request timeout."""
+    return {
+        "socket_timeout": config.connect_timeout_s,
+        "stack_timeout": config.connect_timeout_s,
+        "blocked_connection_timeout": config.request_timeout_s,
+        "connection_attempts": 1,
+        "heartbeat": HEARTBEAT_S,
+    }
 
 
 def _params(config: ClientConfig) -> list[pika.URLParameters]:
@@ -46,13 +67,20 @@ def _params(config: ClientConfig) -> list[pika.URLParameters]:
     found = []
     for url in config.url.split(","):
         params = pika.URLParameters(url)
-        params.socket_timeout = config.connect_timeout_s
-        params.stack_timeout = config.connect_timeout_s
-        params.blocked_connection_timeout = config.request_timeout_s
-        params.connection_attempts = 1
-        params.heartbeat = 10
+        for key, value in connection_settings(config).items():
+            setattr(params, key, value)
         found.append(params)
     return found
+
+
+def publish_connect_delays(config: ClientConfig, nodes: int) -> list[float]:
+    """The waits before each try of a publisher that must connect again (the first at once),
+    each try to the next of ``nodes`` nodes: every node at least once, backoff as
+    ``config.reconnect``."""
+    tries = max(MIN_PUBLISH_TRIES, nodes)
+    backoff = config.reconnect.delays()
+    backoff += [config.reconnect.max_s] * (tries - 1 - len(backoff))
+    return [0.0, *backoff[: tries - 1]]
 
 
 def _address(config: ClientConfig) -> str:
@@ -116,7 +144,7 @@ class RabbitPublisher:
         if self._channel is not None and self._channel.is_open:
             return
         error: BaseException | None = None
-        for delay in [0.0, *self._config.reconnect.delays()[:2]]:
+        for delay in publish_connect_delays(self._config, len(_params(self._config))):
             time.sleep(delay)
             try:
                 self._connect()
@@ -519,14 +547,43 @@ class RabbitMQTransport:
                 "publish": f"delivery_mode=2 (persistent), publisher confirms, window {WINDOW}, "
                 "mandatory (unroutable = failed)",
                 "consume": "manual ack after the handler, basic_qos prefetch, nack requeues",
+                **_failover(DeliveryProfile.AT_LEAST_ONCE),
             },
             "at-most-once": {
                 "exchange": "T: fanout, durable",
                 "queue": queue(DeliveryProfile.AT_MOST_ONCE),
                 "publish": "delivery_mode=1 (transient), no confirms, no mandatory",
                 "consume": "auto_ack (acked when sent)",
+                **_failover(DeliveryProfile.AT_MOST_ONCE),
             },
         }
+
+
+def _failover(profile: DeliveryProfile) -> dict[str, str]:
+    """What a client does when its node goes away, from the settings it is built with
+    (``profile_settings``; the reconnect backoff is ``ClientConfig.reconnect``'s default)."""
+    cfg = ClientConfig(url="amqp://", profile=profile)
+    safe = profile is DeliveryProfile.AT_LEAST_ONCE
+    backoff = cfg.reconnect
+    waits = ", ".join(f"{d:g}" for d in publish_connect_delays(cfg, 3))
+    return {
+        "connection": ", ".join(f"{k}={v:g}" for k, v in connection_settings(cfg).items()),
+        "failover nodes": "a cluster's URL lists every node's, comma-separated; a connection "
+        "tries them in turn",
+        "failover silence": f"nothing received for heartbeat + 5 s ({HEARTBEAT_S + 5} s, pika's "
+        "check): the connection is closed, so a node cut off or frozen is left",
+        "failover publish": "a lost connection fails the publish in flight ("
+        + ("confirms missing: unknown; unsent: failed" if safe else "unsent: failed")
+        + f"); the next publish connects again, to the next node each try, one try per node "
+        f"and {MIN_PUBLISH_TRIES} at least (3 nodes: after {waits} s)",
+        "failover consume": f"a lost connection: up to {backoff.attempts} reconnects, after "
+        f"{backoff.first_s:g} s doubling to {backoff.max_s:g} s, each trying every node in order; "
+        + (
+            "unacked deliveries come again (redelivered)"
+            if safe
+            else "deliveries sent before the loss (auto-acked) do not come again"
+        ),
+    }
 
 
 # -- raw-client baselines for `msglab bench` ------------------------------------------------

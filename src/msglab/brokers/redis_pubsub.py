@@ -19,9 +19,11 @@ from msglab.brokers._redis_common import (
     PipelinedPublisher,
     boundary,
     check_reachable,
-    client_settings,
     connect,
+    failover_settings,
     raw_pipelined,
+    set_settings,
+    subscriber_retries,
 )
 from msglab.config import ClientConfig
 from msglab.errors import TransportError, UsageError
@@ -57,7 +59,7 @@ class PubSubSubscriber(SubscriberBase):
         self._config = config
         # reconnects (re-subscribing) after a lost connection; what was published meanwhile
         # is gone, as pub/sub has no storage
-        self._client = connect(config, retries=config.reconnect.attempts)
+        self._client = connect(config, retries=subscriber_retries(config))
         self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
 
     def _open(self, topic: str) -> None:
@@ -106,7 +108,7 @@ class RedisPubSubTransport:
 
     @classmethod
     def client_settings(cls, config: ClientConfig) -> dict[str, str]:
-        return client_settings(config)
+        return set_settings(config)
 
     @classmethod
     def profile_settings(cls) -> dict[str, dict[str, str]]:
@@ -116,6 +118,9 @@ class RedisPubSubTransport:
                 "consume": "SUBSCRIBE; no ack exists",
                 "server": "nothing stored; a slow subscriber is cut off at "
                 "client-output-buffer-limit pubsub",
+                **failover_settings(
+                    "SUBSCRIBE again; what was published meanwhile is gone (no storage)"
+                ),
             },
             "at-least-once": {"refused": "pub/sub has no storage and no ack"},
         }

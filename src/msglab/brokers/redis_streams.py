@@ -26,9 +26,11 @@ from msglab.brokers._redis_common import (
     PipelinedPublisher,
     boundary,
     check_reachable,
-    client_settings,
     connect,
+    failover_settings,
     raw_pipelined,
+    set_settings,
+    subscriber_retries,
 )
 from msglab.config import ClientConfig
 from msglab.extras import driver_import
@@ -65,7 +67,6 @@ def decode(fields: dict[bytes, bytes]) -> Message:
 
 
 Entry = tuple[bytes, dict[bytes, bytes]]  # a stream entry: its id and its fields
-IN_CLIENT_RETRIES = 2  # redis-py's own, per command; past them the subscriber's loop waits
 UNWRITABLE = ("NOREPLICAS", "READONLY")
 """Errors of a server that takes no writes for now (min-replicas-to-write without its replicas,
 a replica): a consumer's XREADGROUP and XACK are writes; it waits as for a lost connection."""
@@ -78,7 +79,7 @@ class StreamsSubscriber(SubscriberBase):
         super().__init__(group)
         self._config = config
         self._consumer = f"{config.client_id}-{uuid.uuid4().hex[:8]}"
-        self._client = connect(config, retries=IN_CLIENT_RETRIES)
+        self._client = connect(config, retries=subscriber_retries(config))
         self._acks: list[bytes] = []
         self._retry: list[bytes] = []
         self._noack = config.profile is DeliveryProfile.AT_MOST_ONCE
@@ -145,7 +146,7 @@ class StreamsSubscriber(SubscriberBase):
         # a new client: redis-py's Sentinel-managed connection can stay on a demoted primary
         # (it answers READONLY to every retry, redis-py 8.1), a new one asks the Sentinels
         self._client.close()
-        self._client = connect(self._config, retries=IN_CLIENT_RETRIES)
+        self._client = connect(self._config, retries=subscriber_retries(self._config))
 
     def _group_lost(self, topic: str, exc: redis.ResponseError) -> None:
         """The server lost the group or the whole stream (a restart without the data: AOF
@@ -272,7 +273,7 @@ class RedisStreamsTransport:
 
     @classmethod
     def client_settings(cls, config: ClientConfig) -> dict[str, str]:
-        return client_settings(config)
+        return set_settings(config)
 
     @classmethod
     def profile_settings(cls) -> dict[str, dict[str, str]]:
@@ -282,11 +283,21 @@ class RedisStreamsTransport:
                 "consume": "XREADGROUP (pending list), XACK after the handler (batched)",
                 "redelivery": "nack: XCLAIM to self; dead consumer: XAUTOCLAIM after claim_idle_s",
                 "server": "appendonly yes, appendfsync always (msglab infra)",
+                **failover_settings(
+                    "past them the subscriber waits (the same backoff, never giving up) and "
+                    "connects anew through the Sentinels; what was read and not acked stays "
+                    "pending and comes again; a group the new primary lacks (a replica behind) "
+                    "is created again from the start"
+                ),
             },
             "at-most-once": {
                 "publish": "XADD, pipelined in chunks of 500; no client-side retry",
                 "consume": "XREADGROUP ... NOACK (nothing pending, never redelivered)",
                 "server": "appendonly yes, appendfsync always (msglab infra)",
+                **failover_settings(
+                    "what was read (NOACK) does not come again; entries the new primary lacks "
+                    "are gone"
+                ),
             },
         }
 

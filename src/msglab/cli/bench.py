@@ -10,7 +10,15 @@ from rich.console import Console
 from rich.table import Table
 
 from msglab.bench import BenchResult, bench_consume, bench_publish
-from msglab.cli.messaging import JsonOpt, ProfileOpt, SizeOpt, TransportOpt, build
+from msglab.cli.messaging import (
+    ClusterOpt,
+    JsonOpt,
+    ProfileOpt,
+    SizeOpt,
+    TransportOpt,
+    build,
+    cluster_label,
+)
 
 app = typer.Typer(
     help="Throughput of msglab's transports beside the raw clients.", no_args_is_help=True
@@ -25,8 +33,9 @@ def show(result: BenchResult, as_json: bool) -> None:
         return
     out = Console()
     table = Table(
-        title=f"bench {result.operation}: {result.transport} {result.profile}, "
-        f"{result.messages} x {result.size} B"
+        title=f"bench {result.operation}: {result.transport}"
+        + (f" on {result.cluster}" if result.cluster else "")
+        + f" {result.profile}, {result.messages} x {result.size} B"
     )
     for col in ("client", "msgs/s", "MB/s", "msglab / this"):
         table.add_column(col, justify="right")
@@ -56,10 +65,11 @@ def publish(
     messages: MessagesOpt = 20000,
     size: SizeOpt = 100,
     rounds: Annotated[int, typer.Option(min=1)] = 5,
+    cluster: ClusterOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Publish throughput: msglab vs the raw client (best of ROUNDS each)."""
-    t = build(transport, profile)
+    t = build(transport, profile, cluster=cluster)
     with console.status("benchmarking") as status:
         result = bench_publish(
             transport,
@@ -68,6 +78,7 @@ def publish(
             size,
             rounds,
             progress=lambda what: status.update(f"publishing: {what}"),
+            cluster=cluster_label(transport, cluster),
         )
     show(result, as_json)
 
@@ -79,11 +90,12 @@ def consume(
     messages: MessagesOpt = 20000,
     size: SizeOpt = 100,
     rounds: Annotated[int, typer.Option(min=1)] = 5,
+    cluster: ClusterOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Consume throughput (first to last message): msglab vs the raw client (median of ROUNDS
     each, every drain by a fresh consumer group)."""
-    t = build(transport, profile)
+    t = build(transport, profile, cluster=cluster)
     with console.status("benchmarking") as status:
         result = bench_consume(
             transport,
@@ -92,5 +104,6 @@ def consume(
             size,
             rounds,
             progress=lambda what: status.update(f"consuming: {what}"),
+            cluster=cluster_label(transport, cluster),
         )
     show(result, as_json)

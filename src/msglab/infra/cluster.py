@@ -153,6 +153,16 @@ class Cluster(ABC, Generic[N]):
     def is_installed(self) -> bool:
         return self.first.is_installed()
 
+    def check_running(self) -> None:
+        """NotRunningError naming ``msglab infra up <cluster>`` when none of the nodes runs,
+        read from their PID files (no network: at once). A cluster with a node down still
+        serves its clients, which try the others."""
+        if all(svc.pid() is None for svc in self.nodes.values()):
+            raise NotRunningError(
+                f"{self.name} is not running (none of its nodes runs): start it with "
+                f"`msglab infra up {self.name}`"
+            )
+
     def install(self) -> None:
         self.first.install()
 

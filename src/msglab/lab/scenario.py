@@ -7,7 +7,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from msglab.brokers import CLUSTER_OF, EXTRA_OF, SERVICE_OF, TRANSPORTS
+from msglab.brokers import EXTRA_OF, TRANSPORTS, service_of
 from msglab.errors import UsageError
 from msglab.lab.faults import FAULTS, Fault, fault
 from msglab.lab.faults.cluster import CUTS, PARTITIONS
@@ -121,11 +121,7 @@ class Scenario:
                 f"redis-pubsub cannot promise {self.profile}: pub/sub stores nothing and has no "
                 "acknowledgement; run it with --profile at-most-once"
             )
-        if self.cluster and self.transport not in CLUSTER_OF:
-            raise UsageError(
-                f"--cluster: {self.transport} has no cluster here; transports with one: "
-                + ", ".join(CLUSTER_OF)
-            )
+        service_of(self.transport, self.cluster)  # no cluster: refused, naming those with one
         if self.cluster and self.pattern == "cdc":
             raise UsageError("--cluster: the cdc pattern's Kafka Connect uses the single Kafka")
         if self.partition not in PARTITIONS:
@@ -186,7 +182,7 @@ class Scenario:
     def service(self) -> str | None:
         """The server behind the transport (None: the files transport needs none), or its
         cluster with ``cluster``."""
-        return CLUSTER_OF[self.transport] if self.cluster else SERVICE_OF[self.transport]
+        return service_of(self.transport, self.cluster)
 
     @property
     def extras(self) -> tuple[str, ...]:
