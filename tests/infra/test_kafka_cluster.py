@@ -181,6 +181,34 @@ def test_bench_with_cluster_says_it_ran_on_the_cluster(cluster: list[dict[str, A
 
 
 @pytest.mark.kafka
+def test_cluster_wide_settings_are_set_once_read_back_and_put_back(
+    cluster: list[dict[str, Any]],
+) -> None:
+    """`msglab run --cluster --set` sets these on the whole cluster: read back from a node,
+    the cluster-wide dynamic config (or feature level) what `saved_setting` puts back."""
+    kc = NativeBackend(Settings.from_env()).cluster("kafka-cluster")
+    assert kc.setting("min.insync.replicas") == "2"  # the cluster's, from its configuration
+    before = kc.saved_setting("min.insync.replicas")
+    kc.set_setting("min.insync.replicas", "1")
+    try:
+        assert kc.setting("min.insync.replicas") == "1"
+        assert kc.nodes["n3"].setting("min.insync.replicas") == "1"  # every node has it
+    finally:
+        kc.set_setting("min.insync.replicas", before)
+    assert kc.setting("min.insync.replicas") == "2"
+    assert kc.setting("unclean.leader.election.enable") == "false"
+    # Eligible Leader Replicas: the level the cluster finalized, read over ApiVersions; off
+    # and on again over UpdateFeatures
+    assert kc.setting("eligible.leader.replicas.version") == "1"
+    kc.set_setting("eligible.leader.replicas.version", "0")
+    assert kc.setting("eligible.leader.replicas.version") == "0"
+    kc.set_setting("eligible.leader.replicas.version", "1")
+    assert kc.setting("eligible.leader.replicas.version") == "1"
+    # the next test restarts a node: Kafka 4.1.1/4.1.2 nodes could not replay the metadata log
+    # these changes wrote after deleted topics (KAFKA-19497); 4.2 can
+
+
+@pytest.mark.kafka
 def test_a_killed_node_leaves_acks_all_writable_and_rejoins_after_restart(
     cluster: list[dict[str, Any]], topic: str
 ) -> None:
@@ -314,27 +342,3 @@ def test_a_node_whose_address_is_taken_is_refused_before_anything_starts(tmp_pat
 
 def test_an_unknown_node_is_refused_listing_the_valid_ones() -> None:
     clusters.assert_an_unknown_node_is_refused("kafka-cluster")
-
-
-@pytest.mark.kafka
-def test_cluster_wide_settings_are_set_once_read_back_and_put_back(
-    cluster: list[dict[str, Any]],
-) -> None:
-    """`msglab run --cluster --set` sets these on the whole cluster: read back from a node,
-    the cluster-wide dynamic config (or feature level) what `saved_setting` puts back."""
-    kc = NativeBackend(Settings.from_env()).cluster("kafka-cluster")
-    assert kc.setting("min.insync.replicas") == "2"  # the cluster's, from its configuration
-    before = kc.saved_setting("min.insync.replicas")
-    kc.set_setting("min.insync.replicas", "1")
-    try:
-        assert kc.setting("min.insync.replicas") == "1"
-        assert kc.nodes["n3"].setting("min.insync.replicas") == "1"  # every node has it
-    finally:
-        kc.set_setting("min.insync.replicas", before)
-    assert kc.setting("min.insync.replicas") == "2"
-    assert kc.setting("unclean.leader.election.enable") == "false"
-    # Eligible Leader Replicas: the level the cluster finalized, read over ApiVersions
-    assert kc.setting("eligible.leader.replicas.version") == "1"
-    with pytest.raises(MsglabError, match="cannot start again"):  # measured on 4.1.1: refused
-        kc.set_setting("eligible.leader.replicas.version", "0")
-    assert kc.setting("eligible.leader.replicas.version") == "1"

@@ -15,6 +15,7 @@ process. The failures run on private clusters (own home and ports).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -144,6 +145,83 @@ def test_msglab_publish_and_consume_with_cluster_reach_the_primary_through_the_s
     primary = client.master_for(MASTER)
     assert primary.xlen(topic) == 1000 and primary.wait(2, 5000) == 2
     assert client.slave_for(MASTER).xlen(topic) == 1000  # replicated
+
+
+@pytest.mark.redis
+def test_settings_go_to_every_node_and_survive_its_restart(cluster: RedisSentinel) -> None:
+    """`--set min-replicas-to-write=1` on redis-sentinel: every node, and in its configuration
+    file (a node restarted by a fault keeps it; put back, a restart does not bring it back)."""
+    before = cluster.saved_setting("min-replicas-to-write")
+    cluster.set_setting("min-replicas-to-write", "1")
+    try:
+        assert cluster.setting("min-replicas-to-write") == "1"
+        for svc in cluster.nodes.values():
+            assert "min-replicas-to-write 1" in svc.config_path.read_text()
+    finally:
+        cluster.set_setting("min-replicas-to-write", before)
+    assert cluster.setting("min-replicas-to-write") == "0"
+    assert all(
+        "min-replicas-to-write 1" not in s.config_path.read_text() for s in cluster.nodes.values()
+    )
+
+
+@pytest.mark.redis
+def test_a_streams_subscriber_follows_a_failover_and_misses_nothing(cluster: RedisSentinel) -> None:
+    """A manual failover (SENTINEL FAILOVER) demotes the primary the subscriber reads from:
+    it finds the new one through the Sentinels and delivers every entry written before and
+    after (redis-py alone stays on the demoted primary, answered READONLY)."""
+    from msglab.brokers import open_transport
+    from msglab.config import ClientConfig
+    from msglab.message import Message
+
+    transport = open_transport("redis-streams", ClientConfig(url=cluster.url))
+    topic = f"failover-{uuid.uuid4().hex[:8]}"
+    sub = transport.subscriber("g")
+    got: list[str] = []
+
+    def consume() -> None:
+        for batch in sub.batches(topic, 100):
+            if batch is not None:
+                got.extend(m.id for m in batch.messages)
+                batch.ack()
+
+    reader = threading.Thread(target=consume, daemon=True)
+    reader.start()
+    pub = transport.publisher()
+    sent = [Message(b"x") for _ in range(100)]
+    pub.publish(topic, sent[:50])
+    wait_for(lambda: len(got) >= 50, 10, lambda: len(got))
+    import redis
+
+    wait_for(lambda: settled(cluster), 20, cluster.roles)
+    old = cluster.primary()
+    (host, port), *_ = sentinel_url_parts(cluster.url)[0]
+    sentinel = redis.Redis(host, port)
+
+    def failed_over() -> bool:  # a Sentinel that does not see a good replica yet aborts it
+        if cluster.primary() not in (None, old):
+            return True
+        with contextlib.suppress(redis.ResponseError):  # INPROG: one is under way
+            sentinel.execute_command("SENTINEL", "FAILOVER", MASTER)
+        time.sleep(1)
+        return False
+
+    wait_for(failed_over, 40, cluster.roles)
+    pub.close()
+    pub = transport.publisher()  # a producer's reconnect (publishers do not retry)
+    wait_for(lambda: _published(pub, topic, sent[50:]), 20, cluster.roles)
+    wait_for(lambda: set(got) >= {m.id for m in sent}, 30, lambda: len(set(got)))
+    sub.close()
+    reader.join(10)
+    pub.close()
+
+
+def _published(pub: Any, topic: str, messages: list[Any]) -> bool:
+    try:
+        pub.publish(topic, messages)
+    except MsglabError:
+        return False
+    return True
 
 
 @pytest.mark.redis
@@ -310,70 +388,3 @@ def test_a_node_whose_address_is_taken_is_refused_before_anything_starts(
 
 def test_an_unknown_node_is_refused_listing_the_valid_ones() -> None:
     clusters.assert_an_unknown_node_is_refused("redis-sentinel")
-
-
-@pytest.mark.redis
-def test_settings_go_to_every_node_and_survive_its_restart(cluster: RedisSentinel) -> None:
-    """`--set min-replicas-to-write=1` on redis-sentinel: every node, and in its configuration
-    file (a node restarted by a fault keeps it; put back, a restart does not bring it back)."""
-    before = cluster.saved_setting("min-replicas-to-write")
-    cluster.set_setting("min-replicas-to-write", "1")
-    try:
-        assert cluster.setting("min-replicas-to-write") == "1"
-        for svc in cluster.nodes.values():
-            assert "min-replicas-to-write 1" in svc.config_path.read_text()
-    finally:
-        cluster.set_setting("min-replicas-to-write", before)
-    assert cluster.setting("min-replicas-to-write") == "0"
-    assert all(
-        "min-replicas-to-write 1" not in s.config_path.read_text() for s in cluster.nodes.values()
-    )
-
-
-@pytest.mark.redis
-def test_a_streams_subscriber_follows_a_failover_and_misses_nothing(cluster: RedisSentinel) -> None:
-    """A manual failover (SENTINEL FAILOVER) demotes the primary the subscriber reads from:
-    it finds the new one through the Sentinels and delivers every entry written before and
-    after (redis-py alone stays on the demoted primary, answered READONLY)."""
-    from msglab.brokers import open_transport
-    from msglab.config import ClientConfig
-    from msglab.message import Message
-
-    transport = open_transport("redis-streams", ClientConfig(url=cluster.url))
-    topic = f"failover-{uuid.uuid4().hex[:8]}"
-    sub = transport.subscriber("g")
-    got: list[str] = []
-
-    def consume() -> None:
-        for batch in sub.batches(topic, 100):
-            if batch is not None:
-                got.extend(m.id for m in batch.messages)
-                batch.ack()
-
-    reader = threading.Thread(target=consume, daemon=True)
-    reader.start()
-    pub = transport.publisher()
-    sent = [Message(b"x") for _ in range(100)]
-    pub.publish(topic, sent[:50])
-    wait_for(lambda: len(got) >= 50, 10, lambda: len(got))
-    import redis
-
-    old = cluster.primary()
-    (host, port), *_ = sentinel_url_parts(cluster.url)[0]
-    assert redis.Redis(host, port).execute_command("SENTINEL", "FAILOVER", MASTER)
-    wait_for(lambda: cluster.primary() not in (None, old), 20, cluster.roles)
-    pub.close()
-    pub = transport.publisher()  # a producer's reconnect (publishers do not retry)
-    wait_for(lambda: _published(pub, topic, sent[50:]), 20, cluster.roles)
-    wait_for(lambda: set(got) >= {m.id for m in sent}, 30, lambda: len(set(got)))
-    sub.close()
-    reader.join(10)
-    pub.close()
-
-
-def _published(pub: Any, topic: str, messages: list[Any]) -> bool:
-    try:
-        pub.publish(topic, messages)
-    except MsglabError:
-        return False
-    return True

@@ -38,7 +38,7 @@ from msglab.errors import InfraError, InstallError, NotRunningError, ServerStart
 from msglab.infra import probes
 from msglab.infra.service import Launch, NativeService, apt_install
 
-KAFKA_VERSION = "4.1.1"
+KAFKA_VERSION = "4.2.2"
 JAVA_OPTS = ("-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-Djava.awt.headless=true")
 # Kafka's command-line tools start faster, and take less CPU, on the quick compiler alone
 TOOL_JAVA_OPTS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
@@ -49,13 +49,6 @@ BROKER_SETTINGS = (
 )
 """The dynamic broker configs msglab reads and sets (``setting``, ``set_setting``)."""
 ELR_FEATURE = "eligible.leader.replicas.version"  # KIP-966: 1 on, 0 off
-ELR_OFF_REFUSED = (
-    f"{ELR_FEATURE}=0 on a cluster that has Eligible Leader Replicas on is refused: on Kafka "
-    "4.1.1, msglab measured that turning it off on a running cluster (UpdateFeatures, as "
-    "kafka-features downgrade does) leaves nodes that cannot start again (a NullPointerException "
-    "in TopicsDelta.maybeReplayClearElrRecord replaying the metadata log; cf. KAFKA-19383). "
-    "A cluster formatted without it has level 0 from the start"
-)
 FEATURES = (ELR_FEATURE,)
 """The cluster features msglab reads and sets like settings (a finalized level, 0 when off)."""
 DEFAULT = "default"  # a broker setting Kafka takes from its own defaults (no config set)
@@ -321,8 +314,6 @@ class Kafka(NativeService):
         it at level ``value`` (UpdateFeatures: an upgrade, or a safe downgrade)."""
         _check_broker_setting(key)
         if key in FEATURES:
-            if int(value) < int(self.setting(key)):
-                raise UsageError(ELR_OFF_REFUSED)
             timeout_s = self.settings.connect_timeout_s
             why = probes.kafka_update_feature(self.host, self.port, timeout_s, key, int(value))
             if why:

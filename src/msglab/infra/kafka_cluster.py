@@ -10,7 +10,7 @@ cluster.id``) formats the three storages.
 Replication as a production cluster has it: ``default.replication.factor=3``,
 ``min.insync.replicas=2``, the internal topics (offsets, transaction state, share state) with 3
 replicas and a min ISR of 2, ``unclean.leader.election.enable=false``. Eligible Leader Replicas
-(KIP-966) is what the version does by default: Kafka 4.1 turns it on for a new cluster (its
+(KIP-966) is what the version does by default: Kafka 4.1 and later turn it on for a new cluster (its
 storage format writes ``eligible.leader.replicas.version=1``; 4.0 left it off); ``KafkaCluster(
 settings, elr=False)`` formats a new cluster without it (``elr=True``: with it, on any version).
 ``set_setting("eligible.leader.replicas.version", "0")`` turns it off on a running cluster
@@ -109,7 +109,7 @@ class KafkaNode(Kafka):
 
 class KafkaCluster(Cluster[KafkaNode]):
     """Three KRaft nodes on 127.0.1.1-3 (see the module). ``elr``: Eligible Leader Replicas
-    for a cluster formatted now (None: the version's default, on in Kafka 4.1)."""
+    for a cluster formatted now (None: the version's default, on since Kafka 4.1)."""
 
     name = "kafka-cluster"
     subnet = "127.0.1"

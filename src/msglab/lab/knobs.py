@@ -153,8 +153,7 @@ KNOBS: dict[str, Knob] = {
             "kafka",
             ("0", "1"),
             "Kafka (KIP-966, on in 4.1): 1, a replica that left the ISR with the whole "
-            "committed log stays eligible to lead (Eligible Leader Replicas); 0, off: only on a "
-            "cluster formatted without it (off on a running 4.1.1 cluster breaks restarts)",
+            "committed log stays eligible to lead (Eligible Leader Replicas); 0, off",
             transports=("kafka",),
             cluster_only=True,
         ),

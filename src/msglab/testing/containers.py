@@ -33,7 +33,7 @@ def specs(settings: Settings) -> dict[str, ContainerSpec]:
     kafka, ctrl, proxied = p["kafka"], p["kafka_controller"], p["kafka_proxied"]
     return {
         "kafka": ContainerSpec(
-            "apache/kafka:4.1.1",
+            "apache/kafka:4.2.2",
             kafka,
             {
                 "CLUSTER_ID": "bXNnbGFiLWNvbXBvc2UtMQ",
