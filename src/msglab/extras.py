@@ -23,12 +23,14 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "postgres": ("sqlalchemy", "psycopg"),
     "cdc": ("httpx",),
     "lazyfs": ("mfusepy",),
+    "metrics": ("prometheus_client",),
     "testcontainers": ("testcontainers",),
 }
 """Each extra of pyproject.toml and the top-level modules of the drivers it installs."""
 
-ALL = ("kafka", "rabbitmq", "redis", "postgres", "cdc", "lazyfs")
-"""The extras of ``msglab[all]``: every server msglab runs, and the lazy filesystem."""
+ALL = ("kafka", "rabbitmq", "redis", "postgres", "cdc", "lazyfs", "metrics")
+"""The extras of ``msglab[all]``: every server msglab runs, the lazy filesystem and the
+Prometheus exporter."""
 
 
 def missing(*extras: str) -> list[str]:

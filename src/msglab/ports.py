@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol, runtime_checkable
 
 from msglab.config import ClientConfig
+from msglab.lag import Lag
 from msglab.message import Batch, Delivery, Message
 
 
@@ -90,6 +91,18 @@ class TopicAdmin(Protocol):
     def delete_topic(self, topic: str, groups: Iterable[str]) -> None: ...
 
 
+@runtime_checkable
+class LagReader(Protocol):
+    """Optional capability: how far consumer group ``group`` is behind on ``topic``, one
+    ``Lag`` per partition (or queue), read from the broker at the call (no subscription is
+    made, nothing is consumed or committed). Blocks at most the connect plus the request
+    timeout; ConnectError naming host:port when the broker cannot be reached, UsageError when
+    the topic does not exist. A transport that stores nothing (Redis pub/sub) has no backlog
+    and does not offer it. Thread-safe: each call uses its own connection."""
+
+    def lag(self, topic: str, group: str) -> list[Lag]: ...
+
+
 RawPublish = Callable[[ClientConfig, str, list[Message]], tuple[int, float]]
 """A raw-client baseline for ``msglab bench``: publishes the messages to the topic as the
 driver alone would, with the transport's settings. It connects and warms up first (the first
@@ -122,6 +135,8 @@ __all__ = [
     "Batch",
     "Delivery",
     "Handler",
+    "Lag",
+    "LagReader",
     "Message",
     "Middleware",
     "Publisher",

@@ -54,6 +54,7 @@ from urllib.parse import unquote, urlsplit
 
 from msglab.config import ClientConfig, check_name
 from msglab.errors import ConfigError, ConnectError, PublishError, TransportError, UsageError
+from msglab.lag import Lag
 from msglab.message import Batch, Delivery, Message
 from msglab.ports import Publisher, Subscriber
 from msglab.profiles import DeliveryProfile
@@ -478,6 +479,49 @@ class FilesSubscriber(SubscriberBase):
                 self._drop(claim)
 
 
+def pending_batches(d: Path, gdir: Path) -> Lag:
+    """``FilesTransport.lag`` of topic directory ``d`` for the group in ``gdir``."""
+    done = {n.name[:-5] for n in gdir.glob("*.done")} if gdir.is_dir() else set()
+    names = sorted(
+        e.name[: -len(MANIFEST)]
+        for e in os.scandir(d)
+        if e.name.endswith(MANIFEST) and not e.name.startswith(".")
+    )
+    batches = backlog = unacked = 0
+    for name in names:
+        if name in done:
+            continue
+        try:
+            count = int(json.loads((d / f"{name}{MANIFEST}").read_bytes())["messages"])
+        except FileNotFoundError:
+            continue  # quarantined meanwhile
+        except (ValueError, KeyError, TypeError):
+            continue  # a bad manifest: the next member to claim it quarantines it
+        handed, settled = _progress(gdir / f"{name}.progress")
+        batches += 1
+        backlog += count - len(settled)
+        unacked += len(handed - settled)
+    details = {"batches": batches}
+    note = f"{batches} batch(es) not done for the group"
+    return Lag("batches", backlog, backlog - unacked, unacked, details, note)
+
+
+def _progress(path: Path) -> tuple[set[int], set[int]]:
+    """The indexes a group's progress file records as handed out, and as settled."""
+    handed: set[int] = set()
+    settled: set[int] = set()
+    with contextlib.suppress(FileNotFoundError):
+        for line in path.read_text().splitlines():
+            kind, _, rest = line.partition(" ")
+            with contextlib.suppress(ValueError):  # a torn last line
+                indexes = {int(i) for i in rest.split()}
+                if kind == "h":
+                    handed |= indexes
+                elif kind in ("a", "x"):
+                    settled |= indexes
+    return handed, settled
+
+
 class FilesTransport:
     name = NAME
     stores_messages = True
@@ -494,6 +538,21 @@ class FilesTransport:
     def delete_topic(self, topic: str, groups: Iterable[str]) -> None:
         """Remove the topic's directory: its batches, groups and quarantine."""
         shutil.rmtree(root_of(self.config) / check_name("topic", topic), ignore_errors=True)
+
+    def lag(self, topic: str, group: str) -> list[Lag]:
+        """The topic's batches not done for the group (one Lag, ``batches``): their messages
+        not settled (``backlog``), of those the ones a member has had (``unacked``: a
+        hand-out without an ack or nack in the group's progress file; a dead member's come
+        again), and ``details`` ``batches``, how many batches are pending. A group that has
+        not subscribed yet starts at the first batch: every batch is pending for it.
+        Quarantined batches are no longer the group's."""
+        d = root_of(self.config) / check_name("topic", topic)
+        if not d.is_dir():
+            raise UsageError(f"{NAME}: no topic {topic!r} in {d.parent}")
+        try:
+            return [pending_batches(d, d / GROUPS / check_name("group", group))]
+        except OSError as exc:
+            raise TransportError(f"{NAME}: {d}: {exc}") from exc
 
     @classmethod
     def profile_settings(cls) -> dict[str, dict[str, str]]:

@@ -28,8 +28,9 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, overload
 
 from msglab.config import ClientConfig, check_name
-from msglab.errors import ConnectError, PublishError, TransportError
+from msglab.errors import ConnectError, PublishError, TransportError, UsageError
 from msglab.extras import driver_import
+from msglab.lag import Lag
 from msglab.message import Batch, Delivery, Message
 from msglab.ports import Publisher, RawConsume, RawPublish, Subscriber
 from msglab.profiles import DeliveryProfile
@@ -496,6 +497,15 @@ class KafkaTransport:
                 if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
                     raise TransportError(f"{NAME}: cannot delete topic {topic}: {exc}") from exc
 
+    def lag(self, topic: str, group: str) -> list[Lag]:
+        """Per partition: the high watermark (end offset) minus the group's committed offset
+        (the log start when it committed nothing: it starts at the earliest offset). Kafka
+        keeps only committed offsets, so a delivered message not yet committed cannot be told
+        from one not delivered (``ready`` and ``unacked`` are None), and an acked one counts
+        until the next commit (every second and on close). Read with a consumer of the group
+        that never joins it: nothing is committed."""
+        return group_lag(self.config, topic, group)
+
     @classmethod
     def client_settings(cls, config: ClientConfig) -> dict[str, str]:
         """What ``msglab run --set`` turns in the clients built from ``config``: ``acks``, as
@@ -533,6 +543,39 @@ class KafkaTransport:
             )
             out[profile.value] = settings
         return out
+
+
+def group_lag(config: ClientConfig, topic: str, group: str) -> list[Lag]:
+    """``KafkaTransport.lag``: one Lag per partition of ``topic``, in partition order."""
+    check_name("topic", topic)
+    consumer = Consumer(consumer_settings(config, check_name("group", group)))
+    try:
+        try:
+            meta = consumer.list_topics(timeout=config.connect_timeout_s)
+        except KafkaException as exc:
+            raise ConnectError(NAME, _address(config), str(exc.args[0])) from exc
+        if topic not in meta.topics:
+            raise UsageError(f"{NAME}: no topic {topic!r}")
+        tps = [TopicPartition(topic, p) for p in sorted(meta.topics[topic].partitions)]
+        wait = config.request_timeout_s
+        try:
+            committed = consumer.committed(tps, timeout=wait)
+            marks = [consumer.get_watermark_offsets(tp, timeout=wait, cached=False) for tp in tps]
+        except KafkaException as exc:
+            raise TransportError(f"{NAME}: lag of {group} on {topic}: {exc}") from exc
+        pairs = zip(committed, marks, strict=True)
+        return [partition_lag(tp.partition, tp.offset, *mark) for tp, mark in pairs]
+    finally:
+        consumer.close()
+
+
+def partition_lag(partition: int, committed: int, low: int, high: int) -> Lag:
+    """A partition's Lag from its committed offset (negative: none) and its watermarks."""
+    start = committed if committed >= 0 else low
+    details: dict[str, int | str] = {"committed": committed if committed >= 0 else "none"}
+    details |= {"log-start": low, "end": high}
+    note = "end - committed" if committed >= 0 else "nothing committed: end - log start"
+    return Lag(str(partition), max(0, high - max(start, low)), details=details, note=note)
 
 
 # -- raw-client baselines for `msglab bench` (same settings, no msglab in the loop) -----------

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from msglab.config import ClientConfig, check_name
 from msglab.errors import UsageError
+from msglab.lag import Lag
 from msglab.message import Delivery, Message
 from msglab.ports import Publisher, Subscriber
 from msglab.subscription import SubscriberBase
@@ -26,6 +27,7 @@ class _Group:
     next_index: int = 0
     redeliver: deque[int] = field(default_factory=deque)
     attempts: dict[int, int] = field(default_factory=dict)
+    out: set[int] = field(default_factory=set)  # handed to a member, not settled
 
 
 class MemoryBroker:
@@ -56,14 +58,25 @@ class MemoryBroker:
             else:
                 return None
             g.attempts[index] = g.attempts.get(index, 0) + 1
+            g.out.add(index)
             return index, log[index], g.attempts[index]
 
     def settle(self, topic: str, group: str, index: int, ok: bool, requeue: bool) -> None:
         with self._changed:
             g = self._groups[(topic, group)]
+            g.out.discard(index)
             if not ok and requeue:
                 g.redeliver.append(index)
                 self._changed.notify_all()
+
+    def lag(self, topic: str, group: str) -> Lag:
+        """The group's Lag: not yet taken (or nacked back), and taken but not settled."""
+        with self._changed:
+            if topic not in self._logs:
+                raise UsageError(f"memory: no topic {topic!r}")
+            g = self._groups.get((topic, group), _Group())
+            ready = len(self._logs[topic]) - g.next_index + len(g.redeliver)
+            return Lag(topic, ready + len(g.out), ready, len(g.out))
 
     def wake(self) -> None:
         with self._changed:
@@ -147,6 +160,10 @@ class MemoryTransport:
 
     def subscriber(self, group: str) -> Subscriber:
         return MemorySubscriber(self, group)
+
+    def lag(self, topic: str, group: str) -> list[Lag]:
+        """One Lag: the topic's log for the group, counted exactly."""
+        return [self.broker.lag(check_name("topic", topic), check_name("group", group))]
 
     @classmethod
     def profile_settings(cls) -> dict[str, dict[str, str]]:

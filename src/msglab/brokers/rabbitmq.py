@@ -27,6 +27,7 @@ from typing import Any
 from msglab.config import ClientConfig, check_name
 from msglab.errors import ConnectError, PublishError, TransportError
 from msglab.extras import driver_import
+from msglab.lag import Lag
 from msglab.message import Batch, Delivery, Message
 from msglab.ports import Publisher, RawConsume, RawPublish, Subscriber
 from msglab.profiles import DeliveryProfile
@@ -527,6 +528,16 @@ class RabbitMQTransport:
         except pika.exceptions.AMQPConnectionError as exc:
             raise ConnectError(NAME, _address(self.config), repr(exc)) from exc
 
+    def lag(self, topic: str, group: str) -> list[Lag]:
+        """The group's queue ``T.G`` (one Lag): ``ready`` is the message count of a passive
+        ``queue.declare`` (AMQP counts only messages not handed out). AMQP cannot see the
+        unacked ones: only the management plugin's HTTP API can, and msglab's node runs
+        without plugins; so ``unacked`` is 0 when the queue has no consumer (an unacked
+        delivery belongs to a consumer's channel: closing it requeues), else unknown (None,
+        and ``backlog`` with it). A queue that does not exist has nothing waiting for the
+        group: messages published before it subscribes are not kept for it."""
+        return [queue_lag(self.config, topic, group)]
+
     @classmethod
     def client_settings(cls, config: ClientConfig) -> dict[str, str]:
         """What ``msglab run --set`` turns in the clients built from ``config``: the type of
@@ -557,6 +568,37 @@ class RabbitMQTransport:
                 **_failover(DeliveryProfile.AT_MOST_ONCE),
             },
         }
+
+
+def queue_lag(config: ClientConfig, topic: str, group: str) -> Lag:
+    """``RabbitMQTransport.lag``: the Lag of the group's queue, read by a passive declare."""
+    queue = queue_name(check_name("topic", topic), check_name("group", group))
+    try:
+        conn = pika.BlockingConnection(_params(config))
+    except pika.exceptions.AMQPConnectionError as exc:
+        raise ConnectError(NAME, _address(config), repr(exc)) from exc
+    try:
+        ok = conn.channel().queue_declare(queue, passive=True).method
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code != 404:
+            raise TransportError(f"{NAME}: queue {queue}: {exc.reply_text}") from exc
+        return Lag(queue, 0, 0, 0, {"consumers": 0}, "no queue yet: nothing is kept for the group")
+    except pika.exceptions.AMQPError as exc:
+        raise TransportError(f"{NAME}: queue {queue}: {exc!r}") from exc
+    finally:
+        with contextlib.suppress(pika.exceptions.AMQPError):
+            conn.close()
+    ready, consumers = int(ok.message_count), int(ok.consumer_count)
+    details = {"consumers": consumers}
+    if consumers == 0:
+        return Lag(queue, ready, ready, 0, details, "no consumer: nothing unacked")
+    return Lag(queue, None, ready, None, details, UNACKED_UNKNOWN)
+
+
+UNACKED_UNKNOWN = (
+    "unacked unknown while consumers are attached (AMQP does not count them; the management "
+    "plugin would, and msglab's node runs without it): lag is the ready messages"
+)
 
 
 def _failover(profile: DeliveryProfile) -> dict[str, str]:

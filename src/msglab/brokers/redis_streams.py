@@ -32,8 +32,10 @@ from msglab.brokers._redis_common import (
     set_settings,
     subscriber_retries,
 )
-from msglab.config import ClientConfig
+from msglab.config import ClientConfig, check_name
+from msglab.errors import UsageError
 from msglab.extras import driver_import
+from msglab.lag import Lag
 from msglab.message import Batch, Delivery, Message
 from msglab.ports import Publisher, RawConsume, RawPublish, Subscriber
 from msglab.profiles import DeliveryProfile
@@ -271,6 +273,28 @@ class RedisStreamsTransport:
             client.delete(topic)  # the stream, its groups and their pending lists
         client.close()
 
+    def lag(self, topic: str, group: str) -> list[Lag]:
+        """The stream (one Lag) from XINFO GROUPS (Redis 7): ``ready`` is the group's
+        ``lag`` (entries not yet delivered to it; Redis says nil when it cannot count them,
+        after entries were deleted: then unknown), ``unacked`` its ``pending`` (delivered,
+        not XACKed: the pending entries list). A group not created yet would read the stream
+        from its start (msglab creates groups at id 0): every entry is ready."""
+        check_name("topic", topic)
+        check_name("group", group)
+        client = connect(self.config, retries=0)
+        try:
+            with boundary(NAME, self.config.url):
+                if not client.exists(topic):
+                    raise UsageError(f"{NAME}: no stream {topic!r}")
+                groups = {g["name"].decode(): g for g in client.xinfo_groups(topic)}
+                if group not in groups:
+                    length = int(client.xlen(topic))
+                    note = "no group yet: it would read the stream from its start"
+                    return [Lag(topic, length, length, 0, {"consumers": 0}, note)]
+        finally:
+            client.close()
+        return [stream_lag(topic, groups[group])]
+
     @classmethod
     def client_settings(cls, config: ClientConfig) -> dict[str, str]:
         return set_settings(config)
@@ -300,6 +324,20 @@ class RedisStreamsTransport:
                 ),
             },
         }
+
+
+def stream_lag(topic: str, info: dict[str, Any]) -> Lag:
+    """A Lag from one group's XINFO GROUPS entry."""
+    pending, lag = int(info["pending"]), info.get("lag")
+    details: dict[str, int | str] = {"consumers": int(info["consumers"])}
+    read, last = info.get("entries-read"), info["last-delivered-id"]
+    details |= {"entries-read": "unknown" if read is None else int(read), "last-delivered": last}
+    if isinstance(last, bytes):
+        details["last-delivered"] = last.decode()
+    if lag is None:
+        note = "Redis cannot count the undelivered entries (some were deleted)"
+        return Lag(topic, None, None, pending, details, note)
+    return Lag(topic, int(lag) + pending, int(lag), pending, details, "lag + pending")
 
 
 # -- raw-client baselines for `msglab bench` ------------------------------------------------

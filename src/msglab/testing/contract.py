@@ -29,7 +29,8 @@ from msglab.brokers import open_transport
 from msglab.config import ClientConfig
 from msglab.errors import MsglabError, PublishError, TransportError, UsageError
 from msglab.message import Delivery, Message
-from msglab.ports import TopicAdmin, Transport
+from msglab.lag import Lag, total
+from msglab.ports import LagReader, TopicAdmin, Transport
 from msglab.profiles import DeliveryProfile
 
 
@@ -403,6 +404,37 @@ class TransportContract:
         self._record(seen, 200, first, second)
         seen.duplicates += len(first.ids.keys() & second.ids.keys())
 
+    def test_lag_counts_what_the_group_has_not_acked(
+        self, transport: Transport, topic: str, collectors: list[Collector], seen: Seen
+    ) -> None:
+        """Publish 100, ack 40 as group g and close: the group's lag is 60; a second member
+        acks the rest: 0. A transport that stores nothing has no lag to read."""
+        if not self.features.persistent:
+            assert not isinstance(transport, LagReader), "it stores nothing: no lag to read"
+            return
+        assert isinstance(transport, LagReader), "a transport that stores messages reads lag"
+        sub = transport.subscriber("g")
+        deliveries = sub.subscribe(topic)  # the group (queue, stream group) exists from here
+        messages = make_messages(100, tag="lag")
+        with_close(transport.publisher(), lambda pub: pub.publish(topic, messages))
+        assert wait_lag(transport, topic, "g", 100) == 100
+        acked: set[str] = set()
+        for delivery in deliveries:
+            delivery.ack()
+            acked.add(delivery.message.id)
+            if len(acked) == 40:
+                break
+        sub.close()
+        lags = lag_rows(transport, topic, "g", 60)
+        assert total(lags) == 60, lags
+        assert all(lag.backlog == lag.lag for lag in lags), "nobody holds any: all is known"
+        rest = self._collect(collectors, transport, topic, "g")
+        assert rest.wait_for({m.id for m in messages} - acked)
+        rest.stop()
+        assert wait_lag(transport, topic, "g", 0) == 0
+        self._record(seen, 100, rest)
+        seen.delivered += len(acked)
+
     def test_a_nacked_message_is_not_skipped_by_later_acks(
         self, transport: Transport, topic: str, collectors: list[Collector], seen: Seen
     ) -> None:
@@ -660,6 +692,25 @@ class TransportContract:
             assert again.redelivered and again.attempt >= 2
         self._record(seen, 1, c)
         seen.duplicates += 1  # handled by the killed worker, then delivered again
+
+
+def lag_rows(transport: LagReader, topic: str, group: str, expect: int) -> list[Lag]:
+    """The group's Lag rows once their total is ``expect`` (brokers settle acks, commits and
+    requeues a moment after the client), or the last ones read after 20 s."""
+    deadline = time.monotonic() + 20
+    while True:
+        lags = transport.lag(topic, group)
+        for lag in lags:  # the parts agree with each other wherever they are known
+            if None not in (lag.backlog, lag.ready, lag.unacked):
+                assert lag.backlog == (lag.ready or 0) + (lag.unacked or 0), lag
+        if total(lags) == expect or time.monotonic() > deadline:
+            return lags
+        time.sleep(0.2)
+
+
+def wait_lag(transport: LagReader, topic: str, group: str, expect: int) -> int | None:
+    """The group's total lag once it is ``expect``, or the last one read after 20 s."""
+    return total(lag_rows(transport, topic, group, expect))
 
 
 def with_close(pub: Any, action: Callable[[Any], None]) -> None:
