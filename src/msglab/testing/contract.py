@@ -28,8 +28,8 @@ import pytest
 from msglab.brokers import open_transport
 from msglab.config import ClientConfig
 from msglab.errors import MsglabError, PublishError, TransportError, UsageError
-from msglab.message import Delivery, Message
 from msglab.lag import Lag, total
+from msglab.message import Delivery, Message
 from msglab.ports import LagReader, TopicAdmin, Transport
 from msglab.profiles import DeliveryProfile
 

@@ -1,0 +1,147 @@
+"""The Prometheus exporter: ``Metrics``, the observer a consumer runtime calls, on its own
+``CollectorRegistry`` (two Metrics in one process never share a series), served by
+``prometheus_client``'s HTTP server.
+
+Series (labels ``topic``, ``group``, ``transport`` unless said otherwise):
+
+    msglab_messages_received_total        deliveries handed to the handler chain
+    msglab_messages_processed_total       handled and acked
+    msglab_messages_failed_total          the handler raised (each attempt)
+    msglab_messages_retried_total         given back for another attempt
+    msglab_messages_dead_lettered_total   given up on and sent to the dead-letter topic
+    msglab_messages_dedup_skipped_total   skipped as already processed (idempotent consumer)
+    msglab_handler_duration_seconds       histogram of the handler's run time
+    msglab_consumer_lag                   gauge per partition (+ label ``partition``): the
+                                          group's ``Lag.lag``, set by the lag poller
+    msglab_messages_in_flight             gauge, no labels: received and not yet settled
+
+Every method is thread-safe and cheap (a lock and an add), so a runtime may call them on its
+hot path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from msglab.errors import UsageError
+from msglab.extras import driver_import
+
+with driver_import("metrics", __name__):
+    from prometheus_client import (
+        CollectorRegistry,
+        Counter,
+        Gauge,
+        Histogram,
+        generate_latest,
+        start_http_server,
+    )
+
+LABELS = ("topic", "group", "transport")
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+"""Handler run times from a millisecond (an in-memory effect) to 30 s (a slow downstream)."""
+
+COUNTERS = {
+    "received": "Deliveries handed to the handler chain.",
+    "processed": "Messages handled and acked.",
+    "failed": "Handler attempts that raised.",
+    "retried": "Messages given back for another attempt.",
+    "dead_lettered": "Messages given up on and sent to the dead-letter topic.",
+    "dedup_skipped": "Messages skipped as already processed (idempotent consumer).",
+}
+
+
+@dataclass(frozen=True)
+class Served:
+    """The HTTP server of a ``Metrics.serve`` call: its ``port`` (the one chosen when 0 was
+    asked for) and ``close()``, which stops it (idempotent)."""
+
+    port: int
+    _server: Any
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class Metrics:
+    """msglab's consumer series on a registry of their own (``registry``)."""
+
+    def __init__(self, buckets: Sequence[float] = DURATION_BUCKETS) -> None:
+        self.registry = CollectorRegistry()
+        self._counters = {
+            name: Counter(f"msglab_messages_{name}", text, LABELS, registry=self.registry)
+            for name, text in COUNTERS.items()
+        }
+        self._duration = Histogram(
+            "msglab_handler_duration_seconds",
+            "Run time of the handler, per message.",
+            LABELS,
+            buckets=tuple(buckets),
+            registry=self.registry,
+        )
+        self._lag = Gauge(
+            "msglab_consumer_lag",
+            "Messages of the partition the group has not acked (msglab.lag.Lag.lag).",
+            (*LABELS, "partition"),
+            registry=self.registry,
+        )
+        self._in_flight = Gauge(
+            "msglab_messages_in_flight",
+            "Deliveries received and not settled yet.",
+            registry=self.registry,
+        )
+
+    def received(self, topic: str, group: str, transport: str) -> None:
+        self._counters["received"].labels(topic, group, transport).inc()
+
+    def processed(self, topic: str, group: str, transport: str) -> None:
+        self._counters["processed"].labels(topic, group, transport).inc()
+
+    def failed(self, topic: str, group: str, transport: str) -> None:
+        self._counters["failed"].labels(topic, group, transport).inc()
+
+    def retried(self, topic: str, group: str, transport: str) -> None:
+        self._counters["retried"].labels(topic, group, transport).inc()
+
+    def dead_lettered(self, topic: str, group: str, transport: str) -> None:
+        self._counters["dead_lettered"].labels(topic, group, transport).inc()
+
+    def dedup_skipped(self, topic: str, group: str, transport: str) -> None:
+        self._counters["dedup_skipped"].labels(topic, group, transport).inc()
+
+    def duration(self, topic: str, group: str, transport: str, seconds: float) -> None:
+        """One handler run of ``seconds``."""
+        self._duration.labels(topic, group, transport).observe(seconds)
+
+    def in_flight(self, delta: int) -> None:
+        """``+1`` when a delivery is received, ``-1`` when it is settled (acked or nacked)."""
+        self._in_flight.inc(delta)
+
+    def lag(
+        self, topic: str, group: str, transport: str, partition: str, value: int | None
+    ) -> None:
+        """The group's lag on one partition; None (unknown) removes the series, so a stale
+        figure is never shown as current."""
+        labels = (topic, group, transport, partition)
+        if value is not None:
+            self._lag.labels(*labels).set(value)
+            return
+        with contextlib.suppress(KeyError):  # never set
+            self._lag.remove(*labels)
+
+    def render(self) -> bytes:
+        """The text a scrape gets (Prometheus exposition format 0.0.4)."""
+        return bytes(generate_latest(self.registry))
+
+    def serve(self, port: int, addr: str = "127.0.0.1") -> Served:
+        """Serve ``/metrics`` on ``addr:port`` from a daemon thread (0: a free port, see
+        ``Served.port``). Loopback by default: pass ``0.0.0.0`` for a Prometheus elsewhere.
+        UsageError when the port cannot be bound."""
+        try:
+            server, _thread = start_http_server(port, addr, registry=self.registry)
+        except OSError as exc:
+            raise UsageError(f"metrics: cannot serve on {addr}:{port}: {exc.strerror}") from exc
+        return Served(int(server.server_port), server)
