@@ -228,3 +228,28 @@ def test_profiles_fit_80_columns_and_show_every_failover_setting_whole(tmp_path:
     assert set(failover_settings(ClientConfig(url="x"))) <= words
     for row in ("failover publish", "failover consume", "failover sentinel", "failover silence"):
         assert row in result.stdout
+
+
+def test_lag_table_keeps_the_figures_whole_and_folds_a_long_queue_at_80_columns() -> None:
+    from msglab.cli.status import lag_table
+    from msglab.lag import Lag
+
+    queue = "orders.eu-west-1.production.payments-reconciliation.billing-team"
+    lags = [
+        Lag(queue, None, 1234567, None, {"consumers": 3}, "unacked unknown"),
+        Lag("7", 12, details={"committed": 88, "log-start": 0, "end": 100}),
+    ]
+    out = io.StringIO()
+    console = Console(file=out, width=80, color_system=None)
+    console.print(lag_table(lags, "g on rabbitmq:orders", console.width))
+    lines = out.getvalue().splitlines()
+    assert all(len(line) <= 80 for line in lines), lines
+    assert queue in "".join(line.split()[0] for line in lines[2:] if line.split())
+    (line,) = [line for line in lines if line.startswith(queue[:20])]
+    assert "1234567" in line and "?" in line
+    assert any(line.split()[:2] == ["7", "12"] for line in lines), lines
+    out = io.StringIO()
+    Console(file=out, width=80, color_system=None).print(lag_table(lags[1:], "g on k:t", 80))
+    assert "committed 88, log-start 0, end 100" in out.getvalue()  # room for the details
+    (total_line,) = [line for line in lines if line.startswith("total")]
+    assert "?" in total_line  # one part unknown: so is the sum

@@ -574,8 +574,13 @@ def partition_lag(partition: int, committed: int, low: int, high: int) -> Lag:
     start = committed if committed >= 0 else low
     details: dict[str, int | str] = {"committed": committed if committed >= 0 else "none"}
     details |= {"log-start": low, "end": high}
-    note = "end - committed" if committed >= 0 else "nothing committed: end - log start"
-    return Lag(str(partition), max(0, high - max(start, low)), details=details, note=note)
+    return Lag(str(partition), max(0, high - max(start, low)), details=details, note=LAG_NOTE)
+
+
+LAG_NOTE = (
+    "lag: end offset - committed offset (the log start when none is); Kafka stores committed "
+    "offsets only, so ready and unacked are unknown, and an ack counts until its commit (1 s)"
+)
 
 
 # -- raw-client baselines for `msglab bench` (same settings, no msglab in the loop) -----------

@@ -337,7 +337,13 @@ def stream_lag(topic: str, info: dict[str, Any]) -> Lag:
     if lag is None:
         note = "Redis cannot count the undelivered entries (some were deleted)"
         return Lag(topic, None, None, pending, details, note)
-    return Lag(topic, int(lag) + pending, int(lag), pending, details, "lag + pending")
+    return Lag(topic, int(lag) + pending, int(lag), pending, details, STREAM_NOTE)
+
+
+STREAM_NOTE = (
+    "ready: the group's lag (entries not delivered yet); unacked: its pending entries (a "
+    "gone consumer's are taken over after claim_idle_s)"
+)
 
 
 # -- raw-client baselines for `msglab bench` ------------------------------------------------

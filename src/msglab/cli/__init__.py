@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from msglab.cli import bench, infra, lab, messaging
+from msglab.cli import bench, infra, lab, messaging, status
 from msglab.errors import MsglabError
 
 app = typer.Typer(
@@ -28,6 +28,7 @@ app.add_typer(infra.app, name="infra")
 app.add_typer(bench.app, name="bench")
 for command in messaging.COMMANDS:
     app.command()(command)
+app.command()(status.status)
 app.command()(lab.run)
 app.command()(lab.compare)
 app.command()(lab.probe)
