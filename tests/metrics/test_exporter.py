@@ -16,7 +16,8 @@ from msglab.config import ClientConfig
 from msglab.errors import ConnectError, UsageError
 from msglab.lag import Lag
 from msglab.message import Message
-from msglab.metrics.exporter import Metrics
+from msglab.metrics.exporter import Metrics, export
+from msglab.metrics.observer import MetricsObserver
 from msglab.metrics.poller import LagPoller
 from msglab.ports import Transport
 from msglab.profiles import DeliveryProfile
@@ -184,3 +185,63 @@ def test_a_transport_that_stores_nothing_has_no_lag_to_poll() -> None:
     pubsub = open_transport("redis-pubsub", config)
     with pytest.raises(UsageError, match="stores nothing"):
         LagPoller(pubsub, [("t", "g")], Metrics())
+
+
+def test_the_runtime_observer_counts_a_batch_and_times_each_call_once() -> None:
+    m = Metrics()
+    seen = MetricsObserver(m, "kafka")
+    seen.received("t", "g", "handle", 5)
+    seen.processed("t", "g", "handle", 5, 0.02)
+    seen.received("t", "g", "handle", 1)
+    seen.failed("t", "g", "handle", 1, 0.5, "ValueError")
+    seen.retried("t", "g", "handle", 1, 2)
+    seen.dead_lettered("t", "g", "handle", 1)
+    seen.dedup_skipped("t", "g", "handle", 3)
+    seen.received("t", "g", "handle", 2)  # still being handled
+    got = {
+        (s.name, s.labels.get("le")): s.value
+        for f in text_string_to_metric_families(m.render().decode())
+        for s in f.samples
+        if not s.name.endswith("_created")
+    }
+    assert got[("msglab_messages_received_total", None)] == 8
+    assert got[("msglab_messages_processed_total", None)] == 5
+    assert got[("msglab_messages_failed_total", None)] == 1
+    assert got[("msglab_messages_retried_total", None)] == 1
+    assert got[("msglab_messages_dead_lettered_total", None)] == 1
+    assert got[("msglab_messages_dedup_skipped_total", None)] == 3
+    assert got[("msglab_handler_duration_seconds_count", None)] == 2
+    assert got[("msglab_handler_duration_seconds_bucket", "0.025")] == 1
+    assert got[("msglab_messages_in_flight", None)] == 2
+
+
+def test_export_serves_the_observer_s_counts_and_the_polled_lag(memory: Transport) -> None:
+    memory.publisher().publish("t", [Message(b"x") for _ in range(3)])
+    exporting = export(0, memory, [("t", "g")], every_s=0.05)
+    try:
+        exporting.observer.received("t", "g", "handle", 1)
+        exporting.observer.processed("t", "g", "handle", 1, 0.01)
+        key = labels(topic="t", group="g", transport="memory")
+        lag = ("msglab_consumer_lag", labels(partition="t", **dict(key)))
+        deadline = time.monotonic() + 5
+        while lag not in (got := scrape(exporting.served.port)):
+            assert time.monotonic() < deadline, "the lag was never polled"
+            time.sleep(0.05)
+        assert got[("msglab_messages_processed_total", key)] == 1
+        assert got[lag] == 3
+    finally:
+        exporting.close()
+    with pytest.raises(OSError):
+        scrape(exporting.served.port)  # closed: nothing answers
+
+
+def test_export_on_a_transport_that_stores_nothing_serves_without_a_lag_poller() -> None:
+    config = ClientConfig(url="redis://127.0.0.1:1/0", profile=DeliveryProfile.AT_MOST_ONCE)
+    exporting = export(0, open_transport("redis-pubsub", config), [("t", "g")])
+    try:
+        assert exporting.poller is None
+        exporting.observer.received("t", "g", "handle", 1)
+        key = labels(topic="t", group="g", transport="redis-pubsub")
+        assert scrape(exporting.served.port)[("msglab_messages_received_total", key)] == 1
+    finally:
+        exporting.close()

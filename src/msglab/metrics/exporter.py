@@ -16,18 +16,22 @@ Series (labels ``topic``, ``group``, ``transport`` unless said otherwise):
     msglab_messages_in_flight             gauge, no labels: received and not yet settled
 
 Every method is thread-safe and cheap (a lock and an add), so a runtime may call them on its
-hot path.
+hot path; the counters take ``n``, the messages of a batch handler's call.
+``observer.MetricsObserver`` adapts the consumer runtime's ``Observer`` callbacks to these.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from msglab.errors import UsageError
 from msglab.extras import driver_import
+from msglab.metrics.observer import MetricsObserver
+from msglab.metrics.poller import LagPoller
+from msglab.ports import LagReader, Transport
 
 with driver_import("metrics", __name__):
     from prometheus_client import (
@@ -77,7 +81,7 @@ class Metrics:
         }
         self._duration = Histogram(
             "msglab_handler_duration_seconds",
-            "Run time of the handler, per message.",
+            "Run time of the handler, per call.",
             LABELS,
             buckets=tuple(buckets),
             registry=self.registry,
@@ -94,26 +98,26 @@ class Metrics:
             registry=self.registry,
         )
 
-    def received(self, topic: str, group: str, transport: str) -> None:
-        self._counters["received"].labels(topic, group, transport).inc()
+    def received(self, topic: str, group: str, transport: str, n: int = 1) -> None:
+        self._counters["received"].labels(topic, group, transport).inc(n)
 
-    def processed(self, topic: str, group: str, transport: str) -> None:
-        self._counters["processed"].labels(topic, group, transport).inc()
+    def processed(self, topic: str, group: str, transport: str, n: int = 1) -> None:
+        self._counters["processed"].labels(topic, group, transport).inc(n)
 
-    def failed(self, topic: str, group: str, transport: str) -> None:
-        self._counters["failed"].labels(topic, group, transport).inc()
+    def failed(self, topic: str, group: str, transport: str, n: int = 1) -> None:
+        self._counters["failed"].labels(topic, group, transport).inc(n)
 
-    def retried(self, topic: str, group: str, transport: str) -> None:
-        self._counters["retried"].labels(topic, group, transport).inc()
+    def retried(self, topic: str, group: str, transport: str, n: int = 1) -> None:
+        self._counters["retried"].labels(topic, group, transport).inc(n)
 
-    def dead_lettered(self, topic: str, group: str, transport: str) -> None:
-        self._counters["dead_lettered"].labels(topic, group, transport).inc()
+    def dead_lettered(self, topic: str, group: str, transport: str, n: int = 1) -> None:
+        self._counters["dead_lettered"].labels(topic, group, transport).inc(n)
 
-    def dedup_skipped(self, topic: str, group: str, transport: str) -> None:
-        self._counters["dedup_skipped"].labels(topic, group, transport).inc()
+    def dedup_skipped(self, topic: str, group: str, transport: str, n: int = 1) -> None:
+        self._counters["dedup_skipped"].labels(topic, group, transport).inc(n)
 
     def duration(self, topic: str, group: str, transport: str, seconds: float) -> None:
-        """One handler run of ``seconds``."""
+        """One handler call of ``seconds`` (a batch handler's call counts once)."""
         self._duration.labels(topic, group, transport).observe(seconds)
 
     def in_flight(self, delta: int) -> None:
@@ -145,3 +149,39 @@ class Metrics:
         except OSError as exc:
             raise UsageError(f"metrics: cannot serve on {addr}:{port}: {exc.strerror}") from exc
         return Served(int(server.server_port), server)
+
+
+@dataclass(frozen=True)
+class Exporting:
+    """What ``export`` started: ``metrics`` and its ``observer`` (hand it to the runtime:
+    ``App(observer=...)``), the HTTP server (``served.port``) and the lag poller (None for a
+    transport that stores nothing). ``close()`` stops the poller, then the server."""
+
+    metrics: Metrics
+    observer: MetricsObserver
+    served: Served
+    poller: LagPoller | None
+
+    def close(self) -> None:
+        if self.poller is not None:
+            self.poller.stop()
+        self.served.close()
+
+
+def export(
+    port: int,
+    transport: Transport,
+    targets: Iterable[tuple[str, str]],
+    every_s: float = 5.0,
+    addr: str = "127.0.0.1",
+) -> Exporting:
+    """A consumer's metrics served on ``addr:port`` (what ``msglab worker --metrics-port``
+    runs), with the lag of each (topic, group) of ``targets`` polled every ``every_s`` s when
+    the transport can read lag. UsageError when the port cannot be bound."""
+    metrics = Metrics()
+    served = metrics.serve(port, addr)
+    poller = None
+    if isinstance(transport, LagReader):
+        poller = LagPoller(transport, targets, metrics, every_s)
+        poller.start()
+    return Exporting(metrics, MetricsObserver(metrics, transport.name), served, poller)
