@@ -70,12 +70,13 @@ def table_name(home: Path, cluster: str) -> str:
 
 
 def remove_all(home: Path) -> list[str]:
-    """Delete every table of ``home`` (``infra down``: partitions a run cut short left); the
-    tables deleted."""
+    """Delete every table of ``home`` (``infra down``: partitions a run cut short left; also
+    the one table a home had before tables were per cluster); the tables deleted."""
     if not available():
         return []
     listed = _nft(["list", "tables", "inet"], check=False).stdout.split()
-    mine = [name for name in listed if name.startswith(home_prefix(home))]
+    prefix = home_prefix(home)
+    mine = [name for name in listed if name.startswith(prefix) or name == prefix[:-1]]
     for name in mine:
         _nft(["delete", "table", "inet", name], check=False)
     return mine
