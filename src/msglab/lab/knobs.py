@@ -300,11 +300,13 @@ class Dials:
         self._chosen = {k: v for k, v in chosen.items() if KNOBS[k].kind == "server"}
         self.clients = _client_fields(chosen)  # given to every worker of the run
         self._before: dict[str, str] = {}
-        external = sorted({KNOBS[k].service for k in self._chosen} & set(settings.external))
+        targets = {self._server(KNOBS[k])[0] for k in self._chosen}
+        external = sorted(targets & set(settings.external))
         if external:
+            variable = f"MSGLAB_{external[0].upper().replace('-', '_')}_URL"
             raise UsageError(
                 f"--set changes msglab's own servers, and {', '.join(external)} is external "
-                f"(MSGLAB_{external[0].upper()}_URL): configure it where it runs"
+                f"({variable}): configure it where it runs"
             )
 
     def _server(self, knob: Knob) -> tuple[str, NativeService | Cluster[Any]]:
