@@ -29,7 +29,7 @@ from msglab.infra.native import NativeBackend
 from msglab.infra.rabbitmq import RabbitMQ
 from msglab.infra.service import NativeService
 from msglab.profiles import DeliveryProfile
-from msglab.settings import Settings
+from msglab.settings import Settings, env_name
 
 if TYPE_CHECKING:
     from msglab.lab.scenario import Scenario
@@ -303,7 +303,7 @@ class Dials:
         targets = {self._server(KNOBS[k])[0] for k in self._chosen}
         external = sorted(targets & set(settings.external))
         if external:
-            variable = f"MSGLAB_{external[0].upper().replace('-', '_')}_URL"
+            variable = f"MSGLAB_{env_name(external[0])}_URL"
             raise UsageError(
                 f"--set changes msglab's own servers, and {', '.join(external)} is external "
                 f"({variable}): configure it where it runs"
