@@ -96,7 +96,7 @@ def nodes() -> Iterator[None]:
 
 @pytest.fixture
 def rules(tmp_path: Path, nodes: None) -> Iterator[NetRules]:
-    r = NetRules(tmp_path)
+    r = NetRules(tmp_path, "test-cluster")
     r.prepare(NODES)
     yield r
     r.heal()
@@ -143,13 +143,22 @@ def test_a_push_on_a_connection_the_peer_opened_is_dropped(rules: NetRules) -> N
     _assert_pushes_stop_at_the_cut(rules)
 
 
-def test_another_homes_marks_leave_this_ones(tmp_path: Path, rules: NetRules) -> None:
-    """Another home's table (another cluster on this machine, its nodes other groups) sees
-    this home's connections too: its marks must not make B's connection to A a client's, or
-    A's push on it would pass the cut."""
-    other = NetRules(tmp_path / "other")
-    other.prepare([Host("m1", "127.0.8.1", 47_911), Host("m2", "127.0.8.2", 47_912)])
-    rules.prepare(NODES)  # the newest table's chain runs first, the older one's after it
+@pytest.mark.parametrize("where", ["other home", "same home"])
+@pytest.mark.parametrize("order", ["other table first", "other table last"])
+def test_another_clusters_marks_leave_this_ones(
+    tmp_path: Path, rules: NetRules, where: str, order: str
+) -> None:
+    """Another cluster's table (of this home or another; its nodes other groups) sees this
+    cluster's connections too: whichever table's chain runs first (the newest's), its marks
+    must not make B's connection to A a client's, or A's push on it would pass the cut."""
+    other = NetRules(tmp_path / "other" if where == "other home" else tmp_path, "other-cluster")
+    assert other.table != rules.table
+    others = [Host("m1", "127.0.8.1", 47_911), Host("m2", "127.0.8.2", 47_912)]
+    if order == "other table first":
+        other.prepare(others)
+        rules.prepare(NODES)
+    else:
+        other.prepare(others)
     try:
         _assert_pushes_stop_at_the_cut(rules)
     finally:
@@ -178,8 +187,22 @@ def _ask(node: Host, command: str) -> str:
         return c.recv(20).decode()
 
 
+def test_infra_down_removes_every_table_of_its_home_only(tmp_path: Path, rules: NetRules) -> None:
+    mine = NetRules(tmp_path, "second-cluster")
+    theirs = NetRules(tmp_path / "other", "test-cluster")
+    mine.prepare(NODES)
+    theirs.prepare(NODES)
+    try:
+        removed = netrules.remove_all(tmp_path)
+        assert sorted(removed) == sorted([rules.table, mine.table])
+        assert not rules.active() and not mine.active() and theirs.active()
+        rules.prepare(NODES)  # the fixture removes it
+    finally:
+        theirs.remove()
+
+
 def test_each_home_has_its_own_table(tmp_path: Path, rules: NetRules) -> None:
-    other = NetRules(tmp_path / "other")
+    other = NetRules(tmp_path / "other", "test-cluster")
     assert other.table != rules.table
     rules.cut([A], [B], NODES)
     assert not other.active() and not other.heal()

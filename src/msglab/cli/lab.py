@@ -416,14 +416,23 @@ else (80 columns, a log) what a run was and what it lost, duplicated and reorder
 is in compare.json and report.html. ``stor.``: lost from storage (durability faults; else -)."""
 
 
+FAULT_WIDTH = 34  # "partition leader-and-clients, acks=all" on two lines
+
+
 def runs_table(summary: dict[str, Any], width: int) -> Table:
     """The lab runs of ``summary`` as one table that fits ``width`` columns."""
     for columns, box in ((WIDE, rich.box.HEAVY_HEAD), (NARROW, None)):
         table = Table(title=f"msglab compare ({summary['seconds']} s)", box=box, pad_edge=False)
         for key, header in (("#", "#"), *columns, ("verdict", "verdict"), ("claim", "claim")):
             text = key in ("run", "transport", "profile", "fault", "verdict", "claim")
-            # a long setting (log.flush.interval.messages=1) folds, it is never cut
-            table.add_column(header, justify="left" if text else "right", overflow="fold")
+            # a long setting (log.flush.interval.messages=1) folds, it is never cut; in the
+            # wide table the fault (with its settings) folds at FAULT_WIDTH
+            table.add_column(
+                header,
+                justify="left" if text else "right",
+                overflow="fold",
+                max_width=FAULT_WIDTH if key == "fault" else None,
+            )
         for i, row in enumerate(runs(summary), 1):
             r = row["report"]
             cells = {

@@ -65,7 +65,7 @@ class Cluster(ABC, Generic[N]):
             node: self.make_node(node, i, f"{self.subnet}.{i}")
             for i, node in enumerate(CLUSTER_NODES[self.name], start=1)
         }
-        self.net = NetRules(settings.home)
+        self.net = NetRules(settings.home, self.name)
 
     def hosts(self) -> dict[str, Host]:
         """Each node as ``netrules`` sees it: its address and its processes' group."""

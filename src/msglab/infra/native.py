@@ -19,7 +19,6 @@ from msglab.infra.kafka import Kafka, Kafka2
 from msglab.infra.kafka_cluster import KafkaCluster
 from msglab.infra.lazyfs import CutReport, check_available
 from msglab.infra.lazyfs.disk import folder_disk
-from msglab.infra.netrules import NetRules
 from msglab.infra.postgres import Postgres
 from msglab.infra.rabbitmq import RabbitMQ
 from msglab.infra.rabbitmq_cluster import RabbitMQCluster
@@ -147,7 +146,7 @@ class NativeBackend:
                 stopped.append(name)
         if not names:
             folder_disk(self.settings.home / FILES_FOLDER).leave()
-            NetRules(self.settings.home).remove()  # a partition a run cut short left
+            netrules.remove_all(self.settings.home)  # a partition a run cut short left
         return stopped
 
     def kill(self, name: str) -> int:

@@ -29,7 +29,7 @@ from msglab.infra.native import NativeBackend
 from msglab.infra.rabbitmq import RabbitMQ
 from msglab.infra.service import NativeService
 from msglab.profiles import DeliveryProfile
-from msglab.settings import Settings
+from msglab.settings import Settings, env_name
 
 if TYPE_CHECKING:
     from msglab.lab.scenario import Scenario
@@ -300,11 +300,13 @@ class Dials:
         self._chosen = {k: v for k, v in chosen.items() if KNOBS[k].kind == "server"}
         self.clients = _client_fields(chosen)  # given to every worker of the run
         self._before: dict[str, str] = {}
-        external = sorted({KNOBS[k].service for k in self._chosen} & set(settings.external))
+        targets = {self._server(KNOBS[k])[0] for k in self._chosen}
+        external = sorted(targets & set(settings.external))
         if external:
+            variable = f"MSGLAB_{env_name(external[0])}_URL"
             raise UsageError(
                 f"--set changes msglab's own servers, and {', '.join(external)} is external "
-                f"(MSGLAB_{external[0].upper()}_URL): configure it where it runs"
+                f"({variable}): configure it where it runs"
             )
 
     def _server(self, knob: Knob) -> tuple[str, NativeService | Cluster[Any]]:
