@@ -26,7 +26,7 @@ REAL = [
     DATA / "compare-clusters-cl7b.trimmed-copy-of-a-real-run.json",  # 11 rows: Kafka, RabbitMQ
     DATA / "compare-clusters-d1.trimmed-copy-of-a-real-run.json",  # 1 row: Redis Sentinel
 ]
-SYSTEMS = ["kafka acks=1", "kafka acks=all", "rabbitmq queue-type=quorum", "redis-streams"]
+SYSTEMS = ["kafka acks=1", "kafka acks=all", "rabbitmq", "redis-streams"]
 FAULTS = [
     "leader-kill",
     "partition leader",
@@ -160,7 +160,7 @@ def test_no_loss_is_the_pages_kept_colour(summary: dict[str, Any], tmp_path: Pat
     cells = Map(page(summary, tmp_path)).cells
     r = report_of(summary, "rabbitmq", [], fault="leader-kill")
     assert r["lost"] == r["lost_from_storage"] == 0
-    cell = cells[("rabbitmq queue-type=quorum", "leader-kill")]
+    cell = cells[("rabbitmq", "leader-kill")]
     assert cell["text"] == "0\n0 of 2 runs" and cell["class"] == "kept"
     assert cell["style"] == f"background:{KEPT}"
     kept = re.search(r"\.kept\{color:#(\w\w?)(\w\w?)(\w\w?)\}", STYLE)  # #070: short hex

@@ -5,9 +5,9 @@ Contract of ``heatmap(rows)`` (``rows``: a compare summary's run rows, ``summary
 
 * It draws only the rows whose report has ``cluster`` true; with none it returns "" (the
   other matrices' reports are unchanged).
-* One line per system: the transport (``scenario.transport_label``) with the settings of its
-  broker the run read back (``settings``, e.g. ``acks=1``, ``queue-type=quorum``) and those it
-  set (``sets``); beneath, the cluster it ran on (``brokers.CLUSTER_OF``) and the profile.
+* One line per system: the transport (``scenario.transport_label``) with the settings its run
+  set (``sets``, e.g. ``acks=1``); beneath, the cluster it ran on (``brokers.CLUSTER_OF``) and
+  the profile.
   One column per fault with what it cut (``scenario.happened``: ``partition
   leader-and-clients``, ``power-cut all``). Lines and columns in the order of the rows.
 * A cell: the share of the acknowledged (``confirmed``) messages lost, over every run of the
@@ -36,7 +36,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from msglab.brokers import CLUSTER_OF, SERVICE_OF
+from msglab.brokers import CLUSTER_OF
 from msglab.lab.checker import lost_either
 from msglab.lab.evidence import DELIVERIES, SENDS, STORED, read
 from msglab.lab.scenario import happened, transport_label
@@ -144,18 +144,13 @@ def run_folders(report: dict[str, Any]) -> list[Path]:
 
 
 def system(report: dict[str, Any]) -> tuple[str, str]:
-    """A line of the map: the transport and its broker's settings (``kafka acks=1``), and
-    beneath it the cluster and the profile (``kafka-cluster, at-least-once``)."""
-    broker = SERVICE_OF.get(report["transport"]) or ""
-    read_back = {
-        key.partition(".")[2]: value
-        for key, value in (report.get("settings") or {}).items()
-        if key.startswith(f"{broker}.")
-    }
-    chosen = dict(pair.partition("=")[::2] for pair in report.get("sets", ()))
-    settings = [f"{key}={value}" for key, value in {**read_back, **chosen}.items()]
+    """A line of the map: the transport and the settings its run set (``kafka acks=1``; what
+    it did not set is the cluster's, the same on every line of a transport: report.json's
+    ``settings`` has them), and beneath it the cluster and the profile (``kafka-cluster,
+    at-least-once``)."""
     cluster = CLUSTER_OF.get(report["transport"], "cluster")
-    return " ".join([transport_label(report), *settings]), f"{cluster}, {report['profile']}"
+    line = " ".join([transport_label(report), *report.get("sets", ())])
+    return line, f"{cluster}, {report['profile']}"
 
 
 def fault(report: dict[str, Any]) -> str:
