@@ -218,7 +218,8 @@ def test_the_due_buffer_runs_by_due_time_and_acks_in_arrival_order() -> None:
         return Delivery(Message(b"", id=mid), "t.retry", 1, False, settle)
 
     buf = DueBuffer()
-    late = buf.hold(delivery("late"), due=10.0, entry="late")
+    assert buf.hold(delivery("late"), due=10.0, entry="late", key="late")
+    assert not buf.hold(delivery("late"), due=10.0, entry="late", key="late"), "held twice"
     buf.hold(delivery("soon"), due=1.0, entry="soon")
     buf.skip(delivery("other-group"))
     assert buf.pop_due(0.5) is None
@@ -227,7 +228,7 @@ def test_the_due_buffer_runs_by_due_time_and_acks_in_arrival_order() -> None:
     buf.done(soon)
     assert acked == [], "acked past an earlier entry still held"
     again = buf.pop_due(10.0)
-    assert again is late
+    assert again is not None and again.entry == "late"
     buf.again(again, due=12.0)
     assert buf.pop_due(11.0) is None
     retried = buf.pop_due(12.0)

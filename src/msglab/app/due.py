@@ -33,6 +33,7 @@ class _Held:
     seq: int
     slot: _Slot = field(compare=False)
     entry: Any = field(compare=False)
+    key: object = field(compare=False, default=None)
 
 
 class DueBuffer:
@@ -42,17 +43,24 @@ class DueBuffer:
         self._heap: list[_Held] = []
         self._arrived: deque[_Slot] = deque()
         self._seq = itertools.count()
+        self._keys: set[object] = set()
 
     def __len__(self) -> int:
         return len(self._heap)
 
-    def hold(self, delivery: Delivery, due: float, entry: Any) -> _Held:
-        """Hold ``delivery`` (carrying ``entry``) until ``due``."""
+    def hold(self, delivery: Delivery, due: float, entry: Any, key: object = None) -> bool:
+        """Hold ``delivery`` (carrying ``entry``) until ``due``; False, and the delivery left
+        unsettled, when an entry of the same ``key`` is held already (Redis Streams hands an
+        entry pending longer than ``claim_idle_s`` out again, even to the consumer holding
+        it: settling the original settles both)."""
+        if key is not None:
+            if key in self._keys:
+                return False
+            self._keys.add(key)
         slot = _Slot(delivery)
         self._arrived.append(slot)
-        held = _Held(due, next(self._seq), slot, entry)
-        heapq.heappush(self._heap, held)
-        return held
+        heapq.heappush(self._heap, _Held(due, next(self._seq), slot, entry, key))
+        return True
 
     def skip(self, delivery: Delivery) -> None:
         """A delivery that needs no run (another group's entry): done at once."""
@@ -72,11 +80,12 @@ class DueBuffer:
     def again(self, held: _Held, due: float) -> None:
         """Hold an entry whose run could not be settled (its retry or dead-letter place was
         unreachable) until ``due``; it stays unacked meanwhile."""
-        heapq.heappush(self._heap, _Held(due, next(self._seq), held.slot, held.entry))
+        heapq.heappush(self._heap, _Held(due, next(self._seq), held.slot, held.entry, held.key))
 
     def done(self, held: _Held) -> None:
         """The entry's run is settled: ack it, and every entry behind it already done."""
         held.slot.done = True
+        self._keys.discard(held.key)
         self._ack_done()
 
     def _ack_done(self) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -48,6 +49,10 @@ LOG = logging.getLogger("msglab.app")
 DLQ_GROUP = "msglab-dlq"
 """The group that keeps a topic's dead letters for ``msglab dlq`` (subscribed once, at start)."""
 RECONNECT_FIRST_S, RECONNECT_MAX_S = 0.5, 10.0
+RETRIED_KEPT = 10_000
+"""Retry entries (message id, attempt) remembered as run, so one delivered again after it ran
+(a Kafka rebalance racing the commit of its offset, a Redis Streams claim) is not run twice
+by this process; after a crash it may be (at-least-once)."""
 RETRY_SETTLE_AGAIN_S = 1.0  # a retry entry whose outcome could not be written runs again after
 
 
@@ -71,6 +76,8 @@ class ConsumerRunner:
         self._subs: set[Subscriber] = set()
         self._subs_lock = threading.Lock()
         self._retry_ready = threading.Event()
+        self._retried: OrderedDict[object, None] = OrderedDict()  # entries run lately
+        self.consuming = threading.Event()  # the main flow has subscribed (set once)
         self.threads: list[threading.Thread] = []
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -159,6 +166,7 @@ class ConsumerRunner:
             else:
                 items = sub.subscribe(self.spec.topic)
             LOG.info("%s: consuming", self._where)
+            self.consuming.set()
             for item in items:
                 if self._stop.is_set():
                     break  # not handled: released unsettled, it comes again
@@ -196,8 +204,22 @@ class ConsumerRunner:
                     buffer.skip(d)
                 elif entry.failure.group != self.spec.group:
                     buffer.skip(d)  # another group's: it has its own copy
+                elif (entry.message.id, entry.failure.attempt) in self._retried:
+                    buffer.skip(d)  # run already: delivered again by a rebalance or a claim
+                elif buffer.hold(d, entry.due, entry, (entry.message.id, entry.failure.attempt)):
+                    LOG.debug(
+                        "%s: holding %s for attempt %d",
+                        self._where,
+                        d.message.id,
+                        entry.failure.attempt,
+                    )
                 else:
-                    buffer.hold(d, entry.due, entry)
+                    LOG.debug(
+                        "%s: %s for attempt %d is held already",
+                        self._where,
+                        d.message.id,
+                        entry.failure.attempt,
+                    )
                 self._run_due(buffer)
         finally:
             self._forget(sub)
@@ -211,6 +233,9 @@ class ConsumerRunner:
             ctx = self._context([entry.message], entry.failure.attempt, entry.failure.first_failure)
             if self._run(ctx):
                 buffer.done(held)
+                self._retried[held.key] = None
+                if len(self._retried) > RETRIED_KEPT:
+                    self._retried.popitem(last=False)
             else:
                 buffer.again(held, time.time() + RETRY_SETTLE_AGAIN_S)
 

@@ -72,6 +72,12 @@ class Runtime:
         for runner in self.runners:
             runner.start()
 
+    def wait_consuming(self, timeout_s: float) -> bool:
+        """Wait until every consumer's main flow has subscribed (its retry flow and dead-letter
+        place first): messages published from then on are kept for the App's groups."""
+        deadline = time.monotonic() + timeout_s
+        return all(r.consuming.wait(max(0.0, deadline - time.monotonic())) for r in self.runners)
+
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()

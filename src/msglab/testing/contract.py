@@ -31,6 +31,7 @@ from msglab.errors import MsglabError, PublishError, TransportError, UsageError
 from msglab.message import Delivery, Message
 from msglab.ports import TopicAdmin, Transport
 from msglab.profiles import DeliveryProfile
+from msglab.testing.app_contract import AppContract
 
 
 @dataclass(frozen=True)
@@ -185,8 +186,9 @@ def publish_with_retries(
     raise AssertionError(f"{len(pending)} messages still unconfirmed after {tries} tries")
 
 
-class TransportContract:
-    """Subclass with ``transport_name``, ``features`` and a ``config`` fixture."""
+class TransportContract(AppContract):
+    """Subclass with ``transport_name``, ``features`` and a ``config`` fixture. The App
+    runtime's retry and dead letters are part of it (``AppContract``)."""
 
     transport_name: ClassVar[str]
     features: ClassVar[Features]
