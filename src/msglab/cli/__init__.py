@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from msglab.cli import bench, infra, lab, messaging
+from msglab.cli import bench, infra, lab, messaging, worker
 from msglab.errors import MsglabError
 
 app = typer.Typer(
@@ -31,6 +31,7 @@ for command in messaging.COMMANDS:
 app.command()(lab.run)
 app.command()(lab.compare)
 app.command()(lab.probe)
+app.command()(worker.worker)
 
 err_console = Console(stderr=True)
 
