@@ -18,11 +18,13 @@ from typing import Any, ClassVar
 import pytest
 
 from msglab.app import App, Context, DeadLetter, DeadLetterRecord, Retry, Runtime
+from msglab.app.dlq import DeadLetterBox
+from msglab.app.observer import NoObserver
 from msglab.app.records import dlq_topic, retry_topic
 from msglab.app.runner import DLQ_GROUP
 from msglab.brokers import open_transport
 from msglab.config import ClientConfig
-from msglab.errors import MsglabError
+from msglab.errors import MsglabError, UsageError
 from msglab.message import Message
 from msglab.ports import TopicAdmin, Transport
 from msglab.profiles import DeliveryProfile
@@ -33,6 +35,14 @@ GROUP = "app-g"
 
 class Poisoned(Exception):
     pass
+
+
+class _DeadLettered(NoObserver):
+    def __init__(self) -> None:
+        self.count = 0
+
+    def dead_lettered(self, topic: str, group: str, handler: str, count: int) -> None:
+        self.count += count
 
 
 class _Reader:
@@ -184,3 +194,57 @@ class AppContract:
         )
         record = DeadLetterRecord.parse(dlq.messages[0])
         assert record is not None and record.failure.attempt == 4
+
+    def test_app_dlq_lists_without_losing_and_replay_applies_once(
+        self, config: ClientConfig, topic: str, app_cleanup: None
+    ) -> None:
+        """``msglab dlq``'s library: listing twice shows the same dead letters; replaying one
+        runs its handler once more and removes it; an id not there is refused; purge empties."""
+        transport = self._app_transport(config)
+        seen = _DeadLettered()
+        app = App("contract", middleware=[DeadLetter(), Retry(attempts=1)], observer=seen)
+        broken = [True]
+        handled: list[str] = []
+
+        @app.consumer(topic, transport=self.transport_name, group=GROUP)
+        def handle(ctx: Context) -> None:
+            if broken[0]:
+                raise Poisoned("broken for now")
+            handled.append(ctx.message.id)
+
+        def opener(c: ClientConfig) -> Transport:
+            return open_transport(self.transport_name, c)
+
+        box = DeadLetterBox(opener, config, topic, wait_s=12, idle_s=1.5)
+        first, second = Message(b"p1", key="a", headers={"h": "1"}), Message(b"p2", key="b")
+        runtime = self._runtime(app, config)
+        try:
+            pub = transport.publisher()
+            pub.publish(topic, [first, second])
+            pub.close()
+            deadline = time.monotonic() + APP_TIMEOUT_S
+            while seen.count < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert seen.count == 2, "the two poison messages were not dead-lettered"
+            listed = box.list()
+            assert sorted(e.id for e in listed) == sorted([first.id, second.id])
+            assert sorted(e.id for e in box.list()) == sorted([first.id, second.id]), (
+                "listing lost dead letters"
+            )
+            with pytest.raises(UsageError, match="no dead letter with id nope"):
+                box.replay(["nope", first.id])
+            broken[0] = False
+            changed = box.replay([first.id])
+            assert (changed.done, changed.kept) == ([first.id], 1)
+            deadline = time.monotonic() + APP_TIMEOUT_S
+            while not handled and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(1.0)
+            assert handled == [first.id], f"the replayed message ran {len(handled)} times"
+            (left,) = box.list()
+            assert left.id == second.id and left.record is not None
+            assert left.record.failure.error_type == "Poisoned"
+            assert box.purge().done == [second.id]
+            assert box.list() == []
+        finally:
+            assert runtime.stop(30)
