@@ -10,9 +10,14 @@ attempt it carries.
 from __future__ import annotations
 
 import contextlib
+import json
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -248,3 +253,61 @@ class AppContract:
             assert box.list() == []
         finally:
             assert runtime.stop(30)
+
+    def test_app_attempt_count_survives_a_killed_worker(
+        self, config: ClientConfig, topic: str, app_cleanup: None, tmp_path: Path
+    ) -> None:
+        """A worker process killed (SIGKILL) while a retry waits: the next one runs the
+        attempts left, counting on from the entry's headers, then dead-letters."""
+        transport = self._app_transport(config)
+        if not self.features.across_processes:
+            pytest.skip("its messages live in one process")
+        from msglab.testing.contract import _config_dict
+
+        out = tmp_path / "attempts"
+
+        argv = [sys.executable, "-m", "msglab.testing.app_worker", self.transport_name]
+
+        def spawn() -> subprocess.Popen[bytes]:
+            proc = subprocess.Popen(
+                [*argv, topic, GROUP, str(out)],
+                stdin=subprocess.PIPE,  # the config, with the broker's password: not in argv
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+            assert proc.stdin is not None
+            with proc.stdin:
+                proc.stdin.write(json.dumps(_config_dict(config)).encode())
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            assert b"consuming" in line, f"worker did not subscribe: {line!r}"
+            return proc
+
+        def attempts() -> list[int]:
+            return [int(n) for n in out.read_text().split()] if out.exists() else []
+
+        dlq = _Reader(transport, dlq_topic(topic), DLQ_GROUP)
+        first = spawn()
+        try:
+            pub = transport.publisher()
+            pub.publish(topic, [Message(b"poison", key="k")])
+            pub.close()
+            deadline = time.monotonic() + APP_TIMEOUT_S
+            while attempts() != [1, 2] and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert attempts() == [1, 2], f"attempts before the kill: {attempts()}"
+        finally:
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+        second = spawn()  # attempt 3 is due 2 s after attempt 2
+        try:
+            assert dlq.wait(1, APP_TIMEOUT_S), f"nothing dead-lettered; attempts {attempts()}"
+        finally:
+            second.send_signal(signal.SIGKILL)
+            second.wait()
+            dlq.stop()
+        seen = attempts()
+        # at-least-once: an attempt may run twice, but the count never starts again
+        assert seen == sorted(seen) and set(seen) == {1, 2, 3, 4}, f"attempts: {seen}"
+        record = DeadLetterRecord.parse(dlq.messages[0])
+        assert record is not None and record.failure.attempt == 4

@@ -45,6 +45,8 @@ class Features:
     per_key_order: messages with one key arrive in publish order.
     service: the ``msglab infra`` service behind it (killed by the broker-kill test).
     at_least_once: the transport accepts the at-least-once profile.
+    across_processes: another process of this machine sees the same messages (not so in
+        memory).
     """
 
     persistent: bool
@@ -54,6 +56,7 @@ class Features:
     per_key_order: bool
     service: str | None
     at_least_once: bool = True
+    across_processes: bool = True
 
 
 @dataclass
