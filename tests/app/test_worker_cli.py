@@ -22,7 +22,7 @@ from msglab.brokers import open_transport
 from msglab.config import ClientConfig
 from msglab.message import Message
 from msglab.testing.contract import publish_with_retries
-from tests.app.helpers import Reader
+from tests.app.helpers import Reader, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -154,19 +154,33 @@ def _order(i: int, amount: int) -> Message:
     return Message(json.dumps({"id": i, "amount": amount}).encode(), key=f"customer-{i % 3}")
 
 
-@pytest.mark.redis
+BROKERS = [
+    # transport, its server's fixture, the log line each reconnect attempt writes
+    pytest.param(
+        "redis-streams", "redis_server", "(billing): connection lost", marks=pytest.mark.redis
+    ),
+    pytest.param(
+        "rabbitmq", "rabbitmq_server", ".billing: connection lost", marks=pytest.mark.rabbitmq
+    ),
+    pytest.param("kafka", "kafka_server", "Connection refused", marks=pytest.mark.kafka),
+]
+
+
+@pytest.mark.parametrize(("name", "server", "attempt_line"), BROKERS)
 def test_the_worker_dead_letters_a_poison_order_and_outlives_a_broker_restart(
-    redis_server: Any, msglab_infra: Any, unique_name: str
+    name: str,
+    server: str,
+    attempt_line: str,
+    request: pytest.FixtureRequest,
+    msglab_infra: Any,
+    unique_name: str,
 ) -> None:
+    status = request.getfixturevalue(server)
     topic = unique_name
-    transport = open_transport("redis-streams", ClientConfig(url=redis_server.url))
+    transport = open_transport(name, ClientConfig(url=status.url))
     invoices = Reader(transport, f"{topic}.invoices")
     dead = Reader(transport, f"{topic}.dlq", group=DLQ_GROUP)
-    proc = worker(
-        "examples.orders:app",
-        REPO,
-        {"ORDERS_TRANSPORT": "redis-streams", "ORDERS_TOPIC": topic},
-    )
+    proc = worker("examples.orders:app", REPO, {"ORDERS_TRANSPORT": name, "ORDERS_TOPIC": topic})
     log = Log(proc)
     try:
         log.wait_for("consuming")
@@ -174,17 +188,27 @@ def test_the_worker_dead_letters_a_poison_order_and_outlives_a_broker_restart(
         poison = _order(99, -5)
         pub = transport.publisher()
         pub.publish(topic, [*first[:5], poison, *first[5:]])
-        assert dead.wait(1, 30)
-        invoices.wait(10, 30)
-
-        msglab_infra.kill("redis")
+        assert dead.wait(1, 60)
+        invoices.wait(10, 60)
+        pub.close()
+        # RabbitMQ 3.10.8 loses a quorum queue killed within ~2 s of its declaration (its
+        # leader stays unknown after the restart; measured here, as the contract's 1.2 s wait)
         time.sleep(3)
+        msglab_infra.kill(status.service)
+        time.sleep(4)
         assert proc.poll() is None, "the worker exited when its broker died:\n" + log.text()
-        msglab_infra.restart("redis")
+        msglab_infra.restart(status.service)
         later = [_order(i, 1) for i in range(100, 110)]
+        pub = transport.publisher()
         publish_with_retries(pub, topic, later)
         pub.close()
-        got = invoices.wait(20, 60)
+        wanted = set(range(10)) | set(range(100, 110))
+
+        def billed() -> set[int]:
+            return {json.loads(m.payload)["order"] for m in list(invoices.messages)}
+
+        wait_until(lambda: billed() >= wanted, 120, "every order billed")
+        got = list(invoices.messages)  # at-least-once: an invoice may come twice
         assert proc.poll() is None, log.text()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, log.text()
@@ -193,11 +217,10 @@ def test_the_worker_dead_letters_a_poison_order_and_outlives_a_broker_restart(
             proc.kill()
         invoices.stop()
         dead.stop()
-    main_flow = [line for line in log.lines if f"{topic} (billing): connection lost" in line]
-    assert len(main_flow) >= 2, "not one log line per reconnect attempt:\n" + log.text()
-    assert f"{topic} (billing): connected again" in log.text(), log.text()
+    attempts = [line for line in log.lines if attempt_line in line]
+    assert len(attempts) >= 2, "not one log line per reconnect attempt:\n" + log.text()
     by_order = {json.loads(m.payload)["order"]: m for m in got}
-    assert set(by_order) == {i for i in range(10)} | set(range(100, 110))
+    assert set(by_order) == wanted
     source = {json.loads(m.payload)["id"]: m for m in [*first, *later]}
     for order, invoice in by_order.items():
         assert invoice.headers["correlation-id"] == source[order].id
@@ -205,6 +228,3 @@ def test_the_worker_dead_letters_a_poison_order_and_outlives_a_broker_restart(
     assert record is not None and record.message.id == poison.id
     assert (record.failure.attempt, record.failure.error_type) == (1, "NonRetryable")
     assert "negative amount" in record.failure.error
-    transport_admin: Any = transport
-    for t, groups in ((topic, ["billing"]), (f"{topic}.retry", ["billing"])):
-        transport_admin.delete_topic(t, groups)
