@@ -1,6 +1,6 @@
 """Runs one registered consumer: its main flow and, when it retries, its retry flow, each a
-thread with its own subscriber of the consumer's group; and the ``Scheduler`` the retry and
-dead-letter middleware use.
+thread with its own subscriber of the consumer's group. Where failed messages go is
+``msglab.app.places`` (the ``Scheduler`` the retry and dead-letter middleware use).
 
 Main flow: each delivery (or batch) of ``topic`` runs the composed handler; the delivery is
 acked when the chain returns (handled, or put on the retry flow, or dead-lettered: each
@@ -26,24 +26,16 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
 
 from msglab.app.application import ConsumerSpec
 from msglab.app.context import Context, Handler
 from msglab.app.due import DueBuffer
 from msglab.app.observer import Observer
-from msglab.app.records import (
-    Failure,
-    FlowError,
-    RetryEntry,
-    dlq_topic,
-    error_fields,
-    failures,
-    retry_topic,
-)
+from msglab.app.places import Places
+from msglab.app.records import RetryEntry, dlq_topic, retry_topic
 from msglab.errors import MsglabError
 from msglab.message import Batch, Delivery, Message
-from msglab.ports import Publisher, Subscriber, Transport
+from msglab.ports import Subscriber, Transport
 
 LOG = logging.getLogger("msglab.app")
 DLQ_GROUP = "msglab-dlq"
@@ -71,8 +63,7 @@ class ConsumerRunner:
         self._observer = observer
         self._stop = stop
         self._where = f"{spec.transport}:{spec.topic} ({spec.group}, {spec.name})"
-        self._publisher: Publisher | None = None
-        self._publish_lock = threading.Lock()
+        self.places = Places(transport, self._where)
         self._subs: set[Subscriber] = set()
         self._subs_lock = threading.Lock()
         self._retry_ready = threading.Event()
@@ -106,10 +97,7 @@ class ConsumerRunner:
             sub.close()
 
     def close_publisher(self) -> None:
-        with self._publish_lock:
-            if self._publisher is not None:
-                self._publisher.close()
-                self._publisher = None
+        self.places.close()
 
     def _keep_running(self, label: str, flow: Callable[[], None]) -> None:
         """Run ``flow`` until stopped, subscribing again with backoff after a broker error."""
@@ -254,8 +242,8 @@ class ConsumerRunner:
             first_failure=first_failure,
             decode=s.decode,
             observer=self._observer,
-            emit=self.emit,
-            scheduler=self,
+            emit=self.places.emit,
+            scheduler=self.places,
         )
 
     def _run(self, ctx: Context) -> bool:
@@ -273,62 +261,3 @@ class ConsumerRunner:
                 exc,
             )
             return False
-
-    # -- publishing (the Scheduler and Context.publish) -------------------------------------
-
-    def emit(self, topic: str, messages: Sequence[Message]) -> None:
-        with self._publish_lock:
-            if self._publisher is None:
-                self._publisher = self._transport.publisher()
-            publisher = self._publisher
-        try:
-            publisher.publish(topic, messages)
-        except MsglabError:
-            with self._publish_lock:  # a fresh connection next time
-                if self._publisher is publisher:
-                    self._publisher = None
-            publisher.close()
-            raise
-
-    def _failure(self, ctx: Context, error: BaseException, attempt: int) -> Failure:
-        now = time.time()
-        kind, text = error_fields(error)
-        first = ctx.first_failure if ctx.first_failure is not None else now
-        return Failure(ctx.topic, ctx.group, ctx.handler, attempt, first, now, kind, text)
-
-    def retry_later(self, ctx: Context, delay_s: float, error: BaseException) -> None:
-        failure = self._failure(ctx, error, ctx.attempt + 1)
-        entries = failures(ctx.messages, failure, due=failure.last_failure + delay_s)
-        self._write(retry_topic(ctx.topic), entries)
-
-    def dead_letter(self, ctx: Context, error: BaseException) -> None:
-        self._write(
-            dlq_topic(ctx.topic), failures(ctx.messages, self._failure(ctx, error, ctx.attempt))
-        )
-        LOG.warning(
-            "%s: %d message(s) dead-lettered to %s after %d attempt(s): %s",
-            self._where,
-            len(ctx.messages),
-            dlq_topic(ctx.topic),
-            ctx.attempt,
-            type(error).__name__,
-        )
-
-    def _write(self, topic: str, messages: list[Message]) -> None:
-        try:
-            self.emit(topic, messages)
-        except MsglabError as exc:
-            raise FlowError(f"{topic}: {exc}") from exc
-
-
-def describe(spec: ConsumerSpec) -> dict[str, Any]:
-    return {
-        "name": spec.name,
-        "topic": spec.topic,
-        "transport": spec.transport,
-        "group": spec.group,
-        "profile": spec.profile.value,
-        "batch": spec.batch,
-        "retries": spec.retries,
-        "dead_letters": spec.dead_letters,
-    }
