@@ -114,7 +114,8 @@ class Context:
     ) -> Message:
         """Emit one message on the handler's transport, with ``correlation-id`` (when the
         correlation middleware set one) and ``causation-id`` (this message's id) added; the
-        message sent, once confirmed."""
+        message sent, once confirmed. It blocks until then: in an ``async def`` handler it
+        holds the runtime's event loop (shared by every async handler) meanwhile."""
         if self.emit is None:
             raise RuntimeError("this context has no publisher (not run by an App runtime)")
         extra = dict(headers or {})
