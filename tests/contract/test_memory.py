@@ -15,6 +15,7 @@ class TestMemory(TransportContract):
         redelivered_flag=True,
         per_key_order=True,
         service=None,
+        across_processes=False,
     )
 
     @pytest.fixture

@@ -19,6 +19,7 @@ at-least-once is durable (and its messages persistent, confirmed), a quorum queu
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -38,6 +39,7 @@ with driver_import("rabbitmq", __name__):
     import pika.exceptions
 
 NAME = "rabbitmq"
+LOG = logging.getLogger("msglab.brokers.rabbitmq")
 WINDOW = 1000
 HEARTBEAT_S = 10
 """The AMQP heartbeat asked for (the server proposes 60 s): pika closes a connection that
@@ -392,14 +394,24 @@ class RabbitSubscriber(SubscriberBase):
         except pika.exceptions.ChannelClosedByBroker as exc:
             raise TransportError(f"{NAME}: queue {self._queue}: {exc.reply_text}") from exc
 
-    def _reopen(self, topic: str) -> None:
-        """After a lost connection: reconnect with backoff (unacked messages come back)."""
-        error: BaseException | None = None
-        for delay in self._config.reconnect.delays():
+    def _reopen(self, topic: str, cause: BaseException | None = None) -> None:
+        """After a lost connection: reconnect with backoff (unacked messages come back),
+        logging each attempt."""
+        error: BaseException | None = cause
+        for attempt, delay in enumerate(self._config.reconnect.delays(), 1):
+            LOG.warning(
+                "%s: %s: connection lost (%s); reconnecting in %.1fs (attempt %d)",
+                NAME,
+                self._queue,
+                repr(error) if error else "the connection closed",
+                delay,
+                attempt,
+            )
             if self._closed.wait(delay):
                 return
             try:
                 self._open(topic)
+                LOG.warning("%s: %s: connected again", NAME, self._queue)
                 return
             except (ConnectError, TransportError) as exc:
                 error = exc
@@ -422,11 +434,11 @@ class RabbitSubscriber(SubscriberBase):
                 pika.exceptions.ChannelClosed,
                 pika.exceptions.StreamLostError,
                 ValueError,  # pika's "Timeout closed before call" once its connection died
-            ):
+            ) as exc:
                 if self._closed.is_set():
                     break
                 self._release()
-                self._reopen(topic)
+                self._reopen(topic, exc)
 
     def _more_coming(self, began: float) -> bool:
         """A batch takes what the broker has pushed so far: it ends when pika holds no further

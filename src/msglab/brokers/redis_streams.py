@@ -129,21 +129,35 @@ class StreamsSubscriber(SubscriberBase):
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 self._connection_lost(exc)
                 return [], {}
-            self._outage = 0
+            if self._outage:
+                LOG.warning(
+                    "%s: %s (%s): connected again after %d attempts",
+                    NAME,
+                    self._topic,
+                    self._group,
+                    self._outage,
+                )
+                self._outage = 0
             return entries, self._delivery_counts(topic, entries) if redelivery else {}
 
     def _connection_lost(self, exc: redis.RedisError) -> None:
         """The server went away past the client's own retries (a restart, a Sentinel failover
         whose old primary refuses writes until the Sentinels name the new one), or takes no
-        writes for now (``UNWRITABLE``): wait, growing
-        to the reconnect backoff's longest, and fetch again; a subscriber never gives up while
-        open. Its unsent acks wait for the next fetch (an entry acked late is redelivered at
+        writes for now (``UNWRITABLE``): wait, growing to the reconnect backoff's longest, and
+        fetch again; a subscriber never gives up while open. Its unsent acks wait for the next fetch (an entry acked late is redelivered at
         worst, never lost)."""
         delays = self._config.reconnect.delays() or [self._config.reconnect.max_s]
         delay = delays[min(self._outage, len(delays) - 1)]
-        if self._outage == 0:
-            LOG.warning("%s: connection lost (%s); reconnecting", NAME, exc)
         self._outage += 1
+        LOG.warning(
+            "%s: %s (%s): connection lost (%s); reconnecting in %.1fs (attempt %d)",
+            NAME,
+            self._topic,
+            self._group,
+            exc,
+            delay,
+            self._outage,
+        )
         self._closed.wait(delay)
         # a new client: redis-py's Sentinel-managed connection can stay on a demoted primary
         # (it answers READONLY to every retry, redis-py 8.1), a new one asks the Sentinels

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from msglab.cli import bench, infra, lab, messaging, status
+from msglab.cli import bench, dlq, infra, lab, messaging, status, worker
 from msglab.errors import MsglabError
 
 app = typer.Typer(
@@ -26,12 +26,14 @@ app = typer.Typer(
 )
 app.add_typer(infra.app, name="infra")
 app.add_typer(bench.app, name="bench")
+app.add_typer(dlq.app, name="dlq")
 for command in messaging.COMMANDS:
     app.command()(command)
 app.command()(status.status)
 app.command()(lab.run)
 app.command()(lab.compare)
 app.command()(lab.probe)
+app.command()(worker.worker)
 
 err_console = Console(stderr=True)
 

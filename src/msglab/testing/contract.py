@@ -32,6 +32,7 @@ from msglab.lag import Lag, total
 from msglab.message import Delivery, Message
 from msglab.ports import LagReader, TopicAdmin, Transport
 from msglab.profiles import DeliveryProfile
+from msglab.testing.app_contract import AppContract
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ class Features:
     per_key_order: messages with one key arrive in publish order.
     service: the ``msglab infra`` service behind it (killed by the broker-kill test).
     at_least_once: the transport accepts the at-least-once profile.
+    across_processes: another process of this machine sees the same messages (not so in
+        memory).
     """
 
     persistent: bool
@@ -54,6 +57,7 @@ class Features:
     per_key_order: bool
     service: str | None
     at_least_once: bool = True
+    across_processes: bool = True
 
 
 @dataclass
@@ -186,8 +190,9 @@ def publish_with_retries(
     raise AssertionError(f"{len(pending)} messages still unconfirmed after {tries} tries")
 
 
-class TransportContract:
-    """Subclass with ``transport_name``, ``features`` and a ``config`` fixture."""
+class TransportContract(AppContract):
+    """Subclass with ``transport_name``, ``features`` and a ``config`` fixture. The App
+    runtime's retry and dead letters are part of it (``AppContract``)."""
 
     transport_name: ClassVar[str]
     features: ClassVar[Features]

@@ -1,0 +1,171 @@
+"""``App``: the handlers of a service, registered per topic with their transport, group and
+profile, and the middleware around them.
+
+    app = App("billing")
+
+    @app.consumer("orders", transport="kafka", group="billing", decode=json.loads)
+    def bill(ctx: Context) -> None:
+        ctx.publish("invoices", make_invoice(ctx.value))
+
+A handler is a function of one ``Context``, plain or ``async def`` (run on the runtime's own
+event loop); ``batch=True`` hands it the messages fetched together (``ctx.messages``). Its
+middleware is the App's, then its own: ``App(middleware=[a, b])`` with ``consumer(...,
+middleware=[c])`` runs ``a(b(c(handler)))``. Registration checks every name at once
+(``UsageError``: exit 2 in the CLI); nothing connects until a runtime runs the App
+(``msglab.app.runtime``, ``msglab worker``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from msglab.app.context import Middleware
+from msglab.app.middleware.dead_letter import DeadLetter
+from msglab.app.middleware.retry import Retry
+from msglab.app.observer import NO_OBSERVER, Observer
+from msglab.app.records import dlq_topic, retry_topic
+from msglab.brokers import TRANSPORTS
+from msglab.config import check_name
+from msglab.errors import UsageError
+from msglab.profiles import DeliveryProfile
+
+HandlerFn = Callable[..., Any]
+"""A user's handler: ``fn(ctx) -> None``, or ``async def fn(ctx) -> None``."""
+
+
+def default_middleware() -> list[Middleware]:
+    """What an App without ``middleware`` gets: dead letters after ``Retry()``'s 5 attempts."""
+    return [DeadLetter(), Retry()]
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """One registered handler. ``name``: unique in its App (the function's name by default);
+    ``middleware``: the App's, then the handler's own, first outermost."""
+
+    name: str
+    topic: str
+    transport: str
+    group: str
+    profile: DeliveryProfile
+    fn: HandlerFn
+    is_async: bool
+    batch: bool
+    max_messages: int
+    middleware: tuple[Middleware, ...]
+    decode: Callable[[bytes], Any] | None
+
+    @property
+    def retries(self) -> bool:
+        """Whether failed messages go to ``<topic>.retry`` (a ``Retry`` in the chain)."""
+        return any(isinstance(m, Retry) for m in self.middleware)
+
+    @property
+    def dead_letters(self) -> bool:
+        """Whether ``<topic>.dlq`` takes what fails for good (a ``DeadLetter`` in the chain)."""
+        return any(isinstance(m, DeadLetter) for m in self.middleware)
+
+
+class App:
+    """A service's consumers. ``middleware``: around every handler (None: ``DeadLetter()``
+    then ``Retry()``; ``[]``: none, a failed delivery is nacked for the broker to redeliver).
+    ``observer``: receives the runtime's and the middleware's events (metrics)."""
+
+    def __init__(
+        self,
+        name: str,
+        middleware: Sequence[Middleware] | None = None,
+        observer: Observer = NO_OBSERVER,
+    ) -> None:
+        self.name = check_name("app", name)
+        self.middleware = tuple(default_middleware() if middleware is None else middleware)
+        self.observer = observer
+        self._consumers: list[ConsumerSpec] = []
+
+    @property
+    def consumers(self) -> list[ConsumerSpec]:
+        return list(self._consumers)
+
+    def consumer(
+        self,
+        topic: str,
+        *,
+        transport: str,
+        group: str,
+        profile: str = "at-least-once",
+        batch: bool = False,
+        max_messages: int = 100,
+        middleware: Sequence[Middleware] = (),
+        decode: Callable[[bytes], Any] | None = None,
+        name: str | None = None,
+    ) -> Callable[[HandlerFn], HandlerFn]:
+        """Register the decorated function for ``topic``; it is returned unchanged."""
+
+        def register(fn: HandlerFn) -> HandlerFn:
+            self.add(
+                fn,
+                topic,
+                transport=transport,
+                group=group,
+                profile=profile,
+                batch=batch,
+                max_messages=max_messages,
+                middleware=middleware,
+                decode=decode,
+                name=name,
+            )
+            return fn
+
+        return register
+
+    def add(
+        self,
+        fn: HandlerFn,
+        topic: str,
+        *,
+        transport: str,
+        group: str,
+        profile: str = "at-least-once",
+        batch: bool = False,
+        max_messages: int = 100,
+        middleware: Sequence[Middleware] = (),
+        decode: Callable[[bytes], Any] | None = None,
+        name: str | None = None,
+    ) -> ConsumerSpec:
+        """``consumer`` without the decorator; the spec registered."""
+        check_name("topic", topic)
+        check_name("topic", retry_topic(topic))
+        check_name("topic", dlq_topic(topic))
+        check_name("group", group)
+        if transport not in TRANSPORTS:
+            raise UsageError(f"unknown transport {transport!r}; valid: {', '.join(TRANSPORTS)}")
+        if max_messages < 1:
+            raise UsageError(f"max_messages {max_messages}: use 1 or more")
+        if not callable(fn):
+            raise UsageError(f"handler for {topic} is not callable: {fn!r}")
+        spec = ConsumerSpec(
+            name=name or str(getattr(fn, "__name__", "handler")),
+            topic=topic,
+            transport=transport,
+            group=group,
+            profile=DeliveryProfile.parse(profile),
+            fn=fn,
+            is_async=inspect.iscoroutinefunction(fn),
+            batch=batch,
+            max_messages=max_messages,
+            middleware=(*self.middleware, *middleware),
+            decode=decode,
+        )
+        for other in self._consumers:
+            if other.name == spec.name:
+                raise UsageError(f"app {self.name}: two handlers named {spec.name!r}")
+            if (other.transport, other.topic, other.group) == (transport, topic, group):
+                raise UsageError(
+                    f"app {self.name}: {other.name} already consumes {transport}:{topic} as "
+                    f"group {group}"
+                )
+        self._consumers.append(spec)
+        return spec

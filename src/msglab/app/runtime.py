@@ -1,0 +1,125 @@
+"""The runtime: runs an App's consumers (each a ``ConsumerRunner``) until stopped.
+
+    runtime = Runtime(app, connect)      # connect(transport name, profile) -> Transport
+    runtime.start()
+    ...
+    runtime.stop(grace_s=10)             # stop fetching, let handlers finish, settle, close
+
+``connect`` is where the composition root (``msglab worker``, a test) says where each
+transport's broker is; one transport object is made per (name, profile) and shared. ``only``
+names the handlers to run (all by default). A handler's chain is composed once, at start.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from types import TracebackType
+
+from msglab.app.application import App, ConsumerSpec
+from msglab.app.bridge import EventLoopThread, as_handler
+from msglab.app.context import compose
+from msglab.app.runner import ConsumerRunner
+from msglab.errors import UsageError
+from msglab.ports import Transport
+from msglab.profiles import DeliveryProfile
+
+Connect = Callable[[str, DeliveryProfile], Transport]
+
+
+def select(app: App, only: Sequence[str] = ()) -> list[ConsumerSpec]:
+    """The App's consumers named in ``only`` (all when empty); UsageError for an App without
+    handlers or a name it does not have."""
+    specs = app.consumers
+    if not specs:
+        raise UsageError(f"app {app.name} has no handlers: register one with @app.consumer(...)")
+    if not only:
+        return specs
+    names = {s.name for s in specs}
+    unknown = [n for n in only if n not in names]
+    if unknown:
+        raise UsageError(
+            f"app {app.name} has no handler {unknown[0]!r}; it has: {', '.join(sorted(names))}"
+        )
+    return [s for s in specs if s.name in only]
+
+
+class Runtime:
+    def __init__(self, app: App, connect: Connect, only: Sequence[str] = ()) -> None:
+        self.app = app
+        self.specs = select(app, only)
+        self._connect = connect
+        self._stop = threading.Event()
+        self._loop = EventLoopThread()
+        self._transports: dict[tuple[str, DeliveryProfile], Transport] = {}
+        self.runners: list[ConsumerRunner] = []
+
+    def _transport(self, spec: ConsumerSpec) -> Transport:
+        key = (spec.transport, spec.profile)
+        if key not in self._transports:
+            self._transports[key] = self._connect(spec.transport, spec.profile)
+        return self._transports[key]
+
+    def start(self) -> None:
+        """Build every consumer's transport and chain (errors in them raise here, before
+        anything runs), then start their flows."""
+        for spec in self.specs:
+            handler = compose(as_handler(spec.fn, spec.is_async, self._loop), spec.middleware)
+            self.runners.append(
+                ConsumerRunner(spec, handler, self._transport(spec), self.app.observer, self._stop)
+            )
+        for runner in self.runners:
+            runner.start()
+
+    def wait_consuming(self, timeout_s: float) -> bool:
+        """Wait until every consumer's main flow has subscribed (its retry flow and dead-letter
+        place first): messages published from then on are kept for the App's groups."""
+        deadline = time.monotonic() + timeout_s
+        return all(r.consuming.wait(max(0.0, deadline - time.monotonic())) for r in self.runners)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def request_stop(self) -> None:
+        """Stop fetching (from any thread, a signal handler included): each flow finishes the
+        delivery in hand and settles it."""
+        self._stop.set()
+        for runner in self.runners:
+            runner.close_subscribers()
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Wait until every flow ended (True), or ``timeout_s`` passed (False)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        for runner in self.runners:
+            for t in runner.threads:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                t.join(left)
+                if t.is_alive():
+                    return False
+        return True
+
+    def stop(self, grace_s: float = 10.0) -> bool:
+        """``request_stop``, wait up to ``grace_s`` for the flows, close the publishers and the
+        event loop; whether every flow ended in time (a flow still running is abandoned: what
+        it holds unsettled comes again from the broker)."""
+        self.request_stop()
+        ended = self.wait(grace_s)
+        if ended:
+            for runner in self.runners:
+                runner.close_publisher()
+            self._loop.close()
+        return ended
+
+    def __enter__(self) -> Runtime:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        _type: type[BaseException] | None,
+        _exc: BaseException | None,
+        _tb: TracebackType | None,
+    ) -> None:
+        self.stop()
