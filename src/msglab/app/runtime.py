@@ -8,6 +8,9 @@
 ``connect`` is where the composition root (``msglab worker``, a test) says where each
 transport's broker is; one transport object is made per (name, profile) and shared. ``only``
 names the handlers to run (all by default). A handler's chain is composed once, at start.
+``observer_for``: each consumer's observer (``msglab worker --metrics-port``: one labelled with
+its transport), instead of the App's; it also wraps each handler in the metrics middleware,
+innermost, so that every call is counted whatever the App lists.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from types import TracebackType
 from msglab.app.application import App, ConsumerSpec
 from msglab.app.bridge import EventLoopThread, as_handler
 from msglab.app.context import compose
+from msglab.app.middleware.metrics import metrics
+from msglab.app.observer import Observer
 from msglab.app.runner import ConsumerRunner
 from msglab.errors import UsageError
 from msglab.ports import Transport
@@ -46,8 +51,15 @@ def select(app: App, only: Sequence[str] = ()) -> list[ConsumerSpec]:
 
 
 class Runtime:
-    def __init__(self, app: App, connect: Connect, only: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        app: App,
+        connect: Connect,
+        only: Sequence[str] = (),
+        observer_for: Callable[[ConsumerSpec], Observer] | None = None,
+    ) -> None:
         self.app = app
+        self._observer_for = observer_for
         self.specs = select(app, only)
         self._connect = connect
         self._stop = threading.Event()
@@ -65,9 +77,14 @@ class Runtime:
         """Build every consumer's transport and chain (errors in them raise here, before
         anything runs), then start their flows."""
         for spec in self.specs:
-            handler = compose(as_handler(spec.fn, spec.is_async, self._loop), spec.middleware)
+            chain = spec.middleware
+            observer = self.app.observer
+            if self._observer_for is not None:
+                observer = self._observer_for(spec)
+                chain = (*chain, metrics(observer))
+            handler = compose(as_handler(spec.fn, spec.is_async, self._loop), chain)
             self.runners.append(
-                ConsumerRunner(spec, handler, self._transport(spec), self.app.observer, self._stop)
+                ConsumerRunner(spec, handler, self._transport(spec), observer, self._stop)
             )
         for runner in self.runners:
             runner.start()

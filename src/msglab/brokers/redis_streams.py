@@ -144,8 +144,8 @@ class StreamsSubscriber(SubscriberBase):
         """The server went away past the client's own retries (a restart, a Sentinel failover
         whose old primary refuses writes until the Sentinels name the new one), or takes no
         writes for now (``UNWRITABLE``): wait, growing to the reconnect backoff's longest, and
-        fetch again; a subscriber never gives up while open. Its unsent acks wait for the next fetch (an entry acked late is redelivered at
-        worst, never lost)."""
+        fetch again; a subscriber never gives up while open. Its unsent acks wait for the next
+        fetch (an entry acked late is redelivered at worst, never lost)."""
         delays = self._config.reconnect.delays() or [self._config.reconnect.max_s]
         delay = delays[min(self._outage, len(delays) - 1)]
         self._outage += 1

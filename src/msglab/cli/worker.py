@@ -14,13 +14,16 @@ import signal
 import sys
 import time
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from msglab.errors import UsageError
 from msglab.ports import Transport
 from msglab.profiles import DeliveryProfile
+
+if TYPE_CHECKING:
+    from msglab.metrics.exporter import Exporting
 
 LOG = logging.getLogger("msglab.worker")
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -37,6 +40,15 @@ def worker(
         typer.Option(min=0, help="Seconds the handlers in hand get to finish after a stop."),
     ] = 10.0,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics (counts of every handler "
+            "call, durations, in-flight, lag polled every 5 s).",
+        ),
+    ] = None,
 ) -> None:
     """Run an App's consumers (`msglab worker myservice.worker:app`) until SIGTERM or
     Ctrl-C: the first lets the handlers in hand finish within --grace seconds, a second
@@ -58,7 +70,21 @@ def worker(
     def connect(name: str, profile: DeliveryProfile) -> Transport:
         return build(name, profile.value)
 
-    runtime = Runtime(app, connect, only=only or ())
+    exporting: list[Exporting] = []  # the metrics, when --metrics-port
+    runtime = Runtime(
+        app,
+        connect,
+        only=only or (),
+        observer_for=None
+        if metrics_port is None
+        else lambda spec: exporting[0].observer(spec.transport),
+    )
+    if metrics_port is not None:
+        from msglab.metrics.exporter import export
+
+        consumers = [(connect(s.transport, s.profile), s.topic, s.group) for s in runtime.specs]
+        exporting.append(export(metrics_port, consumers))
+        LOG.info("metrics on http://127.0.0.1:%d/metrics", exporting[0].served.port)
     signals = {"count": 0, "at": 0.0}
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -86,4 +112,6 @@ def worker(
             logging.shutdown()
             os._exit(1)
     runtime.stop(0)
+    for metrics in exporting:
+        metrics.close()
     LOG.info("app %s: stopped", app.name)

@@ -153,35 +153,41 @@ class Metrics:
 
 @dataclass(frozen=True)
 class Exporting:
-    """What ``export`` started: ``metrics`` and its ``observer`` (hand it to the runtime:
-    ``App(observer=...)``), the HTTP server (``served.port``) and the lag poller (None for a
-    transport that stores nothing). ``close()`` stops the poller, then the server."""
+    """What ``export`` started: ``metrics``, an observer per transport (``observer(name)``;
+    hand it to the runtime), the HTTP server (``served.port``) and a lag poller per transport
+    that stores messages. ``close()`` stops the pollers, then the server."""
 
     metrics: Metrics
-    observer: MetricsObserver
     served: Served
-    poller: LagPoller | None
+    pollers: tuple[LagPoller, ...]
+
+    def observer(self, transport: str) -> MetricsObserver:
+        return MetricsObserver(self.metrics, transport)
 
     def close(self) -> None:
-        if self.poller is not None:
-            self.poller.stop()
+        for poller in self.pollers:
+            poller.stop()
         self.served.close()
 
 
 def export(
     port: int,
-    transport: Transport,
-    targets: Iterable[tuple[str, str]],
+    consumers: Iterable[tuple[Transport, str, str]],
     every_s: float = 5.0,
     addr: str = "127.0.0.1",
 ) -> Exporting:
-    """A consumer's metrics served on ``addr:port`` (what ``msglab worker --metrics-port``
-    runs), with the lag of each (topic, group) of ``targets`` polled every ``every_s`` s when
-    the transport can read lag. UsageError when the port cannot be bound."""
+    """Consumers' metrics served on ``addr:port`` (what ``msglab worker --metrics-port``
+    runs), with the lag of each consumer ((transport, topic, group)) polled every ``every_s``
+    s where its transport can read lag. UsageError when the port cannot be bound."""
     metrics = Metrics()
     served = metrics.serve(port, addr)
-    poller = None
-    if isinstance(transport, LagReader):
-        poller = LagPoller(transport, targets, metrics, every_s)
+    targets: dict[str, list[tuple[str, str]]] = {}
+    readers: dict[str, Transport] = {}
+    for transport, topic, group in consumers:
+        if isinstance(transport, LagReader):
+            readers.setdefault(transport.name, transport)
+            targets.setdefault(transport.name, []).append((topic, group))
+    pollers = tuple(LagPoller(t, targets[n], metrics, every_s) for n, t in readers.items())
+    for poller in pollers:
         poller.start()
-    return Exporting(metrics, MetricsObserver(metrics, transport.name), served, poller)
+    return Exporting(metrics, served, pollers)
