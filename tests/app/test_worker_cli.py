@@ -228,3 +228,53 @@ def test_the_worker_dead_letters_a_poison_order_and_outlives_a_broker_restart(
     assert record is not None and record.message.id == poison.id
     assert (record.failure.attempt, record.failure.error_type) == (1, "NonRetryable")
     assert "negative amount" in record.failure.error
+
+
+def test_metrics_port_serves_processed_and_lag_moving(tmp_path: Path) -> None:
+    """`msglab worker --metrics-port 0`: a real HTTP GET of its /metrics while it works through
+    a backlog shows processed going up to every message and the lag going down to 0."""
+    import re
+    import urllib.request
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "slow.py").write_text(SLOW)
+    files = open_transport("files", ClientConfig(url=f"file://{tmp_path / 'home' / 'files'}"))
+    pub = files.publisher()
+    jobs = [Message(b"0.4") for _ in range(16)]
+    for job in jobs:  # a batch each: a backlog of 16 before the worker starts
+        pub.publish("jobs", [job])
+    pub.close()
+    proc = worker(
+        "slow:app", tmp_path, {"MSGLAB_HOME": str(tmp_path / "home")}, "--metrics-port", "0"
+    )
+    log = Log(proc)
+    try:
+        log.wait_for("metrics on http://127.0.0.1:")
+        found = re.search(r"metrics on (http://127\.0\.0\.1:\d+/metrics)", log.text())
+        assert found, log.text()
+        labels = '{group="g",topic="jobs",transport="files"'
+
+        def scrape() -> tuple[float, float | None]:
+            text = urllib.request.urlopen(found[1], timeout=5).read().decode()
+            processed = re.search(rf"msglab_messages_processed_total{labels}}} (\S+)", text)
+            lags = [  # labels in name order: group, partition, topic, transport
+                float(value)
+                for labelled, value in re.findall(r"msglab_consumer_lag\{(.*?)\} (\S+)", text)
+                if 'topic="jobs"' in labelled and 'transport="files"' in labelled
+            ]
+            return float(processed[1]) if processed else 0.0, sum(lags) if lags else None
+
+        seen: list[tuple[float, float | None]] = []
+        deadline = time.monotonic() + 40
+        while not seen or seen[-1] != (16.0, 0.0):
+            assert time.monotonic() < deadline, (seen, log.text())
+            seen.append(scrape())
+            time.sleep(0.5)
+        processed = [p for p, _ in seen]
+        lags = [lag for _, lag in seen if lag is not None]
+        assert processed == sorted(processed) and len(set(processed)) > 0
+        assert max(lags) > 0 and lags[-1] == 0, seen  # the backlog was seen, then drained
+        assert any(0 < p < 16 for p in processed), seen  # counted while it worked
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
