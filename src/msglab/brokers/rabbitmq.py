@@ -76,11 +76,12 @@ def _params(config: ClientConfig) -> list[pika.URLParameters]:
     return found
 
 
-def publish_connect_delays(config: ClientConfig, nodes: int) -> list[float]:
-    """The waits before each try of a publisher that must connect again (the first at once),
-    each try to the next of ``nodes`` nodes: every node at least once, backoff as
-    ``config.reconnect``."""
-    tries = max(MIN_PUBLISH_TRIES, nodes)
+def publish_connect_delays(config: ClientConfig, nodes: int, again: bool = True) -> list[float]:
+    """The waits before each try of a publisher that must connect (the first at once), each
+    try to the next of ``nodes`` nodes: every node once for a first connection (an unreachable
+    broker fails within the connect timeout, node by node), and at least ``MIN_PUBLISH_TRIES``
+    when it connects ``again`` after a lost connection; backoff as ``config.reconnect``."""
+    tries = max(MIN_PUBLISH_TRIES, nodes) if again else nodes
     backoff = config.reconnect.delays()
     backoff += [config.reconnect.max_s] * (tries - 1 - len(backoff))
     return [0.0, *backoff[: tries - 1]]
@@ -140,6 +141,7 @@ class RabbitPublisher:
         self._exchanges: set[str] = set()
         self._props: dict[tuple[str, ...], Any] = {}
         self._tries = 0  # connections attempted (a cluster's nodes are tried in turn)
+        self._connected_once = False
 
     # -- connection (caller thread) -------------------------------------------------------
 
@@ -147,10 +149,12 @@ class RabbitPublisher:
         if self._channel is not None and self._channel.is_open:
             return
         error: BaseException | None = None
-        for delay in publish_connect_delays(self._config, len(_params(self._config))):
+        nodes = len(_params(self._config))
+        for delay in publish_connect_delays(self._config, nodes, again=self._connected_once):
             time.sleep(delay)
             try:
                 self._connect()
+                self._connected_once = True
                 return
             except ConnectError as exc:
                 error = exc
