@@ -217,10 +217,11 @@ def test_the_runtime_observer_counts_a_batch_and_times_each_call_once() -> None:
 
 def test_export_serves_the_observer_s_counts_and_the_polled_lag(memory: Transport) -> None:
     memory.publisher().publish("t", [Message(b"x") for _ in range(3)])
-    exporting = export(0, memory, [("t", "g")], every_s=0.05)
+    exporting = export(0, [(memory, "t", "g")], every_s=0.05)
     try:
-        exporting.observer.received("t", "g", "handle", 1)
-        exporting.observer.processed("t", "g", "handle", 1, 0.01)
+        assert len(exporting.pollers) == 1
+        exporting.observer("memory").received("t", "g", "handle", 1)
+        exporting.observer("memory").processed("t", "g", "handle", 1, 0.01)
         key = labels(topic="t", group="g", transport="memory")
         lag = ("msglab_consumer_lag", labels(partition="t", **dict(key)))
         deadline = time.monotonic() + 5
@@ -237,10 +238,10 @@ def test_export_serves_the_observer_s_counts_and_the_polled_lag(memory: Transpor
 
 def test_export_on_a_transport_that_stores_nothing_serves_without_a_lag_poller() -> None:
     config = ClientConfig(url="redis://127.0.0.1:1/0", profile=DeliveryProfile.AT_MOST_ONCE)
-    exporting = export(0, open_transport("redis-pubsub", config), [("t", "g")])
+    exporting = export(0, [(open_transport("redis-pubsub", config), "t", "g")])
     try:
-        assert exporting.poller is None
-        exporting.observer.received("t", "g", "handle", 1)
+        assert exporting.pollers == ()
+        exporting.observer("redis-pubsub").received("t", "g", "handle", 1)
         key = labels(topic="t", group="g", transport="redis-pubsub")
         assert scrape(exporting.served.port)[("msglab_messages_received_total", key)] == 1
     finally:
