@@ -18,6 +18,7 @@ from msglab.lab.matrix import CLUSTERS
 from msglab.lab.run import run
 from msglab.lab.scenario import Scenario
 from msglab.settings import Settings
+from tests.lab import run_files
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
@@ -28,15 +29,6 @@ def cluster() -> Iterator[KafkaCluster]:
     settings = Settings.from_env()
     yield KafkaCluster(settings)
     NativeBackend(settings).down(["kafka-cluster"])
-
-
-def _confirmed(folder: Path) -> set[str]:
-    return {
-        s["id"]
-        for path in folder.glob("sends-*.jsonl")
-        for s in map(json.loads, path.read_text().splitlines())
-        if s["outcome"] == "ok"
-    }
 
 
 def test_a_partitioned_leader_with_acks_all_loses_nothing_acknowledged(
@@ -66,11 +58,8 @@ def test_a_partitioned_leader_with_acks_all_loses_nothing_acknowledged(
     assert r["settings"]["kafka.acks"] == "all"
     assert r["confirmed"] == 4500 and r["lost"] == 0 and r["lost_from_storage"] == 0, r
     assert r["unavailable_s"] >= 2.0, r  # the leader could not acknowledge alone
-    stored = {
-        json.loads(line)["id"]
-        for line in (tmp_path / scenario.run_id / "stored-s0.jsonl").read_text().splitlines()
-    }
-    assert _confirmed(tmp_path / scenario.run_id) <= stored
+    folder = tmp_path / scenario.run_id
+    assert run_files.confirmed(folder) <= run_files.stored(folder)
     assert not cluster.net.rules()  # healed
 
 
@@ -185,11 +174,8 @@ def test_every_node_of_the_cluster_loses_power_and_what_none_fsynced_is_gone(
     cuts = [f for f in r["faults"] if f["action"] == "kill"]
     assert sorted(f["target"] for f in cuts) == [f"kafka-cluster/n{i}" for i in (1, 2, 3)]
     assert all(f["dropped_bytes"] > 0 for f in cuts)
-    stored = {
-        json.loads(line)["id"]
-        for line in (tmp_path / scenario.run_id / "stored-s0.jsonl").read_text().splitlines()
-    }
-    confirmed = _confirmed(tmp_path / scenario.run_id)
+    stored = run_files.stored(tmp_path / scenario.run_id)
+    confirmed = run_files.confirmed(tmp_path / scenario.run_id)
     assert r["lost_from_storage"] == len(confirmed - stored) > 0, r
     assert not any(
         row.lazyfs for row in NativeBackend(Settings.from_env()).status(["kafka-cluster"])

@@ -41,6 +41,7 @@ FLUSH = "log.flush.interval.messages"
         ("acks=2", "valid: 0, 1, all"),
         ("acks=-1", "valid: 0, 1, all"),
         ("queue-type=stream", "valid: classic, quorum"),
+        ("min-replicas-max-lag=0", "valid: an integer from 1 to"),
         ("flush=1", "unknown setting 'flush'; valid: appendfsync, synchronous_commit, log.flush"),
         (FLUSH, "use KEY=VALUE"),
     ],

@@ -24,6 +24,7 @@ from msglab.lab.run import run
 from msglab.lab.scenario import Scenario
 from msglab.settings import Settings
 from tests.infra.test_lifecycle import private_settings
+from tests.lab import run_files
 
 
 @pytest.mark.redis
@@ -49,12 +50,8 @@ def test_a_power_cut_keeps_what_redis_fsynced(tmp_path: Path, fsync: str) -> Non
     assert r["settings"]["redis.appendfsync"] == fsync  # read back from the server
     (cut,) = [f for f in r["faults"] if f["fault"] == "power-cut" and f["action"] == "kill"]
     assert r["simulated"].startswith("power cut")
-    stored = {json.loads(line)["id"] for line in _lines(tmp_path, scenario.run_id, "stored-s0")}
-    confirmed = {
-        s["id"]
-        for s in map(json.loads, _lines(tmp_path, scenario.run_id, "sends-p0"))
-        if s["outcome"] == "ok"
-    }
+    stored = run_files.stored(tmp_path / scenario.run_id)
+    confirmed = run_files.confirmed(tmp_path / scenario.run_id)
     assert r["lost_from_storage"] == len(confirmed - stored)  # recomputed from the evidence
     if fsync == "no":
         assert cut["dropped_bytes"] > 0
@@ -62,23 +59,6 @@ def test_a_power_cut_keeps_what_redis_fsynced(tmp_path: Path, fsync: str) -> Non
     else:
         assert cut["dropped_bytes"] == 0
         assert r["lost_from_storage"] == 0 and r["lost"] == 0, r
-
-
-def _lines(runs: Path, run_id: str, name: str) -> list[str]:
-    return (runs / run_id / f"{name}.jsonl").read_text().splitlines()
-
-
-def _confirmed(runs: Path, run_id: str) -> set[str]:
-    return {
-        s["id"]
-        for path in sorted((runs / run_id).glob("sends-*.jsonl"))
-        for s in map(json.loads, path.read_text().splitlines())
-        if s["outcome"] == "ok"
-    }
-
-
-def _stored(runs: Path, run_id: str, name: str) -> set[str]:
-    return {json.loads(line)["id"] for line in _lines(runs, run_id, name)}
 
 
 @pytest.mark.postgres
@@ -103,8 +83,8 @@ def test_a_power_cut_of_the_files_folder(tmp_path: Path, profile: str) -> None:
     (cut,) = [f for f in r["faults"] if f["fault"] == "power-cut" and f["action"] == "kill"]
     assert cut["target"] == "files" and cut["workers"] >= 2  # the producer and the consumer
     assert r["confirmed"] >= 400, r  # confirmed before the cut (the producer died with it)
-    confirmed = _confirmed(tmp_path, scenario.run_id)
-    stored = _stored(tmp_path, scenario.run_id, "stored-s0")
+    confirmed = run_files.confirmed(tmp_path / scenario.run_id)
+    stored = run_files.stored(tmp_path / scenario.run_id)
     assert r["lost_from_storage"] == len(confirmed - stored)
     if profile == "at-least-once":
         assert r["lost_from_storage"] == 0 and r["lost"] == 0, r
@@ -137,8 +117,8 @@ def test_a_power_cut_of_the_outbox_database(tmp_path: Path, commit: str) -> None
     )
     r = run(scenario, runs_dir=tmp_path)
     assert r["settings"]["postgres.synchronous_commit"] == commit
-    stored = _stored(tmp_path, scenario.run_id, "stored-db")
-    assert r["lost_from_storage"] == len(_confirmed(tmp_path, scenario.run_id) - stored)
+    stored = run_files.stored(tmp_path / scenario.run_id, "stored-db")
+    assert r["lost_from_storage"] == len(run_files.confirmed(tmp_path / scenario.run_id) - stored)
     if commit == "off":
         assert r["lost_from_storage"] > 0, r
     else:

@@ -10,7 +10,6 @@ print the figures."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from msglab.infra.redis_sentinel import RedisSentinel
 from msglab.lab.run import run
 from msglab.lab.scenario import Scenario
 from msglab.settings import Settings
+from tests.lab import run_files
 
 pytestmark = pytest.mark.redis
 
@@ -36,19 +36,11 @@ def cluster() -> Iterator[RedisSentinel]:
     NativeBackend(settings).down(["redis-sentinel"])
 
 
-def _ids(path: Path, outcome: str | None = None) -> set[str]:
-    return {
-        row["id"]
-        for row in map(json.loads, path.read_text().splitlines())
-        if outcome is None or row["outcome"] == outcome
-    }
-
-
 def _checked(r: dict[str, Any], folder: Path, fault: str) -> dict[str, Any]:
     """The report's counts recomputed from the run's files; the figures printed."""
-    confirmed = set().union(*(_ids(p, "ok") for p in folder.glob("sends-*.jsonl")))
-    delivered = set().union(*(_ids(p) for p in folder.glob("deliveries-c*.jsonl")))
-    stored = _ids(folder / "stored-s0.jsonl")
+    confirmed = run_files.confirmed(folder)
+    delivered = run_files.delivered(folder)
+    stored = run_files.stored(folder)
     assert r["confirmed"] == len(confirmed), r
     assert r["lost_from_storage"] == len(confirmed - stored), r
     assert r["lost"] == len(confirmed - delivered), r

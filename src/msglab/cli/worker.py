@@ -14,16 +14,13 @@ import signal
 import sys
 import time
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from msglab.errors import UsageError
 from msglab.ports import Transport
 from msglab.profiles import DeliveryProfile
-
-if TYPE_CHECKING:
-    from msglab.metrics.exporter import Exporting
 
 LOG = logging.getLogger("msglab.worker")
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -55,7 +52,7 @@ def worker(
     stops at once. A lost broker is retried with backoff, never given up. Handlers run one
     message at a time per consumer (per-key order kept; --concurrency is not built yet)."""
     from msglab.app.loader import load_app
-    from msglab.app.runtime import Runtime
+    from msglab.app.runtime import Runtime, select
     from msglab.cli.messaging import build
 
     if log_level.upper() not in LEVELS:
@@ -70,21 +67,21 @@ def worker(
     def connect(name: str, profile: DeliveryProfile) -> Transport:
         return build(name, profile.value)
 
-    exporting: list[Exporting] = []  # the metrics, when --metrics-port
+    exporting = None
+    if metrics_port is not None:
+        from msglab.metrics.exporter import export
+
+        specs = select(app, only or ())
+        exporting = export(
+            metrics_port, [(connect(s.transport, s.profile), s.topic, s.group) for s in specs]
+        )
+        LOG.info("metrics on http://127.0.0.1:%d/metrics", exporting.served.port)
     runtime = Runtime(
         app,
         connect,
         only=only or (),
-        observer_for=None
-        if metrics_port is None
-        else lambda spec: exporting[0].observer(spec.transport),
+        observer_for=None if exporting is None else lambda spec: exporting.observer(spec.transport),
     )
-    if metrics_port is not None:
-        from msglab.metrics.exporter import export
-
-        consumers = [(connect(s.transport, s.profile), s.topic, s.group) for s in runtime.specs]
-        exporting.append(export(metrics_port, consumers))
-        LOG.info("metrics on http://127.0.0.1:%d/metrics", exporting[0].served.port)
     signals = {"count": 0, "at": 0.0}
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -112,6 +109,6 @@ def worker(
             logging.shutdown()
             os._exit(1)
     runtime.stop(0)
-    for metrics in exporting:
-        metrics.close()
+    if exporting is not None:
+        exporting.close()
     LOG.info("app %s: stopped", app.name)

@@ -116,12 +116,22 @@ class Cluster(ABC, Generic[N]):
         return self.first.keeps_settings
 
     def setting(self, key: str) -> str:
-        """``key`` as the running nodes have it: one value when they agree, else each node's
-        (``n1=1, n2=0``), so that a report shows a cluster whose nodes disagree."""
-        values = {n: svc.setting(key) for n, svc in self.running().items()}
-        if len(set(values.values())) == 1:
-            return next(iter(values.values()))
-        return ", ".join(f"{n}={v}" for n, v in values.items())
+        return self.read_settings([key])[key]
+
+    def read_settings(self, keys: Sequence[str]) -> dict[str, str]:
+        """Each of ``keys`` as the running nodes have it: one value when they agree, else each
+        node's (``n1=1, n2=0``), so that a report shows a cluster whose nodes disagree."""
+        per_node = {n: svc.read_settings(keys) for n, svc in self.running().items()}
+        found = {}
+        for key in keys:
+            values = {n: got[key] for n, got in per_node.items()}
+            agreed = len(set(values.values())) == 1
+            found[key] = (
+                next(iter(values.values()))
+                if agreed
+                else ", ".join(f"{n}={v}" for n, v in values.items())
+            )
+        return found
 
     def saved_setting(self, key: str) -> str:
         """What ``set_setting(key, ...)`` puts back, as the first running node has it."""

@@ -30,7 +30,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -276,13 +276,25 @@ class Kafka(NativeService):
         ``log.flush.interval.messages``, Long.MAX_VALUE: never force a flush), else the value
         in force (from a dynamic config, the cluster's or this broker's, or the static file).
         A feature (``FEATURES``): its finalized level, as the broker lists it."""
-        _check_broker_setting(key)
-        if key in FEATURES:
-            found = probes.kafka_features(self.host, self.port, self.settings.connect_timeout_s)
-            if found is None:
+        return self.read_settings([key])[key]
+
+    def read_settings(self, keys: Sequence[str]) -> dict[str, str]:
+        """``setting`` of each of ``keys``: the configs from one description of the broker,
+        the features from one ApiVersions answer."""
+        for key in keys:
+            _check_broker_setting(key)
+        found: dict[str, str] = {}
+        if any(key in FEATURES for key in keys):
+            timeout_s = self.settings.connect_timeout_s
+            levels = probes.kafka_features(self.host, self.port, timeout_s)
+            if levels is None:
                 raise NotRunningError(f"{self.name} does not answer at {self.address}")
-            return str(found.get(key, 0))
-        return self._described(key)[0]
+            found |= {key: str(levels.get(key, 0)) for key in keys if key in FEATURES}
+        configs = [key for key in keys if key not in FEATURES]
+        if configs:
+            described = self._described()
+            found |= {key: described[key][0] for key in configs}
+        return {key: found[key] for key in keys}
 
     def saved_setting(self, key: str) -> str:
         """What ``set_setting(key, ...)`` puts back as it is now: the cluster-wide dynamic
@@ -290,22 +302,27 @@ class Kafka(NativeService):
         value is then in force, and stays)."""
         if key in FEATURES:
             return self.setting(key)
-        value, sources = self._described(key)
+        value, sources = self._described()[key]
         return value if sources[:1] == ["DYNAMIC_DEFAULT_BROKER_CONFIG"] else DEFAULT
 
-    def _described(self, key: str) -> tuple[str, list[str]]:
-        """``key``'s value in force on this broker (``default`` from Kafka's defaults) and the
-        sources that set it, first the one in force (``DYNAMIC_DEFAULT_BROKER_CONFIG`` ...)."""
+    def _described(self) -> dict[str, tuple[str, list[str]]]:
+        """Each of ``BROKER_SETTINGS``, as one description of this broker (one JVM tool run)
+        gives it: the value in force (``default`` from Kafka's defaults) and the sources that
+        set it, first the one in force (``DYNAMIC_DEFAULT_BROKER_CONFIG`` ...)."""
         if not self.ping(min(self.settings.connect_timeout_s, 5.0)):
             raise NotRunningError(f"{self.name} does not answer at {self.address}")
         result = self._configs("--entity-name", str(self.node_id), "--describe", "--all")
+        described = {}
         for line in result.stdout.splitlines():
             found = _DESCRIBED.match(line)
-            if found and found["key"] == key:
+            if found and found["key"] in BROKER_SETTINGS:
                 sources = [s.partition(":")[0] for s in found["syn"].split(", ") if s]
                 value = DEFAULT if sources[:1] == ["DEFAULT_CONFIG"] else found["value"]
-                return value, sources
-        raise InfraError(f"{self.name} did not describe {key}: {_last_line(result)}")
+                described[found["key"]] = (value, sources)
+        missing = [key for key in BROKER_SETTINGS if key not in described]
+        if missing:
+            raise InfraError(f"{self.name} did not describe {missing[0]}: {_last_line(result)}")
+        return described
 
     def set_setting(self, key: str, value: str) -> None:
         """Set ``key`` for every broker of the cluster (a cluster-wide dynamic config), or

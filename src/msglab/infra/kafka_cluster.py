@@ -163,9 +163,9 @@ class KafkaCluster(Cluster[KafkaNode]):
             return {node: "no controller leader answers" for node in nodes}
         return why
 
-    def setting(self, key: str) -> str:
-        """A cluster-wide setting (a dynamic config, a feature), as one running node has it."""
-        return next(iter(self.running().values())).setting(key)
+    def read_settings(self, keys: Sequence[str]) -> dict[str, str]:
+        """Cluster-wide settings (dynamic configs, features), as one running node has them."""
+        return next(iter(self.running().values())).read_settings(keys)
 
     def set_setting(self, key: str, value: str) -> None:
         """Once, for the whole cluster, through one running node (which waits until it has it

@@ -355,6 +355,10 @@ class NativeService(ABC):
         server. UsageError: this server has no such setting msglab can read."""
         raise UsageError(f"{self.name} has no setting {key!r} msglab reads")
 
+    def read_settings(self, keys: Sequence[str]) -> dict[str, str]:
+        """``setting`` of each of ``keys`` (a server that can read them all at once does)."""
+        return {key: self.setting(key) for key in keys}
+
     def saved_setting(self, key: str) -> str:
         """What ``set_setting(key, ...)`` puts back as it is now (``setting``, unless the
         server tells the value it was given from the one in force)."""

@@ -18,14 +18,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from msglab.brokers import CLUSTER_OF, SERVICE_OF, transport_class
 from msglab.config import ACKS, QUEUE_TYPES, ClientConfig
 from msglab.errors import InfraError, MsglabError, UsageError
 from msglab.infra.cluster import Cluster
-from msglab.infra.native import NativeBackend
+from msglab.infra.native import CLUSTER_TYPES, NativeBackend
 from msglab.infra.rabbitmq import RabbitMQ
 from msglab.infra.service import NativeService
 from msglab.profiles import DeliveryProfile
@@ -77,7 +76,8 @@ class Knob:
             return str(number)
         valid = ", ".join(self.values)
         if self.minimum is not None:
-            valid += f", or an integer from {self.minimum} to {LONG_MAX}"
+            integer = f"an integer from {self.minimum} to {LONG_MAX}"
+            valid = f"{valid}, or {integer}" if valid else integer
         raise UsageError(f"--set {self.key}: unknown value {value!r}; valid: {valid}")
 
     def applies(self, transport: str, pattern: str = "direct", cluster: bool = False) -> bool:
@@ -258,32 +258,35 @@ def server_settings(
     those services are listed when they run, with their knobs (those of replicas too)."""
     native = NativeBackend(settings)
     wanted = None if services is None else set(services)
-    found: dict[str, dict[str, str]] = {}
+    keys: dict[str, list[str]] = {}  # server or cluster -> its knobs' keys
     for knob in KNOBS.values():
         if knob.kind != "server" or (wanted is not None and knob.service not in wanted):
             continue
         if not knob.cluster_only:
-            server = native.service(knob.service)
-            if knob.service in settings.external:
-                value = "external (not read)"
-            elif server.pid() is None:
-                value = "not running"
-            else:
-                value = _read(partial(server.setting, knob.key))
-            found.setdefault(knob.service, {})[knob.key] = value
+            keys.setdefault(knob.service, []).append(knob.key)
         for name in {CLUSTER_OF[t] for t in knob.transports if t in CLUSTER_OF}:
+            keys.setdefault(name, []).append(knob.key)
+    found: dict[str, dict[str, str]] = {}
+    for name, names in keys.items():
+        if name in CLUSTER_TYPES:
             cluster = native.cluster(name)
             if any(node.pid() for node in cluster.nodes.values()):
-                value = _read(partial(cluster.setting, knob.key))
-                found.setdefault(name, {})[knob.key] = value
+                found[name] = _read(cluster, names)
+        elif name in settings.external:
+            found[name] = dict.fromkeys(names, "external (not read)")
+        elif (server := native.service(name)).pid() is None:
+            found[name] = dict.fromkeys(names, "not running")
+        else:
+            found[name] = _read(server, names)
     return found
 
 
-def _read(read: Callable[[], str]) -> str:
+def _read(server: NativeService | Cluster[Any], keys: list[str]) -> dict[str, str]:
+    """``keys`` as ``server`` answers them, at once; each ``unknown (why)`` when it cannot."""
     try:
-        return read()
+        return server.read_settings(keys)
     except MsglabError as exc:
-        return f"unknown ({exc})"
+        return dict.fromkeys(keys, f"unknown ({exc})")
 
 
 class Dials:
@@ -360,11 +363,16 @@ class Dials:
         the run, of ``services``: server knobs as msglab's own servers answer (an external
         server's is not read), client knobs as the transport builds its clients for the run.
         The knobs RabbitMQ reports of the run's queues are ``read_queues``'."""
-        found, services = {}, set(services)
+        found: dict[str, str] = {}
+        services = set(services)
+        by_server: dict[str, tuple[NativeService | Cluster[Any], list[Knob]]] = {}
         for knob in self._applying("server"):
             name, server = self._server(knob)
             if name in services and knob.service not in self._settings.external:
-                found[f"{knob.service}.{knob.key}"] = _read(partial(server.setting, knob.key))
+                by_server.setdefault(name, (server, []))[1].append(knob)
+        for server, knobs in by_server.values():
+            values = _read(server, [k.key for k in knobs])
+            found |= {f"{k.service}.{k.key}": values[k.key] for k in knobs}
         client = self._applying("client")
         if client:
             cls = transport_class(self._scenario.transport)
@@ -383,16 +391,19 @@ class Dials:
         if they differ); nothing for an external RabbitMQ."""
 
         def types() -> str:
-            if self._scenario.cluster:  # each node lists the queues it leads
-                nodes = self._native.cluster(str(self._scenario.service)).nodes.values()
-                queues = [q for node in nodes if node.pid() for q in node.queues()]
-            else:
-                queues = RabbitMQ(self._settings).queues()
+            try:
+                if self._scenario.cluster:  # each node lists the queues it leads
+                    nodes = self._native.cluster(str(self._scenario.service)).nodes.values()
+                    queues = [q for node in nodes if node.pid() for q in node.queues()]
+                else:
+                    queues = RabbitMQ(self._settings).queues()
+            except MsglabError as exc:
+                return f"unknown ({exc})"
             mine = sorted({q.type for q in queues if q.name.startswith(topic)})
             return ", ".join(mine) or f"unknown (no queue named {topic}...)"
 
         return {
-            f"{knob.service}.{knob.key}": _read(types)
+            f"{knob.service}.{knob.key}": types()
             for knob in self._applying("queues")
             if knob.service not in self._settings.external
         }
