@@ -265,3 +265,43 @@ def test_stop_lets_the_handler_in_hand_finish_and_settle(
     finally:
         rest.stop()
     assert [m.id for m in got] == [second.id], "the first came again or the second was lost"
+
+
+def test_stop_with_handler_threads_settles_every_delivery_handed_in(
+    config: ClientConfig, transport: Transport
+) -> None:
+    app = App("svc", middleware=[])
+    started, release = threading.Semaphore(0), threading.Event()
+    done: list[str] = []
+
+    @app.consumer("orders", transport="memory", group="g", concurrency=2)
+    def slow(ctx: Context) -> None:
+        started.release()
+        release.wait(5)
+        done.append(ctx.message.id)
+
+    runtime = Runtime(app, lambda n, p: open_transport(n, config.with_profile(p)))
+    runtime.start()
+    sent = [Message(b"1", key="a"), Message(b"2", key="b"), Message(b"3", key="a")]
+    publish(transport, "orders", sent)
+    assert started.acquire(timeout=5) and started.acquire(timeout=5), "two did not run at once"
+    runtime.request_stop()
+    threading.Timer(0.3, release.set).start()
+    assert runtime.stop(5)
+    assert sorted(done) == sorted(m.id for m in sent)
+    rest = Reader(transport, "orders", group="g")
+    time.sleep(0.5)
+    rest.stop()
+    assert rest.messages == [], "a delivery handled before the stop was not acked"
+
+
+def test_concurrency_is_for_per_message_handlers(config: ClientConfig) -> None:
+    app = App("svc")
+    with pytest.raises(UsageError, match="concurrency 0"):
+        app.add(lambda c: None, "orders", transport="memory", group="g", concurrency=0)
+    with pytest.raises(UsageError, match="per-message handlers"):
+        app.add(lambda c: None, "orders", transport="memory", group="g", batch=True, concurrency=2)
+    app.add(lambda c: None, "orders", transport="memory", group="g", name="one")
+    app.add(lambda c: None, "refunds", transport="memory", group="g", name="many", batch=True)
+    runtime = Runtime(app, lambda n, p: open_transport(n, config), concurrency=3)
+    assert {s.name: s.concurrency for s in runtime.specs} == {"one": 3, "many": 1}

@@ -8,7 +8,9 @@ profile, and the middleware around them.
         ctx.publish("invoices", make_invoice(ctx.value))
 
 A handler is a function of one ``Context``, plain or ``async def`` (run on the runtime's own
-event loop); ``batch=True`` hands it the messages fetched together (``ctx.messages``). Its
+event loop); ``batch=True`` hands it the messages fetched together (``ctx.messages``).
+``concurrency=n`` runs a per-message handler on n threads, each key's messages in order on
+one of them (``msglab.app.keyed_pool``); a batch handler runs one batch at a time. Its
 middleware is the App's, then its own: ``App(middleware=[a, b])`` with ``consumer(...,
 middleware=[c])`` runs ``a(b(c(handler)))``. Registration checks every name at once
 (``UsageError``: exit 2 in the CLI); nothing connects until a runtime runs the App
@@ -57,6 +59,7 @@ class ConsumerSpec:
     max_messages: int
     middleware: tuple[Middleware, ...]
     decode: Callable[[bytes], Any] | None
+    concurrency: int = 1
 
     @property
     def retries(self) -> bool:
@@ -67,6 +70,17 @@ class ConsumerSpec:
     def dead_letters(self) -> bool:
         """Whether ``<topic>.dlq`` takes what fails for good (a ``DeadLetter`` in the chain)."""
         return any(isinstance(m, DeadLetter) for m in self.middleware)
+
+
+def check_concurrency(concurrency: int, batch: bool) -> None:
+    """UsageError unless ``concurrency`` is 1 or more, and 1 for a batch handler."""
+    if concurrency < 1:
+        raise UsageError(f"concurrency {concurrency}: use 1 or more")
+    if batch and concurrency > 1:
+        raise UsageError(
+            "concurrency applies to per-message handlers; a batch handler runs one batch at a "
+            "time (its messages' keys are mixed)"
+        )
 
 
 class App:
@@ -101,6 +115,7 @@ class App:
         middleware: Sequence[Middleware] = (),
         decode: Callable[[bytes], Any] | None = None,
         name: str | None = None,
+        concurrency: int = 1,
     ) -> Callable[[HandlerFn], HandlerFn]:
         """Register the decorated function for ``topic``; it is returned unchanged."""
 
@@ -116,6 +131,7 @@ class App:
                 middleware=middleware,
                 decode=decode,
                 name=name,
+                concurrency=concurrency,
             )
             return fn
 
@@ -134,6 +150,7 @@ class App:
         middleware: Sequence[Middleware] = (),
         decode: Callable[[bytes], Any] | None = None,
         name: str | None = None,
+        concurrency: int = 1,
     ) -> ConsumerSpec:
         """``consumer`` without the decorator; the spec registered."""
         check_name("topic", topic)
@@ -144,6 +161,7 @@ class App:
             raise UsageError(f"unknown transport {transport!r}; valid: {', '.join(TRANSPORTS)}")
         if max_messages < 1:
             raise UsageError(f"max_messages {max_messages}: use 1 or more")
+        check_concurrency(concurrency, batch)
         if not callable(fn):
             raise UsageError(f"handler for {topic} is not callable: {fn!r}")
         spec = ConsumerSpec(
@@ -158,6 +176,7 @@ class App:
             max_messages=max_messages,
             middleware=(*self.middleware, *middleware),
             decode=decode,
+            concurrency=concurrency,
         )
         for other in self._consumers:
             if other.name == spec.name:

@@ -25,7 +25,8 @@ LOG = logging.getLogger("msglab.app")
 
 
 class Places:
-    """Thread-safe (the consumer's flows and the event loop of async handlers share it)."""
+    """Thread-safe: the consumer's flows, its handler threads and the event loop of async
+    handlers share it. One write at a time (a pika channel belongs to one thread at a time)."""
 
     def __init__(self, transport: Transport, where: str) -> None:
         self._transport = transport
@@ -38,14 +39,12 @@ class Places:
             if self._publisher is None:
                 self._publisher = self._transport.publisher()
             publisher = self._publisher
-        try:
-            publisher.publish(topic, messages)
-        except MsglabError:
-            with self._lock:  # a fresh connection next time
-                if self._publisher is publisher:
-                    self._publisher = None
-            publisher.close()
-            raise
+            try:
+                publisher.publish(topic, messages)
+            except MsglabError:
+                self._publisher = None  # a fresh connection next time
+                publisher.close()
+                raise
 
     def close(self) -> None:
         with self._lock:

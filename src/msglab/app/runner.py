@@ -13,6 +13,12 @@ every delivery and every empty poll (at least every 0.2 s). Before the main flow
 anything, the retry flow has subscribed and the dead-letter place exists (subscribed once by
 ``DLQ_GROUP``): RabbitMQ routes a message only to queues bound before it was published.
 
+Concurrency (``spec.concurrency`` > 1, per-message handlers): the main flow hands each delivery
+to a ``KeyedPool`` (one thread per share of the keys, so a key keeps its order) and settles
+in delivery order itself. It is then not closed by ``close_subscribers``: it sees the stop
+after its delivery in hand or at its next empty poll, waits for the handlers running, settles
+them, then closes.
+
 Broker loss: a flow whose subscriber fails (cannot connect, or gave up reconnecting) logs it
 and subscribes again after a backoff, doubling to ``RECONNECT_MAX_S``, for as long as the
 runtime runs; it never gives up. Stop: ``stop`` set, subscribers closed; a flow finishes the
@@ -30,6 +36,7 @@ from collections.abc import Callable, Iterator, Sequence
 from msglab.app.application import ConsumerSpec
 from msglab.app.context import Context, Handler
 from msglab.app.due import DueBuffer
+from msglab.app.keyed_pool import KeyedPool
 from msglab.app.observer import Observer
 from msglab.app.places import Places
 from msglab.app.records import RetryEntry, dlq_topic, retry_topic
@@ -125,10 +132,11 @@ class ConsumerRunner:
                 LOG.exception("%s %s flow failed; starting it again", self._where, label)
                 self._stop.wait(RECONNECT_MAX_S)
 
-    def _subscribed(self, group: str) -> Subscriber:
+    def _subscribed(self, group: str, closed_on_stop: bool = True) -> Subscriber:
         sub = self._transport.subscriber(group)
-        with self._subs_lock:
-            self._subs.add(sub)
+        if closed_on_stop:
+            with self._subs_lock:
+                self._subs.add(sub)
         if self._stop.is_set():
             sub.close()
         return sub
@@ -146,25 +154,47 @@ class ConsumerRunner:
                 return
         if self.spec.dead_letters:
             self._declare(dlq_topic(self.spec.topic), DLQ_GROUP)
-        sub = self._subscribed(self.spec.group)
+        threads = 1 if self.spec.batch else self.spec.concurrency
+        sub = self._subscribed(self.spec.group, closed_on_stop=threads == 1)
+        pool = KeyedPool(threads, self._run_first) if threads > 1 else None
+        if pool is not None:
+            sub.on_idle(lambda: self._idle_pooled(sub, pool))
+        in_order = False
         try:
             items: Iterator[Delivery] | Iterator[Batch]
             if self.spec.batch:
                 items = sub.batches(self.spec.topic, self.spec.max_messages)
             else:
                 items = sub.subscribe(self.spec.topic)
-            LOG.info("%s: consuming", self._where)
+            LOG.info("%s: consuming (%d handler thread(s))", self._where, threads)
             self.consuming.set()
             for item in items:
                 if self._stop.is_set():
                     break  # not handled: released unsettled, it comes again
+                if pool is not None and isinstance(item, Delivery):
+                    pool.submit(item)
+                    continue
                 messages = list(item.messages) if isinstance(item, Batch) else [item.message]
                 if self._run(self._context(messages, 1, None)):
                     item.ack()
                 else:
                     item.nack(requeue=True)
+            in_order = True
         finally:
+            if pool is not None:  # a broker error: what ran comes again, the order kept
+                pool.finish(settle=in_order)
             self._forget(sub)
+
+    def _idle_pooled(self, sub: Subscriber, pool: KeyedPool) -> None:
+        """An empty poll of a pooled main flow: settle what is done; once stopped, wait for
+        the handlers running, settle them and close (the subscription ends after this)."""
+        pool.settle_done()
+        if self._stop.is_set():
+            pool.finish()
+            sub.close()
+
+    def _run_first(self, delivery: Delivery) -> bool:
+        return self._run(self._context([delivery.message], 1, None))
 
     def _declare(self, topic: str, group: str) -> None:
         """Make ``topic`` keep its messages for ``group`` (subscribe once, then close)."""

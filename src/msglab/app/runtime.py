@@ -7,7 +7,8 @@
 
 ``connect`` is where the composition root (``msglab worker``, a test) says where each
 transport's broker is; one transport object is made per (name, profile) and shared. ``only``
-names the handlers to run (all by default). A handler's chain is composed once, at start.
+names the handlers to run (all by default); ``concurrency`` sets every per-message handler's
+threads (``msglab worker --concurrency``). A handler's chain is composed once, at start.
 ``observer_for``: each consumer's observer (``msglab worker --metrics-port``: one labelled with
 its transport), instead of the App's; it also wraps each handler in the metrics middleware,
 innermost, so that every call is counted whatever the App lists.
@@ -15,12 +16,13 @@ innermost, so that every call is counted whatever the App lists.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
 
-from msglab.app.application import App, ConsumerSpec
+from msglab.app.application import App, ConsumerSpec, check_concurrency
 from msglab.app.bridge import EventLoopThread, as_handler
 from msglab.app.context import compose
 from msglab.app.middleware.metrics import metrics
@@ -50,6 +52,15 @@ def select(app: App, only: Sequence[str] = ()) -> list[ConsumerSpec]:
     return [s for s in specs if s.name in only]
 
 
+def with_concurrency(spec: ConsumerSpec, concurrency: int | None) -> ConsumerSpec:
+    """``spec`` with ``concurrency`` handler threads when given and it handles one message at
+    a time (a batch handler keeps one)."""
+    if concurrency is None or spec.batch:
+        return spec
+    check_concurrency(concurrency, spec.batch)
+    return dataclasses.replace(spec, concurrency=concurrency)
+
+
 class Runtime:
     def __init__(
         self,
@@ -57,10 +68,11 @@ class Runtime:
         connect: Connect,
         only: Sequence[str] = (),
         observer_for: Callable[[ConsumerSpec], Observer] | None = None,
+        concurrency: int | None = None,
     ) -> None:
         self.app = app
         self._observer_for = observer_for
-        self.specs = select(app, only)
+        self.specs = [with_concurrency(s, concurrency) for s in select(app, only)]
         self._connect = connect
         self._stop = threading.Event()
         self._loop = EventLoopThread()

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -30,8 +32,9 @@ from msglab.app.runner import DLQ_GROUP
 from msglab.brokers import open_transport
 from msglab.config import ClientConfig
 from msglab.errors import MsglabError, UsageError
+from msglab.lag import total as lag_total
 from msglab.message import Message
-from msglab.ports import TopicAdmin, Transport
+from msglab.ports import LagReader, TopicAdmin, Transport
 from msglab.profiles import DeliveryProfile
 
 APP_TIMEOUT_S = 90.0
@@ -155,6 +158,46 @@ class AppContract:
         assert (f.origin, f.group, f.handler, f.attempt) == (topic, GROUP, "handle", 3)
         assert f.error_type == "Poisoned" and poison.id in f.error
         assert f.first_failure < f.last_failure
+
+    def test_app_concurrency_keeps_each_keys_order_and_acks_every_message(
+        self, config: ClientConfig, topic: str, app_cleanup: None
+    ) -> None:
+        """Four handler threads: each key's messages run in the order published, two keys run
+        at once, and once stopped the group has nothing left (acks went in order)."""
+        transport = self._app_transport(config)
+        app = App("contract", middleware=[])
+        ran: dict[str | None, list[str]] = defaultdict(list)
+        running, most = [0], [0]
+        lock = threading.Lock()
+
+        @app.consumer(topic, transport=self.transport_name, group=GROUP, concurrency=4)
+        def handle(ctx: Context) -> None:
+            with lock:
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+            time.sleep(random.uniform(0, 0.004))
+            with lock:
+                running[0] -= 1
+                ran[ctx.message.key].append(ctx.message.id)
+
+        sent = [Message(f"m{i}".encode(), key=f"k{i % 6}") for i in range(240)]
+        runtime = self._runtime(app, config)
+        try:
+            pub = transport.publisher()
+            pub.publish(topic, sent)
+            pub.close()
+            deadline = time.monotonic() + APP_TIMEOUT_S
+            while sum(map(len, ran.values())) < len(sent) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            assert runtime.stop(30), "the runtime did not stop"
+        for key in {m.key for m in sent}:
+            expected = [m.id for m in sent if m.key == key]
+            assert ran[key][: len(expected)] == expected, f"{key}: out of order or missing"
+        assert most[0] > 1, "the handler never ran on two threads at once"
+        if isinstance(transport, LagReader):
+            left = lag_total(transport.lag(topic, GROUP))
+            assert left == 0, f"{left} message(s) not acked after the stop"
 
     def test_app_retry_count_survives_a_restarted_runtime(
         self, config: ClientConfig, topic: str, app_cleanup: None
