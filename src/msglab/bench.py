@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from msglab.bench_worker import WorkerDrain, clean_worker_topics
 from msglab.brokers import open_transport
 from msglab.config import ClientConfig
 from msglab.errors import UsageError
@@ -47,6 +48,8 @@ class BenchResult:
     variants: dict[str, float] = field(default_factory=dict)  # other msglab APIs, msgs/s
     delivered: dict[str, int] = field(default_factory=dict)
     cluster: str | None = None  # the replicated cluster it ran on (kafka-cluster), or None
+    rss_mb: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """The runtime's drains: RSS (MB) when a tenth and when all messages had come (last round)."""
 
     @property
     def raw_msgs_per_s(self) -> float | None:
@@ -76,6 +79,7 @@ class BenchResult:
             "baselines": {k: round(v, 1) for k, v in self.baselines.items()},
             "msglab_variants": {k: round(v, 1) for k, v in self.variants.items()},
             "delivered": self.delivered,
+            "rss_mb": {k: [round(v, 1) for v in pair] for k, pair in self.rss_mb.items()},
         }
 
 
@@ -213,18 +217,21 @@ def bench_consume(
     rounds: int = 5,
     progress: Progress | None = None,
     cluster: str | None = None,
+    workers: dict[str, WorkerDrain] | None = None,
 ) -> BenchResult:
     """Drain ``messages`` with msglab and with each raw consumer, ``rounds`` times each, every
     drain with a group of its own on the same topic (msglab first in odd rounds, last in even
     ones); the median rate of each counts. A drain of 20 000 messages takes a tenth of a
     second, and one in five ran 1.5x faster than the others (measured): a best-of would
-    report those outliers. ``cluster``: as for ``bench_publish``."""
+    report those outliers. ``cluster``: as for ``bench_publish``. ``workers``: the App
+    runtime's drains to run beside them (``msglab.bench_worker``), reported as variants."""
     transport = open_transport(name, config)
     raws = _raw_consumers(transport)
     if not raws:
         raise UsageError(f"{name} has no raw-client consume baseline")
     topic = f"bench-{uuid.uuid4().hex[:8]}"
-    contenders = ["msglab", PER_DELIVERY, *raws]
+    workers = workers or {}
+    contenders = ["msglab", PER_DELIVERY, *workers, *raws]
     groups = {(c, r): f"bench-{i}-{r}" for i, c in enumerate(contenders) for r in range(rounds)}
     result = BenchResult(
         "consume",
@@ -265,6 +272,10 @@ def bench_consume(
                 gc.collect()  # every drain starts from the same heap: none inherits garbage
                 if contender in raws:
                     got, seconds = raws[contender](config, topic, group, messages, 5.0, ready)
+                elif contender in workers:
+                    drain = workers[contender]
+                    got, seconds = drain(transport, topic, group, messages, 5.0, ready)
+                    result.rss_mb[contender] = drain.rss
                 else:
                     per_delivery = contender == PER_DELIVERY
                     got, seconds = _drain(
@@ -275,7 +286,10 @@ def bench_consume(
                 result.delivered[contender] = min(result.delivered.get(contender, got), got)
     finally:
         _clean(transport, topic, list(groups.values()))
+        if workers:
+            clean_worker_topics(transport, topic, list(groups.values()))
     result.msglab_msgs_per_s = statistics.median(rates.pop("msglab"))
-    result.variants[PER_DELIVERY] = statistics.median(rates.pop(PER_DELIVERY))
+    for variant in (PER_DELIVERY, *workers):
+        result.variants[variant] = statistics.median(rates.pop(variant))
     result.baselines = {c: statistics.median(r) for c, r in rates.items()}
     return result

@@ -189,3 +189,16 @@ def test_bench_json_has_the_documented_keys(redis_server: Any) -> None:
     assert {"msglab_msgs_per_s", "raw_msgs_per_s", "ratio", "baselines"} <= out.keys()
     assert out["msglab_msgs_per_s"] > 0 and out["raw_msgs_per_s"] > 0
     assert out["ratio"] == pytest.approx(out["msglab_msgs_per_s"] / out["raw_msgs_per_s"], rel=0.01)
+
+
+@pytest.mark.redis
+def test_bench_consume_worker_drains_every_message_through_the_runtime(redis_server: Any) -> None:
+    argv = ("bench", "consume", "-t", "redis-streams", "-n", "2000", "--rounds", "1")
+    out = json.loads(run_cli(*argv, "--worker", "--json").stdout)
+    variants = out["msglab_variants"]
+    assert {"msglab worker", "msglab worker per message"} <= variants.keys()
+    assert all(variants[v] > 0 for v in variants)
+    assert out["delivered"]["msglab worker"] == out["delivered"]["msglab worker per message"]
+    assert out["delivered"]["msglab worker"] == 2000
+    refused = run_cli(*argv, "--effectively-once", check=False)
+    assert refused.returncode == 2 and "add --worker" in refused.stderr

@@ -19,6 +19,9 @@ from msglab.cli.messaging import (
     build,
     cluster_label,
 )
+from msglab.errors import UsageError
+from msglab.infra import service_url
+from msglab.settings import Settings
 
 app = typer.Typer(
     help="Throughput of msglab's transports beside the raw clients.", no_args_is_help=True
@@ -56,6 +59,8 @@ def show(result: BenchResult, as_json: bool) -> None:
             f"{result.msglab_msgs_per_s / rate:.2f}x" if rate else "-",
         )
     out.print(table)
+    for name, (tenth, end) in result.rss_mb.items():
+        out.print(f"{name}: RSS {tenth:.0f} MB at a tenth of the messages, {end:.0f} MB at all")
 
 
 @app.command()
@@ -91,11 +96,35 @@ def consume(
     size: SizeOpt = 100,
     rounds: Annotated[int, typer.Option(min=1)] = 5,
     cluster: ClusterOpt = False,
+    worker: Annotated[
+        bool,
+        typer.Option(
+            "--worker",
+            help="Also drain through the App runtime (msglab worker: retry, dead-letter and "
+            "metrics middleware), with a batch handler and a per-message one.",
+        ),
+    ] = False,
+    effectively_once: Annotated[
+        bool,
+        typer.Option(
+            "--effectively-once",
+            help="With --worker: also the runtime behind the idempotent consumer (a dedup row "
+            "per message in msglab's PostgreSQL, one transaction per batch).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Consume throughput (first to last message): msglab vs the raw client (median of ROUNDS
     each, every drain by a fresh consumer group)."""
+    if effectively_once and not worker:
+        raise UsageError("--effectively-once is a form of --worker: add --worker")
     t = build(transport, profile, cluster=cluster)
+    workers = None
+    if worker:
+        from msglab.bench_worker import worker_drains
+
+        db_url = service_url(Settings.from_env(), "postgres") if effectively_once else None
+        workers = worker_drains(transport, db_url)
     with console.status("benchmarking") as status:
         result = bench_consume(
             transport,
@@ -105,5 +134,6 @@ def consume(
             rounds,
             progress=lambda what: status.update(f"consuming: {what}"),
             cluster=cluster_label(transport, cluster),
+            workers=workers,
         )
     show(result, as_json)

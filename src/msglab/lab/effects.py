@@ -20,13 +20,14 @@ from typing import Any
 
 from msglab.config import Backoff
 from msglab.consumers.idempotent import IdempotentConsumer, in_transaction
+from msglab.db import engine as engine  # the lab opens its database through effects
 from msglab.extras import driver_import
 from msglab.lab.evidence import read_line
 from msglab.message import Message
 from msglab.outbox import Outbox
 
 with driver_import("postgres", __name__):
-    from sqlalchemy import Column, Float, MetaData, String, Table, create_engine, select, text
+    from sqlalchemy import Column, Float, MetaData, String, Table, select, text
     from sqlalchemy.engine import Connection, Engine
     from sqlalchemy.exc import OperationalError
 
@@ -47,13 +48,6 @@ ORDERS = Table(
     Column("ts", Float, nullable=False),
 )
 RETRY = Backoff(attempts=20, first_s=0.2, max_s=2.0)  # a killed PostgreSQL is back within ~1 s
-
-
-def engine(url: str) -> Engine:
-    """An engine for a ``postgresql://`` URL (through psycopg 3)."""
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
 
 
 def create(db: Engine) -> None:
