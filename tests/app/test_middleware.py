@@ -12,6 +12,7 @@ import pytest
 
 from msglab.app import (
     App,
+    BatchFailure,
     Context,
     DeadLetter,
     DecodeError,
@@ -47,12 +48,15 @@ class FakeScheduler:
     def __init__(self) -> None:
         self.retried: list[tuple[int, float, str]] = []
         self.dead: list[tuple[int, str]] = []
+        self.ids: list[list[str]] = []  # the messages of each retry or dead letter
 
     def retry_later(self, c: Context, delay_s: float, error: BaseException) -> None:
         self.retried.append((c.attempt, delay_s, type(error).__name__))
+        self.ids.append([m.id for m in c.messages])
 
     def dead_letter(self, c: Context, error: BaseException) -> None:
         self.dead.append((c.attempt, type(error).__name__))
+        self.ids.append([m.id for m in c.messages])
 
 
 def tagging(tag: str, trail: list[str]) -> Any:
@@ -289,13 +293,18 @@ class FakeClaims:
 
     def __init__(self) -> None:
         self.applied: set[str] = set()
+        self._dropped: set[str] = set()
 
     def handle(self, messages: Sequence[Message], effect: Any) -> list[Message]:
         fresh = [m for m in messages if m.id not in self.applied]
+        self._dropped = set()
         if fresh:
             effect("conn", fresh)  # raises: nothing claimed (rolled back)
-        self.applied |= {m.id for m in fresh}
+        self.applied |= {m.id for m in fresh} - self._dropped
         return fresh
+
+    def unclaim(self, conn: Any, ids: Sequence[str]) -> None:
+        self._dropped |= set(ids)
 
 
 def test_idempotent_applies_each_id_once_and_a_failure_claims_nothing() -> None:
@@ -331,3 +340,46 @@ def test_metrics_reports_each_call() -> None:
         ("received", "h", 2),
         ("failed", "h", 2, "Flaky"),
     ]
+
+
+def test_a_batch_failure_retries_and_dead_letters_only_its_failed_messages() -> None:
+    good, bad = Message(b"good"), Message(b"bad")
+    sched, rec = FakeScheduler(), Recorder()
+
+    def handler(c: Context) -> None:
+        raise BatchFailure([bad], Flaky("bad payload"))
+
+    chain = compose(handler, [DeadLetter(), Retry(attempts=2, jitter=0), metrics(rec)])
+    chain(ctx(good, bad, scheduler=sched, observer=rec, deliveries=[1, 3]))
+    chain(ctx(good, bad, attempt=2, scheduler=sched, observer=rec))
+    assert sched.ids == [[bad.id], [bad.id]]  # retried, then dead-lettered, alone
+    assert sched.retried == [(1, 1.0, "Flaky")] and sched.dead == [(2, "Flaky")]
+    assert ("processed", "h", 1) in rec.events and ("failed", "h", 1, "Flaky") in rec.events
+    assert ("dead_lettered", "h", 1) in rec.events
+
+
+def test_a_batch_failure_commits_the_others_and_drops_the_failed_claims() -> None:
+    claims = FakeClaims()
+    good, bad = Message(b"good"), Message(b"bad")
+    applied: list[str] = []
+    fail = [True]
+
+    def effect(c: Context) -> None:
+        applied.extend(m.id for m in c.messages if m is good or not fail[0])
+        if fail[0]:
+            raise BatchFailure([bad], Flaky("bad"))
+
+    handler = idempotent(claims)(effect)
+    with pytest.raises(BatchFailure):
+        handler(ctx(good, bad))
+    assert claims.applied == {good.id}
+    fail[0] = False
+    handler(ctx(good, bad))  # the good one is skipped, the bad one applies now
+    assert applied == [good.id, bad.id]
+
+
+def test_with_messages_keeps_the_delivery_counts_of_those_messages() -> None:
+    a, b = Message(b"a"), Message(b"b")
+    c = ctx(a, b, deliveries=[1, 4])
+    assert c.with_messages([b]).deliveries == [4]
+    assert ctx(a, b).with_messages([b]).deliveries == ()

@@ -282,7 +282,8 @@ def test_stop_with_handler_threads_settles_every_delivery_handed_in(
 
     runtime = Runtime(app, lambda n, p: open_transport(n, config.with_profile(p)))
     runtime.start()
-    sent = [Message(b"1", key="a"), Message(b"2", key="b"), Message(b"3", key="a")]
+    # crc32 % 2: a 1, d 0 (two threads, one key each)
+    sent = [Message(b"1", key="a"), Message(b"2", key="d"), Message(b"3", key="a")]
     publish(transport, "orders", sent)
     assert started.acquire(timeout=5) and started.acquire(timeout=5), "two did not run at once"
     runtime.request_stop()

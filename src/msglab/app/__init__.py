@@ -9,6 +9,7 @@ on every transport, through the ports only (``msglab.app.runner``).
 
 from msglab.app.application import App, ConsumerSpec, default_middleware
 from msglab.app.context import (
+    BatchFailure,
     Context,
     DecodeError,
     Handler,
@@ -25,6 +26,7 @@ from msglab.app.runtime import Runtime
 __all__ = [
     "NO_OBSERVER",
     "App",
+    "BatchFailure",
     "ConsumerSpec",
     "Context",
     "DeadLetter",

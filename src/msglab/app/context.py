@@ -30,6 +30,28 @@ class DecodeError(NonRetryable):
     """The payload could not be decoded by the consumer's ``decode`` (the cause is chained)."""
 
 
+class BatchFailure(Exception):
+    """Raised by a batch handler that handled its batch except ``messages``, which failed with
+    ``error``: the retry and dead-letter middleware take only those, the others are acked
+    with the batch (and the idempotent middleware commits their effects, not the failed
+    ones' claims). ``failed(ctx, exc)`` reads any error this way."""
+
+    def __init__(self, messages: Sequence[Message], error: BaseException) -> None:
+        super().__init__(
+            f"{len(messages)} message(s) of the batch failed: {type(error).__name__}: {error}"
+        )
+        self.messages = list(messages)
+        self.error = error
+
+
+def failed(ctx: Context, error: BaseException) -> tuple[Context, BaseException]:
+    """The context of the messages that failed with ``error`` and the error itself: for a
+    ``BatchFailure``, its messages and its ``error``; else every message and ``error``."""
+    if isinstance(error, BatchFailure):
+        return ctx.with_messages(error.messages), error.error
+    return ctx, error
+
+
 class HandlerTimeout(Exception):
     """The handler ran longer than its ``timeout`` middleware allows (retryable)."""
 
@@ -58,7 +80,9 @@ class Context:
     ``messages``: one message, or a batch's in broker order. ``topic``: the topic the messages
     were published to (also when they come back from the retry flow). ``attempt``: 1 for the
     first run, n for the n-th (counted in the retry entry's headers, so it survives a crash).
-    ``first_failure``: epoch seconds of the first failed attempt, None on the first run.
+    ``deliveries``: each message's delivery count as the broker tells it (``Delivery.attempt``:
+    above 1 for a redelivery), empty on the retry flow. ``first_failure``: epoch seconds of
+    the first failed attempt, None on the first run.
     ``correlation_id``: set by the correlation middleware, copied into what ``publish`` emits.
     ``db``: the database connection the idempotent middleware opened (the effect's
     transaction). ``deadline``: ``time.monotonic()`` after which the timeout middleware gives
@@ -70,6 +94,7 @@ class Context:
     group: str
     handler: str
     attempt: int = 1
+    deliveries: Sequence[int] = ()
     first_failure: float | None = None
     correlation_id: str | None = None
     db: Any = None
@@ -99,7 +124,12 @@ class Context:
         return [decode_payload(m.payload, self.decode) for m in self.messages]
 
     def with_messages(self, messages: Sequence[Message]) -> Context:
-        return replace(self, messages=list(messages))
+        """This context for ``messages`` (some of its own), their delivery counts kept."""
+        counts = dict(zip((m.id for m in self.messages), self.deliveries, strict=False))
+        kept = [counts[m.id] for m in messages if m.id in counts]
+        return replace(
+            self, messages=list(messages), deliveries=kept if len(kept) == len(messages) else ()
+        )
 
     def remaining_s(self) -> float | None:
         """Seconds left before ``deadline`` (None: no deadline)."""

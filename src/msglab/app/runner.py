@@ -174,8 +174,11 @@ class ConsumerRunner:
                 if pool is not None and isinstance(item, Delivery):
                     pool.submit(item)
                     continue
-                messages = list(item.messages) if isinstance(item, Batch) else [item.message]
-                if self._run(self._context(messages, 1, None)):
+                if isinstance(item, Batch):
+                    ctx = self._context(list(item.messages), 1, None, item.attempts)
+                else:
+                    ctx = self._context([item.message], 1, None, [item.attempt])
+                if self._run(ctx):
                     item.ack()
                 else:
                     item.nack(requeue=True)
@@ -194,7 +197,7 @@ class ConsumerRunner:
             sub.close()
 
     def _run_first(self, delivery: Delivery) -> bool:
-        return self._run(self._context([delivery.message], 1, None))
+        return self._run(self._context([delivery.message], 1, None, [delivery.attempt]))
 
     def _declare(self, topic: str, group: str) -> None:
         """Make ``topic`` keep its messages for ``group`` (subscribe once, then close)."""
@@ -260,7 +263,11 @@ class ConsumerRunner:
     # -- running the handler --------------------------------------------------------------
 
     def _context(
-        self, messages: Sequence[Message], attempt: int, first_failure: float | None
+        self,
+        messages: Sequence[Message],
+        attempt: int,
+        first_failure: float | None,
+        deliveries: Sequence[int] = (),
     ) -> Context:
         s = self.spec
         return Context(
@@ -269,6 +276,7 @@ class ConsumerRunner:
             group=s.group,
             handler=s.name,
             attempt=attempt,
+            deliveries=deliveries,
             first_failure=first_failure,
             decode=s.decode,
             observer=self._observer,

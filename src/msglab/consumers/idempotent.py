@@ -46,6 +46,11 @@ _CLAIM = text(
     "ON CONFLICT DO NOTHING RETURNING message_id"
 )
 
+_UNCLAIM = text(
+    "DELETE FROM msglab_processed WHERE consumer_group = :group "
+    "AND message_id = ANY(CAST(:ids AS text[]))"
+)
+
 BatchEffect = Callable[[Connection, Sequence[Message]], None]
 """Applies the effect of messages seen for the first time, through the given connection (its
 transaction is the claim's)."""
@@ -72,6 +77,12 @@ class IdempotentConsumer:
         processed before). The claim commits or rolls back with that transaction."""
         rows = conn.execute(_CLAIM, {"group": self.group, "ids": list(dict.fromkeys(ids))})
         return {row[0] for row in rows}
+
+    def unclaim(self, conn: Connection, ids: Sequence[str]) -> None:
+        """In the caller's transaction: drop this group's claims of ``ids`` (messages whose
+        effect failed inside a batch that commits the others), so they apply when they come
+        again."""
+        conn.execute(_UNCLAIM, {"group": self.group, "ids": list(ids)})
 
     def handle(self, messages: Sequence[Message], effect: BatchEffect) -> list[Message]:
         """In one transaction, claim the messages and apply ``effect`` to those not processed

@@ -5,12 +5,13 @@ List it before ``Retry``: it receives what ``Retry`` gives up on (the last attem
 ``NonRetryable`` such as a payload that cannot be decoded, an error outside ``retry_on``).
 The record's fields are ``msglab.app.records.DeadLetterRecord``'s. A ``FlowError`` (the retry
 or dead-letter place itself could not be written) is raised on: the delivery is then not
-acked and comes again.
+acked and comes again. A batch handler's ``BatchFailure`` dead-letters only its failed
+messages.
 """
 
 from __future__ import annotations
 
-from msglab.app.context import Context, Handler
+from msglab.app.context import Context, Handler, failed
 from msglab.app.records import FlowError
 
 
@@ -27,8 +28,9 @@ class DeadLetter:
             except Exception as exc:
                 if ctx.scheduler is None:
                     raise
-                ctx.scheduler.dead_letter(ctx, exc)
-                ctx.observer.dead_lettered(ctx.topic, ctx.group, ctx.handler, len(ctx.messages))
+                those, error = failed(ctx, exc)
+                ctx.scheduler.dead_letter(those, error)
+                ctx.observer.dead_lettered(ctx.topic, ctx.group, ctx.handler, len(those.messages))
 
         return dead_lettering
 

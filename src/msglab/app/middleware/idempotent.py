@@ -4,7 +4,8 @@ applied before is skipped.
 
 The handler writes its effect through ``ctx.db`` (the transaction's connection) and gets only
 the messages not applied before (none: it is not called). It raising rolls the claims back with
-the effect, so a retry applies the message again: list this after ``Retry``.
+the effect, so a retry applies the message again: list this after ``Retry``. A
+``BatchFailure`` commits the effects of the others and drops only the failed messages' claims.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
-from msglab.app.context import Context, Handler, Middleware
+from msglab.app.context import BatchFailure, Context, Handler, Middleware
 from msglab.message import Message
 
 
@@ -25,17 +26,27 @@ class Claims(Protocol):
         self, messages: Sequence[Message], effect: Callable[[Any, Sequence[Message]], None]
     ) -> list[Message]: ...
 
+    def unclaim(self, conn: Any, ids: Sequence[str]) -> None: ...
+
 
 def idempotent(consumer: Claims) -> Middleware:
     def wrap(inner: Handler) -> Handler:
         def once(ctx: Context) -> None:
+            partial: list[BatchFailure] = []
+
             def effect(conn: Any, fresh: Sequence[Message]) -> None:
-                inner(replace(ctx, messages=list(fresh), db=conn))
+                try:
+                    inner(replace(ctx.with_messages(fresh), db=conn))
+                except BatchFailure as exc:  # the others' effects commit, the failed claims go
+                    consumer.unclaim(conn, [m.id for m in exc.messages])
+                    partial.append(exc)
 
             applied = consumer.handle(ctx.messages, effect)
             skipped = len(ctx.messages) - len(applied)
             if skipped:
                 ctx.observer.dedup_skipped(ctx.topic, ctx.group, ctx.handler, skipped)
+            if partial:
+                raise partial[0]
 
         return once
 

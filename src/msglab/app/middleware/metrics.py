@@ -2,13 +2,15 @@
 processed or failed, and how long it took); the runtime and the retry, dead-letter and
 idempotent middleware report ``retried``, ``dead_lettered`` and ``dedup_skipped`` to the same
 observer (``App(observer=...)``). List it after ``DeadLetter`` and ``Retry``, so that it sees
-each attempt's failure before they handle it. ``observer``: defaults to the App's."""
+each attempt's failure before they handle it. ``observer``: defaults to the App's. A batch
+that partly failed (``BatchFailure``) is reported twice, its handled messages as processed
+and its failed ones as failed, each with the call's run time."""
 
 from __future__ import annotations
 
 import time
 
-from msglab.app.context import Context, Handler, Middleware
+from msglab.app.context import Context, Handler, Middleware, failed
 from msglab.app.observer import Observer
 
 
@@ -23,7 +25,11 @@ def metrics(observer: Observer | None = None) -> Middleware:
                 inner(ctx)
             except Exception as exc:
                 took = time.perf_counter() - began
-                seen.failed(ctx.topic, ctx.group, ctx.handler, count, took, type(exc).__name__)
+                those, error = failed(ctx, exc)
+                bad = len(those.messages)
+                if bad < count:  # a BatchFailure: the others were handled
+                    seen.processed(ctx.topic, ctx.group, ctx.handler, count - bad, took)
+                seen.failed(ctx.topic, ctx.group, ctx.handler, bad, took, type(error).__name__)
                 raise
             seen.processed(ctx.topic, ctx.group, ctx.handler, count, time.perf_counter() - began)
 

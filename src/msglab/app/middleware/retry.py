@@ -5,7 +5,8 @@ delay, while later messages keep flowing.
 the message to ``<topic>.retry`` with its next attempt and due time in headers and acks the
 delivery, and its retry flow runs the handler again once due (``msglab.app.runner``). An error
 ``Retry`` does not retry (the last attempt failed, a ``NonRetryable``, a type outside
-``retry_on``) is raised on, to the dead-letter middleware listed before it.
+``retry_on``) is raised on, to the dead-letter middleware listed before it. A batch
+handler's ``BatchFailure`` retries only its failed messages.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from msglab.app.context import Context, Handler, NonRetryable
+from msglab.app.context import Context, Handler, NonRetryable, failed
 from msglab.errors import ConfigError
 
 
@@ -64,11 +65,12 @@ class Retry:
             try:
                 inner(ctx)
             except Exception as exc:
-                if ctx.scheduler is None or not self.should_retry(exc, ctx.attempt):
+                those, error = failed(ctx, exc)
+                if ctx.scheduler is None or not self.should_retry(error, ctx.attempt):
                     raise
-                ctx.scheduler.retry_later(ctx, self.delay_s(ctx.attempt), exc)
+                ctx.scheduler.retry_later(those, self.delay_s(ctx.attempt), error)
                 ctx.observer.retried(
-                    ctx.topic, ctx.group, ctx.handler, len(ctx.messages), ctx.attempt + 1
+                    ctx.topic, ctx.group, ctx.handler, len(those.messages), ctx.attempt + 1
                 )
 
         return retrying
