@@ -2,37 +2,48 @@
 
 No Docker engine runs here, so the file is checked statically: against the compose
 specification's JSON schema (shipped in the docker-compose 1.29 wheel), and setting by setting
-against what the native backend writes and the testcontainers specs.
+against what the native backend writes (each node of each cluster too) and the testcontainers
+specs.
 """
 
 from __future__ import annotations
 
+import base64
+import copy
 import json
+import os
 import re
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import jsonschema
 import pytest
 import yaml
 
 from msglab.errors import UsageError
-from msglab.infra.compose import NATIVE_ONLY, ComposeBackend
+from msglab.infra.compose import COOKIE_VARIABLE, ComposeBackend, node_servers, service_name
 from msglab.infra.kafka import KAFKA_VERSION, Kafka
+from msglab.infra.kafka_cluster import HEAP, KafkaCluster
+from msglab.infra.native import CLUSTER_TYPES
 from msglab.infra.postgres import PASSWORD, Postgres
+from msglab.infra.rabbitmq_cluster import RabbitMQCluster
 from msglab.infra.redis import Redis
+from msglab.infra.redis_sentinel import RedisSentinel
 from msglab.infra.toxiproxy import PROXIED, TOXIPROXY_VERSION, Toxiproxy, proxy_specs
-from msglab.settings import DEFAULT_PORTS, SERVICES, Settings
+from msglab.settings import CLUSTER_NODES, DEFAULT_PORTS, SERVICES, Settings
 from msglab.testing.containers import specs
 
 STACK = Path(__file__).resolve().parents[2] / "compose" / "stack.yml"
 
 
 def interpolate(value: Any) -> Any:
-    """Resolve ``${VAR:-default}`` to its default, as compose does with the variable unset."""
+    """Resolve ``${VAR:-default}`` to its default, as compose does with the variable unset, and
+    ``$$`` to ``$``."""
     if isinstance(value, str):
-        return re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", value)
+        return re.sub(r"(?<!\$)\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", value).replace("$$", "$")
     if isinstance(value, list):
         return [interpolate(v) for v in value]
     if isinstance(value, dict):
@@ -76,14 +87,37 @@ PUBLISHED = {
 }
 
 
-def test_every_port_is_published_on_loopback_at_the_native_port(stack: dict[str, Any]) -> None:
-    assert set(PUBLISHED) == set(SERVICES) - set(NATIVE_ONLY) == set(stack["services"])
+def node_services(settings: Settings) -> dict[str, str]:
+    """Every cluster's compose services (a node's server each), with the cluster's name."""
+    return {
+        service_name(server): name
+        for name, cluster_type in CLUSTER_TYPES.items()
+        for svc in cluster_type(settings).nodes.values()
+        for server in node_servers(svc)
+    }
+
+
+def test_every_port_is_published_on_loopback_at_the_native_port(
+    stack: dict[str, Any], native: Settings
+) -> None:
+    """The single servers publish their ports on 127.0.0.1; a cluster's nodes publish none: on
+    the host's network, each binds its own address (the node checks below), and each is started
+    only with its cluster's profile, with a volume of its node's."""
+    nodes = node_services(native)
+    assert set(PUBLISHED) == set(SERVICES) - set(CLUSTER_NODES)
+    assert set(stack["services"]) == set(PUBLISHED) | set(nodes)
     for service, names in PUBLISHED.items():
         ports = [DEFAULT_PORTS[name] for name in names]
         if not names:
             assert stack["services"][service]["network_mode"] == "host"
             continue
         assert stack["services"][service]["ports"] == [f"127.0.0.1:{p}:{p}" for p in ports]
+    for service, cluster in nodes.items():
+        found = stack["services"][service]
+        assert (found["network_mode"], found["profiles"]) == ("host", [cluster]), service
+        assert "ports" not in found, service
+        (volume,) = found["volumes"]
+        assert volume.split(":")[0] in stack["volumes"], service
 
 
 def test_a_service_the_stack_lacks_is_refused_naming_the_native_backend(native: Settings) -> None:
@@ -170,3 +204,152 @@ def test_testcontainers_specs_match_the_stack(stack: dict[str, Any], native: Set
         assert list(spec.command) == service.get("command", []), name
         ports = (spec.port, *spec.more_ports)
         assert service["ports"] == [f"127.0.0.1:{p}:{p}" for p in ports], name
+
+
+# -- the clusters: each node's compose services against the native node ------------------------
+
+RABBITMQ_PATHS = (
+    "HOME",
+    "RABBITMQ_MNESIA_BASE",
+    "RABBITMQ_LOG_BASE",
+    "RABBITMQ_PID_FILE",
+    "RABBITMQ_CONFIG_FILE",
+    "RABBITMQ_ENABLED_PLUGINS_FILE",
+    "RABBITMQ_CONF_ENV_FILE",
+    "ERL_CRASH_DUMP",
+)
+"""The native node's folders: a container has the image's own (its volume, /etc/rabbitmq)."""
+
+
+def kafka_variable(key: str) -> str:
+    """The apache/kafka image's variable for a property (its rule, reversed: ``_`` is ``__``,
+    ``-`` is ``___``, ``.`` is ``_``)."""
+    return "KAFKA_" + key.replace("_", "__").replace("-", "___").replace(".", "_").upper()
+
+
+def setting_lines(config: str) -> list[str]:
+    """A config file's settings: its lines but blank ones and comments."""
+    return [line for line in config.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def check_kafka_node(stack: dict[str, Any], settings: Settings, node: str) -> None:
+    """Every property the native node writes, as the image's variable, and no other; its heap;
+    its data on its volume; its healthcheck asks its own address."""
+    svc = KafkaCluster(settings).nodes[node]
+    service = stack["services"][service_name(svc)]
+    assert service["image"] == f"apache/kafka:{KAFKA_VERSION}"
+    props = dict(line.split("=", 1) for line in svc._properties().splitlines() if line)
+    del props["log.dirs"]  # the container's own folder, on the node's volume (below)
+    env = dict(service["environment"])
+    assert env.pop("KAFKA_HEAP_OPTS") == " ".join(HEAP)
+    assert service["volumes"] == [f"{service_name(svc)}:{env.pop('KAFKA_LOG_DIRS')}"]
+    env.pop("CLUSTER_ID")  # one for the three nodes: test_kafka_nodes_share_one_cluster_id
+    assert env == {kafka_variable(key): value for key, value in props.items()}
+    assert f"--bootstrap-server {svc.address} " in service["healthcheck"]["test"][1]
+
+
+def check_rabbitmq_node(stack: dict[str, Any], settings: Settings, node: str) -> None:
+    """The native node's environment but its folders, and its rabbitmq.conf, line for line."""
+    svc = RabbitMQCluster(settings).nodes[node]
+    service = stack["services"][service_name(svc)]
+    assert service["image"] == stack["services"]["rabbitmq"]["image"]
+    with mock.patch.dict(os.environ, clear=True):  # the native env starts from os.environ
+        native_env = svc.env()
+    env = dict(service["environment"])
+    assert env.pop("MSGLAB_CONF").splitlines() == svc._config()
+    env.pop("MSGLAB_ERLANG_COOKIE")  # test_rabbitmq_nodes_get_the_cookie_msglab_passes
+    assert env == {k: v for k, v in native_env.items() if k not in RABBITMQ_PATHS}
+    assert service["volumes"] == [f"{service_name(svc)}:/var/lib/rabbitmq"]
+
+
+def check_redis_node(stack: dict[str, Any], settings: Settings, node: str) -> None:
+    """The Redis server and the Sentinel: each with the native argv (the node's files in its
+    volume), the native config file's settings, the node's volume, and a healthcheck asking
+    its own address."""
+    svc = RedisSentinel(settings).nodes[node]
+    in_volume = {
+        str(svc.config_path): "/data/redis.conf",
+        str(svc.data_dir): "/data",
+        str(svc.sentinel.config_path): "/data/sentinel.conf",
+        f'dir "{svc.sentinel.root.resolve()}"': 'dir "/data"',
+    }
+    for server, config in ((svc, svc._config()), (svc.sentinel, svc.sentinel._config())):
+        service = stack["services"][service_name(server)]
+        assert service["image"] == stack["services"]["redis"]["image"]
+        assert service["command"] == [in_volume.get(a, a) for a in server.launch().argv]
+        native_lines = [in_volume.get(line, line) for line in setting_lines(config)]
+        assert setting_lines(service["environment"]["MSGLAB_CONF"]) == native_lines
+        assert service["volumes"] == [f"{service_name(svc)}:/data"]
+        probe = service["healthcheck"]["test"]
+        assert probe[probe.index("-h") :] == ["-h", server.host, "-p", str(server.port), "ping"]
+
+
+CHECKS: dict[str, Callable[[dict[str, Any], Settings, str], None]] = {
+    "kafka-cluster": check_kafka_node,
+    "rabbitmq-cluster": check_rabbitmq_node,
+    "redis-sentinel": check_redis_node,
+}
+NODES = [(cluster, node) for cluster, nodes in CLUSTER_NODES.items() for node in nodes]
+
+
+@pytest.mark.parametrize(("cluster", "node"), NODES)
+def test_cluster_node_matches_the_native_node(
+    stack: dict[str, Any], native: Settings, cluster: str, node: str
+) -> None:
+    CHECKS[cluster](stack, native, node)
+
+
+def _set_env(service: str, key: str, old: str, new: str) -> Callable[[dict[str, Any]], None]:
+    def change(stack: dict[str, Any]) -> None:
+        env = stack["services"][service]["environment"]
+        assert old in env[key]
+        env[key] = env[key].replace(old, new)
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("cluster", "node", "change"),
+    [
+        (
+            "kafka-cluster",
+            "n2",
+            _set_env("kafka-cluster-n2", "KAFKA_MIN_INSYNC_REPLICAS", "2", "1"),
+        ),
+        (
+            "rabbitmq-cluster",
+            "n3",
+            _set_env("rabbitmq-cluster-n3", "MSGLAB_CONF", "pause_minority", "autoheal"),
+        ),
+        (
+            "redis-sentinel",
+            "n1",
+            _set_env("redis-sentinel-n1-sentinel", "MSGLAB_CONF", "26389 2\n", "26389 1\n"),
+        ),
+    ],
+)
+def test_a_node_setting_changed_in_the_stack_is_caught(
+    stack: dict[str, Any],
+    native: Settings,
+    cluster: str,
+    node: str,
+    change: Callable[[dict[str, Any]], None],
+) -> None:
+    changed = copy.deepcopy(stack)
+    change(changed)
+    with pytest.raises(AssertionError):
+        CHECKS[cluster](changed, native, node)
+
+
+def test_kafka_nodes_share_one_cluster_id(stack: dict[str, Any], native: Settings) -> None:
+    nodes = KafkaCluster(native).nodes.values()
+    ids = {stack["services"][service_name(svc)]["environment"]["CLUSTER_ID"] for svc in nodes}
+    (cluster_id,) = ids
+    assert len(base64.urlsafe_b64decode(cluster_id + "==")) == 16  # as kafka-storage makes one
+
+
+def test_rabbitmq_nodes_get_the_cookie_msglab_passes(native: Settings) -> None:
+    raw = yaml.safe_load(STACK.read_text())
+    for svc in RabbitMQCluster(native).nodes.values():
+        env = raw["services"][service_name(svc)]["environment"]
+        assert env["MSGLAB_ERLANG_COOKIE"] == f"${{{COOKIE_VARIABLE}:-}}"

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 from msglab.errors import InfraError, NotRunningError, ServerStartError, UsageError
 from msglab.infra import external
 from msglab.infra.lazyfs import CutReport
-from msglab.infra.service import HOST, StartReport, Status
+from msglab.infra.redis_sentinel import RedisNode
+from msglab.infra.service import HOST, NativeService, StartReport, Status
 from msglab.infra.toxics import ToxiproxyClient
 from msglab.infra.toxiproxy import PROXIED, proxy_specs
 from msglab.settings import Settings, check_services
@@ -42,7 +43,23 @@ STATELESS = ("toxiproxy", "connect")
 """Services without a volume (Connect keeps its state in Kafka topics)."""
 
 NATIVE_ONLY = ("kafka-cluster", "rabbitmq-cluster", "redis-sentinel")
-"""Services ``compose/stack.yml`` does not have: the native backend runs them."""
+"""Services this backend does not drive yet: the native backend runs them."""
+
+COOKIE_VARIABLE = "MSGLAB_RABBITMQ_CLUSTER_COOKIE"
+"""How ``compose/stack.yml`` gets rabbitmq-cluster's Erlang cookie: the native cluster's own
+(``<home>/rabbitmq-cluster/.erlang.cookie``), in the environment of ``docker compose`` only."""
+
+
+def service_name(server: NativeService) -> str:
+    """The compose service of a native server: ``kafka-cluster/n2`` -> ``kafka-cluster-n2``,
+    ``redis-sentinel/n2/sentinel`` -> ``redis-sentinel-n2-sentinel``."""
+    return server.name.replace("/", "-")
+
+
+def node_servers(node: NativeService) -> list[NativeService]:
+    """The servers of a cluster's node, one compose service each: the node's own, then a Redis
+    node's Sentinel."""
+    return [node, node.sentinel] if isinstance(node, RedisNode) else [node]
 
 
 def _services(names: list[str], on_demand: bool = False) -> tuple[str, ...]:
