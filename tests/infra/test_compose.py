@@ -3,7 +3,8 @@
 No Docker engine runs here, so the file is checked statically: against the compose
 specification's JSON schema (shipped in the docker-compose 1.29 wheel), and setting by setting
 against what the native backend writes (each node of each cluster too) and the testcontainers
-specs.
+specs. The compose backend's ``docker`` command lines are checked with a fake ``docker`` first on
+PATH, which records its arguments and answers as an engine would.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import copy
 import json
 import os
 import re
+import socket
+import stat
+import sys
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
@@ -23,11 +27,11 @@ import jsonschema
 import pytest
 import yaml
 
-from msglab.errors import UsageError
+from msglab.errors import NotRunningError, UsageError
 from msglab.infra.compose import COOKIE_VARIABLE, ComposeBackend, node_servers, service_name
 from msglab.infra.kafka import KAFKA_VERSION, Kafka
 from msglab.infra.kafka_cluster import HEAP, KafkaCluster
-from msglab.infra.native import CLUSTER_TYPES
+from msglab.infra.native import CLUSTER_TYPES, NativeBackend
 from msglab.infra.postgres import PASSWORD, Postgres
 from msglab.infra.rabbitmq_cluster import RabbitMQCluster
 from msglab.infra.redis import Redis
@@ -35,6 +39,7 @@ from msglab.infra.redis_sentinel import RedisSentinel
 from msglab.infra.toxiproxy import PROXIED, TOXIPROXY_VERSION, Toxiproxy, proxy_specs
 from msglab.settings import CLUSTER_NODES, DEFAULT_PORTS, SERVICES, Settings
 from msglab.testing.containers import specs
+from tests.conftest import run_cli
 
 STACK = Path(__file__).resolve().parents[2] / "compose" / "stack.yml"
 
@@ -118,13 +123,6 @@ def test_every_port_is_published_on_loopback_at_the_native_port(
         assert "ports" not in found, service
         (volume,) = found["volumes"]
         assert volume.split(":")[0] in stack["volumes"], service
-
-
-def test_a_service_the_stack_lacks_is_refused_naming_the_native_backend(native: Settings) -> None:
-    backend = ComposeBackend(native.with_backend("compose"))
-    for action in (lambda: backend.up(["kafka-cluster"]), lambda: backend.kill("kafka-cluster")):
-        with pytest.raises(UsageError, match=r"kafka-cluster: not in compose/stack\.yml"):
-            action()
 
 
 def test_kafka_settings_match_the_native_broker(stack: dict[str, Any], native: Settings) -> None:
@@ -353,3 +351,247 @@ def test_rabbitmq_nodes_get_the_cookie_msglab_passes(native: Settings) -> None:
     for svc in RabbitMQCluster(native).nodes.values():
         env = raw["services"][service_name(svc)]["environment"]
         assert env["MSGLAB_ERLANG_COOKIE"] == f"${{{COOKIE_VARIABLE}:-}}"
+
+
+# -- the compose backend's docker command lines, with a fake docker ------------------------------
+
+FAKE_DOCKER = """#!{python}
+import json, os, sys
+
+args = sys.argv[1:]
+with open(os.environ["FAKE_DOCKER_LOG"], "a") as log:
+    cookie = os.environ.get("{cookie}")
+    log.write(json.dumps({{"argv": args, "cookie": cookie}}) + "\\n")
+running = [s for s in os.environ.get("FAKE_DOCKER_RUNNING", "").split(",") if s]
+if args[0] == "info":
+    print("27.0.0")
+elif args[0] == "inspect":  # inspect -f FORMAT id...: "<service> <pid>"
+    for cid in args[3:]:
+        service = cid.removeprefix("cid-")
+        print(service, 4000 + running.index(service))
+elif args[0] == "compose":
+    i = args.index("-p") + 2
+    while args[i] == "--profile":
+        i += 2
+    command, named = args[i], [a for a in args[i + 1 :] if not a.startswith("-")]
+    if command == "ps":
+        print("\\n".join(f"cid-{{s}}" for s in named if s in running))
+    elif command == "logs":
+        print("\\n".join(f"{{s}}  | started" for s in named))
+"""
+
+
+class FakeDocker:
+    """A ``docker`` first on PATH: records each call (its arguments, and the rabbitmq-cluster
+    cookie it got), answers ``info`` as an engine, ``compose ps -q`` with the running services'
+    container ids, ``inspect`` with each one's service and PID (4000, 4001 ... in the order
+    ``running`` names them)."""
+
+    def __init__(self, folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        script = folder / "docker"
+        script.write_text(FAKE_DOCKER.format(python=sys.executable, cookie=COOKIE_VARIABLE))
+        script.chmod(0o755)
+        self.log = folder / "calls.jsonl"
+        monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+        monkeypatch.setenv("FAKE_DOCKER_LOG", str(self.log))
+        self.monkeypatch = monkeypatch
+
+    def running(self, *services: str) -> None:
+        self.monkeypatch.setenv("FAKE_DOCKER_RUNNING", ",".join(services))
+
+    def calls(self) -> list[dict[str, Any]]:
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+    def compose(self, command: str) -> list[list[str]]:
+        """The arguments after ``compose -f <stack> -p msglab`` of each ``command`` call."""
+        found = []
+        for call in self.calls():
+            argv = call["argv"]
+            if argv[0] == "compose":
+                rest = argv[argv.index("-p") + 2 :]
+                if command in rest:
+                    found.append(rest)
+        return found
+
+
+def free_ports() -> dict[str, int]:
+    """Every port free on every address: nothing answers a probe there, and no server of the
+    machine's is reached."""
+    chosen = {}
+    for name in DEFAULT_PORTS:
+        with socket.socket() as s:
+            s.bind(("0.0.0.0", 0))
+            chosen[name] = s.getsockname()[1]
+    return chosen
+
+
+@pytest.fixture
+def docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeDocker:
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    return FakeDocker(folder, monkeypatch)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(home=tmp_path / "home", backend="compose", ports=free_ports())
+
+
+def nodes_of(cluster: str, *nodes: str) -> list[str]:
+    return [f"{cluster}-{node}" for node in nodes or CLUSTER_NODES[cluster]]
+
+
+def test_up_starts_a_cluster_s_node_services_with_its_profile(
+    docker: FakeDocker, settings: Settings
+) -> None:
+    reports = ComposeBackend(settings).up(["kafka", "kafka-cluster"])
+    assert [r.service for r in reports] == ["kafka", "kafka-cluster"]
+    (up,) = docker.compose("up")
+    assert up == [
+        "--profile",
+        "kafka-cluster",
+        "up",
+        "-d",
+        "--wait",
+        "kafka",
+        *nodes_of("kafka-cluster"),
+    ]
+
+
+def test_up_with_no_name_starts_no_cluster(
+    docker: FakeDocker, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ComposeBackend, "_populate_proxies", lambda self: None)  # no Toxiproxy
+    ComposeBackend(settings).up([])
+    (up,) = docker.compose("up")
+    assert "--profile" not in up
+    assert not [s for s in up if s.endswith(("-n1", "-n2", "-n3", "-sentinel"))]
+
+
+def test_rabbitmq_cluster_gets_the_native_cluster_s_cookie(
+    docker: FakeDocker, settings: Settings
+) -> None:
+    ComposeBackend(settings).up(["rabbitmq-cluster"])
+    cookie = RabbitMQCluster(settings).cookie_path
+    assert stat.S_IMODE(cookie.stat().st_mode) == 0o400
+    (up,) = [c for c in docker.calls() if "up" in c["argv"]]
+    assert up["cookie"] == cookie.read_text() != ""
+    assert up["argv"][-3:] == nodes_of("rabbitmq-cluster")
+
+
+def test_down_stops_every_service_and_every_cluster(docker: FakeDocker, settings: Settings) -> None:
+    ComposeBackend(settings).down([])
+    (stop,) = docker.compose("stop")
+    profiles = stop[: stop.index("stop")]
+    assert profiles == [a for cluster in CLUSTER_NODES for a in ("--profile", cluster)]
+    assert set(stop[stop.index("stop") + 1 :]) == set(PUBLISHED) | set(node_services(settings))
+
+
+def test_kill_of_a_redis_node_kills_its_server_and_its_sentinel(
+    docker: FakeDocker, settings: Settings
+) -> None:
+    docker.running("redis-sentinel-n2", "redis-sentinel-n2-sentinel")
+    victims = ComposeBackend(settings).kill_all("redis-sentinel/n2")
+    assert victims == [("redis-sentinel/n2", 4000), ("redis-sentinel/n2/sentinel", 4001)]
+    (kill,) = docker.compose("kill")
+    assert kill == [
+        "--profile", "redis-sentinel", "kill", "-s", "SIGKILL",
+        "redis-sentinel-n2", "redis-sentinel-n2-sentinel",
+    ]  # fmt: skip
+
+
+def test_kill_of_a_cluster_kills_its_running_nodes_at_once(
+    docker: FakeDocker, settings: Settings
+) -> None:
+    docker.running("kafka-cluster-n1", "kafka-cluster-n3")
+    backend = ComposeBackend(settings)
+    victims = backend.kill_all("kafka-cluster")
+    assert victims == [("kafka-cluster/n1", 4000), ("kafka-cluster/n3", 4001)]
+    (kill,) = docker.compose("kill")
+    assert kill[-2:] == ["kafka-cluster-n1", "kafka-cluster-n3"]
+    assert backend.kill("kafka-cluster/n3") == 4001
+    with pytest.raises(UsageError, match="kafka-cluster is a cluster: kill one node"):
+        backend.kill("kafka-cluster")
+
+
+def test_kill_of_a_node_that_does_not_run_is_refused(
+    docker: FakeDocker, settings: Settings
+) -> None:
+    with pytest.raises(NotRunningError, match="kafka-cluster/n2 is not running"):
+        ComposeBackend(settings).kill_all("kafka-cluster/n2")
+    assert docker.compose("kill") == []
+
+
+def test_restart_and_logs_of_a_node_name_its_services(
+    docker: FakeDocker, settings: Settings
+) -> None:
+    backend = ComposeBackend(settings)
+    assert backend.restart("rabbitmq-cluster/n3").service == "rabbitmq-cluster/n3"
+    (up,) = docker.compose("up")
+    assert up == ["--profile", "rabbitmq-cluster", "up", "-d", "--wait", "rabbitmq-cluster-n3"]
+    out = backend.logs("redis-sentinel/n1", 5)
+    assert "redis-sentinel-n1-sentinel  | started" in out
+    (logs,) = docker.compose("logs")
+    assert logs[logs.index("--tail") :] == [
+        "--tail", "5", "redis-sentinel-n1", "redis-sentinel-n1-sentinel",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("cluster", list(CLUSTER_NODES))
+def test_status_has_a_row_per_node_like_the_native_backend(
+    docker: FakeDocker, settings: Settings, cluster: str
+) -> None:
+    """The same service, node, address and URL as the native rows; the container's PID; not
+    healthy (nothing answers on these free ports); a running node's role read from the cluster
+    (unknown: no node answers), but RabbitMQ's, read with its CLI tools (native only)."""
+    docker.running(*nodes_of(cluster, "n1", "n2"))
+    rows = ComposeBackend(settings).status([cluster])
+    native = NativeBackend(settings.with_backend("native")).status([cluster])
+
+    def where(rows: list[Any]) -> list[tuple[str, str | None, str, str]]:
+        return [(r.service, r.node, r.address, r.url) for r in rows]
+
+    assert where(rows) == where(native)
+    assert [(r.pid, r.healthy, r.owner) for r in rows] == [
+        (4000, False, "compose"),
+        (4001, False, "compose"),
+        (None, False, "compose"),
+    ]
+    running_role = None if cluster == "rabbitmq-cluster" else "unknown"
+    assert [r.role for r in rows] == [running_role, running_role, None]
+    assert [r.data_dir for r in rows] == [f"volume msglab_{s}" for s in nodes_of(cluster)]
+
+
+def test_status_of_one_node(docker: FakeDocker, settings: Settings) -> None:
+    (row,) = ComposeBackend(settings).status(["redis-sentinel/n3"])
+    assert (row.node, row.address) == ("n3", f"127.0.3.3:{settings.ports['redis']}")
+    (ps,) = docker.compose("ps")
+    assert ps[-6:] == [
+        s for n in ("n1", "n2", "n3") for s in nodes_of("redis-sentinel", n, f"{n}-sentinel")
+    ]
+
+
+def test_lab_faults_on_a_cluster_are_refused_naming_the_native_backend(
+    docker: FakeDocker, settings: Settings
+) -> None:
+    backend = ComposeBackend(settings)
+    with pytest.raises(UsageError, match=r"kafka-cluster: .*native backend.*nftables.*FUSE"):
+        backend.cluster("kafka-cluster")
+    with pytest.raises(UsageError, match="kafka is not a cluster"):
+        backend.cluster("kafka")
+    with pytest.raises(UsageError, match="power cuts need the native backend"):
+        backend.power_cut_all("redis-sentinel/n1")
+    assert docker.calls() == []  # refused before any docker command
+
+
+def test_infra_kill_of_a_node_on_the_command_line(
+    docker: FakeDocker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MSGLAB_HOME", str(tmp_path / "home"))
+    docker.running("kafka-cluster-n2")
+    result = run_cli("infra", "kill", "kafka-cluster/n2", "--backend", "compose")
+    assert "kafka-cluster/n2: killed pid 4000 with SIGKILL" in result.stdout
+    (kill,) = docker.compose("kill")
+    assert kill == ["--profile", "kafka-cluster", "kill", "-s", "SIGKILL", "kafka-cluster-n2"]
