@@ -50,6 +50,7 @@ import os
 import secrets
 import string
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from msglab.errors import NotRunningError
 from msglab.infra.cluster import Cluster
@@ -168,9 +169,13 @@ class RabbitMQCluster(Cluster[RabbitMQNode]):
     def url(self) -> str:
         return ",".join(svc.url for svc in self.nodes.values())
 
+    @property
+    def cookie_path(self) -> Path:
+        return self.root / ".erlang.cookie"
+
     def write_cookie(self) -> None:
         """The cluster's Erlang cookie, made once (32 random capitals), readable by root only."""
-        path = self.root / ".erlang.cookie"
+        path = self.cookie_path
         if path.exists():
             return
         self.root.mkdir(parents=True, exist_ok=True)
@@ -178,6 +183,12 @@ class RabbitMQCluster(Cluster[RabbitMQNode]):
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
         with os.fdopen(fd, "w") as f:
             f.write(cookie)
+
+    def cookie(self) -> str:
+        """The cluster's Erlang cookie, made first when missing (the compose backend gives it
+        to its nodes)."""
+        self.write_cookie()
+        return self.cookie_path.read_text()
 
     def _by_erlang_name(self) -> dict[str, str]:
         return {svc.node: node for node, svc in self.nodes.items()}
