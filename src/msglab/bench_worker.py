@@ -24,7 +24,7 @@ from pathlib import Path
 
 from msglab.app import App, Context, DeadLetter, Retry, Runtime
 from msglab.app.context import Middleware
-from msglab.app.records import dlq_topic, retry_topic
+from msglab.app.records import dlq_topic, retry_group, retry_topic
 from msglab.app.runner import DLQ_GROUP
 from msglab.ports import TopicAdmin, Transport
 
@@ -135,7 +135,7 @@ def clean_worker_topics(transport: Transport, topic: str, groups: list[str]) -> 
     """Delete what the runtime's drains made beside the topic: its retry topic and its
     dead-letter place."""
     if isinstance(transport, TopicAdmin):
-        transport.delete_topic(retry_topic(topic), groups)
+        transport.delete_topic(retry_topic(topic), [retry_group(g) for g in groups])
         transport.delete_topic(dlq_topic(topic), [DLQ_GROUP])
 
 

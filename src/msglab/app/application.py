@@ -28,7 +28,7 @@ from msglab.app.context import Middleware
 from msglab.app.middleware.dead_letter import DeadLetter
 from msglab.app.middleware.retry import Retry
 from msglab.app.observer import NO_OBSERVER, Observer
-from msglab.app.records import dlq_topic, retry_topic
+from msglab.app.records import dlq_topic, retry_group, retry_topic
 from msglab.brokers import TRANSPORTS
 from msglab.config import check_name
 from msglab.errors import UsageError
@@ -157,6 +157,7 @@ class App:
         check_name("topic", retry_topic(topic))
         check_name("topic", dlq_topic(topic))
         check_name("group", group)
+        check_name("group", retry_group(group))
         if transport not in TRANSPORTS:
             raise UsageError(f"unknown transport {transport!r}; valid: {', '.join(TRANSPORTS)}")
         if max_messages < 1:

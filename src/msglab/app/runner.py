@@ -6,8 +6,9 @@ Main flow: each delivery (or batch) of ``topic`` runs the composed handler; the 
 acked when the chain returns (handled, or put on the retry flow, or dead-lettered: each
 confirmed by the broker first), nacked for redelivery when it raises.
 
-Retry flow: ``<topic>.retry`` read by the same group. An entry of another group is acked and
-ignored (groups share the retry topic); the group's own entries wait in a ``DueBuffer`` until
+Retry flow: ``<topic>.retry`` read as the group ``<group>.retry`` (``retry_group``). An
+entry of another group is acked and ignored (groups share the retry topic); the group's own
+entries wait in a ``DueBuffer`` until
 due, without blocking later ones, and run with their attempt; the buffer is looked at after
 every delivery and every empty poll (at least every 0.2 s). Before the main flow reads
 anything, the retry flow has subscribed and the dead-letter place exists (subscribed once by
@@ -39,7 +40,7 @@ from msglab.app.due import DueBuffer
 from msglab.app.keyed_pool import KeyedPool
 from msglab.app.observer import Observer
 from msglab.app.places import Places
-from msglab.app.records import RetryEntry, dlq_topic, retry_topic
+from msglab.app.records import RetryEntry, dlq_topic, retry_group, retry_topic
 from msglab.errors import MsglabError
 from msglab.message import Batch, Delivery, Message
 from msglab.ports import Subscriber, Transport
@@ -154,6 +155,16 @@ class ConsumerRunner:
                 return
         if self.spec.dead_letters:
             self._declare(dlq_topic(self.spec.topic), DLQ_GROUP)
+        self.places.warm(
+            [
+                t
+                for t, used in (
+                    (retry_topic(self.spec.topic), self.spec.retries),
+                    (dlq_topic(self.spec.topic), self.spec.dead_letters),
+                )
+                if used
+            ]
+        )
         threads = 1 if self.spec.batch else self.spec.concurrency
         sub = self._subscribed(self.spec.group, closed_on_stop=threads == 1)
         pool = KeyedPool(threads, self._run_first) if threads > 1 else None
@@ -210,7 +221,7 @@ class ConsumerRunner:
     # -- the retry flow -------------------------------------------------------------------
 
     def _retry_flow(self) -> None:
-        sub = self._subscribed(self.spec.group)
+        sub = self._subscribed(retry_group(self.spec.group))
         buffer = DueBuffer()
         sub.on_idle(lambda: self._run_due(buffer))
         try:

@@ -103,6 +103,12 @@ def _price(row: Row, settings: Settings, runs_dir: Path) -> dict[str, Any]:
     }
 
 
+def _baseline(row: Row, quick: bool, settings: Settings, runs_dir: Path) -> dict[str, Any]:
+    """The run ``row``'s workload is measured against: its cell without the workload."""
+    report = run(replace(scenario_for(row, quick), workload="none"), settings, runs_dir=runs_dir)
+    return {k: report[k] for k in ("latency_ms", "lost", "run_id", "evidence_dir")}
+
+
 def refusal(row: Row | Probe, quick: bool, settings: Settings) -> str | None:
     """Why ``row`` cannot run on the servers ``settings`` name (a kill of an external server,
     a network fault on an external Kafka, a probe that must own its server), or None."""
@@ -157,6 +163,8 @@ def compare(
         price = None
         if isinstance(row, Row) and row.price_batch:
             price = _price(row, settings, out / "runs")
+        if isinstance(row, Row) and row.baseline:
+            report["baseline"] = _baseline(row, quick, settings, out / "runs")
         result = {
             "kind": "probe" if isinstance(row, Probe) else "run",
             "claim": row.claim,

@@ -27,6 +27,7 @@ EFFECTS = "effects"
 FAULTS = "faults"
 REPLAYS = "replays"
 STORED = "stored"  # what the broker still holds after the run (durability faults)
+DEAD_LETTERS = "dead-letters"  # the poison workload: <topic>.dlq as read after the run
 
 
 class Ledger:

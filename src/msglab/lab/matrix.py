@@ -57,6 +57,7 @@ class Row:
     partition: str = "leader"  # what a partition fault cuts
     cut: str = "leader"  # whose power a cluster's power cut cuts
     repeat: int = 1  # runs of the cell (--quick runs half as many, at least 1)
+    baseline: bool = False  # compare also runs the cell without its workload (``baseline``)
     published: str = ""  # the published figure this row stands beside, and its source
 
     @property
@@ -872,12 +873,56 @@ CLUSTERS: tuple[Row, ...] = (
 """``msglab compare --clusters``: faults of a replicated cluster's nodes, each row beside the
 published result it stands for (docs/guarantees.md)."""
 
+
+def _poison_dead_lettered_and_others_on_time(r: Report) -> bool:
+    """The poison message dead-lettered after its three attempts (delivered three times: no
+    crash loop), nothing lost, and p99 latency within 2x of the same run without it."""
+    poison = r["poison"]
+    return bool(
+        poison["dead_lettered"]
+        and poison["attempts"] == poison["deliveries"] == 3
+        and r["lost"] == 0
+        and r["latency_ms"]["p99"] <= 2 * r["baseline"]["latency_ms"]["p99"]
+    )
+
+
+RUNTIME: tuple[Row, ...] = tuple(
+    row
+    for transport in ("kafka", "rabbitmq", "redis-streams", "files")
+    for row in (
+        Row(
+            f"Runtime on {transport}: a poison message is dead-lettered with its reason after its "
+            "attempts, while the other messages flow on time",
+            "dead-lettered after 3 attempts (3 deliveries), lost == 0, p99 <= 2x the run without",
+            _poison_dead_lettered_and_others_on_time,
+            transport,
+            "at-least-once",
+            "none",
+            workload="poison",
+            baseline=True,
+        ),
+        Row(
+            f"Runtime on {transport}: a graceful stop (SIGTERM to every consumer) loses nothing "
+            "and delivers nothing twice",
+            "lost == 0 and duplicate deliveries == 0 across a stop and a restart",
+            lambda r: r["lost"] == 0 and r["duplicate_deliveries"] == 0,
+            transport,
+            "at-least-once",
+            "consumer-stop",
+            kill_after=500,
+        ),
+    )
+)
+"""The App runtime's rows (``compare --full``): what ``msglab worker`` does with a poison message
+and on a deploy's SIGTERM."""
+
 QUICK: tuple[Row | Probe, ...] = (*MATRIX, *PATTERNS, *FILES, *PROBES_QUICK)
 
 FULL: tuple[Row | Probe, ...] = (
     *QUICK,
     *PROBES_FULL,
     *POWER_CUTS,
+    *RUNTIME,
     Row(
         "RabbitMQ (safe settings): a network blackhole brings redeliveries, not loss",
         "lost == 0 across 5 s of dropped traffic (Toxiproxy)",

@@ -20,6 +20,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from msglab.app.records import dlq_topic, retry_group, retry_topic
+from msglab.app.runner import DLQ_GROUP
 from msglab.brokers import open_transport
 from msglab.config import ClientConfig
 from msglab.errors import InfraError, MsglabError
@@ -28,16 +30,19 @@ from msglab.infra.toxics import ToxiproxyClient
 from msglab.lab import effects
 from msglab.lab.checker import PROMISES, check
 from msglab.lab.evidence import (
+    DEAD_LETTERS,
     DELIVERIES,
     EFFECTS,
     REPLAYS,
     SENDS,
     STORED,
+    Ledger,
     ReadStats,
     Tail,
     confirmed_ids,
     first_sendings,
     ids,
+    message_id_prefix,
     read,
 )
 from msglab.lab.faults import Context, FaultLog, when
@@ -48,6 +53,7 @@ from msglab.lab.scenario import Scenario
 from msglab.lab.servers import Endpoint, Servers, plan
 from msglab.lab.workers.spec import (
     GROUP,
+    POISON_ATTEMPTS,
     REPLAY_GROUP,
     STORAGE_GROUP,
     WorkerSpec,
@@ -83,6 +89,7 @@ class Run:
         self._confirmed: set[bytes] = set()
         self._delivered: set[bytes] = set()
         self._delivery_lines = 0
+        self._poison_deliveries = 0
 
     # -- workers ---------------------------------------------------------------------------
 
@@ -92,6 +99,8 @@ class Run:
         asks: dict[str, Any] = dict(self.s.fault_kind.worker_asks(self.s, role, name))
         if role == "consumer" and self.s.workload_kind.slow:
             asks["slow_ms"] = self.s.slow_ms
+        if role == "consumer" and self.s.workload_kind.poison:
+            asks["poison"] = (self.poison_id,)
         return WorkerSpec(
             role=role,
             name=name,
@@ -154,6 +163,37 @@ class Run:
                 self.workers[name].kill()
                 self.workers[name].wait()
 
+    @property
+    def poison_id(self) -> str:
+        """The poison workload's message: a third into producer p0's share."""
+        share, extra = divmod(self.s.messages, self.s.producers)
+        return f"{message_id_prefix(self.s.run_id, 'p0')}{(share + bool(extra)) // 3}"
+
+    def _read_dead_letters(self) -> None:
+        """The poison workload: what ``<topic>.dlq`` holds once the consumers stopped, a line
+        per dead letter (id, error, attempts) in ``dead-letters-orchestrator.jsonl``."""
+        from msglab.app.dlq import DeadLetterBox
+
+        config = ClientConfig(url=self.url, profile=DeliveryProfile.parse(self.s.profile))
+        box = DeadLetterBox(
+            lambda c: open_transport(self.s.transport, c), config, topic_of(self.s.run_id)
+        )
+        ledger = Ledger(self.dir, DEAD_LETTERS, "orchestrator", sync=True)
+        try:
+            for entry in box.list():
+                failure = entry.record.failure if entry.record else None
+                ledger.write(
+                    {
+                        "ts": time.time(),
+                        "id": entry.id,
+                        "error_type": failure.error_type if failure else None,
+                        "error": failure.error if failure else "no msglab- headers",
+                        "attempts": failure.attempt if failure else None,
+                    }
+                )
+        finally:
+            ledger.close()
+
     def _start_producers(self) -> list[str]:
         names = []
         share, extra = divmod(self.s.messages, self.s.producers)
@@ -179,6 +219,8 @@ class Run:
         deliveries = self._deliveries.new()
         self._delivery_lines += deliveries.count(b"\n")
         self._delivered.update(ids(deliveries))
+        if self.s.workload_kind.poison:  # each delivery line holds its id once
+            self._poison_deliveries += deliveries.count(self.poison_id.encode())
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -289,6 +331,8 @@ class Run:
         self.progress("draining", 1.0)
         self._drain(lambda: consumers.extend(self._replace_killed()))
         self._stop([w for w in (*consumers, "relay", "relay-r") if w in self.workers])
+        if workload.poison:
+            self._read_dead_letters()
         if workload.second_group == "after":
             self._start_second_group(log)
         if workload.second_group:
@@ -379,7 +423,13 @@ class Run:
             self._follow()
             return self._delivery_lines
 
-        self._until_quiet(deliveries, lambda: self._confirmed <= self._delivered, self.s.quiet_s)
+        def done() -> bool:  # and the poison's last attempt made (its dead letter follows)
+            poisoned = not self.s.workload_kind.poison or (
+                self._poison_deliveries >= POISON_ATTEMPTS
+            )
+            return poisoned and self._confirmed <= self._delivered
+
+        self._until_quiet(deliveries, done, self.s.quiet_s)
 
     def _until_quiet(
         self, count: Callable[[], int], done: Callable[[], bool], quiet_s: float
@@ -409,6 +459,10 @@ class Run:
             transport.delete_topic(topic_of(self.s.run_id), [GROUP, REPLAY_GROUP, STORAGE_GROUP])
             if self.s.replies:
                 transport.delete_topic(reply_topic_of(self.s.run_id), [REPLAY_GROUP])
+            if self.s.workload_kind.poison:  # the runtime's retry flow and dead letters
+                topic = topic_of(self.s.run_id)
+                transport.delete_topic(retry_topic(topic), [retry_group(GROUP)])
+                transport.delete_topic(dlq_topic(topic), [DLQ_GROUP])
         except MsglabError as exc:
             return f"failed: {exc}"
         return "deleted"
@@ -448,9 +502,30 @@ class Run:
             "seconds": round(seconds, 2),
             "interrupted": self.interrupted,
             "worker_exits": {name: proc.returncode for name, proc in self.workers.items()},
+            **(self._poison_report() if self.s.workload_kind.poison else {}),
             "scenario": self.s.to_json(),
         }
         return report
+
+    def _poison_report(self) -> dict[str, Any]:
+        """The poison workload: its message, how often it was delivered, what the
+        dead-letter place holds (``dead_lettered``, and the poison's record)."""
+        letters = list(read(self.dir, DEAD_LETTERS))
+        delivered = sum(1 for d in read(self.dir, DELIVERIES) if d["id"] == self.poison_id)
+        poison = [d for d in letters if d["id"] == self.poison_id]
+        return {
+            "poison": {
+                "id": self.poison_id,
+                "deliveries": delivered,
+                "dead_lettered": bool(poison),
+                **_dead_letter_fields(poison),
+            },
+            "dead_lettered": len(letters),
+        }
+
+
+def _dead_letter_fields(letters: list[dict[str, Any]]) -> dict[str, Any]:
+    return {k: letters[0][k] for k in ("error_type", "error", "attempts")} if letters else {}
 
 
 def preflight(scenario: Scenario, settings: Settings) -> tuple[Servers, Dials]:

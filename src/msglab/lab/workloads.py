@@ -12,7 +12,8 @@ class Workload:
     drain or ``alongside`` the first group; ``replies``: the consumers answer every message on
     the reply topic, which the second group reads; ``idle_consumers``: every consumer is down
     while the producers publish, and starts after; ``slow``: each consumer takes
-    ``Scenario.slow_ms`` per message."""
+    ``Scenario.slow_ms`` per message; ``poison``: one message's handler always fails (the
+    App runtime retries it, then dead-letters it with the reason)."""
 
     name: str
     does: str
@@ -20,6 +21,7 @@ class Workload:
     replies: bool = False
     idle_consumers: bool = False
     slow: bool = False
+    poison: bool = False
 
 
 WORKLOADS: dict[str, Workload] = {
@@ -50,6 +52,12 @@ WORKLOADS: dict[str, Workload] = {
             idle_consumers=True,
         ),
         Workload("slow-consumer", "consumers take `slow_ms` per message", slow=True),
+        Workload(
+            "poison",
+            "the handler always fails on one message (a third into p0's share): three attempts "
+            "on the runtime's retry flow, then `<topic>.dlq` with the reason",
+            poison=True,
+        ),
     )
 }
 """Every workload by name, in the order ``--help`` lists them."""

@@ -27,7 +27,7 @@ import pytest
 from msglab.app import App, Context, DeadLetter, DeadLetterRecord, Retry, Runtime
 from msglab.app.dlq import DeadLetterBox
 from msglab.app.observer import NoObserver
-from msglab.app.records import dlq_topic, retry_topic
+from msglab.app.records import dlq_topic, retry_group, retry_topic
 from msglab.app.runner import DLQ_GROUP
 from msglab.brokers import open_transport
 from msglab.config import ClientConfig
@@ -107,7 +107,7 @@ class AppContract:
         if isinstance(transport, TopicAdmin):
             for t, groups in (
                 (topic, [GROUP]),
-                (retry_topic(topic), [GROUP]),
+                (retry_topic(topic), [retry_group(GROUP)]),
                 (dlq_topic(topic), [DLQ_GROUP]),
             ):
                 with contextlib.suppress(MsglabError):

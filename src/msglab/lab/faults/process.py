@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import time
 from typing import TYPE_CHECKING, ClassVar
 
 from msglab.lab.faults.base import Context, Fault
@@ -26,6 +28,49 @@ class ConsumerKill(Fault):
 
     def replaced(self, scenario: Scenario) -> list[tuple[str, str]]:
         return [("c0", "consumer")]
+
+
+STOP_WAIT_S = 20.0  # a consumer's grace (10 s) and its exit
+
+
+class ConsumerStop(Fault):
+    """Every consumer gets SIGTERM, the App runtime's graceful stop: it fetches nothing more,
+    lets the batch in hand finish and acks it, then exits. The orchestrator waits for them to
+    exit (recording each exit code); fresh consumers start ``down_s`` later. What a deploy does
+    to a consumer group: nothing lost, nothing delivered twice."""
+
+    name: ClassVar[str] = "consumer-stop"
+    does: ClassVar[str] = (
+        "SIGTERM every consumer after `kill_after` sends (a graceful stop); fresh ones start "
+        "`down_s` later"
+    )
+
+    def fired_by_orchestrator(self, scenario: Scenario) -> bool:
+        return True
+
+    def replaced(self, scenario: Scenario) -> list[tuple[str, str]]:
+        return [(f"c{i}", "consumer") for i in range(scenario.consumers)]
+
+    def inject(self, ctx: Context) -> None:
+        names = [n for n, _role in self.replaced(ctx.scenario) if n in ctx.workers]
+        for name in names:
+            proc = ctx.workers[name]
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                ctx.log.record(self.name, "stop", name, pid=proc.pid, signal="SIGTERM")
+        deadline = time.monotonic() + STOP_WAIT_S
+        for name in names:
+            proc = ctx.workers[name]
+            try:
+                code = proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()  # past its grace: what it holds comes again
+                code = proc.wait()
+            ctx.log.record(self.name, "exited", name, pid=proc.pid, exit_code=code)
+
+    def heal(self, ctx: Context) -> None:
+        for name, _role in self.replaced(ctx.scenario):
+            ctx.log.record(self.name, "start", name, note=f"{name}-r replaces it")
 
 
 class ProducerKill(Fault):
@@ -72,4 +117,4 @@ class RelayKill(Fault):
         return [("relay", "relay")]
 
 
-FAULTS: tuple[Fault, ...] = (ConsumerKill(), ProducerKill(), RelayKill())
+FAULTS: tuple[Fault, ...] = (ConsumerKill(), ConsumerStop(), ProducerKill(), RelayKill())

@@ -1,155 +1,146 @@
-"""The consumer of a lab run: records each delivery, applies the effect (a row in PostgreSQL;
-under effectively-once through the idempotent consumer), answers it (request-reply), then
-acks. Evidence before effect before ack, so a killed worker leaves everything the checker
-needs. consumer-kill: SIGKILL self after ``die_after_effects`` effects, before their ack."""
+"""The consumer of a lab run: an ``App`` run by the ``Runtime``, as ``msglab worker`` runs a
+user's, so what the lab measures is what users run.
+
+One batch handler on the run's topic (the transport's fetch, at most ``EFFECT_BATCH``
+messages): it records each delivery, applies the effect (a row in PostgreSQL; under
+effectively-once through the idempotent consumer), answers it (request-reply) and returns, and
+the runtime acks. Evidence before effect before ack, so a killed worker leaves everything the
+checker needs. A handler that raises (the database unreachable after its retries) is nacked and
+its batch comes again.
+
+consumer-kill: SIGKILL self after ``die_after_effects`` effects, before their ack. SIGTERM: the
+runtime's graceful stop (the batch in hand finishes and is acked, nothing more is fetched).
+The poison workload: the messages of ``spec.poison`` always fail; the handler raises a
+``BatchFailure`` for them after handling the rest, and the runtime's ``Retry`` then
+``DeadLetter`` take them to ``<topic>.dlq`` with the reason.
+"""
 
 from __future__ import annotations
 
+import logging
 import signal
+import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from msglab.app import App, BatchFailure, Context, DeadLetter, Middleware, Retry, Runtime
 from msglab.brokers import open_transport
 from msglab.consumers.idempotent import IdempotentConsumer
 from msglab.lab import effects
 from msglab.lab.evidence import DELIVERIES, Ledger, delivery_lines
-from msglab.lab.workers.spec import GROUP, WorkerSpec, die, ready, reply_topic_of, topic_of
-from msglab.message import Delivery, Message
-from msglab.ports import Publisher
-from msglab.subscription import BATCH_WAIT_S
+from msglab.lab.workers.spec import (
+    GROUP,
+    POISON_ATTEMPTS,
+    WorkerSpec,
+    die,
+    ready,
+    reply_topic_of,
+    topic_of,
+)
+from msglab.message import Message
+from msglab.ports import Transport
+from msglab.profiles import DeliveryProfile
 
 EFFECT_BATCH = 100  # messages per batch at most, one effect transaction (prefetch: 200)
+GRACE_S = 10.0  # a SIGTERM lets the batch in hand finish within this
+SUBSCRIBE_TIMEOUT_S = 60.0
+POISON_RETRY = Retry(attempts=POISON_ATTEMPTS, first_s=0.5, max_s=2.0, jitter=0.2)
+
+
+class Poisoned(Exception):
+    """The lab's poison message: its handler always fails."""
 
 
 def consume(spec: WorkerSpec) -> None:
-    deliveries = Ledger(Path(spec.run_dir), DELIVERIES, spec.name)
-    db = effects.engine(spec.db_url)
-    transport = open_transport(spec.transport, spec.config())
-    sub = transport.subscriber(GROUP)
-    signal.signal(signal.SIGTERM, lambda *_: sub.close())  # graceful: ends the iteration
-    replier = transport.publisher() if spec.replies else None
-    dedup = None
-    if spec.profile == "effectively-once":
-        dedup = IdempotentConsumer(db, f"{GROUP}-{spec.run_id}", effects.RETRY)
-    handler = _BatchHandler(spec, deliveries, db, dedup, replier)
-    topic = topic_of(spec.run_id)
-    if getattr(sub, "fetches_batches", False):  # one fetch is one batch, handed out at once
-        batches = sub.batches(topic, EFFECT_BATCH)
-        ready(spec)
-        for batch in batches:
-            handler.handle(list(batch.messages), batch.attempts, None, batch.ack)
-    else:  # the broker pushes one at a time: each is on record as it arrives
-        grouped = _Grouped(handler)
-        sub.on_idle(grouped.flush)
-        stream = sub.subscribe(topic)
-        ready(spec)
-        for d in stream:
-            grouped.add(d)
-    if replier is not None:
-        replier.close()
-    deliveries.close()
+    logging.basicConfig(
+        level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    ledger = Ledger(Path(spec.run_dir), DELIVERIES, spec.name)
+    handler = LabHandler(spec, ledger)
+    runtime = Runtime(lab_app(spec, handler), _connect(spec))
+    signal.signal(signal.SIGTERM, lambda *_: runtime.request_stop())
+    runtime.start()
+    if not runtime.wait_consuming(SUBSCRIBE_TIMEOUT_S):
+        raise TimeoutError(f"{spec.name}: not subscribed within {SUBSCRIBE_TIMEOUT_S:.0f}s")
+    ready(spec)
+    while not runtime.wait(0.5):
+        pass
+    runtime.stop(GRACE_S)
+    ledger.close()
 
 
-class _BatchHandler:
-    """Handles messages together, as a batch consumer does: a delivery line per message,
-    flushed; the effects in one committed transaction; the replies (request-reply); then the
-    ack. Evidence before effect before ack. A batch the subscription closes on is neither
-    applied nor acked: it comes again. A batch is what the subscriber fetched at once
-    (``Subscriber.batches`` where the broker fetches in batches), or single deliveries grouped
-    by ``_Grouped`` where the broker pushes them one at a time."""
+def _connect(spec: WorkerSpec) -> Any:
+    def connect(name: str, profile: DeliveryProfile) -> Transport:
+        return open_transport(name, spec.config())  # the run's client settings (--set)
 
-    def __init__(
-        self,
-        spec: WorkerSpec,
-        deliveries: Ledger,
-        db: Any,
-        dedup: IdempotentConsumer | None,
-        replier: Publisher | None,
-    ) -> None:
+    return connect
+
+
+def lab_app(spec: WorkerSpec, handler: LabHandler) -> App:
+    """The lab consumer's App: no middleware (a failed batch is nacked for the broker to
+    redeliver), or under the poison workload dead letters after three attempts."""
+    middleware: list[Middleware] = [DeadLetter(), POISON_RETRY] if spec.poison else []
+    app = App(f"lab-{spec.name}", middleware=middleware)
+    app.add(
+        handler,
+        topic_of(spec.run_id),
+        transport=spec.transport,
+        group=GROUP,
+        profile=spec.profile,
+        batch=True,
+        max_messages=EFFECT_BATCH,
+        name="effects",
+    )
+    return app
+
+
+class LabHandler:
+    """Handles a batch as a batch consumer does: a delivery line per message, flushed; the
+    effects in one committed transaction; the replies (request-reply); then returns (the
+    runtime acks). Under consumer-kill only the messages up to the kill point are handled
+    (the rest is never handed on: not recorded, no effect), then the process dies."""
+
+    def __init__(self, spec: WorkerSpec, ledger: Ledger) -> None:
         self._spec = spec
-        self._replier = replier
-        self._ledger = deliveries
-        self._db = db
-        self._dedup = dedup
+        self._ledger = ledger
+        self._db = effects.engine(spec.db_url)
+        self._dedup = None
+        if spec.profile == "effectively-once":
+            self._dedup = IdempotentConsumer(self._db, f"{GROUP}-{spec.run_id}", effects.RETRY)
         self._applied = 0
         self._kill_at = spec.die_after_effects  # consumer-kill: after exactly this many effects
-        self.slow_ms = spec.slow_ms
+        self._poison = frozenset(spec.poison)
 
-    def kill_due(self, more: int) -> bool:
-        """True when ``more`` messages would reach the consumer-kill point."""
-        return bool(self._kill_at) and self._applied + more >= self._kill_at
-
-    def handle(
-        self,
-        messages: list[Message],
-        attempts: list[int],
-        arrived: list[float] | None,
-        ack: Callable[[], None],
-    ) -> None:
-        """``arrived``: each message's arrival time (None: they arrived together, now)."""
-        if self.kill_due(len(messages)):
-            # consumer-kill: the handler gets as far as the kill_at-th message; the rest is
-            # never handed to it (not recorded, no effect), as in a consumer that handles a
-            # batch one message after another and dies there
+    def __call__(self, ctx: Context) -> None:
+        messages = list(ctx.messages)
+        if self._kill_at and self._applied + len(messages) >= self._kill_at:
             messages = messages[: self._kill_at - self._applied]
-        records = []
-        now = time.time()
-        for i, (m, attempt) in enumerate(zip(messages, attempts, strict=False)):
-            if arrived is not None:
-                now = arrived[i]
-            elif self._spec.slow_ms:  # slow-consumer: each message takes slow_ms
-                time.sleep(self._spec.slow_ms / 1000)
-                now = time.time()
-            records.append((now, m.id, attempt, m.key))
-        # on record before their effects
-        self._ledger.write_lines(delivery_lines(self._spec.name, records))
-        effects.apply(self._db, self._spec.run_id, self._spec.name, messages, self._dedup)
-        if self._replier is not None:  # request-reply: answered after the effect, before the ack
-            self._replier.publish(
-                reply_topic_of(self._spec.run_id),
-                [Message(b"", m.key, id=m.id) for m in messages],
+        attempts = list(ctx.deliveries) or [ctx.attempt] * len(messages)
+        self._ledger.write_lines(delivery_lines(self._spec.name, self._records(messages, attempts)))
+        poisoned = [m for m in messages if m.id in self._poison]
+        good = [m for m in messages if m.id not in self._poison] if poisoned else messages
+        effects.apply(self._db, self._spec.run_id, self._spec.name, good, self._dedup)
+        if self._spec.replies:  # request-reply: answered after the effect, before the ack
+            assert ctx.emit is not None  # run by the runtime
+            ctx.emit(
+                reply_topic_of(self._spec.run_id), [Message(b"", m.key, id=m.id) for m in good]
             )
         self._applied += len(messages)
         if self._kill_at and self._applied >= self._kill_at:
             die(self._spec, "consumer-kill", f"after effect {self._applied}, before its ack")
-        ack()
+        if poisoned:
+            raise BatchFailure(poisoned, Poisoned(f"poison message {poisoned[0].id}"))
 
-
-class _Grouped:
-    """Pushed deliveries grouped for ``_BatchHandler``: each is timed as it arrives (and takes
-    ``slow_ms`` there under slow-consumer); a group is handled once it holds EFFECT_BATCH, once
-    BATCH_WAIT_S passed since its first, once the kill point is reached, or when the stream
-    goes idle (``flush``, the subscriber's on_idle hook). Each delivery is acked after."""
-
-    def __init__(self, handler: _BatchHandler) -> None:
-        self._handler = handler
-        self._held: list[Delivery] = []
-        self._arrived: list[float] = []
-
-    def add(self, d: Delivery) -> None:
-        if self._handler.slow_ms:
-            time.sleep(self._handler.slow_ms / 1000)
-        self._held.append(d)
-        self._arrived.append(time.time())
-        if (
-            len(self._held) >= EFFECT_BATCH
-            or self._arrived[-1] - self._arrived[0] >= BATCH_WAIT_S
-            or self._handler.kill_due(len(self._held))
-        ):
-            self.flush()
-
-    def flush(self) -> None:
-        if not self._held:
-            return
-        held, arrived = self._held, self._arrived
-        self._held, self._arrived = [], []
-
-        def ack_each() -> None:
-            for d in held:
-                d.ack()
-
-        self._handler.handle(
-            [d.message for d in held], [d.attempt for d in held], arrived, ack_each
-        )
+    def _records(
+        self, messages: list[Message], attempts: list[int]
+    ) -> list[tuple[float, str, int, str | None]]:
+        """(time, id, attempt, key) per message; under slow-consumer each takes ``slow_ms``."""
+        records = []
+        now = time.time()
+        for m, attempt in zip(messages, attempts, strict=False):
+            if self._spec.slow_ms:
+                time.sleep(self._spec.slow_ms / 1000)
+                now = time.time()
+            records.append((now, m.id, attempt, m.key))
+        return records

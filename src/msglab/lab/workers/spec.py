@@ -16,6 +16,7 @@ from msglab.profiles import DeliveryProfile
 GROUP = "lab"  # the consumer group of every lab run
 REPLAY_GROUP = "lab-replay"  # the second group: replay, fanout, request-reply (its replies)
 STORAGE_GROUP = "lab-stored"  # reads, after the run, what the broker kept (durability faults)
+POISON_ATTEMPTS = 3  # the poison workload: runs of its handler before the dead letter
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class WorkerSpec:
     # consumer
     die_after_effects: int = 0  # consumer-kill: SIGKILL self after this many effects
     slow_ms: float = 0.0
+    poison: tuple[str, ...] = ()  # the poison workload: ids whose handler always fails
     # request-reply: consumers answer on reply_topic_of(run_id), where the replayer reads
     replies: bool = False
     client_sets: dict[str, str] = field(default_factory=dict)  # ClientConfig fields (--set)
