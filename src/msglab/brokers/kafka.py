@@ -551,13 +551,17 @@ class KafkaTransactionalSubscriber(KafkaSubscriber):
 
     def _release(self) -> None:
         """Leave the group (nothing is committed: offsets go through transactions only), then
-        close the producer, which aborts a transaction still open."""
+        close the producer, which aborts a transaction still open. A producer fenced or failed
+        for good raises its error again on close: it is logged, the close goes on."""
         try:
             super()._release()
         finally:
-            if self._producer is not None:
-                self._producer.close()
-                self._producer = None
+            producer, self._producer = self._producer, None
+            if producer is not None:
+                try:
+                    producer.close()
+                except KafkaException as exc:
+                    LOG.info("%s: transactional producer closed after: %s", self._tid, exc)
 
     # -- the transaction ----------------------------------------------------------------------
 
