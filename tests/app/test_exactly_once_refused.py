@@ -51,7 +51,8 @@ def test_kafka_takes_it_and_offers_transactions() -> None:
     assert eo["consumer isolation.level"] == "read_committed"
     assert eo["pipeline consumer enable.auto.commit"] == "False"
     assert eo["pipeline producer transactional.id"] == "msglab-eos:G:T:I"
-    assert eo["pipeline producer enable.idempotence"] == "True"
+    assert eo["producer enable.idempotence"] == "True"  # the pipeline producer differs in:
+    assert eo["pipeline producer transaction.timeout.ms"] == "60000"
     with pytest.raises(UsageError, match="needs profile exactly-once"):
         open_transport("kafka", ClientConfig(url="127.0.0.1:1")).transactional("g", "0")  # type: ignore[attr-defined]
 

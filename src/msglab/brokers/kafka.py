@@ -747,18 +747,23 @@ class KafkaTransport:
                 if k not in failover and k != "logger"
             }
             settings |= {f"failover {k}": str(v) for k, v in failover.items()}
-            roles: list[tuple[str, dict[str, Any]]] = [
-                ("producer", producer_settings(cfg)),
-                ("consumer", consumer_settings(cfg, "G")),
+            producer, consumer = producer_settings(cfg), consumer_settings(cfg, "G")
+            roles: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+                ("producer", producer, common),
+                ("consumer", consumer, common),
             ]
-            if profile is DeliveryProfile.EXACTLY_ONCE:
+            if profile is DeliveryProfile.EXACTLY_ONCE:  # an App consumer's: what differs
                 tid = transactional_id("G", "T", "I")
                 roles += [
-                    ("pipeline producer", transactional_settings(cfg, tid)),
-                    ("pipeline consumer", consumer_settings(cfg, "G", in_transactions=True)),
+                    ("pipeline producer", transactional_settings(cfg, tid), producer),
+                    ("pipeline consumer", consumer_settings(cfg, "G", True), consumer),
                 ]
-            for role, built in roles:
-                settings |= {f"{role} {k}": str(v) for k, v in built.items() if k not in common}
+            for role, built, base in roles:
+                settings |= {
+                    f"{role} {k}": str(v)
+                    for k, v in built.items()
+                    if k not in common and (base is common or base.get(k) != v)
+                }
             settings["consumer offsets"] = {
                 DeliveryProfile.AT_MOST_ONCE: "batch committed synchronously before it is handled",
                 DeliveryProfile.AT_LEAST_ONCE: (
