@@ -86,6 +86,17 @@ def test_the_runtime_refuses_a_transport_without_transactions() -> None:
         runtime.start()
 
 
+def test_an_invalid_instance_is_refused_before_anything_runs() -> None:
+    app = App("eos")
+    app.add(print, "orders", transport="kafka", group="g", profile="exactly-once")
+
+    def connect(name: str, profile: DeliveryProfile) -> Transport:
+        return open_transport(name, ClientConfig(url="127.0.0.1:1", profile=profile))
+
+    with pytest.raises(UsageError, match="invalid instance name 'a b'"):
+        Runtime(app, connect, instance="a b").start()
+
+
 def test_the_lab_refuses_it_saying_what_it_covers() -> None:
     with pytest.raises(UsageError, match="Kafka-to-Kafka pipelines"):
         Scenario(transport="kafka", profile="exactly-once")

@@ -42,6 +42,7 @@ from msglab.app.application import ConsumerSpec
 from msglab.app.context import Context, Handler
 from msglab.app.observer import Observer
 from msglab.app.records import Failure, FlowError, dlq_topic, error_fields, failures
+from msglab.config import check_name
 from msglab.errors import FencedError, MsglabError, TransactionAborted, UsageError
 from msglab.message import Batch, Message
 from msglab.ports import TransactionalSubscriber, TransactionalTransport, Transport
@@ -98,7 +99,8 @@ class TransactionalRunner:
     ``close_subscribers``, ``close_publisher``, ``consuming``, ``threads``): one flow thread
     with one ``TransactionalSubscriber`` of ``spec.group``, identified by ``instance``
     (``msglab worker --instance``: the same after a restart, another for each replica running
-    at once). UsageError when the transport has no transactions."""
+    at once). UsageError when the transport has no transactions or ``instance`` is not a
+    valid name (both at ``Runtime.start``, before anything runs)."""
 
     def __init__(
         self,
@@ -113,12 +115,12 @@ class TransactionalRunner:
             raise UsageError(
                 f"{spec.name}: {spec.transport} cannot promise exactly-once: {EXACTLY_ONCE_REASON}"
             )
+        self._instance = check_name("instance", instance)
         self.spec = spec
         self._handler = handler
         self._transport = transport
         self._observer = observer
         self._stop = stop
-        self._instance = instance
         self._where = f"{spec.transport}:{spec.topic} ({spec.group}, {spec.name}, exactly-once)"
         self._sub: TransactionalSubscriber | None = None
         self._sub_lock = threading.Lock()
