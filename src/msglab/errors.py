@@ -6,7 +6,9 @@
     ├── ConfigError                  settings that cannot work together (exit 2)
     ├── TransportError               a broker operation failed
     │   ├── ConnectError             no connection within the connect timeout (names host:port)
-    │   └── PublishError             some messages not confirmed: ``failed`` and ``unknown`` ids
+    │   ├── PublishError             some messages not confirmed: ``failed`` and ``unknown`` ids
+    │   ├── TransactionAborted       a transaction was aborted, its input rewound: it comes again
+    │   └── FencedError              a newer instance with the same transactional identity runs
     └── InfraError                   a server could not be installed, started, stopped or reached
         ├── InstallError             a package, jar or binary could not be installed
         ├── PortInUseError           a port msglab needs is held by another process
@@ -81,6 +83,17 @@ class PublishError(TransportError):
         super().__init__(detail)
         self.failed = failed
         self.unknown = unknown
+
+
+class TransactionAborted(TransportError):
+    """A transaction could not commit and was aborted (what it published is discarded); the
+    input it consumed was rewound and comes again. Not fatal: go on with the next batch."""
+
+
+class FencedError(TransportError):
+    """A newer producer with the same transactional identity started (a restarted worker):
+    this one is a zombie, fenced by the broker, and must stop rather than start again (a new
+    producer would fence the newer one in turn)."""
 
 
 class InfraError(MsglabError):

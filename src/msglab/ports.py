@@ -103,6 +103,57 @@ class LagReader(Protocol):
     def lag(self, topic: str, group: str) -> list[Lag]: ...
 
 
+@runtime_checkable
+class TransactionalSubscriber(Protocol):
+    """One consumer of a group plus one transactional producer: consume, transform and produce
+    exactly once (the ``exactly-once`` profile). One thread iterates and settles; ``close()``
+    works from any thread.
+
+    ``batches(topic, max_messages)`` yields what was fetched together, as ``Subscriber.batches``
+    does, reading only committed messages (``read_committed``); nothing is ever committed but
+    through ``commit``. Each batch is settled before the next is fetched, in this order:
+
+    * ``begin()`` opens a transaction;
+    * ``publish(topic, messages)`` queues messages in it (any number of calls, any topics); it
+      returns once they are handed to the client, their delivery is confirmed by ``commit``;
+    * ``commit(batch)`` adds the batch's offsets (per partition, its last offset + 1) to the
+      transaction and commits it: readers with ``read_committed`` see every message published
+      in it and the group resumes after the batch, or neither. When the transaction had to be
+      aborted (an abortable error, or an outcome the client could not learn), it raises
+      ``TransactionAborted`` after rewinding: the batch comes again;
+    * ``abort(batch)`` aborts the transaction (what was published is discarded) and rewinds:
+      the batch's messages come again, each with its attempt + 1.
+
+    ``FencedError`` (from any call): a newer instance with the same identity took over; this
+    one must stop. Another ``TransportError``: the broker was lost or the producer failed for
+    good; close it and build a new one (the group resumes from its committed offsets)."""
+
+    def batches(self, topic: str, max_messages: int = 100) -> Iterator[Batch]: ...
+
+    def on_idle(self, callback: Callable[[], None]) -> None: ...
+
+    def begin(self) -> None: ...
+
+    def publish(self, topic: str, messages: Iterable[Message]) -> None: ...
+
+    def commit(self, batch: Batch) -> None: ...
+
+    def abort(self, batch: Batch) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class TransactionalTransport(Protocol):
+    """Optional capability (Kafka only): ``transactional(group, instance)`` makes a
+    ``TransactionalSubscriber`` of ``group``. Its producer's identity is stable per (group,
+    topic, instance): an instance started again takes over from its predecessor, whose open
+    transaction is aborted at once and whose producer is fenced (``FencedError`` there). Run
+    each concurrent instance of a group with its own ``instance``."""
+
+    def transactional(self, group: str, instance: str) -> TransactionalSubscriber: ...
+
+
 RawPublish = Callable[[ClientConfig, str, list[Message]], tuple[int, float]]
 """A raw-client baseline for ``msglab bench``: publishes the messages to the topic as the
 driver alone would, with the transport's settings. It connects and warms up first (the first
@@ -142,5 +193,7 @@ __all__ = [
     "Publisher",
     "Subscriber",
     "TopicAdmin",
+    "TransactionalSubscriber",
+    "TransactionalTransport",
     "Transport",
 ]

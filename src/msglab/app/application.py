@@ -12,9 +12,11 @@ event loop); ``batch=True`` hands it the messages fetched together (``ctx.messag
 ``concurrency=n`` runs a per-message handler on n threads, each key's messages in order on
 one of them (``msglab.app.keyed_pool``); a batch handler runs one batch at a time. Its
 middleware is the App's, then its own: ``App(middleware=[a, b])`` with ``consumer(...,
-middleware=[c])`` runs ``a(b(c(handler)))``. Registration checks every name at once
-(``UsageError``: exit 2 in the CLI); nothing connects until a runtime runs the App
-(``msglab.app.runtime``, ``msglab worker``).
+middleware=[c])`` runs ``a(b(c(handler)))``. ``profile="exactly-once"`` (Kafka only) handles
+each fetched batch in one transaction with what the handler publishes
+(``msglab.app.transactional``). Registration checks every name at once (``UsageError``: exit
+2 in the CLI); nothing connects until a runtime runs the App (``msglab.app.runtime``,
+``msglab worker``).
 """
 
 from __future__ import annotations
@@ -29,10 +31,10 @@ from msglab.app.middleware.dead_letter import DeadLetter
 from msglab.app.middleware.retry import Retry
 from msglab.app.observer import NO_OBSERVER, Observer
 from msglab.app.records import dlq_topic, retry_group, retry_topic
-from msglab.brokers import TRANSPORTS
+from msglab.brokers import TRANSACTIONAL, TRANSPORTS
 from msglab.config import check_name
 from msglab.errors import UsageError
-from msglab.profiles import DeliveryProfile
+from msglab.profiles import EXACTLY_ONCE_REASON, DeliveryProfile
 
 HandlerFn = Callable[..., Any]
 """A user's handler: ``fn(ctx) -> None``, or ``async def fn(ctx) -> None``."""
@@ -80,6 +82,19 @@ def check_concurrency(concurrency: int, batch: bool) -> None:
         raise UsageError(
             "concurrency applies to per-message handlers; a batch handler runs one batch at a "
             "time (its messages' keys are mixed)"
+        )
+
+
+def check_exactly_once(transport: str, concurrency: int) -> None:
+    """UsageError unless an exactly-once consumer can run: on a transport with transactions
+    (``brokers.TRANSACTIONAL``: Kafka), one message at a time (its transaction is the batch's:
+    ``msglab.app.transactional``)."""
+    if transport not in TRANSACTIONAL:
+        raise UsageError(f"{transport} cannot promise exactly-once: {EXACTLY_ONCE_REASON}")
+    if concurrency > 1:
+        raise UsageError(
+            "concurrency applies to at-least-once consumers; an exactly-once consumer handles "
+            "each fetched batch in one transaction, in order"
         )
 
 
@@ -163,6 +178,9 @@ class App:
         if max_messages < 1:
             raise UsageError(f"max_messages {max_messages}: use 1 or more")
         check_concurrency(concurrency, batch)
+        parsed = DeliveryProfile.parse(profile)
+        if parsed is DeliveryProfile.EXACTLY_ONCE:
+            check_exactly_once(transport, concurrency)
         if not callable(fn):
             raise UsageError(f"handler for {topic} is not callable: {fn!r}")
         spec = ConsumerSpec(
@@ -170,7 +188,7 @@ class App:
             topic=topic,
             transport=transport,
             group=group,
-            profile=DeliveryProfile.parse(profile),
+            profile=parsed,
             fn=fn,
             is_async=inspect.iscoroutinefunction(fn),
             batch=batch,

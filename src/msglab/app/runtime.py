@@ -8,7 +8,9 @@
 ``connect`` is where the composition root (``msglab worker``, a test) says where each
 transport's broker is; one transport object is made per (name, profile) and shared. ``only``
 names the handlers to run (all by default); ``concurrency`` sets every per-message handler's
-threads (``msglab worker --concurrency``). A handler's chain is composed once, at start.
+threads (``msglab worker --concurrency``; not an exactly-once consumer's); ``instance``
+names this process among a group's exactly-once consumers (``msglab worker --instance``). A
+handler's chain is composed once, at start.
 ``observer_for``: each consumer's observer (``msglab worker --metrics-port``: one labelled with
 its transport), instead of the App's; it also wraps each handler in the metrics middleware,
 innermost, so that every call is counted whatever the App lists.
@@ -28,6 +30,7 @@ from msglab.app.context import compose
 from msglab.app.middleware.metrics import metrics
 from msglab.app.observer import Observer
 from msglab.app.runner import ConsumerRunner
+from msglab.app.transactional import TransactionalRunner
 from msglab.errors import UsageError
 from msglab.ports import Transport
 from msglab.profiles import DeliveryProfile
@@ -55,7 +58,7 @@ def select(app: App, only: Sequence[str] = ()) -> list[ConsumerSpec]:
 def with_concurrency(spec: ConsumerSpec, concurrency: int | None) -> ConsumerSpec:
     """``spec`` with ``concurrency`` handler threads when given and it handles one message at
     a time (a batch handler keeps one)."""
-    if concurrency is None or spec.batch:
+    if concurrency is None or spec.batch or spec.profile is DeliveryProfile.EXACTLY_ONCE:
         return spec
     check_concurrency(concurrency, spec.batch)
     return dataclasses.replace(spec, concurrency=concurrency)
@@ -69,6 +72,7 @@ class Runtime:
         only: Sequence[str] = (),
         observer_for: Callable[[ConsumerSpec], Observer] | None = None,
         concurrency: int | None = None,
+        instance: str = "0",
     ) -> None:
         self.app = app
         self._observer_for = observer_for
@@ -77,7 +81,8 @@ class Runtime:
         self._stop = threading.Event()
         self._loop = EventLoopThread()
         self._transports: dict[tuple[str, DeliveryProfile], Transport] = {}
-        self.runners: list[ConsumerRunner] = []
+        self._instance = instance  # an exactly-once consumer's identity (app.transactional)
+        self.runners: list[ConsumerRunner | TransactionalRunner] = []
 
     def _transport(self, spec: ConsumerSpec) -> Transport:
         key = (spec.transport, spec.profile)
@@ -95,9 +100,11 @@ class Runtime:
                 observer = self._observer_for(spec)
                 chain = (*chain, metrics(observer))
             handler = compose(as_handler(spec.fn, spec.is_async, self._loop), chain)
-            self.runners.append(
-                ConsumerRunner(spec, handler, self._transport(spec), observer, self._stop)
-            )
+            args = (spec, handler, self._transport(spec), observer, self._stop)
+            if spec.profile is DeliveryProfile.EXACTLY_ONCE:
+                self.runners.append(TransactionalRunner(*args, instance=self._instance))
+            else:
+                self.runners.append(ConsumerRunner(*args))
         for runner in self.runners:
             runner.start()
 

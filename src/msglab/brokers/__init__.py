@@ -24,6 +24,10 @@ TRANSPORTS: dict[str, str] = {
     "files": "msglab.brokers.files:FilesTransport",
 }
 
+TRANSACTIONAL: frozenset[str] = frozenset({"kafka"})
+"""The transports whose class offers ``ports.TransactionalTransport``: the only ones that take
+the ``exactly-once`` profile (the others refuse it when built)."""
+
 SERVICE_OF: dict[str, str | None] = {
     "memory": None,
     "kafka": "kafka",

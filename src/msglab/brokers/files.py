@@ -57,7 +57,7 @@ from msglab.errors import ConfigError, ConnectError, PublishError, TransportErro
 from msglab.lag import Lag
 from msglab.message import Batch, Delivery, Message
 from msglab.ports import Publisher, Subscriber
-from msglab.profiles import DeliveryProfile
+from msglab.profiles import DeliveryProfile, refuse_exactly_once
 from msglab.subscription import SubscriberBase
 
 NAME = "files"
@@ -527,6 +527,7 @@ class FilesTransport:
     stores_messages = True
 
     def __init__(self, config: ClientConfig) -> None:
+        refuse_exactly_once(self.name, config.profile)
         self.config = config
 
     def publisher(self) -> Publisher:

@@ -28,11 +28,24 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, overload
 
 from msglab.config import ClientConfig, check_name
-from msglab.errors import ConnectError, PublishError, TransportError, UsageError
+from msglab.errors import (
+    ConnectError,
+    FencedError,
+    PublishError,
+    TransactionAborted,
+    TransportError,
+    UsageError,
+)
 from msglab.extras import driver_import
 from msglab.lag import Lag
 from msglab.message import Batch, Delivery, Message
-from msglab.ports import Publisher, RawConsume, RawPublish, Subscriber
+from msglab.ports import (
+    Publisher,
+    RawConsume,
+    RawPublish,
+    Subscriber,
+    TransactionalSubscriber,
+)
 from msglab.profiles import DeliveryProfile
 from msglab.subscription import SubscriberBase
 
@@ -53,6 +66,12 @@ UNKNOWN_OUTCOME = {
 
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
+
+
+def _safe(profile: DeliveryProfile) -> bool:
+    """Whether clients of ``profile`` keep what is not confirmed or not handled: at-least-once,
+    and exactly-once, which builds on it (a ClientConfig's profile is never effectively-once)."""
+    return profile is not DeliveryProfile.AT_MOST_ONCE
 
 
 METADATA_REFRESH_MS = 300_000
@@ -106,7 +125,7 @@ def _common(config: ClientConfig) -> dict[str, Any]:
 def producer_settings(config: ClientConfig) -> dict[str, Any]:
     """The producer's librdkafka settings; ``config.acks`` overrides the profile's acks (the
     idempotent producer needs ``acks=all``: with fewer it is off, and retries may duplicate)."""
-    safe = config.profile is DeliveryProfile.AT_LEAST_ONCE
+    safe = _safe(config.profile)
     acks = config.acks or ("all" if safe else "1")
     return {
         **_common(config),
@@ -120,13 +139,21 @@ def producer_settings(config: ClientConfig) -> dict[str, Any]:
     }
 
 
-def consumer_settings(config: ClientConfig, group: str) -> dict[str, Any]:
-    safe = config.profile is DeliveryProfile.AT_LEAST_ONCE
+def consumer_settings(
+    config: ClientConfig, group: str, in_transactions: bool = False
+) -> dict[str, Any]:
+    """The consumer's librdkafka settings. Under exactly-once it reads ``read_committed``
+    (librdkafka's default, pinned: messages of aborted or open transactions are never handed
+    out); ``in_transactions``: the consumer of a ``KafkaTransactionalSubscriber``, whose offsets
+    are committed only inside its producer's transactions (no auto commit)."""
+    safe = _safe(config.profile)
+    exactly_once = config.profile is DeliveryProfile.EXACTLY_ONCE
     return {
         **_common(config),
         "group.id": group,
         "auto.offset.reset": "earliest",
-        "enable.auto.commit": safe,
+        **({"isolation.level": "read_committed"} if exactly_once else {}),
+        "enable.auto.commit": safe and not in_transactions,
         "enable.auto.offset.store": False,
         "auto.commit.interval.ms": 1000,
         "session.timeout.ms": _ms(config.session_timeout_s),
@@ -260,11 +287,11 @@ class KafkaSubscriber(SubscriberBase):
 
     fetches_batches = True
 
-    def __init__(self, config: ClientConfig, group: str) -> None:
+    def __init__(self, config: ClientConfig, group: str, in_transactions: bool = False) -> None:
         super().__init__(group)
         self._config = config
-        self._consumer = Consumer(consumer_settings(config, self._group))
-        self._safe = config.profile is DeliveryProfile.AT_LEAST_ONCE
+        self._consumer = Consumer(consumer_settings(config, self._group, in_transactions))
+        self._safe = _safe(config.profile)
         self._topic = ""
         self._acked: dict[int, int] = {}  # partition -> highest acked offset not yet stored
         self._acks: list[Any] = []  # acked messages, folded into _acked in order (hot path)
@@ -433,6 +460,189 @@ class KafkaSubscriber(SubscriberBase):
             self._consumer.seek(TopicPartition(msg.topic(), partition, offset))
 
 
+TRANSACTION_TIMEOUT_MS = 60_000
+"""``transaction.timeout.ms`` (librdkafka's default, pinned): a transaction its producer left
+open (a killed worker) is aborted by the coordinator after this, unless a producer with the
+same ``transactional.id`` starts first, whose ``init_transactions`` aborts it at once.
+Meanwhile ``read_committed`` readers of the partitions it wrote wait at its first offset."""
+FENCED = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED}
+
+
+def transactional_id(group: str, topic: str, instance: str) -> str:
+    """The ``transactional.id`` of a group's instance consuming ``topic``: stable, so a restarted
+    instance fences its predecessor; ``:`` cannot occur in names, so no two triples collide."""
+    return f"msglab-eos:{group}:{topic}:{instance}"
+
+
+def transactional_settings(config: ClientConfig, tid: str) -> dict[str, Any]:
+    """The transactional producer's librdkafka settings: the exactly-once producer's
+    (``acks=all``, idempotent) with ``transactional.id`` ``tid``."""
+    return {
+        **producer_settings(config),
+        "transactional.id": tid,
+        "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
+    }
+
+
+def _next_offsets(msgs: list[Any]) -> list[TopicPartition]:
+    """Per partition of ``msgs``, the offset after its last: what the group resumes from."""
+    last: dict[tuple[str, int], int] = {}
+    for msg in msgs:
+        key = (msg.topic(), msg.partition())
+        last[key] = max(last.get(key, -1), msg.offset())
+    return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+
+
+class KafkaTransactionalSubscriber(KafkaSubscriber):
+    """``ports.TransactionalSubscriber`` on Kafka: a ``read_committed`` consumer that never
+    commits by itself, and a transactional producer (``transactional.id`` from
+    ``transactional_id``) whose ``init_transactions`` runs before the group is joined: a
+    predecessor with the same id has its open transaction aborted and is fenced.
+
+    ``commit`` calls ``send_offsets_to_transaction(offsets after the batch, the consumer's group
+    metadata)`` then ``commit_transaction``; the group metadata carries the member's
+    generation, so a member that lost its partitions in a rebalance cannot commit offsets for
+    them (KIP-447). librdkafka sorts errors in three: *abortable* (``txn_requires_abort``): the
+    transaction is aborted and the batch rewound (``TransactionAborted``); *fatal*:
+    ``FencedError`` when fenced, else TransportError; anything else (a timeout, a retriable
+    error) leaves the outcome of the commit unknown: it is neither retried nor aborted (an
+    abort after a commit that timed out is how KAFKA-17754 tears transactions) but raised as
+    a TransportError, so the caller builds a new subscriber, whose producer's
+    ``init_transactions`` settles that transaction under a new epoch and whose consumer resumes
+    from the group's committed offsets, whichever way it went.
+
+    Kafka does not move a consumer back when a transaction aborts (KAFKA-17582: intended);
+    ``abort`` and an aborted ``commit`` seek each partition back to the batch's first offset,
+    and the batch comes again with each message's attempt + 1 (counted in this process)."""
+
+    def __init__(self, config: ClientConfig, group: str, instance: str) -> None:
+        if config.profile is not DeliveryProfile.EXACTLY_ONCE:
+            raise UsageError(f"{NAME}: a transactional subscriber needs profile exactly-once")
+        super().__init__(config, group, in_transactions=True)
+        self._instance = check_name("instance", instance)
+        self._tid = ""
+        self._producer: Producer | None = None
+        self._outputs = _Topics(config)
+        self._open_txn = False
+        self._call_s = 3 * config.request_timeout_s  # init may wait for a predecessor's commit
+
+    # -- the consumer side ------------------------------------------------------------------
+
+    def subscribe(self, topic: str) -> Iterator[Delivery]:
+        raise UsageError(f"{NAME}: a transactional subscriber hands out batches (batches())")
+
+    def _open(self, topic: str) -> None:
+        self._tid = transactional_id(self._group, topic, self._instance)
+        producer = Producer(transactional_settings(self._config, self._tid))
+        try:
+            producer.init_transactions(self._call_s)
+        except KafkaException as exc:
+            raise self._failure("init_transactions", exc) from exc
+        self._producer = producer
+        super()._open(topic)
+
+    def _fetch(self, limit: int) -> list[Any]:
+        if self._open_txn:
+            raise UsageError(f"{NAME}: commit or abort the batch before fetching the next")
+        return super()._fetch(limit)
+
+    def _settle_batch(self, b: Batch, ok: bool, requeue: bool) -> None:
+        raise UsageError(f"{NAME}: settle a transactional batch with commit() or abort()")
+
+    def _release(self) -> None:
+        """Leave the group (nothing is committed: offsets go through transactions only), then
+        close the producer, which aborts a transaction still open. A producer fenced or failed
+        for good raises its error again on close: it is logged, the close goes on."""
+        try:
+            super()._release()
+        finally:
+            producer, self._producer = self._producer, None
+            if producer is not None:
+                try:
+                    producer.close()
+                except KafkaException as exc:
+                    LOG.info("%s: transactional producer closed after: %s", self._tid, exc)
+
+    # -- the transaction ----------------------------------------------------------------------
+
+    def _txn(self) -> Producer:
+        if self._producer is None:
+            raise UsageError(f"{NAME}: call batches() first: no transactional producer yet")
+        return self._producer
+
+    def begin(self) -> None:
+        try:
+            self._txn().begin_transaction()
+        except KafkaException as exc:
+            raise self._failure("begin_transaction", exc) from exc
+        self._open_txn = True
+
+    def publish(self, topic: str, messages: Iterable[Message]) -> None:
+        """Queue ``messages`` in the open transaction (confirmed by ``commit``)."""
+        check_name("topic", topic)
+        producer = self._txn()
+        if not self._open_txn:
+            raise UsageError(f"{NAME}: publish inside a transaction: call begin() first")
+        self._outputs.ensure(topic)
+        for m in messages:
+            self._config.check_payload(len(m.payload))
+            headers: list[tuple[str, str | bytes | None]] = [(ID_HEADER, m.id.encode())]
+            headers += [(k, v.encode()) for k, v in m.headers.items()]
+            while True:
+                try:
+                    producer.produce(topic, m.payload, m.key, headers=headers)
+                    break
+                except BufferError:  # the local queue is full: let it drain, then retry
+                    producer.poll(0.05)
+                except KafkaException as exc:
+                    raise self._failure(f"produce to {topic}", exc) from exc
+
+    def commit(self, batch: Batch) -> None:
+        producer = self._txn()
+        what = "send_offsets_to_transaction"
+        try:
+            producer.send_offsets_to_transaction(
+                _next_offsets(batch.token), self._consumer.consumer_group_metadata(), self._call_s
+            )
+            what = "commit_transaction"
+            producer.commit_transaction(self._call_s)
+        except KafkaException as exc:
+            err: KafkaError = exc.args[0]
+            if err.fatal() or not err.txn_requires_abort():
+                raise self._failure(what, exc) from exc  # the subscriber is done with
+            self._abort_and_rewind(batch)
+            raise TransactionAborted(
+                f"{NAME}: {what} failed ({err.str()}); transaction aborted, "
+                f"{len(batch)} message(s) come again"
+            ) from exc
+        self._open_txn = False
+
+    def abort(self, batch: Batch) -> None:
+        self._abort_and_rewind(batch)
+
+    def _abort_and_rewind(self, batch: Batch) -> None:
+        try:
+            self._txn().abort_transaction(self._call_s)
+        except KafkaException as exc:
+            raise self._failure("abort_transaction", exc) from exc
+        self._open_txn = False
+        try:
+            self._rewind(batch.token, batch.attempts)
+        except KafkaException as exc:  # a partition no longer assigned (lost in a rebalance)
+            raise TransportError(f"{NAME}: cannot rewind after an abort: {exc}") from exc
+
+    def _failure(self, what: str, exc: KafkaException) -> TransportError:
+        """A TransportError for a failed transactional call (FencedError when fenced); after
+        it the subscriber is only good for ``close``: its transaction's state is unknown."""
+        err: KafkaError = exc.args[0]
+        text = f"{NAME}: {what} ({self._tid}): {err.str()}"
+        self._open_txn = False  # unknown: the next subscriber's init_transactions settles it
+        if err.code() in FENCED:
+            return FencedError(f"{text}: a newer instance with this transactional.id runs")
+        kind = "fatal" if err.fatal() else "retriable" if err.retriable() else "outcome unknown"
+        return TransportError(f"{text} ({kind}): build a new subscriber")
+
+
 def _decode(msg: Any) -> Message:
     headers = {k: v.decode() if v is not None else "" for k, v in msg.headers() or ()}
     mid = headers.pop(ID_HEADER, "") or f"{msg.topic()}:{msg.partition()}:{msg.offset()}"
@@ -487,6 +697,11 @@ class KafkaTransport:
     def subscriber(self, group: str) -> Subscriber:
         return KafkaSubscriber(self.config, group)
 
+    def transactional(self, group: str, instance: str) -> TransactionalSubscriber:
+        """``ports.TransactionalTransport``: a ``KafkaTransactionalSubscriber`` (profile
+        exactly-once only, else UsageError)."""
+        return KafkaTransactionalSubscriber(self.config, group, instance)
+
     def delete_topic(self, topic: str, groups: Iterable[str]) -> None:
         admin = AdminClient(_common(self.config))
         futures = admin.delete_topics([topic], request_timeout=self.config.request_timeout_s)
@@ -517,7 +732,12 @@ class KafkaTransport:
         """The settings every client gets (``client``, ``failover``: shown once), then the
         producer's and the consumer's own, as the clients are built with them."""
         out: dict[str, dict[str, str]] = {}
-        for profile in (DeliveryProfile.AT_MOST_ONCE, DeliveryProfile.AT_LEAST_ONCE):
+        profiles = (
+            DeliveryProfile.AT_MOST_ONCE,
+            DeliveryProfile.AT_LEAST_ONCE,
+            DeliveryProfile.EXACTLY_ONCE,
+        )
+        for profile in profiles:
             cfg = ClientConfig(url="BOOTSTRAP", profile=profile)
             common = _common(cfg)
             failover = failover_settings(cfg)
@@ -527,16 +747,34 @@ class KafkaTransport:
                 if k not in failover and k != "logger"
             }
             settings |= {f"failover {k}": str(v) for k, v in failover.items()}
-            for role, built in (
-                ("producer", producer_settings(cfg)),
-                ("consumer", consumer_settings(cfg, "G")),
-            ):
-                settings |= {f"{role} {k}": str(v) for k, v in built.items() if k not in common}
-            settings["consumer offsets"] = (
-                "stored after the handler acked; committed every 1 s and on close"
-                if profile is DeliveryProfile.AT_LEAST_ONCE
-                else "batch committed synchronously before it is handled"
-            )
+            producer, consumer = producer_settings(cfg), consumer_settings(cfg, "G")
+            roles: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+                ("producer", producer, common),
+                ("consumer", consumer, common),
+            ]
+            if profile is DeliveryProfile.EXACTLY_ONCE:  # an App consumer's: what differs
+                tid = transactional_id("G", "T", "I")
+                roles += [
+                    ("pipeline producer", transactional_settings(cfg, tid), producer),
+                    ("pipeline consumer", consumer_settings(cfg, "G", True), consumer),
+                ]
+            for role, built, base in roles:
+                settings |= {
+                    f"{role} {k}": str(v)
+                    for k, v in built.items()
+                    if k not in common and (base is common or base.get(k) != v)
+                }
+            settings["consumer offsets"] = {
+                DeliveryProfile.AT_MOST_ONCE: "batch committed synchronously before it is handled",
+                DeliveryProfile.AT_LEAST_ONCE: (
+                    "stored after the handler acked; committed every 1 s and on close"
+                ),
+                DeliveryProfile.EXACTLY_ONCE: (
+                    "consumer: as at-least-once, reading read_committed; pipeline consumer: "
+                    "committed only in the pipeline producer's transaction with what it "
+                    "produced (send_offsets_to_transaction), rewound on abort"
+                ),
+            }[profile]
             settings["server"] = (
                 "KRaft, RF 1; fsync per log.flush.interval.messages (default: never; the page "
                 "cache survives a process kill)"
@@ -625,7 +863,7 @@ def _raw_consume(
     consumer.subscribe([topic])
     if ready is not None:
         ready.set()
-    safe = config.profile is DeliveryProfile.AT_LEAST_ONCE
+    safe = _safe(config.profile)
     got, first, last = 0, 0.0, time.monotonic()
     try:
         while got < count and time.monotonic() - last < idle_s:

@@ -19,6 +19,7 @@ from msglab.errors import UsageError
 from msglab.lag import Lag
 from msglab.message import Delivery, Message
 from msglab.ports import Publisher, Subscriber
+from msglab.profiles import refuse_exactly_once
 from msglab.subscription import SubscriberBase
 
 
@@ -152,6 +153,7 @@ class MemoryTransport:
     stores_messages = True
 
     def __init__(self, config: ClientConfig) -> None:
+        refuse_exactly_once(self.name, config.profile)
         self.config = config
         self.broker = broker(config.url)
 

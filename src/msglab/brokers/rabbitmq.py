@@ -31,7 +31,7 @@ from msglab.extras import driver_import
 from msglab.lag import Lag
 from msglab.message import Batch, Delivery, Message
 from msglab.ports import Publisher, RawConsume, RawPublish, Subscriber
-from msglab.profiles import DeliveryProfile
+from msglab.profiles import DeliveryProfile, refuse_exactly_once
 from msglab.subscription import SubscriberBase
 
 with driver_import("rabbitmq", __name__):
@@ -525,6 +525,7 @@ class RabbitMQTransport:
     stores_messages = True
 
     def __init__(self, config: ClientConfig) -> None:
+        refuse_exactly_once(self.name, config.profile)
         self.config = config
 
     def publisher(self) -> Publisher:

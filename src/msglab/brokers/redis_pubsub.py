@@ -29,7 +29,7 @@ from msglab.config import ClientConfig
 from msglab.errors import TransportError, UsageError
 from msglab.message import Delivery, Message
 from msglab.ports import Publisher, RawConsume, RawPublish, Subscriber
-from msglab.profiles import DeliveryProfile
+from msglab.profiles import DeliveryProfile, refuse_exactly_once
 from msglab.subscription import SubscriberBase
 
 NAME = "redis-pubsub"
@@ -92,6 +92,7 @@ class RedisPubSubTransport:
     stores_messages = False
 
     def __init__(self, config: ClientConfig) -> None:
+        refuse_exactly_once(self.name, config.profile)
         if config.profile is not DeliveryProfile.AT_MOST_ONCE:
             raise UsageError(
                 f"{NAME} cannot promise {config.profile.value}: pub/sub stores nothing and has "

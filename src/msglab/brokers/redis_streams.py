@@ -38,7 +38,7 @@ from msglab.extras import driver_import
 from msglab.lag import Lag
 from msglab.message import Batch, Delivery, Message
 from msglab.ports import Publisher, RawConsume, RawPublish, Subscriber
-from msglab.profiles import DeliveryProfile
+from msglab.profiles import DeliveryProfile, refuse_exactly_once
 from msglab.subscription import SubscriberBase
 
 with driver_import("redis", __name__):
@@ -273,6 +273,7 @@ class RedisStreamsTransport:
     stores_messages = True
 
     def __init__(self, config: ClientConfig) -> None:
+        refuse_exactly_once(self.name, config.profile)
         self.config = config
 
     def publisher(self) -> Publisher:

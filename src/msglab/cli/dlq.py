@@ -27,7 +27,14 @@ IdsOpt = Annotated[
     list[str] | None, typer.Option("--id", help="A dead letter's message id (repeatable).")
 ]
 AllOpt = Annotated[bool, typer.Option("--all", help="Every dead letter of the topic.")]
-ProfileOpt = Annotated[str, typer.Option("--profile", "-p", help="at-most-once | at-least-once")]
+ProfileOpt = Annotated[
+    str,
+    typer.Option(
+        "--profile",
+        "-p",
+        help="at-most-once | at-least-once | exactly-once (kafka: read_committed)",
+    ),
+]
 WaitOpt = Annotated[
     float,
     typer.Option(min=0.5, help="Seconds to wait for the first dead letter (a Kafka group joins)."),

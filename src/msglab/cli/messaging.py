@@ -38,7 +38,14 @@ REAL = [t for t in TRANSPORTS if t != "memory"]
 TransportOpt = Annotated[
     str, typer.Option("--transport", "-t", help=f"One of {', '.join(TRANSPORTS)}.")
 ]
-ProfileOpt = Annotated[str, typer.Option("--profile", "-p", help="at-most-once | at-least-once")]
+ProfileOpt = Annotated[
+    str,
+    typer.Option(
+        "--profile",
+        "-p",
+        help="at-most-once | at-least-once | exactly-once (kafka: read_committed)",
+    ),
+]
 TopicOpt = Annotated[str, typer.Option("--topic", help="Topic name.")]
 GroupOpt = Annotated[str, typer.Option("--group", "-g", help="Consumer group.")]
 CountOpt = Annotated[int, typer.Option("--count", "-n", min=1, help="Number of messages.")]

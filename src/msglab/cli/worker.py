@@ -44,6 +44,14 @@ def worker(
             "of them); default: each handler's own (1 unless registered otherwise).",
         ),
     ] = None,
+    instance: Annotated[
+        str,
+        typer.Option(
+            help="This worker's name among the replicas of its exactly-once consumers: the "
+            "same after a restart (it takes over, fencing its predecessor), another for each "
+            "replica running at once.",
+        ),
+    ] = "0",
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
     metrics_port: Annotated[
         int | None,
@@ -90,6 +98,7 @@ def worker(
         connect,
         only=only or (),
         concurrency=concurrency,
+        instance=instance,
         observer_for=None if exporting is None else lambda spec: exporting.observer(spec.transport),
     )
     signals = {"count": 0, "at": 0.0}

@@ -103,7 +103,12 @@ class Scenario:
         if self.transport not in TRANSPORTS or self.transport == "memory":
             valid = [t for t in TRANSPORTS if t != "memory"]
             raise UsageError(f"unknown transport {self.transport!r}; valid: {', '.join(valid)}")
-        DeliveryProfile.parse(self.profile)
+        if DeliveryProfile.parse(self.profile) is DeliveryProfile.EXACTLY_ONCE:
+            raise UsageError(
+                "the lab does not run exactly-once: its consumers apply their effects in "
+                "PostgreSQL, outside Kafka's transactions; exactly-once covers Kafka-to-Kafka "
+                "pipelines (an App consumer with profile exactly-once, msglab worker)"
+            )
         if self.fault in WORKLOADS and self.fault != "none":
             raise UsageError(
                 f"{self.fault} is a workload, not a fault: use --workload {self.fault}"
