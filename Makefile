@@ -38,7 +38,7 @@ browser:
 	  fi; }
 
 test: lint browser
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=25
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info
