@@ -1,14 +1,20 @@
-"""The README's service example is examples/orders.py, and it works (on the memory transport
-here; as a worker on the real Redis in test_worker_cli.py)."""
+"""The README's service example is examples/orders.py, and it works: its billing App on the
+memory transport beside msglab's PostgreSQL; the whole story (outbox, relay, worker) as the
+README runs it, on each transport that stores messages; as a worker on the real Redis and
+RabbitMQ through a broker restart in test_worker_cli.py."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -30,9 +36,10 @@ def test_the_readme_shows_the_example_as_it_is() -> None:
     assert block.group(1).strip() in EXAMPLE.read_text(), "README and examples/orders.py differ"
 
 
-def load_example(monkeypatch: pytest.MonkeyPatch, topic: str) -> ModuleType:
+def load_example(monkeypatch: pytest.MonkeyPatch, topic: str, db_url: str) -> ModuleType:
     monkeypatch.setenv("ORDERS_TRANSPORT", "memory")
     monkeypatch.setenv("ORDERS_TOPIC", topic)
+    monkeypatch.setenv("ORDERS_DB", db_url)
     spec = importlib.util.spec_from_file_location(f"orders_{topic}", EXAMPLE)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -41,10 +48,10 @@ def load_example(monkeypatch: pytest.MonkeyPatch, topic: str) -> ModuleType:
 
 
 def test_the_example_bills_orders_and_dead_letters_bad_ones(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, postgres_server: Any
 ) -> None:
     topic = f"orders-{uuid.uuid4().hex[:6]}"
-    example = load_example(monkeypatch, topic)
+    example = load_example(monkeypatch, topic, postgres_server.url)
     config = ClientConfig(url=f"memory://{topic}")
     transport = open_transport("memory", config)
     orders = [Message(json.dumps({"id": i, "amount": 5 * i}).encode(), key="c") for i in range(4)]
@@ -68,3 +75,19 @@ def test_the_example_bills_orders_and_dead_letters_bad_ones(
         (negative.id, "NonRetryable"),
         (garbage.id, "DecodeError"),
     ]
+
+
+@pytest.mark.parametrize("transport", ["kafka", "rabbitmq", "redis-streams", "files"])
+def test_the_readme_command_tells_the_whole_story(transport: str, postgres_server: Any) -> None:
+    """`python examples/orders.py --transport T`: 5 orders through the outbox and the relay,
+    5 invoices (each once), the negative order and the message that is not JSON dead-lettered."""
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLE), "--transport", transport, "--orders", "5"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "ORDERS_DB": postgres_server.url},
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "relay: 7 messages published" in out.stdout, out.stdout
+    assert "billing: 5 invoices for 5 orders; 2 dead-lettered" in out.stdout, out.stdout

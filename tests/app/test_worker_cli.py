@@ -174,13 +174,15 @@ def test_the_worker_dead_letters_a_poison_order_and_outlives_a_broker_restart(
     request: pytest.FixtureRequest,
     msglab_infra: Any,
     unique_name: str,
+    postgres_server: Any,
 ) -> None:
     status = request.getfixturevalue(server)
     topic = unique_name
     transport = open_transport(name, ClientConfig(url=status.url))
     invoices = Reader(transport, f"{topic}.invoices")
     dead = Reader(transport, f"{topic}.dlq", group=DLQ_GROUP)
-    proc = worker("examples.orders:app", REPO, {"ORDERS_TRANSPORT": name, "ORDERS_TOPIC": topic})
+    env = {"ORDERS_TRANSPORT": name, "ORDERS_TOPIC": topic, "ORDERS_DB": postgres_server.url}
+    proc = worker("examples.orders:app", REPO, env)
     log = Log(proc)
     try:
         log.wait_for("consuming")
