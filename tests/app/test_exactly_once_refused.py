@@ -1,6 +1,6 @@
 """Where ``exactly-once`` is refused, and why, without a server: every transport but Kafka
 when it is built, an App consumer at registration, the runtime on a transport without
-transactions, the lab, and ``msglab worker`` (exit 2, one line)."""
+transactions, the lab but as a Kafka pipeline, and ``msglab worker`` (exit 2, one line)."""
 
 from __future__ import annotations
 
@@ -97,9 +97,15 @@ def test_an_invalid_instance_is_refused_before_anything_runs() -> None:
         Runtime(app, connect, instance="a b").start()
 
 
-def test_the_lab_refuses_it_saying_what_it_covers() -> None:
-    with pytest.raises(UsageError, match="Kafka-to-Kafka pipelines"):
-        Scenario(transport="kafka", profile="exactly-once")
+def test_the_lab_runs_it_only_as_a_kafka_pipeline_saying_so() -> None:
+    Scenario(transport="kafka", profile="exactly-once")  # the pipeline: accepted
+    for refused in (
+        {"transport": "redis-streams"},
+        {"transport": "kafka", "pattern": "outbox"},
+        {"transport": "kafka", "workload": "replay"},
+    ):
+        with pytest.raises(UsageError, match="Kafka-to-Kafka pipeline"):
+            Scenario(**{"profile": "exactly-once", **refused})
 
 
 def test_the_worker_exits_2_with_the_reason(tmp_path: Path) -> None:

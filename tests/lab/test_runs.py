@@ -272,3 +272,61 @@ def test_ctrl_c_stops_every_worker_and_keeps_the_evidence(tmp_path: Path) -> Non
 def _children(pid: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+def test_a_poison_message_is_dead_lettered_with_its_reason_after_three_deliveries(
+    tmp_path: Path,
+) -> None:
+    r = lab(tmp_path, transport="redis-streams", workload="poison", messages=600, rate=1000)
+    poison = r["poison"]
+    folder = Path(r["evidence_dir"])
+    (letter,) = jsonl(folder, "dead-letters")
+    assert letter["id"] == poison["id"] and letter["error_type"] == "Poisoned"
+    assert poison["dead_lettered"] and poison["attempts"] == 3 == r["dead_lettered"] * 3
+    delivered = [d for d in jsonl(folder, "deliveries") if d["id"] == poison["id"]]
+    assert (
+        [d["attempt"] for d in delivered] == [1, 2, 3] == list(range(1, poison["deliveries"] + 1))
+    )
+    assert r["lost"] == 0 and r["duplicate_deliveries"] == 2  # the poison's two retries
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+def test_a_graceful_stop_of_every_consumer_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    r = lab(
+        tmp_path,
+        transport="redis-streams",
+        fault="consumer-stop",
+        messages=900,
+        rate=1500,
+        kill_after=300,
+        down_s=1.0,
+    )
+    actions = [(f["action"], f["target"]) for f in r["faults"]]
+    assert actions == [("stop", "c0"), ("exited", "c0"), ("start", "c0")]
+    assert r["faults"][1]["exit_code"] == 0, "the consumer did not stop gracefully"
+    assert r["delivered_by"].keys() == {"c0", "c0-r"}
+    assert r["lost"] == 0 and r["duplicate_deliveries"] == 0
+
+
+@pytest.mark.kafka
+@pytest.mark.postgres
+def test_an_exactly_once_pipeline_keeps_each_message_once_across_a_consumer_kill(
+    tmp_path: Path,
+) -> None:
+    r = lab(
+        tmp_path,
+        transport="kafka",
+        profile="exactly-once",
+        fault="consumer-kill",
+        messages=1200,
+        rate=1500,
+        kill_after=400,
+    )
+    copies = Counter(o["id"] for o in jsonl(Path(r["evidence_dir"]), "output"))
+    confirmed = {s["id"] for s in jsonl(Path(r["evidence_dir"]), "sends") if s["outcome"] == "ok"}
+    assert r["lost_from_output"] == len(confirmed - copies.keys()) == 0
+    assert r["output_duplicates"] == sum(n - 1 for n in copies.values()) == 0
+    assert r["verdict"] == "kept" and r["worker_exits"]["c0"] == -9  # it did die mid-way

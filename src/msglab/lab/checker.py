@@ -34,6 +34,7 @@ PROMISES = {
     "at-most-once": "no duplicate effects",
     "at-least-once": "lost == 0",
     "effectively-once": "lost == 0 and duplicate effects == 0",
+    "exactly-once": "every confirmed message once in the output (read_committed, after the run)",
 }
 MEASURES = (  # the counts of a run's report as its tables name them: key, label (None: no row)
     ("sent", "sent"),
@@ -43,6 +44,8 @@ MEASURES = (  # the counts of a run's report as its tables name them: key, label
     ("delivered", "delivered (distinct)"),
     ("lost", "lost (confirmed, never delivered)"),
     ("lost_from_storage", "lost from storage (confirmed, not kept)"),  # durability faults only
+    ("lost_from_output", "lost from the output (confirmed, no committed copy)"),  # exactly-once
+    ("output_duplicates", "duplicates in the output (copies committed twice)"),  # exactly-once
     ("unconfirmed_lost", "unconfirmed lost"),
     ("recovered", "recovered (unknown, delivered)"),
     ("unexpected", "unexpected"),
@@ -54,7 +57,13 @@ MEASURES = (  # the counts of a run's report as its tables name them: key, label
 )
 
 
-ALARMING = ("lost", "lost_from_storage", "duplicate_effects")
+ALARMING = (
+    "lost",
+    "lost_from_storage",
+    "duplicate_effects",
+    "lost_from_output",
+    "output_duplicates",
+)
 """The counts tables show in red when they are not 0."""
 
 
@@ -91,12 +100,16 @@ class Counts:
     lost_ids: list[str]
     lost_from_storage: int | None = None
     unavailable_s: float = 0.0
+    lost_from_output: int | None = None  # exactly-once: confirmed, not in the output
+    output_duplicates: int | None = None  # exactly-once: extra committed copies in the output
 
     def verdict(self, profile: str) -> str:
         kept = {
             "at-most-once": self.duplicate_effects == 0,
             "at-least-once": self.lost == 0,
             "effectively-once": self.lost == 0 and self.duplicate_effects == 0,
+            # the output as read once after the run: every message there, once
+            "exactly-once": self.lost_from_output == 0 and self.output_duplicates == 0,
         }[profile]
         return "kept" if kept else "broken"
 
@@ -174,7 +187,10 @@ def check(
     effects: Iterable[dict[str, Any]],
     replays: Iterable[dict[str, Any]] | None = None,
     stored: Iterable[dict[str, Any]] | None = None,
+    output: Iterable[dict[str, Any]] | None = None,
 ) -> Counts:
+    """The run's counts from its evidence. ``output``: an exactly-once run's copies as read
+    once after the run (``lost_from_output``, ``output_duplicates``)."""
     sends = list(sends)
     outcome, first_send = final_outcomes(sends)
     last_outcome_ts = max((s["ts"] for s in sends if "ts" in s), default=0.0)
@@ -257,4 +273,15 @@ def check(
         lost_ids=sorted(lost)[:50],
         lost_from_storage=None if stored is None else len(ok - {r["id"] for r in stored}),
         unavailable_s=round(max(gaps, default=0.0), 3),
+        **_output_counts(ok, output),
     )
+
+
+def _output_counts(ok: set[str], output: Iterable[dict[str, Any]] | None) -> dict[str, int]:
+    if output is None:
+        return {}
+    copies = Counter(r["id"] for r in output)
+    return {
+        "lost_from_output": len(ok - copies.keys()),
+        "output_duplicates": sum(n - 1 for n in copies.values()),
+    }

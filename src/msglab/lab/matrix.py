@@ -914,7 +914,25 @@ RUNTIME: tuple[Row, ...] = tuple(
     )
 )
 """The App runtime's rows (``compare --full``): what ``msglab worker`` does with a poison message
-and on a deploy's SIGTERM."""
+and on a deploy's SIGTERM, and its exactly-once Kafka pipeline under a consumer and a broker
+kill."""
+
+EXACTLY_ONCE: tuple[Row, ...] = tuple(
+    Row(
+        f"Runtime on kafka: an exactly-once pipeline (read, copy to <topic>-out, commit the "
+        f"offsets in the same transaction) keeps every message once across a {what}",
+        "every confirmed message exactly once in <topic>-out read_committed after the run",
+        lambda r: r["lost_from_output"] == 0 and r["output_duplicates"] == 0,
+        "kafka",
+        "exactly-once",
+        fault,
+        kill_after=510,
+    )
+    for fault, what in (
+        ("consumer-kill", "consumer SIGKILL mid-transaction"),
+        ("broker-kill", "broker SIGKILL"),
+    )
+)
 
 QUICK: tuple[Row | Probe, ...] = (*MATRIX, *PATTERNS, *FILES, *PROBES_QUICK)
 
@@ -923,6 +941,7 @@ FULL: tuple[Row | Probe, ...] = (
     *PROBES_FULL,
     *POWER_CUTS,
     *RUNTIME,
+    *EXACTLY_ONCE,
     Row(
         "RabbitMQ (safe settings): a network blackhole brings redeliveries, not loss",
         "lost == 0 across 5 s of dropped traffic (Toxiproxy)",

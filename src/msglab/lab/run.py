@@ -33,6 +33,7 @@ from msglab.lab.evidence import (
     DEAD_LETTERS,
     DELIVERIES,
     EFFECTS,
+    OUTPUT,
     REPLAYS,
     SENDS,
     STORED,
@@ -53,10 +54,13 @@ from msglab.lab.scenario import Scenario
 from msglab.lab.servers import Endpoint, Servers, plan
 from msglab.lab.workers.spec import (
     GROUP,
+    OUTPUT_GROUP,
+    OUTPUT_KEPT_GROUP,
     POISON_ATTEMPTS,
     REPLAY_GROUP,
     STORAGE_GROUP,
     WorkerSpec,
+    output_topic_of,
     reply_topic_of,
     topic_of,
 )
@@ -295,6 +299,10 @@ class Run:
             consumers = self._start_consumers()
         if workload.second_group == "alongside":
             self._start_second_group(log)
+        if s.exactly_once:  # what is delivered: the pipeline's committed copies
+            self._start(self._spec("output", "o0"))
+            self._wait_subscribed("o0")
+            consumers.append("o0")
         if s.pattern == "outbox":
             self._start(self._spec("relay", "relay"))
         time.sleep(s.warmup_s)
@@ -339,6 +347,10 @@ class Run:
             self._follow_second_group()
         if stored_by_broker:
             self._read_storage()
+        if s.exactly_once:  # every committed copy, read once
+            self._start(self._spec("output-kept", "o1"))
+            self._wait_subscribed("o1")
+            self._read_until_quiet("o1", OUTPUT)
 
     def _start_second_group(self, log: FaultLog) -> None:
         """A consumer of a group that did not exist before (``REPLAY_GROUP``) subscribes."""
@@ -459,6 +471,10 @@ class Run:
             transport.delete_topic(topic_of(self.s.run_id), [GROUP, REPLAY_GROUP, STORAGE_GROUP])
             if self.s.replies:
                 transport.delete_topic(reply_topic_of(self.s.run_id), [REPLAY_GROUP])
+            if self.s.exactly_once:
+                transport.delete_topic(
+                    output_topic_of(self.s.run_id), [OUTPUT_GROUP, OUTPUT_KEPT_GROUP]
+                )
             if self.s.workload_kind.poison:  # the runtime's retry flow and dead letters
                 topic = topic_of(self.s.run_id)
                 transport.delete_topic(retry_topic(topic), [retry_group(GROUP)])
@@ -477,6 +493,7 @@ class Run:
             read(self.dir, EFFECTS, stats),
             read(self.dir, REPLAYS, stats) if self.s.workload_kind.second_group else None,
             read(self.dir, STORED, stats) if self.s.fault_kind.storage(self.s) else None,
+            read(self.dir, OUTPUT, stats) if self.s.exactly_once else None,
         )
         fault_records = list(read(self.dir, "faults"))
         report: dict[str, Any] = {

@@ -103,11 +103,14 @@ class Scenario:
         if self.transport not in TRANSPORTS or self.transport == "memory":
             valid = [t for t in TRANSPORTS if t != "memory"]
             raise UsageError(f"unknown transport {self.transport!r}; valid: {', '.join(valid)}")
-        if DeliveryProfile.parse(self.profile) is DeliveryProfile.EXACTLY_ONCE:
+        if DeliveryProfile.parse(self.profile) is DeliveryProfile.EXACTLY_ONCE and (
+            self.transport != "kafka" or self.pattern != "direct" or self.workload != "none"
+        ):
             raise UsageError(
-                "the lab does not run exactly-once: its consumers apply their effects in "
-                "PostgreSQL, outside Kafka's transactions; exactly-once covers Kafka-to-Kafka "
-                "pipelines (an App consumer with profile exactly-once, msglab worker)"
+                "exactly-once is a Kafka-to-Kafka pipeline: the lab runs it on -t kafka, "
+                "--pattern direct, no workload (its consumers copy the topic to <topic>-out "
+                "in Kafka transactions, and a read_committed reader of <topic>-out is what is "
+                "delivered)"
             )
         if self.fault in WORKLOADS and self.fault != "none":
             raise UsageError(
@@ -199,6 +202,11 @@ class Scenario:
             "postgres",
             *(["cdc"] if self.pattern == "cdc" else []),
         )
+
+    @property
+    def exactly_once(self) -> bool:
+        """A Kafka pipeline run: consumers copy to ``<topic>-out`` in transactions."""
+        return DeliveryProfile.parse(self.profile) is DeliveryProfile.EXACTLY_ONCE
 
     @property
     def quiet_s(self) -> float:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from msglab.lab.workers.consumer import consume
 from msglab.lab.workers.producer import produce
-from msglab.lab.workers.reader import read_stored, replay
+from msglab.lab.workers.reader import read_output, read_output_kept, read_stored, replay
 from msglab.lab.workers.relay import relay
 from msglab.lab.workers.spec import WorkerSpec
 
@@ -21,6 +21,8 @@ ROLES: dict[str, Callable[[WorkerSpec], None]] = {
     "consumer": consume,
     "replayer": replay,
     "storage": read_stored,
+    "output": read_output,
+    "output-kept": read_output_kept,
     "relay": relay,
 }
 

@@ -10,6 +10,9 @@ its batch comes again.
 
 consumer-kill: SIGKILL self after ``die_after_effects`` effects, before their ack. SIGTERM: the
 runtime's graceful stop (the batch in hand finishes and is acked, nothing more is fetched).
+Under exactly-once (Kafka) the consumer is a pipeline instead: each batch copied to
+``<topic>-out`` in one Kafka transaction with its offsets (``Pipeline``); a read_committed
+reader of ``<topic>-out`` records what is delivered (``workers.reader.read_output``).
 The poison workload: the messages of ``spec.poison`` always fail; the handler raises a
 ``BatchFailure`` for them after handling the rest, and the runtime's ``Retry`` then
 ``DeadLetter`` take them to ``<topic>.dlq`` with the reason.
@@ -34,6 +37,7 @@ from msglab.lab.workers.spec import (
     POISON_ATTEMPTS,
     WorkerSpec,
     die,
+    output_topic_of,
     ready,
     reply_topic_of,
     topic_of,
@@ -56,9 +60,22 @@ def consume(spec: WorkerSpec) -> None:
     logging.basicConfig(
         level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    if DeliveryProfile.parse(spec.profile) is DeliveryProfile.EXACTLY_ONCE:
+        # a pipeline: its copies on <topic>-out are what is delivered (workers.reader)
+        _run(spec, pipeline_app(spec, Pipeline(spec)))
+        return
     ledger = Ledger(Path(spec.run_dir), DELIVERIES, spec.name)
-    handler = LabHandler(spec, ledger)
-    runtime = Runtime(lab_app(spec, handler), _connect(spec))
+    _run(spec, lab_app(spec, LabHandler(spec, ledger)))
+    ledger.close()
+
+
+def _run(spec: WorkerSpec, app: App) -> None:
+    """Run ``app`` until SIGTERM (the runtime's graceful stop). Its exactly-once consumers'
+    transactional identity is the worker's slot (``c0`` for ``c0`` and its replacement
+    ``c0-r``): the replacement fences the dead worker and aborts its open transaction at
+    once, instead of readers waiting out the transaction's timeout."""
+    slot = spec.name.split("-")[0]
+    runtime = Runtime(app, _connect(spec), instance=slot)
     signal.signal(signal.SIGTERM, lambda *_: runtime.request_stop())
     runtime.start()
     if not runtime.wait_consuming(SUBSCRIBE_TIMEOUT_S):
@@ -67,7 +84,46 @@ def consume(spec: WorkerSpec) -> None:
     while not runtime.wait(0.5):
         pass
     runtime.stop(GRACE_S)
-    ledger.close()
+
+
+def pipeline_app(spec: WorkerSpec, handler: Pipeline) -> App:
+    """The exactly-once run's consumer: each fetched batch copied to ``<topic>-out`` in one
+    Kafka transaction with its offsets (no middleware: a failure aborts, the batch comes
+    again)."""
+    app = App(f"lab-{spec.name}", middleware=[])
+    app.add(
+        handler,
+        topic_of(spec.run_id),
+        transport=spec.transport,
+        group=GROUP,
+        profile=spec.profile,
+        batch=True,
+        max_messages=EFFECT_BATCH,
+        name="copy",
+    )
+    return app
+
+
+class Pipeline:
+    """Copies each message (same id, key, headers and payload) to ``<topic>-out`` inside the
+    batch's transaction. consumer-kill: SIGKILL self once ``die_after_effects`` messages were
+    copied, inside the open transaction (its copies are never committed)."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        self._spec = spec
+        self._out = output_topic_of(spec.run_id)
+        self._copied = 0
+
+    def __call__(self, ctx: Context) -> None:
+        messages = list(ctx.messages)
+        kill_at = self._spec.die_after_effects
+        if kill_at and self._copied + len(messages) >= kill_at:
+            messages = messages[: kill_at - self._copied]
+        assert ctx.emit is not None  # run by the runtime
+        ctx.emit(self._out, messages)
+        self._copied += len(messages)
+        if kill_at and self._copied >= kill_at:
+            die(self._spec, "consumer-kill", f"after copy {self._copied}, before the commit")
 
 
 def _connect(spec: WorkerSpec) -> Any:

@@ -16,6 +16,8 @@ from msglab.profiles import DeliveryProfile
 GROUP = "lab"  # the consumer group of every lab run
 REPLAY_GROUP = "lab-replay"  # the second group: replay, fanout, request-reply (its replies)
 STORAGE_GROUP = "lab-stored"  # reads, after the run, what the broker kept (durability faults)
+OUTPUT_GROUP = "lab-output"  # exactly-once: reads <topic>-out, read_committed (the delivered)
+OUTPUT_KEPT_GROUP = "lab-output-kept"  # ... and after the run, every committed copy once
 POISON_ATTEMPTS = 3  # the poison workload: runs of its handler before the dead letter
 
 
@@ -73,6 +75,11 @@ def led_of(transport: str, run_id: str) -> str:
     or its consumers' queue (RabbitMQ: ``<topic>.<group>``, a quorum queue's leader)."""
     topic = topic_of(run_id)
     return f"{topic}.{GROUP}" if transport == "rabbitmq" else topic
+
+
+def output_topic_of(run_id: str) -> str:
+    """Where the consumers of an exactly-once run copy the topic, in Kafka transactions."""
+    return f"lab-{run_id}-out"
 
 
 def reply_topic_of(run_id: str) -> str:
