@@ -493,6 +493,9 @@ def _next_offsets(msgs: list[Any]) -> list[TopicPartition]:
     return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
 
 
+COMMIT_GRACE_S = 5.0  # past its calls' own timeouts, a commit is taken as hung (librdkafka #5456)
+
+
 class KafkaTransactionalSubscriber(KafkaSubscriber):
     """``ports.TransactionalSubscriber`` on Kafka: a ``read_committed`` consumer that never
     commits by itself, and a transactional producer (``transactional.id`` from
@@ -598,14 +601,41 @@ class KafkaTransactionalSubscriber(KafkaSubscriber):
                     raise self._failure(f"produce to {topic}", exc) from exc
 
     def commit(self, batch: Batch) -> None:
+        """Commit the batch's outputs with its offsets. The two calls run on a thread of their
+        own, given ``_call_s`` and a grace in all: librdkafka's ``send_offsets_to_transaction``
+        ignores its timeout when the group coordinator went away (librdkafka #5456, measured
+        here with a broker SIGKILLed under a transaction: blocked for good). Past that the
+        producer is abandoned where it hangs (never touched again: ``_release`` skips it) and a
+        TransportError raised: the caller's next subscriber, same ``transactional.id``, fences
+        it and aborts its transaction."""
         producer = self._txn()
-        what = "send_offsets_to_transaction"
-        try:
-            producer.send_offsets_to_transaction(
-                _next_offsets(batch.token), self._consumer.consumer_group_metadata(), self._call_s
+        offsets = _next_offsets(batch.token)
+        metadata = self._consumer.consumer_group_metadata()
+        outcome: dict[str, Any] = {"what": "send_offsets_to_transaction"}
+        returned = threading.Event()
+
+        def run() -> None:
+            try:
+                producer.send_offsets_to_transaction(offsets, metadata, self._call_s)
+                outcome["what"] = "commit_transaction"
+                producer.commit_transaction(self._call_s)
+            except KafkaException as exc:
+                outcome["error"] = exc
+            finally:
+                returned.set()
+
+        threading.Thread(target=run, name=f"commit-{self._tid}", daemon=True).start()
+        if not returned.wait(self._call_s + COMMIT_GRACE_S):
+            self._producer, self._open_txn = None, False  # hung: left alone, fenced by the next
+            raise TransportError(
+                f"{NAME}: {outcome['what']} ({self._tid}) did not return within "
+                f"{self._call_s + COMMIT_GRACE_S:.0f}s (librdkafka #5456: it can wait for a "
+                "group coordinator that went away past its timeout); producer abandoned"
             )
-            what = "commit_transaction"
-            producer.commit_transaction(self._call_s)
+        what = outcome["what"]
+        try:
+            if "error" in outcome:
+                raise outcome["error"]
         except KafkaException as exc:
             err: KafkaError = exc.args[0]
             if err.fatal() or not err.txn_requires_abort():

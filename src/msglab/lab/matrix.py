@@ -927,6 +927,7 @@ EXACTLY_ONCE: tuple[Row, ...] = tuple(
         "exactly-once",
         fault,
         kill_after=510,
+        drain_quiet_s=60.0,  # a commit hung by a broker kill is given up after 35 s
     )
     for fault, what in (
         ("consumer-kill", "consumer SIGKILL mid-transaction"),
