@@ -21,7 +21,7 @@ after its delivery in hand or at its next empty poll, waits for the handlers run
 them, then closes.
 
 Broker loss: a flow whose subscriber fails (cannot connect, or gave up reconnecting) logs it
-and subscribes again after a backoff, doubling to ``RECONNECT_MAX_S``, for as long as the
+and subscribes again after a backoff (``app.keep_running``), for as long as the
 runtime runs; it never gives up. Stop: ``stop`` set, subscribers closed; a flow finishes the
 delivery in hand, settles it, and releases what it holds unsettled (it comes again).
 """
@@ -37,18 +37,17 @@ from collections.abc import Callable, Iterator, Sequence
 from msglab.app.application import ConsumerSpec
 from msglab.app.context import Context, Handler
 from msglab.app.due import DueBuffer
+from msglab.app.keep_running import keep_running
 from msglab.app.keyed_pool import KeyedPool
 from msglab.app.observer import Observer
 from msglab.app.places import Places
 from msglab.app.records import RetryEntry, dlq_topic, retry_group, retry_topic
-from msglab.errors import MsglabError
 from msglab.message import Batch, Delivery, Message
 from msglab.ports import Subscriber, Transport
 
 LOG = logging.getLogger("msglab.app")
 DLQ_GROUP = "msglab-dlq"
 """The group that keeps a topic's dead letters for ``msglab dlq`` (subscribed once, at start)."""
-RECONNECT_FIRST_S, RECONNECT_MAX_S = 0.5, 10.0
 RETRIED_KEPT = 10_000
 """Retry entries (message id, attempt) remembered as run, so one delivered again after it ran
 (a Kafka rebalance racing the commit of its offset, a Redis Streams claim) is not run twice
@@ -89,8 +88,8 @@ class ConsumerRunner:
             self._retry_ready.set()
         for label, flow in flows:
             t = threading.Thread(
-                target=self._keep_running,
-                args=(label, flow),
+                target=keep_running,
+                args=(flow, self._stop, f"{self._where} {label} flow"),
                 name=f"{self.spec.name}-{label}",
                 daemon=True,
             )
@@ -106,32 +105,6 @@ class ConsumerRunner:
 
     def close_publisher(self) -> None:
         self.places.close()
-
-    def _keep_running(self, label: str, flow: Callable[[], None]) -> None:
-        """Run ``flow`` until stopped, subscribing again with backoff after a broker error."""
-        failures_in_a_row = 0
-        while not self._stop.is_set():
-            try:
-                flow()
-                return
-            except MsglabError as exc:
-                failures_in_a_row += 1
-                delay = min(RECONNECT_MAX_S, RECONNECT_FIRST_S * 2 ** (failures_in_a_row - 1))
-                LOG.warning(
-                    "%s %s flow: broker unavailable (%s: %s); subscribing again in %.1fs "
-                    "(attempt %d)",
-                    self._where,
-                    label,
-                    type(exc).__name__,
-                    exc,
-                    delay,
-                    failures_in_a_row,
-                )
-                self._stop.wait(delay)
-            except Exception:
-                failures_in_a_row += 1
-                LOG.exception("%s %s flow failed; starting it again", self._where, label)
-                self._stop.wait(RECONNECT_MAX_S)
 
     def _subscribed(self, group: str, closed_on_stop: bool = True) -> Subscriber:
         sub = self._transport.subscriber(group)

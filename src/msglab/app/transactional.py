@@ -40,6 +40,7 @@ from collections.abc import Sequence
 
 from msglab.app.application import ConsumerSpec
 from msglab.app.context import Context, Handler
+from msglab.app.keep_running import keep_running
 from msglab.app.observer import Observer
 from msglab.app.records import Failure, FlowError, dlq_topic, error_fields, failures
 from msglab.config import check_name
@@ -49,7 +50,6 @@ from msglab.ports import TransactionalSubscriber, TransactionalTransport, Transp
 from msglab.profiles import EXACTLY_ONCE_REASON
 
 LOG = logging.getLogger("msglab.app")
-RECONNECT_FIRST_S, RECONNECT_MAX_S = 0.5, 10.0
 FIRST_FAILURES_KEPT = 10_000  # message ids whose first failure time is remembered
 
 
@@ -129,7 +129,12 @@ class TransactionalRunner:
         self.threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        t = threading.Thread(target=self._keep_running, name=f"{self.spec.name}-eos", daemon=True)
+        t = threading.Thread(
+            target=keep_running,
+            args=(self._flow, self._stop, self._where, (FencedError,)),
+            name=f"{self.spec.name}-eos",
+            daemon=True,
+        )
         self.threads.append(t)
         t.start()
 
@@ -142,32 +147,6 @@ class TransactionalRunner:
 
     def close_publisher(self) -> None:
         """Nothing to do: the transactional producer closes with its subscriber."""
-
-    def _keep_running(self) -> None:
-        failures_in_a_row = 0
-        while not self._stop.is_set():
-            try:
-                self._flow()
-                return
-            except FencedError as exc:
-                LOG.error("%s: %s; this consumer stops", self._where, exc)
-                return
-            except MsglabError as exc:
-                failures_in_a_row += 1
-                delay = min(RECONNECT_MAX_S, RECONNECT_FIRST_S * 2 ** (failures_in_a_row - 1))
-                LOG.warning(
-                    "%s: %s: %s; a new transactional subscriber in %.1fs (attempt %d)",
-                    self._where,
-                    type(exc).__name__,
-                    exc,
-                    delay,
-                    failures_in_a_row,
-                )
-                self._stop.wait(delay)
-            except Exception:
-                failures_in_a_row += 1
-                LOG.exception("%s: flow failed; starting it again", self._where)
-                self._stop.wait(RECONNECT_MAX_S)
 
     def _flow(self) -> None:
         sub = self._transport.transactional(self.spec.group, self._instance)

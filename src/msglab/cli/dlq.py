@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from msglab.brokers import TRANSPORTS
+from msglab.cli.messaging import ProfileOpt
 
 app = typer.Typer(
     help="A topic's dead letters (TOPIC.dlq, written by `msglab worker`): list, show, replay "
@@ -27,14 +28,6 @@ IdsOpt = Annotated[
     list[str] | None, typer.Option("--id", help="A dead letter's message id (repeatable).")
 ]
 AllOpt = Annotated[bool, typer.Option("--all", help="Every dead letter of the topic.")]
-ProfileOpt = Annotated[
-    str,
-    typer.Option(
-        "--profile",
-        "-p",
-        help="at-most-once | at-least-once | exactly-once (kafka: read_committed)",
-    ),
-]
 WaitOpt = Annotated[
     float,
     typer.Option(min=0.5, help="Seconds to wait for the first dead letter (a Kafka group joins)."),

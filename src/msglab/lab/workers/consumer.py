@@ -27,7 +27,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from msglab.app import App, BatchFailure, Context, DeadLetter, Middleware, Retry, Runtime
+from msglab.app import (
+    App,
+    BatchFailure,
+    Context,
+    DeadLetter,
+    Handler,
+    Middleware,
+    Retry,
+    Runtime,
+)
 from msglab.brokers import open_transport
 from msglab.consumers.idempotent import IdempotentConsumer
 from msglab.lab import effects
@@ -62,7 +71,7 @@ def consume(spec: WorkerSpec) -> None:
     )
     if DeliveryProfile.parse(spec.profile) is DeliveryProfile.EXACTLY_ONCE:
         # a pipeline: its copies on <topic>-out are what is delivered (workers.reader)
-        _run(spec, pipeline_app(spec, Pipeline(spec)))
+        _run(spec, lab_app(spec, Pipeline(spec)))
         return
     ledger = Ledger(Path(spec.run_dir), DELIVERIES, spec.name)
     _run(spec, lab_app(spec, LabHandler(spec, ledger)))
@@ -84,24 +93,6 @@ def _run(spec: WorkerSpec, app: App) -> None:
     while not runtime.wait(0.5):
         pass
     runtime.stop(GRACE_S)
-
-
-def pipeline_app(spec: WorkerSpec, handler: Pipeline) -> App:
-    """The exactly-once run's consumer: each fetched batch copied to ``<topic>-out`` in one
-    Kafka transaction with its offsets (no middleware: a failure aborts, the batch comes
-    again)."""
-    app = App(f"lab-{spec.name}", middleware=[])
-    app.add(
-        handler,
-        topic_of(spec.run_id),
-        transport=spec.transport,
-        group=GROUP,
-        profile=spec.profile,
-        batch=True,
-        max_messages=EFFECT_BATCH,
-        name="copy",
-    )
-    return app
 
 
 class Pipeline:
@@ -133,9 +124,10 @@ def _connect(spec: WorkerSpec) -> Any:
     return connect
 
 
-def lab_app(spec: WorkerSpec, handler: LabHandler) -> App:
-    """The lab consumer's App: no middleware (a failed batch is nacked for the broker to
-    redeliver), or under the poison workload dead letters after three attempts."""
+def lab_app(spec: WorkerSpec, handler: Handler) -> App:
+    """The lab consumer's App: one batch handler on the run's topic. No middleware (a failed
+    batch is nacked for the broker to redeliver; under exactly-once its transaction aborts and
+    it comes again), but under the poison workload dead letters after three attempts."""
     middleware: list[Middleware] = [DeadLetter(), POISON_RETRY] if spec.poison else []
     app = App(f"lab-{spec.name}", middleware=middleware)
     app.add(
@@ -146,7 +138,7 @@ def lab_app(spec: WorkerSpec, handler: LabHandler) -> App:
         profile=spec.profile,
         batch=True,
         max_messages=EFFECT_BATCH,
-        name="effects",
+        name="copy" if isinstance(handler, Pipeline) else "effects",
     )
     return app
 
