@@ -24,9 +24,11 @@ def test_unknown_transport_exits_2_listing_the_valid_ones() -> None:
 
 
 def test_unknown_profile_exits_2_listing_the_valid_ones() -> None:
-    result = run_cli("publish", "-t", "memory", "--profile", "exactly-once", check=False)
+    result = run_cli("publish", "-t", "memory", "--profile", "exactly-twice", check=False)
     assert result.returncode == 2
-    assert "at-most-once" in result.stderr and "at-least-once" in result.stderr
+    assert "at-most-once" in result.stderr and "exactly-once" in result.stderr
+    refused = run_cli("publish", "-t", "memory", "--profile", "exactly-once", check=False)
+    assert refused.returncode == 2 and "only Kafka has transactions" in refused.stderr
 
 
 def test_invalid_topic_is_refused_with_the_rule() -> None:
