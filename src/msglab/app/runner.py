@@ -8,9 +8,9 @@ confirmed by the broker first), nacked for redelivery when it raises.
 
 Retry flow: ``<topic>.retry`` read as the group ``<group>.retry`` (``retry_group``). An
 entry of another group is acked and ignored (groups share the retry topic); the group's own
-entries wait in a ``DueBuffer`` until
-due, without blocking later ones, and run with their attempt; the buffer is looked at after
-every delivery and every empty poll (at least every 0.2 s). Before the main flow reads
+entries wait in a ``DueBuffer`` until due, without blocking later ones, and run with their
+attempt; the buffer is looked at after every delivery and every empty poll (at least every
+0.2 s). Before the main flow reads
 anything, the retry flow has subscribed and the dead-letter place exists (subscribed once by
 ``DLQ_GROUP``): RabbitMQ routes a message only to queues bound before it was published.
 
@@ -126,18 +126,11 @@ class ConsumerRunner:
         while not self._retry_ready.wait(0.2):  # the retry queue is bound first
             if self._stop.is_set():
                 return
+        prepared = [retry_topic(self.spec.topic)] if self.spec.retries else []
         if self.spec.dead_letters:
             self._declare(dlq_topic(self.spec.topic), DLQ_GROUP)
-        self.places.warm(
-            [
-                t
-                for t, used in (
-                    (retry_topic(self.spec.topic), self.spec.retries),
-                    (dlq_topic(self.spec.topic), self.spec.dead_letters),
-                )
-                if used
-            ]
-        )
+            prepared.append(dlq_topic(self.spec.topic))
+        self.places.warm(prepared)  # so the first retry or dead letter does not pay for it
         threads = 1 if self.spec.batch else self.spec.concurrency
         sub = self._subscribed(self.spec.group, closed_on_stop=threads == 1)
         pool = KeyedPool(threads, self._run_first) if threads > 1 else None
