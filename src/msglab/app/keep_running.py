@@ -1,5 +1,6 @@
 """How every flow of the runtime outlives its broker: run it again after an error, with backoff.
 
+``start_flow(flow, stop, where, name)`` runs ``keep_running`` on a daemon thread.
 ``keep_running(flow, stop, where)`` runs ``flow`` until it returns or ``stop`` is set. A
 ``MsglabError`` (the broker away, a subscriber that gave up reconnecting) is logged with the
 attempt and the delay, and ``flow`` runs again after a backoff doubling from
@@ -51,3 +52,18 @@ def keep_running(
             failures_in_a_row += 1
             LOG.exception("%s failed; starting it again", where)
             stop.wait(RECONNECT_MAX_S)
+
+
+def start_flow(
+    flow: Callable[[], None],
+    stop: threading.Event,
+    where: str,
+    name: str,
+    final: tuple[type[BaseException], ...] = (),
+) -> threading.Thread:
+    """``keep_running(flow, stop, where, final)`` on a daemon thread called ``name``, started."""
+    thread = threading.Thread(
+        target=keep_running, args=(flow, stop, where, final), name=name, daemon=True
+    )
+    thread.start()
+    return thread

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator, Sequence
 from msglab.app.application import ConsumerSpec
 from msglab.app.context import Context, Handler
 from msglab.app.due import DueBuffer
-from msglab.app.keep_running import keep_running
+from msglab.app.keep_running import start_flow
 from msglab.app.keyed_pool import KeyedPool
 from msglab.app.observer import Observer
 from msglab.app.places import Places
@@ -87,14 +87,8 @@ class ConsumerRunner:
         else:
             self._retry_ready.set()
         for label, flow in flows:
-            t = threading.Thread(
-                target=keep_running,
-                args=(flow, self._stop, f"{self._where} {label} flow"),
-                name=f"{self.spec.name}-{label}",
-                daemon=True,
-            )
-            self.threads.append(t)
-            t.start()
+            where, name = f"{self._where} {label} flow", f"{self.spec.name}-{label}"
+            self.threads.append(start_flow(flow, self._stop, where, name))
 
     def close_subscribers(self) -> None:
         """From any thread: every flow stops at its next poll."""

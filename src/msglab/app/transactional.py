@@ -40,7 +40,7 @@ from collections.abc import Sequence
 
 from msglab.app.application import ConsumerSpec
 from msglab.app.context import Context, Handler
-from msglab.app.keep_running import keep_running
+from msglab.app.keep_running import start_flow
 from msglab.app.observer import Observer
 from msglab.app.records import Failure, FlowError, dlq_topic, error_fields, failures
 from msglab.config import check_name
@@ -129,14 +129,8 @@ class TransactionalRunner:
         self.threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        t = threading.Thread(
-            target=keep_running,
-            args=(self._flow, self._stop, self._where, (FencedError,)),
-            name=f"{self.spec.name}-eos",
-            daemon=True,
-        )
-        self.threads.append(t)
-        t.start()
+        name = f"{self.spec.name}-eos"
+        self.threads.append(start_flow(self._flow, self._stop, self._where, name, (FencedError,)))
 
     def close_subscribers(self) -> None:
         """From any thread: the flow ends after the batch in hand (committed or aborted)."""
