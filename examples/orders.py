@@ -27,9 +27,27 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from msglab.app import App, Context, DeadLetter, NonRetryable, Retry, correlation, idempotent
+from sqlalchemy import text
+
+from msglab.app import (
+    App,
+    Context,
+    DeadLetter,
+    NonRetryable,
+    Retry,
+    Runtime,
+    correlation,
+    idempotent,
+)
+from msglab.app.observer import NoObserver
+from msglab.brokers import open_transport, serverless_url, service_of
+from msglab.config import ClientConfig
 from msglab.consumers.idempotent import IdempotentConsumer
 from msglab.db import engine
+from msglab.infra import backend_for, service_url
+from msglab.message import Message
+from msglab.outbox import Outbox, Relay
+from msglab.settings import Settings
 
 
 def make_app(transport: str, topic: str, db: Any) -> App:
@@ -58,18 +76,11 @@ def make_app(transport: str, topic: str, db: Any) -> App:
 
 def own_database() -> str:
     """``ORDERS_DB``, else msglab's own PostgreSQL (``msglab infra url postgres``)."""
-    from msglab.infra import service_url
-    from msglab.settings import Settings
-
     return os.environ.get("ORDERS_DB") or service_url(Settings.from_env(), "postgres")
 
 
 def tables(db: Any) -> None:
     """The shop's orders, the billing's invoices, the outbox and the dedup table."""
-    from sqlalchemy import text
-
-    from msglab.outbox import Outbox
-
     with db.begin() as conn:
         conn.execute(text(ORDERS_TABLE))
         conn.execute(text(INVOICES_TABLE))
@@ -80,11 +91,6 @@ def tables(db: Any) -> None:
 def place(db: Any, topic: str, orders: list[dict[str, Any]], raw: Sequence[bytes] = ()) -> None:
     """The shop: each order's row and its message in one transaction (``raw``: payloads sent
     as they are, to show what the worker does with a message that is not an order)."""
-    from sqlalchemy import text
-
-    from msglab.message import Message
-    from msglab.outbox import Outbox
-
     for order in orders:
         with db.begin() as conn:
             conn.execute(text(ADD_ORDER), {"topic": topic, "order": order["id"]})
@@ -96,8 +102,6 @@ def place(db: Any, topic: str, orders: list[dict[str, Any]], raw: Sequence[bytes
 
 def relay(db: Any, transport: Any, topic: str) -> int:
     """Publish the topic's committed, unsent outbox rows; how many."""
-    from msglab.outbox import Relay
-
     publisher = transport.publisher()
     try:
         sent, worker = 0, Relay(db, publisher, topics=[topic])
@@ -111,15 +115,6 @@ def relay(db: Any, transport: Any, topic: str) -> int:
 def demo(transport_name: str, count: int) -> int:
     """The whole story on ``transport_name``: servers up, ``count`` orders placed plus a
     negative one and one that is not JSON, relayed, billed; what happened, printed."""
-    from sqlalchemy import text
-
-    from msglab.app import Runtime
-    from msglab.app.observer import NoObserver
-    from msglab.brokers import open_transport, serverless_url, service_of
-    from msglab.config import ClientConfig
-    from msglab.infra import backend_for, service_url
-    from msglab.settings import Settings
-
     settings = Settings.from_env()
     service = service_of(transport_name)
     print(f"servers: {', '.join(filter(None, (service, 'postgres')))} (msglab infra up)")
@@ -180,7 +175,6 @@ COUNT_INVOICES = "SELECT count(*) FROM invoices WHERE topic = :topic"
 
 
 def _invoice_statement() -> Any:
-    from sqlalchemy import text
 
     return text("INSERT INTO invoices (topic, order_id, total) VALUES (:topic, :order, :total)")
 

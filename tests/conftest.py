@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import Engine
 
-from msglab.lab.effects import engine
+from msglab.db import engine
 from msglab.outbox import Outbox
 
 

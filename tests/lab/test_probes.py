@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from msglab.db import engine
 from msglab.errors import UsageError
 from msglab.infra import service_url
 from msglab.infra.kafka import Kafka2
-from msglab.lab import effects
 from msglab.lab.matrix import FULL, QUICK, Probe
 from msglab.lab.probes import PROBES, run_probe
 from msglab.settings import Settings
@@ -58,7 +58,7 @@ def test_two_phase_commit_applies_every_transfer_and_leaves_nothing_prepared() -
     for variant in ("one_phase", "two_phase"):
         n = f[variant]["transfers"]
         assert f[variant]["balance_a_b"] == [-n, n]
-    db = effects.engine(service_url(SETTINGS, "postgres"))
+    db = engine(service_url(SETTINGS, "postgres"))
     with db.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM pg_prepared_xacts")).scalar_one() == 0
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from msglab.db import engine
 from msglab.infra import Status
 from msglab.infra.rabbitmq import RabbitMQ
 from msglab.lab.compare import compare, refusal
-from msglab.lab.effects import engine
 from msglab.lab.matrix import QUICK, Row
 from msglab.settings import Settings
 

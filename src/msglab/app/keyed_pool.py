@@ -108,7 +108,10 @@ class KeyedPool:
 
     def finish(self, settle: bool = True) -> None:
         """Wait until every handed-in delivery's handler ended, settle them in order (unless
-        ``settle`` is False: the subscriber is gone and they come again), stop the threads."""
+        ``settle`` is False: the subscriber is gone and they come again), stop the threads.
+        Once: a second call does nothing."""
+        if not any(t.is_alive() for t in self._threads):
+            return
         for q in self._queues:
             q.put(_STOP)
         for t in self._threads:

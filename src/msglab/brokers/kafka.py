@@ -624,6 +624,8 @@ class KafkaTransactionalSubscriber(KafkaSubscriber):
             finally:
                 returned.set()
 
+        # a daemon thread per commit (tens of us beside a commit's milliseconds): an executor's
+        # worker would be joined at interpreter exit, and a hung one would never let go
         threading.Thread(target=run, name=f"commit-{self._tid}", daemon=True).start()
         if not returned.wait(self._call_s + COMMIT_GRACE_S):
             self._producer, self._open_txn = None, False  # hung: left alone, fenced by the next
@@ -632,11 +634,8 @@ class KafkaTransactionalSubscriber(KafkaSubscriber):
                 f"{self._call_s + COMMIT_GRACE_S:.0f}s (librdkafka #5456: it can wait for a "
                 "group coordinator that went away past its timeout); producer abandoned"
             )
-        what = outcome["what"]
-        try:
-            if "error" in outcome:
-                raise outcome["error"]
-        except KafkaException as exc:
+        what, exc = outcome["what"], outcome.get("error")
+        if exc is not None:
             err: KafkaError = exc.args[0]
             if err.fatal() or not err.txn_requires_abort():
                 raise self._failure(what, exc) from exc  # the subscriber is done with

@@ -20,7 +20,6 @@ from typing import Any
 
 from msglab.config import Backoff
 from msglab.consumers.idempotent import IdempotentConsumer, in_transaction
-from msglab.db import engine as engine  # the lab opens its database through effects
 from msglab.extras import driver_import
 from msglab.lab.evidence import read_line
 from msglab.message import Message

@@ -14,9 +14,9 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from msglab.app.records import dlq_topic, retry_group, retry_topic
 from msglab.app.runner import DLQ_GROUP
 from msglab.brokers import open_transport
 from msglab.config import ClientConfig
+from msglab.db import engine
 from msglab.errors import InfraError, MsglabError
 from msglab.infra import backend_for, toxiproxy
 from msglab.infra.toxics import ToxiproxyClient
@@ -167,7 +168,7 @@ class Run:
                 self.workers[name].kill()
                 self.workers[name].wait()
 
-    @property
+    @cached_property
     def poison_id(self) -> str:
         """The poison workload's message: a third into producer p0's share."""
         share, extra = divmod(self.s.messages, self.s.producers)
@@ -250,7 +251,7 @@ class Run:
             toxiproxy.point_proxies(self.settings)
             self.proxies = toxiproxy.client(self.settings)
         self.url, self.db_url = servers.broker_url, servers.database.url
-        db = effects.engine(self.db_url)
+        db = engine(self.db_url)
         effects.create(db)
         if servers.connect:
             self._start_connector(servers.connect)
@@ -487,9 +488,12 @@ class Run:
 
     def report(self, seconds: float) -> dict[str, Any]:
         stats = ReadStats()
+        deliveries: Iterable[dict[str, Any]] = read(self.dir, DELIVERIES, stats)
+        if self.s.workload_kind.poison:  # read once: the checker and the poison's count
+            deliveries = list(deliveries)
         counts = check(
             read(self.dir, SENDS, stats),
-            read(self.dir, DELIVERIES, stats),
+            deliveries,
             read(self.dir, EFFECTS, stats),
             read(self.dir, REPLAYS, stats) if self.s.workload_kind.second_group else None,
             read(self.dir, STORED, stats) if self.s.fault_kind.storage(self.s) else None,
@@ -519,16 +523,16 @@ class Run:
             "seconds": round(seconds, 2),
             "interrupted": self.interrupted,
             "worker_exits": {name: proc.returncode for name, proc in self.workers.items()},
-            **(self._poison_report() if self.s.workload_kind.poison else {}),
+            **(self._poison_report(deliveries) if self.s.workload_kind.poison else {}),
             "scenario": self.s.to_json(),
         }
         return report
 
-    def _poison_report(self) -> dict[str, Any]:
+    def _poison_report(self, deliveries: Iterable[dict[str, Any]]) -> dict[str, Any]:
         """The poison workload: its message, how often it was delivered, what the
         dead-letter place holds (``dead_lettered``, and the poison's record)."""
         letters = list(read(self.dir, DEAD_LETTERS))
-        delivered = sum(1 for d in read(self.dir, DELIVERIES) if d["id"] == self.poison_id)
+        delivered = sum(1 for d in deliveries if d["id"] == self.poison_id)
         poison = [d for d in letters if d["id"] == self.poison_id]
         return {
             "poison": {

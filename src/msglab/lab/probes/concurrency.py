@@ -21,9 +21,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from msglab.db import engine
 from msglab.extras import driver_import
 from msglab.infra import backend_for, service_url
-from msglab.lab import effects
 from msglab.settings import Settings
 
 with driver_import("postgres", __name__):
@@ -38,7 +38,7 @@ STEP_S = 0.005  # lock-order: the pause between the two updates of one transacti
 def run(variant: str, settings: Settings, quick: bool) -> tuple[dict[str, Any], str]:
     services = ["postgres", "redis"] if variant == "redis-lock" else ["postgres"]
     backend_for(settings).up(services)
-    db = effects.engine(service_url(settings, "postgres"))
+    db = engine(service_url(settings, "postgres"))
     per_worker = (10 if variant.startswith("lock-order") else 250) * (1 if quick else 4)
     name = f"probe-{variant}-{time.time_ns()}"
     with db.begin() as conn:

@@ -20,9 +20,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from msglab.db import engine
 from msglab.extras import driver_import
 from msglab.infra import backend_for, service_url
-from msglab.lab import effects
 from msglab.lab.checker import percentile
 from msglab.settings import Settings
 
@@ -41,13 +41,13 @@ def run(variant: str, settings: Settings, quick: bool) -> tuple[dict[str, Any], 
     """Both variants, one after the other, on the same rows (``variant`` is "compare")."""
     backend_for(settings).up(["postgres"])
     url = service_url(settings, "postgres")
-    a = effects.engine(url)
+    a = engine(url)
     with a.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         if not conn.execute(
             text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": SECOND_DATABASE}
         ).first():
             conn.execute(text(f"CREATE DATABASE {SECOND_DATABASE}"))
-    b = effects.engine(url.rsplit("/", 1)[0] + "/" + SECOND_DATABASE)
+    b = engine(url.rsplit("/", 1)[0] + "/" + SECOND_DATABASE)
     per_worker = 150 * (1 if quick else 4)
     try:
         figures = {

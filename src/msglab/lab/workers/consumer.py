@@ -39,6 +39,7 @@ from msglab.app import (
 )
 from msglab.brokers import open_transport
 from msglab.consumers.idempotent import IdempotentConsumer
+from msglab.db import engine
 from msglab.lab import effects
 from msglab.lab.evidence import DELIVERIES, Ledger, delivery_lines
 from msglab.lab.workers.spec import (
@@ -152,7 +153,7 @@ class LabHandler:
     def __init__(self, spec: WorkerSpec, ledger: Ledger) -> None:
         self._spec = spec
         self._ledger = ledger
-        self._db = effects.engine(spec.db_url)
+        self._db = engine(spec.db_url)
         self._dedup = None
         if spec.profile == "effectively-once":
             self._dedup = IdempotentConsumer(self._db, f"{GROUP}-{spec.run_id}", effects.RETRY)

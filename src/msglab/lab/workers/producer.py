@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from msglab.brokers import open_transport
+from msglab.db import engine
 from msglab.errors import PublishError, TransportError
 from msglab.lab import effects
 from msglab.lab.evidence import SENDS, Ledger, SendLines, message_id_prefix
@@ -41,7 +42,7 @@ def produce(spec: WorkerSpec) -> None:
     with contextlib.suppress(TransportError):
         pub.publish(topic, [])
     retry = spec.profile != "at-most-once"
-    db = effects.engine(spec.db_url) if spec.pattern != "direct" else None
+    db = engine(spec.db_url) if spec.pattern != "direct" else None
     attempt = _publish(pub, topic) if db is None else _commit(db, spec, topic)
     rng = random.Random(f"{spec.seed}-{spec.name}")
     payload = bytes(rng.getrandbits(8) for _ in range(spec.size))

@@ -6,7 +6,7 @@ import signal
 import threading
 
 from msglab.brokers import open_transport
-from msglab.lab import effects
+from msglab.db import engine
 from msglab.lab.scenario import RELAY_BATCH
 from msglab.lab.workers.spec import WorkerSpec, die, topic_of
 from msglab.outbox import Relay
@@ -16,7 +16,7 @@ def relay(spec: WorkerSpec) -> None:
     """Publish the run's outbox rows until SIGTERM: marks after the broker's confirm, or first
     under at-most-once. relay-kill: SIGKILL self midway through the pass that reaches
     ``die_after_relayed`` (published and not marked, or marked and not published)."""
-    db = effects.engine(spec.db_url)
+    db = engine(spec.db_url)
     pub = open_transport(spec.transport, spec.config()).publisher()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
