@@ -37,6 +37,19 @@ def cli() -> Any:
     return run_cli
 
 
+@pytest.fixture(params=["postgresql", "sqlite"])
+def any_db(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Engine]:
+    """The PostgreSQL engine of ``db``, then a SQLite file's (WAL): for the patterns that run
+    on both (the outbox, the relay, the idempotent consumer)."""
+    if request.param == "sqlite":
+        lite = engine(f"sqlite:///{tmp_path}/msglab.db")
+        Outbox(lite).create_table()
+        yield lite
+        lite.dispose()
+    else:
+        yield request.getfixturevalue("db")
+
+
 @pytest.fixture
 def db(postgres_server: Any) -> Iterator[Engine]:
     """An SQLAlchemy engine (psycopg 3) on msglab's PostgreSQL, with the outbox table."""

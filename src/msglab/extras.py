@@ -21,6 +21,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "rabbitmq": ("pika",),
     "redis": ("redis",),
     "postgres": ("sqlalchemy", "psycopg"),
+    "sqlite": ("sqlalchemy",),  # the outbox, relay and idempotent consumer on SQLite
     "cdc": ("httpx",),
     "lazyfs": ("mfusepy",),
     "metrics": ("prometheus_client",),
@@ -28,7 +29,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
 }
 """Each extra of pyproject.toml and the top-level modules of the drivers it installs."""
 
-ALL = ("kafka", "rabbitmq", "redis", "postgres", "cdc", "lazyfs", "metrics")
+ALL = ("kafka", "rabbitmq", "redis", "postgres", "sqlite", "cdc", "lazyfs", "metrics")
 """The extras of ``msglab[all]``: every server msglab runs, the lazy filesystem and the
 Prometheus exporter."""
 

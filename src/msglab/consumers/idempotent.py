@@ -11,14 +11,16 @@ the delivery after ``handle`` returns: at-least-once delivery plus this gives
 effectively-once effects. The effect must write only through the connection it is given.
 
 Message ids are the dedup key (producer-assigned, unique: ``msglab.message``). PostgreSQL
-only (``INSERT ... ON CONFLICT ... RETURNING`` with an array of ids, one statement a batch).
+(``INSERT ... ON CONFLICT ... RETURNING`` with an array of ids, one statement a batch) or
+SQLite (``INSERT OR IGNORE ... RETURNING``, one statement a batch; ``msglab.db.engine`` opens
+it in WAL mode with one writer at a time, so consumers there take turns).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from msglab.config import Backoff
@@ -26,8 +28,8 @@ from msglab.extras import driver_import
 from msglab.message import Message
 from msglab.ports import Handler
 
-with driver_import("postgres", __name__):
-    from sqlalchemy import Column, DateTime, MetaData, String, Table, func, text
+with driver_import("sqlite", __name__):
+    from sqlalchemy import Column, DateTime, MetaData, String, Table, func, insert, text
     from sqlalchemy.engine import Connection, Engine
     from sqlalchemy.exc import OperationalError
 
@@ -50,6 +52,9 @@ _UNCLAIM = text(
     "DELETE FROM msglab_processed WHERE consumer_group = :group "
     "AND message_id = ANY(CAST(:ids AS text[]))"
 )
+
+_SQLITE_IDS = 10_000
+"""Ids per SQLite claim statement (two variables each, under SQLite's limit of 32,766)."""
 
 BatchEffect = Callable[[Connection, Sequence[Message]], None]
 """Applies the effect of messages seen for the first time, through the given connection (its
@@ -75,14 +80,33 @@ class IdempotentConsumer:
     def claim(self, conn: Connection, ids: Sequence[str]) -> set[str]:
         """In the caller's transaction: claim ``ids`` for this group; the ids claimed now (not
         processed before). The claim commits or rolls back with that transaction."""
-        rows = conn.execute(_CLAIM, {"group": self.group, "ids": list(dict.fromkeys(ids))})
-        return {row[0] for row in rows}
+        unique = list(dict.fromkeys(ids))
+        if conn.dialect.name != "sqlite":
+            rows = conn.execute(_CLAIM, {"group": self.group, "ids": unique})
+            return {row[0] for row in rows}
+        claimed: set[str] = set()
+        for i in range(0, len(unique), _SQLITE_IDS):
+            values = [
+                {"consumer_group": self.group, "message_id": m} for m in unique[i : i + _SQLITE_IDS]
+            ]
+            statement = (insert(PROCESSED).values(values).prefix_with("OR IGNORE")).returning(
+                PROCESSED.c.message_id
+            )
+            claimed.update(conn.execute(statement).scalars())
+        return claimed
 
     def unclaim(self, conn: Connection, ids: Sequence[str]) -> None:
         """In the caller's transaction: drop this group's claims of ``ids`` (messages whose
         effect failed inside a batch that commits the others), so they apply when they come
         again."""
-        conn.execute(_UNCLAIM, {"group": self.group, "ids": list(ids)})
+        if conn.dialect.name != "sqlite":
+            conn.execute(_UNCLAIM, {"group": self.group, "ids": list(ids)})
+            return
+        conn.execute(
+            PROCESSED.delete().where(
+                PROCESSED.c.consumer_group == self.group, PROCESSED.c.message_id.in_(list(ids))
+            )
+        )
 
     def handle(self, messages: Sequence[Message], effect: BatchEffect) -> list[Message]:
         """In one transaction, claim the messages and apply ``effect`` to those not processed
@@ -118,11 +142,14 @@ class IdempotentConsumer:
     def forget(self, older_than: timedelta) -> int:
         """Delete this group's claims older than ``older_than``; how many. A message delivered
         again after that is applied again: keep claims longer than any redelivery can come."""
+        cutoff = datetime.now(UTC) - older_than
+        if self._engine.dialect.name == "sqlite":  # its times: UTC text without a zone
+            cutoff = cutoff.replace(tzinfo=None)
         with self._engine.begin() as conn:
             result = conn.execute(
                 PROCESSED.delete().where(
                     PROCESSED.c.consumer_group == self.group,
-                    PROCESSED.c.processed_at < func.now() - older_than,
+                    PROCESSED.c.processed_at < cutoff,
                 )
             )
             return result.rowcount
