@@ -29,6 +29,19 @@ SECRET_PARAM = re.compile(r"(?i)((?:password|passwd|pwd|secret|token)=)[^&;\s]*"
 URL_LIST = re.compile(r",(?=[A-Za-z][A-Za-z0-9+.-]*://)")  # the comma before each next URL
 
 
+DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``7d``, ``12h``, ``30m``, ``45s``, ``250ms`` or a plain number of seconds;
+    ConfigError naming the forms for anything else."""
+    match = DURATION.fullmatch(text.strip())
+    if match is None:
+        raise ConfigError(f"duration {text!r}: use a number and d, h, m, s or ms (7d, 30m, 0)")
+    return float(match.group(1)) * _UNIT_S[match.group(2) or "s"]
+
+
 def redact_url(url: str) -> str:
     """``url`` as a person or a file may see it: the password of its user part and of any
     ``password=`` / ``secret=`` / ``token=`` parameter replaced by ``***``

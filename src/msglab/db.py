@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from msglab.config import redact_url
+from msglab.errors import ConnectError
 from msglab.extras import driver_import
 
 with driver_import("sqlite", __name__):
-    from sqlalchemy import create_engine, event
+    from sqlalchemy import create_engine, event, inspect
     from sqlalchemy.engine import Engine
+    from sqlalchemy.exc import OperationalError
 
 SQLITE_BUSY_S = 30.0
 """How long a SQLite transaction waits for the one writer before it fails (``database is
@@ -41,3 +44,22 @@ def engine(url: str) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return db
+
+
+def has_table(db: Engine, table: str) -> bool:
+    """Whether ``table`` exists; ConnectError naming the database's host:port (or file) and
+    the server's reason, its URL's password hidden, when it cannot be reached (PostgreSQL
+    within its 5 s connect timeout)."""
+    try:
+        with db.connect() as conn:
+            return inspect(conn).has_table(table)
+    except OperationalError as exc:
+        url = db.url
+        where = (
+            url.database or "?"
+            if url.get_backend_name() == "sqlite"
+            else f"{url.host}:{url.port or 5432}"
+        )
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        shown = redact_url(url.render_as_string(hide_password=False))
+        raise ConnectError("database", f"{where} ({shown})", reason) from exc

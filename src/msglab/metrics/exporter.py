@@ -23,7 +23,7 @@ hot path; the counters take ``n``, the messages of a batch handler's call.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +42,7 @@ with driver_import("metrics", __name__):
         generate_latest,
         start_http_server,
     )
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 LABELS = ("topic", "group", "transport")
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -203,3 +204,63 @@ def export(
     for poller in pollers:
         poller.start()
     return Exporting(metrics, served, pollers)
+
+
+RELAY_COUNTERS = {
+    "passes": "Relay passes (claim, publish, mark).",
+    "published": "Outbox rows the broker confirmed (again, after a crash).",
+    "unconfirmed": "Outbox rows the broker did not confirm, left unsent and tried again.",
+    "held": "Confirmed rows behind an unconfirmed row of their key, published again after it.",
+    "errors": "Relay passes that failed on the database or the broker.",
+    "purged": "Sent rows deleted by the retention.",
+}
+
+
+class _RelayCollector:
+    """Reads the relays' counters and the outbox's backlog when scraped (nothing on the
+    relays' hot path)."""
+
+    def __init__(self, relays: Sequence[Any], backlog: Callable[[], Any]) -> None:
+        self._relays = relays
+        self._backlog = backlog
+
+    def collect(self) -> Iterator[Any]:
+        for name, doc in RELAY_COUNTERS.items():
+            family = CounterMetricFamily(f"msglab_relay_{name}", doc, labels=["relay"])
+            for i, relay in enumerate(self._relays):
+                family.add_metric([str(i)], getattr(relay.stats, name))
+            yield family
+        shares = GaugeMetricFamily(
+            "msglab_relay_key_shares", "Key shares this relay owns.", labels=["relay"]
+        )
+        for i, relay in enumerate(self._relays):
+            if relay.shares is not None:
+                shares.add_metric([str(i)], len(relay.shares.owned))
+        yield shares
+        try:
+            backlog = self._backlog()
+        except Exception:  # the database is away: no backlog in this scrape, the errors count
+            return
+        yield GaugeMetricFamily("msglab_outbox_unsent", "Unsent outbox rows.", value=backlog.unsent)
+        yield GaugeMetricFamily(
+            "msglab_outbox_oldest_unsent_seconds",
+            "How long the oldest unsent outbox row has waited.",
+            value=backlog.oldest_s,
+        )
+
+
+def export_relays(
+    port: int, relays: Sequence[Any], backlog: Callable[[], Any], addr: str = "127.0.0.1"
+) -> Served:
+    """Outbox relays' metrics served on ``addr:port`` (what ``msglab relay --metrics-port``
+    runs): ``msglab_relay_<counter>_total`` per relay (``RELAY_COUNTERS``), the key shares each
+    owns, and ``msglab_outbox_unsent`` / ``msglab_outbox_oldest_unsent_seconds`` from
+    ``backlog()`` (a query at each scrape). ``relays``: objects with ``stats`` and ``shares``
+    (``msglab.outbox.Relay``). UsageError when the port cannot be bound."""
+    registry = CollectorRegistry()
+    registry.register(_RelayCollector(relays, backlog))
+    try:
+        server, _thread = start_http_server(port, addr, registry=registry)
+    except OSError as exc:
+        raise UsageError(f"metrics: cannot serve on {addr}:{port}: {exc.strerror}") from exc
+    return Served(int(server.server_port), server)
