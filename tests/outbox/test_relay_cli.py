@@ -62,7 +62,7 @@ def test_the_relay_delivers_a_services_outbox_in_order_per_key(
         got = reader.wait(len(sent), timeout_s=60)
     finally:
         process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=30)
+        _out, err = process.communicate(timeout=30)
         reader.stop()
         db.dispose()
     assert process.returncode == 0, err
