@@ -35,10 +35,24 @@ from typing import Any
 
 PROMISES = {
     "at-most-once": "no duplicate effects",
-    "at-least-once": "lost == 0 and phantom == 0",
-    "effectively-once": "lost == 0, phantom == 0 and duplicate effects == 0",
+    "at-least-once": "lost == 0",
+    "effectively-once": "lost == 0 and duplicate effects == 0",
     "exactly-once": "every confirmed message once in the output (read_committed, after the run)",
 }
+
+CONSISTENT = {
+    "at-least-once": "lost == 0 and phantom == 0",
+    "effectively-once": "lost == 0, phantom == 0 and duplicate effects == 0",
+}
+"""The promises where the send is a business transaction (every pattern but direct): no
+message out whose business change is not in either."""
+
+
+def promise(profile: str, pattern: str) -> str:
+    """The promise a run of ``profile`` and ``pattern`` is held to (``verdict``)."""
+    return CONSISTENT.get(profile, PROMISES[profile]) if pattern != "direct" else PROMISES[profile]
+
+
 MEASURES = (  # the counts of a run's report as its tables name them: key, label (None: no row)
     ("sent", "sent"),
     ("confirmed", "confirmed"),

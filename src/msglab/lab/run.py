@@ -29,7 +29,7 @@ from msglab.errors import InfraError, MsglabError
 from msglab.infra import backend_for, toxiproxy
 from msglab.infra.toxics import ToxiproxyClient
 from msglab.lab import effects
-from msglab.lab.checker import PROMISES, check
+from msglab.lab.checker import check, promise
 from msglab.lab.evidence import (
     DEAD_LETTERS,
     DELIVERIES,
@@ -517,7 +517,7 @@ class Run:
             "sets": list(self.s.sets),
             "settings": self.settings_in_force,
             **{k: v for k, v in asdict(counts).items() if k != "lost_ids"},
-            "promise": PROMISES[self.s.profile],
+            "promise": promise(self.s.profile, self.s.pattern),
             "verdict": counts.verdict(self.s.profile),
             "evidence_dir": str(self.dir.resolve()),
             "lost_ids": counts.lost_ids,
