@@ -180,7 +180,7 @@ def render(summary: dict[str, Any]) -> str:
         shown("phantom", r["report"].get("phantom"), r["report"].get("pattern", "direct"))
         for r in rows
     )
-    counts = ("sent", "confirmed", "delivered", "lost", "lost_from_storage")
+    counts: tuple[str, ...] = ("sent", "confirmed", "delivered", "lost", "lost_from_storage")
     counts += ("phantom",) if phantoms else ()
     head = (
         "transport",
