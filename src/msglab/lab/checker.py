@@ -136,7 +136,7 @@ class Counts:
     phantom: int | None = None  # database patterns: delivered, no business row committed
 
     def verdict(self, profile: str) -> str:
-        """``kept`` or ``broken``: the promise of ``profile`` (``PROMISES``); a phantom breaks
+        """``kept`` or ``broken``: the promise of ``profile`` (``promise``); a phantom breaks
         at-least-once and effectively-once (a message out whose business change is not), and
         counts as 0 where it is not measured (pattern direct: no business transaction)."""
         consistent = self.lost == 0 and not self.phantom

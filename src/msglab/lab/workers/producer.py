@@ -86,7 +86,7 @@ class _Progress:
     def __init__(self) -> None:
         self.last_ok = time.monotonic()
         self.committed = 0  # messages whose business transaction committed (dual-write, outbox)
-        self.published = 0  # messages confirmed by the broker, not yet committed (publish first)
+        self.published = 0  # messages the broker confirmed (publish-then-commit)
 
     def stalled(self) -> bool:
         return time.monotonic() - self.last_ok > GIVE_UP_AFTER_S
