@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from msglab.lab.checker import check, final_outcomes, percentile
+from msglab.lab.checker import check, final_outcomes, percentile, promise, shown
 from msglab.lab.evidence import ReadStats, read
 
 
@@ -140,3 +140,30 @@ def test_unavailable_is_the_longest_time_without_a_confirmed_publish() -> None:
     assert check(sends, [], []).unavailable_s == 3.5
     assert check(sends[:4], [], []).unavailable_s == 0.1
     assert check([], [], []).unavailable_s == 0.0
+
+
+def test_a_delivered_message_without_its_business_row_is_a_phantom() -> None:
+    # publish-then-commit, killed between the two: b and c were published (delivered), their
+    # business transaction never committed (their sends end in flight: unknown)
+    sends = [*send("a", 0, "ok"), send("b", 1, "ok")[0], send("c", 2, "ok")[0]]
+    deliveries = [delivery("a", 1.0), delivery("b", 1.1), delivery("c", 1.2), delivery("c", 1.3)]
+    effects = [{"id": "a"}, {"id": "b"}, {"id": "c"}]
+    c = check(sends, deliveries, effects, orders=[{"id": "a"}, {"id": "zz"}])
+    assert c.phantom == 2 and c.lost == 0  # b and c (c once, though delivered twice)
+    assert c.recovered == 2  # unknown, delivered: the sends alone cannot tell a phantom
+    assert c.verdict("at-least-once") == "broken"
+    assert c.verdict("effectively-once") == "broken"
+    assert c.verdict("at-most-once") == "kept"  # no message handled twice
+    committed = check(sends, deliveries, effects, orders=[{"id": m} for m in "abc"])
+    assert committed.phantom == 0 and committed.verdict("at-least-once") == "kept"
+    # a run without business transactions (direct) does not measure it
+    assert check(sends, deliveries, effects).phantom is None
+    assert promise("at-least-once", "publish-then-commit") == "lost == 0 and phantom == 0"
+    assert promise("at-least-once", "direct") == "lost == 0"  # nothing committed: no phantom
+
+
+def test_phantom_is_shown_where_its_pattern_makes_them_or_when_not_zero() -> None:
+    assert shown("phantom", 0, "publish-then-commit")
+    assert not shown("phantom", 0, "dual-write") and shown("phantom", 3, "dual-write")
+    assert not shown("phantom", None, "direct") and not shown("lost_from_storage", None, "x")
+    assert shown("lost", 0, "direct")

@@ -358,3 +358,28 @@ def test_rows_the_named_servers_cannot_take_are_listed_with_the_reason() -> None
     expected = "<li>redis-streams broker-kill: --fault broker-kill cannot act on redis at "
     assert expected + "&lt;redis://h:1/0&gt;</li>" in page
     assert "Not run on these servers" not in render({"quick": True, "seconds": 1.0, "rows": []})
+
+
+@pytest.mark.parametrize(
+    ("pattern", "phantom", "shows"),
+    [("publish-then-commit", 0, True), ("dual-write", 0, False), ("dual-write", 2, True)],
+)
+def test_phantom_is_shown_where_the_pattern_makes_them_or_when_not_zero(
+    tmp_path: Path, pattern: str, phantom: int, shows: bool
+) -> None:
+    folder = tmp_path / "run"
+    report = {**fake_run(folder, "producer-kill", 0), "pattern": pattern, "phantom": phantom}
+    (folder / "report.json").write_text(json.dumps(report))
+    row = (  # red when not 0
+        "<tr><td>phantom (delivered, its business transaction never committed)</td>"
+        f'<td class="n{" broken" if phantom else ""}">{phantom}</td></tr>'
+    )
+    assert (row in run_page(folder)) is shows
+    table = render(
+        {
+            "seconds": 1.0,
+            "quick": True,
+            "rows": [{"claim": "c", "expect": "e", "observed": True, "report": report}],
+        }
+    )
+    assert ("<th>phantom</th>" in table) is shows

@@ -67,7 +67,7 @@ def test_an_integer_knob_takes_default_and_any_count_from_one() -> None:
         ("redis-streams", "direct", f"{FLUSH}=1", f"--set {FLUSH} applies to runs of kafka"),
         ("kafka", "direct", "queue-type=classic", "applies to runs of rabbitmq"),
         ("kafka", "direct", "appendfsync=no", "applies to runs of redis-streams and redis-pubsub"),
-        ("kafka", "cdc", "acks=1", "applies to the patterns direct, dual-write, outbox, not cdc"),
+        ("kafka", "cdc", "acks=1", "publish-then-commit, outbox, not cdc"),
     ],
 )
 def test_a_knob_of_another_transport_is_refused_naming_its_own(

@@ -1,5 +1,6 @@
-"""Short real scenarios of the patterns: dual write, transactional outbox (relay, database
-kill) and the idempotent consumer, each asserting what its evidence shows."""
+"""Short real scenarios of the patterns: dual write both ways (commit then publish, publish
+then commit), transactional outbox (relay, database kill) and the idempotent consumer, each
+asserting what its evidence shows."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from msglab.errors import UsageError
 from msglab.lab.scenario import RELAY_BATCH, Scenario
+from tests.lab.run_files import confirmed, delivered, ids
 from tests.lab.test_runs import jsonl, lab
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
@@ -36,11 +38,39 @@ def test_a_producer_crash_after_its_commit_loses_only_under_dual_write(
     ((target, detail),) = kills(r)
     assert target == "p0" and detail.startswith("after commit")
     assert r["confirmed"] >= 300  # "sent" is the committed business transaction
+    assert r["phantom"] == 0  # nothing is published before its commit
     if pattern == "dual-write":
         assert r["lost"] > 0 and r["verdict"] == "broken"
         assert r["lost"] == r["confirmed"] - r["delivered"]
     else:
         assert r["lost"] == 0 and r["delivered"] == r["confirmed"]
+
+
+def test_a_producer_crash_between_its_publish_and_its_commit_delivers_phantoms(
+    tmp_path: Path,
+) -> None:
+    r = lab(
+        tmp_path,
+        transport="kafka",
+        pattern="publish-then-commit",
+        fault="producer-kill",
+        messages=900,
+        rate=1500,
+        kill_after=300,
+        drain_quiet_s=5.0,
+    )
+    ((target, detail),) = kills(r)
+    assert target == "p0" and detail == "after publish 300, before committing"
+    folder = Path(r["evidence_dir"])
+    committed = ids(folder / "orders-db.jsonl")  # the business rows PostgreSQL holds
+    assert confirmed(folder) == committed  # "sent" is the committed business transaction
+    phantoms = delivered(folder) - committed  # recomputed from the raw files
+    assert r["phantom"] == len(phantoms) > 0 and r["lost"] == 0
+    assert r["verdict"] == "broken"
+    assert (
+        "phantom (delivered, its business transaction never committed)"
+        in (folder / "report.html").read_text()
+    )
 
 
 @pytest.mark.parametrize("profile", ["effectively-once", "at-most-once"])
@@ -103,7 +133,9 @@ def test_the_outbox_loses_nothing_committed_across_a_database_kill(tmp_path: Pat
 
 
 def test_patterns_refuse_what_cannot_work() -> None:
-    with pytest.raises(UsageError, match="valid: direct, dual-write, outbox, cdc"):
+    with pytest.raises(
+        UsageError, match="valid: direct, dual-write, publish-then-commit, outbox, cdc"
+    ):
         Scenario(transport="kafka", pattern="saga")
     with pytest.raises(UsageError, match="--pattern outbox"):
         Scenario(transport="kafka", fault="relay-kill")

@@ -22,7 +22,7 @@ from rich.table import Table
 from msglab import extras
 from msglab.brokers import CLUSTER_OF
 from msglab.errors import UsageError
-from msglab.lab.checker import ALARMING, MEASURES
+from msglab.lab.checker import ALARMING, MEASURES, shown
 from msglab.lab.faults import FAULTS
 from msglab.lab.faults.cluster import CUTS, PARTITIONS
 from msglab.lab.knobs import KNOBS
@@ -56,7 +56,7 @@ def show(report: dict[str, Any]) -> None:
     table.add_column("value", justify="right")
     for key, label in MEASURES:
         value = report.get(key)
-        if value is None:
+        if not shown(key, value, report.get("pattern", "direct")):
             continue
         bad = key in ALARMING and value
         table.add_row(label, f"[bold red]{value}[/]" if bad else str(value))
@@ -74,6 +74,7 @@ def show(report: dict[str, Any]) -> None:
         console.print(
             f"[bold yellow]FINDING: promise broken[/] ({report['promise']}): "
             f"lost {report['lost']}, duplicate effects {report['duplicate_effects']}"
+            + (f", phantom {report['phantom']}" if report.get("phantom") else "")
         )
     for f in report["faults"]:
         console.print(f"  fault: {f['action']} {f['target']} ({f['fault']})")
@@ -117,8 +118,8 @@ def run(
         int,
         typer.Option(
             min=0,
-            help="Messages per publish call (a business transaction under dual-write, outbox "
-            "and cdc); 0 = 20 ms of the rate, or all at once when unbounded.",
+            help="Messages per publish call (a business transaction under every pattern but "
+            "direct); 0 = 20 ms of the rate, or all at once when unbounded.",
         ),
     ] = 0,
     seed: int = 1,

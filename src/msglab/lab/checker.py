@@ -6,6 +6,9 @@ Inputs are the records of a run folder (sends, deliveries, effects); nothing els
   attempt's fate is unknown, else ``fail``.
 * lost: ok, never delivered. unconfirmed_lost: fail/unknown, never delivered. recovered:
   unknown, yet delivered. unexpected: delivered, never sent.
+* phantom (runs whose send is a business transaction, else None): sent messages delivered
+  with no business row (``orders``) after the run: delivered, but the business transaction
+  that should carry them never committed (publish-then-commit, killed between the two).
 * duplicate_deliveries: deliveries beyond the first of each message.
 * duplicate_effects: effect rows beyond the first of each message.
 * reordered: per (producer, key), a first delivery whose sequence number is below one already
@@ -36,6 +39,20 @@ PROMISES = {
     "effectively-once": "lost == 0 and duplicate effects == 0",
     "exactly-once": "every confirmed message once in the output (read_committed, after the run)",
 }
+
+CONSISTENT = {
+    "at-least-once": "lost == 0 and phantom == 0",
+    "effectively-once": "lost == 0, phantom == 0 and duplicate effects == 0",
+}
+"""The promises where the send is a business transaction (every pattern but direct): no
+message out whose business change is not in either."""
+
+
+def promise(profile: str, pattern: str) -> str:
+    """The promise a run of ``profile`` and ``pattern`` is held to (``verdict``)."""
+    return CONSISTENT.get(profile, PROMISES[profile]) if pattern != "direct" else PROMISES[profile]
+
+
 MEASURES = (  # the counts of a run's report as its tables name them: key, label (None: no row)
     ("sent", "sent"),
     ("confirmed", "confirmed"),
@@ -46,6 +63,7 @@ MEASURES = (  # the counts of a run's report as its tables name them: key, label
     ("lost_from_storage", "lost from storage (confirmed, not kept)"),  # durability faults only
     ("lost_from_output", "lost from the output (confirmed, no committed copy)"),  # exactly-once
     ("output_duplicates", "duplicates in the output (copies committed twice)"),  # exactly-once
+    ("phantom", "phantom (delivered, its business transaction never committed)"),  # patterns
     ("unconfirmed_lost", "unconfirmed lost"),
     ("recovered", "recovered (unknown, delivered)"),
     ("unexpected", "unexpected"),
@@ -63,8 +81,21 @@ ALARMING = (
     "duplicate_effects",
     "lost_from_output",
     "output_duplicates",
+    "phantom",
 )
 """The counts tables show in red when they are not 0."""
+
+PHANTOM_PATTERNS = ("publish-then-commit",)
+"""The patterns that make phantoms by design (a publish before its commit); under the other
+database patterns only a database that drops committed rows can (``shown``)."""
+
+
+def shown(key: str, value: Any, pattern: str) -> bool:
+    """Whether a table shows count ``key`` of a run of ``pattern``: when measured (not None),
+    and ``phantom`` only under a pattern that makes phantoms by design or when not 0."""
+    if value is None:
+        return False
+    return key != "phantom" or pattern in PHANTOM_PATTERNS or bool(value)
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -102,12 +133,17 @@ class Counts:
     unavailable_s: float = 0.0
     lost_from_output: int | None = None  # exactly-once: confirmed, not in the output
     output_duplicates: int | None = None  # exactly-once: extra committed copies in the output
+    phantom: int | None = None  # database patterns: delivered, no business row committed
 
     def verdict(self, profile: str) -> str:
+        """``kept`` or ``broken``: the promise of ``profile`` (``promise``); a phantom breaks
+        at-least-once and effectively-once (a message out whose business change is not), and
+        counts as 0 where it is not measured (pattern direct: no business transaction)."""
+        consistent = self.lost == 0 and not self.phantom
         kept = {
             "at-most-once": self.duplicate_effects == 0,
-            "at-least-once": self.lost == 0,
-            "effectively-once": self.lost == 0 and self.duplicate_effects == 0,
+            "at-least-once": consistent,
+            "effectively-once": consistent and self.duplicate_effects == 0,
             # the output as read once after the run: every message there, once
             "exactly-once": self.lost_from_output == 0 and self.output_duplicates == 0,
         }[profile]
@@ -188,9 +224,11 @@ def check(
     replays: Iterable[dict[str, Any]] | None = None,
     stored: Iterable[dict[str, Any]] | None = None,
     output: Iterable[dict[str, Any]] | None = None,
+    orders: Iterable[dict[str, Any]] | None = None,
 ) -> Counts:
     """The run's counts from its evidence. ``output``: an exactly-once run's copies as read
-    once after the run (``lost_from_output``, ``output_duplicates``)."""
+    once after the run (``lost_from_output``, ``output_duplicates``). ``orders``: the business
+    rows the database holds after a run whose send is a business transaction (``phantom``)."""
     sends = list(sends)
     outcome, first_send = final_outcomes(sends)
     last_outcome_ts = max((s["ts"] for s in sends if "ts" in s), default=0.0)
@@ -274,6 +312,7 @@ def check(
         lost_from_storage=None if stored is None else len(ok - {r["id"] for r in stored}),
         unavailable_s=round(max(gaps, default=0.0), 3),
         **_output_counts(ok, output),
+        phantom=None if orders is None else len(got - {r["id"] for r in orders}),
     )
 
 

@@ -6,8 +6,9 @@ inserted in one transaction per batch, before the batch is acked (under effectiv
 the idempotent consumer's claim in the same transaction).
 
 ``lab_orders``: the business change of a producer whose messages go through the database
-(``dual-write``, ``outbox`` and ``cdc`` patterns): one row per message, committed before (dual
-write) or with (outbox, cdc) the message. A retried transaction stores each row once.
+(every pattern but ``direct``): one row per message, committed before (dual write), after
+(publish-then-commit) or with (outbox, cdc) the message. A retried transaction stores each row
+once.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from msglab.lab import heatmap, timeline
-from msglab.lab.checker import ALARMING, MEASURES
+from msglab.lab.checker import ALARMING, MEASURES, shown
 from msglab.lab.scenario import fault_label, transport_label
 from msglab.lab.summary import probes, runs
 from msglab.lab.timeline_chart import LOST, chart, label, step
@@ -44,6 +44,11 @@ EXPLAIN = (
     "broker, or the business transaction committed), delivered (first delivery) and effects "
     "(first effect row). A gap between confirmed and delivered at the right edge is the lost "
     "messages; shaded: a fault window (a dashed line: a fault at one moment)."
+)
+
+PHANTOM = (
+    " <em>Phantom</em>: a delivered message whose business transaction never committed (the "
+    "database holds no row for it after the run)."
 )
 
 
@@ -170,6 +175,13 @@ def scaling(rows: list[dict[str, Any]]) -> str:
 
 def render(summary: dict[str, Any]) -> str:
     rows = runs(summary)
+    # phantom: a column where a row shows it (its pattern makes phantoms, or it has some)
+    phantoms = any(
+        shown("phantom", r["report"].get("phantom"), r["report"].get("pattern", "direct"))
+        for r in rows
+    )
+    counts: tuple[str, ...] = ("sent", "confirmed", "delivered", "lost", "lost_from_storage")
+    counts += ("phantom",) if phantoms else ()
     head = (
         "transport",
         "profile",
@@ -179,6 +191,7 @@ def render(summary: dict[str, Any]) -> str:
         "delivered",
         "lost",
         "lost from storage",
+        *(["phantom"] if phantoms else []),
         "dup. effects",
         "reordered",
         "p99 ms",
@@ -191,7 +204,6 @@ def render(summary: dict[str, Any]) -> str:
     for row in rows:
         r = row["report"]
         cells = [esc(transport_label(r)), esc(r["profile"]), esc(fault_label(r))]
-        counts = ("sent", "confirmed", "delivered", "lost", "lost_from_storage")
         cells += [f'<td class="n">{_dash(r.get(k))}</td>' for k in counts]
         cells += [f'<td class="n">{r[k]}</td>' for k in ("duplicate_effects", "reordered")]
         cells = [f"<td>{c}</td>" if not c.startswith("<td") else c for c in cells]
@@ -242,8 +254,8 @@ survives them, so they are not power cuts; <code>power-cut</code> rows drop ever
 server had not fsynced. <em>Lost from storage</em>: confirmed messages the broker (or the
 database, or the folder) no longer held after a durability fault, read by a group that read
 nothing before. <em>Publish/s without the fault</em>: what the row's settings cost, the same
-settings publishing as fast as they can with no fault. Raw evidence of each run is in its
-folder.</p>{cluster_map}
+settings publishing as fast as they can with no fault.{PHANTOM if phantoms else ""} Raw evidence
+of each run is in its folder.</p>{cluster_map}
 <table id="matrix"><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr>{"".join(body)}</table>
 {skipped(summary)}
 {probe_table(probes(summary))}
@@ -275,7 +287,7 @@ def run_page(folder: Path) -> str:
         f'<tr><td>{esc(text)}</td><td class="n{" broken" if key in ALARMING and r[key] else ""}">'
         f"{r[key]}</td></tr>"
         for key, text in MEASURES
-        if r.get(key) is not None
+        if shown(key, r.get(key), r.get("pattern", "direct"))
     )
     lat = r["latency_ms"]
     counts += (
@@ -365,6 +377,7 @@ def repeat_page(doc: dict[str, Any], findings: list[str]) -> str:
         + "</tr>"
         for key, text in MEASURES
         if (stats := s["counts"].get(key)) is not None
+        and shown(key, stats["total"], doc.get("pattern", "direct"))
     )
     left_out = "".join(
         f"<li>{esc(x['folder'])}: {esc(x['reason'])}</li>" for x in doc.get("left_out", [])

@@ -198,7 +198,7 @@ KNOBS: dict[str, Knob] = {
             "leader wrote it (1), or once every in-sync replica has (all)",
             kind="client",
             transports=("kafka",),
-            patterns=("direct", "dual-write", "outbox"),
+            patterns=("direct", "dual-write", "publish-then-commit", "outbox"),
             config_field="acks",
             read_from="client",
         ),

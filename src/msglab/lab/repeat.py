@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from msglab.errors import UsageError
-from msglab.lab.checker import MEASURES, PROMISES
+from msglab.lab.checker import MEASURES, promise
 from msglab.lab.html import repeat_page
 from msglab.lab.run import preflight, run
 from msglab.lab.scenario import Scenario, new_run_id
@@ -94,7 +94,7 @@ def write(folder: Path, scenario: Scenario, requested: int, interrupted: bool) -
         "requested": requested,
         "interrupted": interrupted,
         **{k: cell[k] for k in ("transport", "profile", "fault", "workload", "pattern", "sets")},
-        "promise": PROMISES[scenario.profile],
+        "promise": promise(scenario.profile, scenario.pattern),
         "scenario": cell,
         **aggregate(folder),
     }

@@ -29,11 +29,12 @@ from msglab.errors import InfraError, MsglabError
 from msglab.infra import backend_for, toxiproxy
 from msglab.infra.toxics import ToxiproxyClient
 from msglab.lab import effects
-from msglab.lab.checker import PROMISES, check
+from msglab.lab.checker import check, promise
 from msglab.lab.evidence import (
     DEAD_LETTERS,
     DELIVERIES,
     EFFECTS,
+    ORDERS,
     OUTPUT,
     REPLAYS,
     SENDS,
@@ -276,6 +277,8 @@ class Run:
         effects.dump(db, self.s.run_id, self.dir / f"{EFFECTS}-db.jsonl")
         if self.s.fault_kind.storage(self.s) == DATABASE:
             effects.dump_orders(db, self.s.run_id, self.dir / f"{STORED}-db.jsonl")
+        if self.s.commits_first:  # the business rows: phantom (delivered, never committed)
+            effects.dump_orders(db, self.s.run_id, self.dir / f"{ORDERS}-db.jsonl")
         if self.s.pattern in ("outbox", "cdc"):
             effects.discard_outbox(db, topic_of(self.s.run_id))
         self.settings_in_force |= self.dials.read_queues(topic_of(self.s.run_id))
@@ -498,6 +501,7 @@ class Run:
             read(self.dir, REPLAYS, stats) if self.s.workload_kind.second_group else None,
             read(self.dir, STORED, stats) if self.s.fault_kind.storage(self.s) else None,
             read(self.dir, OUTPUT, stats) if self.s.exactly_once else None,
+            read(self.dir, ORDERS, stats) if self.s.commits_first else None,
         )
         fault_records = list(read(self.dir, "faults"))
         report: dict[str, Any] = {
@@ -513,7 +517,7 @@ class Run:
             "sets": list(self.s.sets),
             "settings": self.settings_in_force,
             **{k: v for k, v in asdict(counts).items() if k != "lost_ids"},
-            "promise": PROMISES[self.s.profile],
+            "promise": promise(self.s.profile, self.s.pattern),
             "verdict": counts.verdict(self.s.profile),
             "evidence_dir": str(self.dir.resolve()),
             "lost_ids": counts.lost_ids,

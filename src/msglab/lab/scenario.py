@@ -18,6 +18,8 @@ from msglab.profiles import DeliveryProfile
 PATTERNS: dict[str, str] = {
     "direct": "the producer publishes to the broker; sent = the broker confirmed it",
     "dual-write": "the producer commits its business row, then publishes; sent = committed",
+    "publish-then-commit": "the producer publishes (the broker's confirm awaited), then commits "
+    "its business row; sent = committed",
     "outbox": "the producer commits its business row and the message to the outbox table in "
     "one transaction; a relay publishes the outbox; sent = committed",
     "cdc": "as outbox, but Debezium (Kafka Connect) reads the committed rows from PostgreSQL's "
@@ -69,8 +71,8 @@ class Scenario:
     loses a quorum queue killed < 0.5 s after its declaration, a row of its own shows that.
     drain_quiet_s: after the producers finish and the fault healed, the run ends once no
     delivery came for this long (or after drain_max_s). batch: messages per publish call (under
-    dual-write, outbox and cdc: per business transaction); 0: 20 ms of the rate, or every
-    message at once when the rate is unbounded.
+    every pattern but direct: per business transaction); 0: 20 ms of the rate, or every message
+    at once when the rate is unbounded.
     """
 
     transport: str
@@ -172,8 +174,8 @@ class Scenario:
 
     @property
     def commits_first(self) -> bool:
-        """True when a send is a business transaction (dual-write, outbox, cdc), not a
-        publish."""
+        """True when a send is a business transaction (dual-write, publish-then-commit, outbox,
+        cdc), not a publish; under publish-then-commit the publish comes first."""
         return self.pattern != "direct"
 
     @property

@@ -76,7 +76,8 @@ class ConsumerStop(Fault):
 class ProducerKill(Fault):
     """``direct``: the orchestrator SIGKILLs producer ``p0`` with sends in flight. A producer
     that commits first (dual-write, outbox, cdc) kills itself between its commit and its
-    publish, where a dual write loses the message."""
+    publish, where a dual write loses the message; a publish-then-commit producer between its
+    publish and its commit, where the message goes out without its business row."""
 
     name: ClassVar[str] = "producer-kill"
     does: ClassVar[str] = "SIGKILL a producer after `kill_after` sends, with sends in flight"

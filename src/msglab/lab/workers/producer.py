@@ -2,7 +2,9 @@
 (``ok``, ``fail``, ``unknown``) after; under at-least-once it retries what was not confirmed,
 with the same id, for ``RETRY_FOR_S``. What "sent" means is the pattern's: ``direct``, the
 broker confirmed the publish; ``dual-write``, ``outbox`` and ``cdc``, the business transaction
-committed (then the producer publishes itself, or the outbox relay or Debezium does)."""
+committed (then the producer publishes itself, or the outbox relay or Debezium does);
+``publish-then-commit``, the business transaction committed after the broker confirmed the
+publish (a send that dies between the two leaves a delivered message with no business row)."""
 
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ UNBOUNDED_BATCH = 100_000
 RETRY_FOR_S = 30.0  # an at-least-once producer retries a batch this long at most
 GIVE_UP_AFTER_S = 45.0  # with nothing confirmed for this long, the producer stops sending
 SENT_HEADER = "sent"  # the producer's clock when the batch was built (epoch seconds)
+PUBLISH_FIRST = "publish-then-commit"
 
 
 def produce(spec: WorkerSpec) -> None:
@@ -43,13 +46,18 @@ def produce(spec: WorkerSpec) -> None:
         pub.publish(topic, [])
     retry = spec.profile != "at-most-once"
     db = engine(spec.db_url) if spec.pattern != "direct" else None
-    attempt = _publish(pub, topic) if db is None else _commit(db, spec, topic)
+    progress = _Progress()
+    if db is None:
+        attempt = _publish(pub, topic)
+    elif spec.pattern == PUBLISH_FIRST:
+        attempt = _publish_then_commit(pub, db, spec, topic, progress)
+    else:
+        attempt = _commit(db, spec, topic)
     rng = random.Random(f"{spec.seed}-{spec.name}")
     payload = bytes(rng.getrandbits(8) for _ in range(spec.size))
     size = spec.batch or (max(1, int(spec.rate * 0.02)) if spec.rate else UNBOUNDED_BATCH)
     interval = size / spec.rate if spec.rate else 0.0
     next_at = time.monotonic()
-    progress = _Progress()
     keys = [f"k{i}" for i in range(spec.keys)]
     lines = SendLines(spec.run_id, spec.name, keys)
     prefix = message_id_prefix(spec.run_id, spec.name)
@@ -66,7 +74,7 @@ def produce(spec: WorkerSpec) -> None:
             message = Message.unchecked(payload, keys[k], headers, f"{prefix}{seq}")
             batch.append((message, lines.body(seq, k)))
         confirmed = _sends(attempt, batch, sends, lines, retry, progress)
-        if db is not None:
+        if db is not None and spec.pattern != PUBLISH_FIRST:
             _after_commit(pub, spec, topic, confirmed, progress)
     pub.close()
     sends.close()
@@ -78,6 +86,7 @@ class _Progress:
     def __init__(self) -> None:
         self.last_ok = time.monotonic()
         self.committed = 0  # messages whose business transaction committed (dual-write, outbox)
+        self.published = 0  # messages the broker confirmed (publish-then-commit)
 
     def stalled(self) -> bool:
         return time.monotonic() - self.last_ok > GIVE_UP_AFTER_S
@@ -136,14 +145,36 @@ def _publish(pub: Publisher, topic: str) -> Attempt:
 
 
 def _commit(db: Any, spec: WorkerSpec, topic: str) -> Attempt:
-    """dual-write, outbox, cdc: a send is the business transaction (a ``lab_orders`` row per
-    message, and under outbox and cdc the messages in the outbox table), ``ok`` once
-    committed; a retry stores each id once."""
-    outbox = spec.pattern != "dual-write"
+    """dual-write, publish-then-commit, outbox, cdc: a send is the business transaction (a
+    ``lab_orders`` row per message, and under outbox and cdc the messages in the outbox table),
+    ``ok`` once committed; a retry stores each id once."""
+    outbox = spec.pattern in ("outbox", "cdc")
 
     def attempt(messages: list[Message]) -> dict[str, str]:
         outcome = effects.commit_orders(db, spec.run_id, topic, messages, outbox)
         return {} if outcome == "ok" else {m.id: outcome for m in messages}
+
+    return attempt
+
+
+def _publish_then_commit(
+    pub: Publisher, db: Any, spec: WorkerSpec, topic: str, progress: _Progress
+) -> Attempt:
+    """publish-then-commit: a send publishes (the broker's confirm awaited), then commits the
+    business transaction of what the broker confirmed; ``ok`` once committed. What the publish
+    did not confirm is not committed and keeps the publish's outcome; a retry publishes again
+    (a delivered copy more) before it commits. producer-kill: die between the publish and the
+    commit once ``die_after_commits`` messages were published, leaving them delivered with no
+    business row (phantoms)."""
+    publish, commit = _publish(pub, topic), _commit(db, spec, topic)
+
+    def attempt(messages: list[Message]) -> dict[str, str]:
+        outcome = publish(messages)
+        published = [m for m in messages if m.id not in outcome]
+        progress.published += len(published)
+        if published and spec.die_after_commits and progress.published >= spec.die_after_commits:
+            die(spec, "producer-kill", f"after publish {progress.published}, before committing")
+        return {**outcome, **commit(published)} if published else outcome
 
     return attempt
 

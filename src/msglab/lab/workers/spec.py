@@ -30,7 +30,7 @@ class WorkerSpec:
     transport: str
     url: str = field(repr=False)  # with its password: never logged
     profile: str
-    pattern: str = "direct"  # direct | dual-write | outbox | cdc
+    pattern: str = "direct"  # direct | dual-write | outbox | cdc | publish-then-commit
     db_url: str = field(default="", repr=False)  # PostgreSQL: effects, business rows, the outbox
     # producer
     first: int = 0  # this producer's messages: seq first .. first + count - 1
@@ -41,7 +41,8 @@ class WorkerSpec:
     batch: int = 0  # messages per publish call or transaction (0: 20 ms of the rate, or all)
     seed: int = 1
     die_after_commits: int = 0  # producer-kill (dual-write, outbox): SIGKILL self after this
-    # many messages committed, before publishing them
+    # many messages committed, before publishing them (publish-then-commit: after this many
+    # published, before committing them)
     # relay
     die_after_relayed: int = 0  # relay-kill: SIGKILL self when this many were relayed, midway
     # consumer
