@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from msglab.errors import UsageError
-from msglab.lab.scenario import RELAY_BATCH, Scenario
+from msglab.lab.scenario import RELAY_BATCH, Scenario, fault_label
 from tests.lab.run_files import confirmed, delivered, ids
 from tests.lab.test_runs import jsonl, lab
 
@@ -97,6 +97,33 @@ def test_a_relay_killed_midway_duplicates_one_batch_or_loses_it(
     else:  # marked first, then killed before the publish: the batch is gone
         assert "marked, not yet published" in detail
         assert r["lost"] > 0 and r["duplicate_deliveries"] == 0
+
+
+@pytest.mark.parametrize("ordering", ["keys", "skip-locked"])
+def test_three_relays_keep_each_keys_order_only_with_key_shares(
+    tmp_path: Path, ordering: str
+) -> None:
+    r = lab(
+        tmp_path,
+        transport="kafka",
+        pattern="outbox",
+        fault="relay-kill",
+        messages=3000,
+        rate=0,
+        keys=48,
+        relays=3,
+        relay_ordering=ordering,
+        warmup_s=3.0,
+        drain_quiet_s=5.0,
+    )
+    ((target, detail),) = kills(r)
+    assert target == "relay" and "published, not yet marked" in detail
+    assert r["lost"] == 0 and 0 < r["duplicate_deliveries"] <= RELAY_BATCH
+    if ordering == "keys":  # the dead relay's keys went on, in order, from the others
+        assert r["reordered"] == 0
+    else:  # two relays published one key's rows at once
+        assert r["reordered"] > 0
+    assert "3 relays" in fault_label(r)
 
 
 def test_an_idempotent_consumer_applies_redeliveries_once(tmp_path: Path) -> None:

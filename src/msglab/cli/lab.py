@@ -147,6 +147,17 @@ def run(
         str,
         typer.Option(help=f"Whose power --fault power-cut --cluster cuts: {', '.join(CUTS)}."),
     ] = "leader",
+    relays: Annotated[
+        int,
+        typer.Option(min=1, help="--pattern outbox: relays at once (relay-kill kills one)."),
+    ] = 1,
+    relay_ordering: Annotated[
+        str,
+        typer.Option(
+            help="--pattern outbox: keys (each relay its share of the keys: order per key) or "
+            "skip-locked (each takes the next unlocked rows: the naive way)."
+        ),
+    ] = "keys",
     runs_dir: Annotated[Path, typer.Option(help="Where run folders go.")] = Path("runs"),
     times: Annotated[
         int,
@@ -184,6 +195,8 @@ def run(
         cluster=cluster,
         partition=partition,
         cut=cut,
+        relays=relays,
+        relay_ordering=relay_ordering,
     )
     extras.require(*scenario.extras, what=f"msglab run -t {transport}")
     if times > 1:

@@ -46,6 +46,8 @@ def scenario_for(row: Row, quick: bool) -> Scenario:
         cluster=row.cluster,
         partition=row.partition,
         cut=row.cut,
+        relays=row.relays,
+        relay_ordering=row.relay_ordering,
     )
 
 

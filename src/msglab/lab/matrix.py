@@ -56,6 +56,8 @@ class Row:
     cluster: bool = False  # on the transport's replicated cluster (--cluster)
     partition: str = "leader"  # what a partition fault cuts
     cut: str = "leader"  # whose power a cluster's power cut cuts
+    relays: int = 1  # outbox: relay processes at once
+    relay_ordering: str = "keys"  # outbox: key shares or skip-locked
     repeat: int = 1  # runs of the cell (--quick runs half as many, at least 1)
     baseline: bool = False  # compare also runs the cell without its workload (``baseline``)
     published: str = ""  # the published figure this row stands beside, and its source
@@ -70,6 +72,8 @@ class Row:
                 "cluster": self.cluster,
                 "partition": self.partition,
                 "cut": self.cut,
+                "relays": self.relays,
+                "relay_ordering": self.relay_ordering,
             }
         )
         return f"{self.transport} {self.pattern} {self.profile} {happens}"
@@ -288,6 +292,14 @@ MATRIX: tuple[Row, ...] = (
     ),
 )
 
+THREE_RELAYS: dict[str, Any] = {
+    "relays": 3,
+    "rate": 0.0,  # as fast as the producer commits: every relay has rows at once
+    "messages": 3000,
+    "keys": 48,  # each relay owns about a third of them
+    "warmup_s": 3.0,  # the relays share the keys out before the first commit (~1 s a step)
+}
+
 PATTERNS: tuple[Row, ...] = (
     Row(
         "Publisher: send only after the transaction has committed; a dual write (commit, then "
@@ -335,6 +347,31 @@ PATTERNS: tuple[Row, ...] = (
         "effectively-once",
         "relay-kill",
         pattern="outbox",
+    ),
+    Row(
+        "Transactional outbox, three relays: each owns a share of the keys (advisory locks), "
+        "so a key's messages leave in commit order, also when a relay dies and the others take "
+        "its keys over",
+        "lost == 0 and reordered == 0 with 3 relays, one killed between publish and mark",
+        lambda r: r["lost"] == 0 and r["reordered"] == 0 and r["confirmed"] > 0 and r["faults"],
+        "kafka",
+        "at-least-once",
+        "relay-kill",
+        pattern="outbox",
+        **THREE_RELAYS,
+    ),
+    Row(
+        "Transactional outbox, three naive relays (FOR UPDATE SKIP LOCKED): each takes the next "
+        "unlocked rows, so two relays publish one key's rows at once and the later can land "
+        "first",
+        "reordered > 0 (the order per key is lost), lost == 0",
+        lambda r: r["reordered"] > 0 and r["lost"] == 0,
+        "kafka",
+        "at-least-once",
+        "relay-kill",
+        pattern="outbox",
+        **THREE_RELAYS,
+        relay_ordering="skip-locked",
     ),
     Row(
         "CDC (Debezium): the database publishes committed changes in commit order",

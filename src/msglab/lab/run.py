@@ -123,6 +123,7 @@ class Run:
             seed=self.s.seed,
             replies=self.s.replies,
             client_sets=self.dials.clients,
+            relay_ordering=self.s.relay_ordering,
             **asks,
             **extra,
         )
@@ -308,7 +309,8 @@ class Run:
             self._wait_subscribed("o0")
             consumers.append("o0")
         if s.pattern == "outbox":
-            self._start(self._spec("relay", "relay"))
+            for name in self._relays:
+                self._start(self._spec("relay", name))
         time.sleep(s.warmup_s)
         self.progress("publishing", 0.0)
         producers = self._start_producers()
@@ -342,7 +344,8 @@ class Run:
             consumers = self._start_consumers()
         self.progress("draining", 1.0)
         self._drain(lambda: consumers.extend(self._replace_killed()))
-        self._stop([w for w in (*consumers, "relay", "relay-r") if w in self.workers])
+        relays = (*self._relays, "relay-r")
+        self._stop([w for w in (*consumers, *relays) if w in self.workers])
         if workload.poison:
             self._read_dead_letters()
         if workload.second_group == "after":
@@ -416,6 +419,11 @@ class Run:
         with ConnectClient(self.servers.connect.url) as client:
             secrets = self.servers.connect_secrets
             stop_outbox_connector(client, self.connector, secrets_dir=secrets)
+
+    @property
+    def _relays(self) -> list[str]:
+        """The outbox's relay workers: ``relay`` (the one relay-kill kills), ``relay-1``..."""
+        return ["relay", *(f"relay-{i}" for i in range(1, self.s.relays))]
 
     def _replace_killed(self) -> list[str]:
         """A worker the fault killed (consumer-kill: c0 after an effect, before the ack;
@@ -512,6 +520,8 @@ class Run:
             "cluster": self.s.cluster,
             "partition": self.s.partition,
             "cut": self.s.cut,
+            "relays": self.s.relays,
+            "relay_ordering": self.s.relay_ordering,
             "workload": self.s.workload,
             "pattern": self.s.pattern,
             "sets": list(self.s.sets),

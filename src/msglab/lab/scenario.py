@@ -13,6 +13,7 @@ from msglab.lab.faults import FAULTS, Fault, fault
 from msglab.lab.faults.cluster import CUTS, PARTITIONS
 from msglab.lab.knobs import parse
 from msglab.lab.workloads import WORKLOADS, Workload
+from msglab.outbox import ORDERINGS
 from msglab.profiles import DeliveryProfile
 
 PATTERNS: dict[str, str] = {
@@ -52,7 +53,11 @@ def happened(report: dict[str, Any]) -> list[str]:
         fault = f"partition {report.get('partition', 'leader')}"
     elif fault == "power-cut" and report.get("cluster"):  # whose power: leader, one, all
         fault = f"power-cut {report.get('cut', 'leader')}"
-    return [n for n in (fault, report.get("workload", "none")) if n != "none"]
+    relays = report.get("relays", 1)
+    several = [f"{relays} relays"] if relays > 1 else []
+    if report.get("relay_ordering", "keys") != "keys":
+        several.append(report["relay_ordering"])
+    return [n for n in (fault, report.get("workload", "none")) if n != "none"] + several
 
 
 def new_run_id() -> str:
@@ -99,6 +104,8 @@ class Scenario:
     cluster: bool = False  # the transport's replicated cluster (CLUSTER_OF), not its single node
     partition: str = "leader"  # what --fault partition cuts (faults.cluster.PARTITIONS)
     cut: str = "leader"  # whose power --fault power-cut --cluster cuts (faults.cluster.CUTS)
+    relays: int = 1  # outbox: relay processes at once (relay-kill kills the first)
+    relay_ordering: str = "keys"  # outbox: key shares, or the naive SKIP LOCKED (outbox.ORDERINGS)
     run_id: str = field(default_factory=new_run_id)
 
     def __post_init__(self) -> None:
@@ -148,6 +155,14 @@ class Scenario:
         if refused:
             usable = [f.name for f in FAULTS.values() if not f.refusal(self)]
             raise UsageError(f"{refused}; the faults that apply: {', '.join(usable)}")
+        if self.relay_ordering not in ORDERINGS:
+            raise UsageError(
+                f"unknown relay ordering {self.relay_ordering!r}; valid: {', '.join(ORDERINGS)}"
+            )
+        if (self.relays != 1 or self.relay_ordering != "keys") and self.pattern != "outbox":
+            raise UsageError("--relays and --relay-ordering go with --pattern outbox")
+        if self.relays < 1:
+            raise UsageError("--relays must be at least 1")
         if self.pattern == "cdc" and self.transport != "kafka":
             raise UsageError("the cdc pattern publishes through Kafka Connect: use -t kafka")
         if self.messages < 1 or self.producers < 1 or self.consumers < 1 or self.keys < 1:

@@ -107,12 +107,15 @@ class RelayKill(Fault):
     does: ClassVar[str] = (
         "the outbox relay SIGKILLs itself midway through the pass that reaches "
         "`kill_after` messages (after the publish, before the mark; under at-most-once after the "
-        "mark, before the publish); a fresh relay takes over"
+        "mark, before the publish); a fresh relay takes over (with --relays N, the first of "
+        "them: the others take its keys over at once)"
     )
     patterns: ClassVar[tuple[str, ...] | None] = ("outbox",)
 
     def worker_asks(self, scenario: Scenario, role: str, name: str) -> dict[str, int]:
-        return {"die_after_relayed": scenario.fault_at} if name == "relay" else {}
+        # with several relays, the first relays about its share of the keys
+        share = max(1, scenario.fault_at // scenario.relays)
+        return {"die_after_relayed": share} if name == "relay" else {}
 
     def replaced(self, scenario: Scenario) -> list[tuple[str, str]]:
         return [("relay", "relay")]
