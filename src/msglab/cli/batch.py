@@ -61,10 +61,15 @@ def send(
     ] = None,
     topic: TopicOpt = "batches",
     batch: Annotated[int, typer.Option("--batch", min=1, help="Records per batch file.")] = 1000,
+    keep: Annotated[
+        str | None,
+        typer.Option(help="--outbox: then delete its batches older than this (30m, 12h, 7d)."),
+    ] = None,
 ) -> None:
     """Send a JSON Lines file (one JSON object a line; each line's bytes are one record) as
     batches of --batch records. The whole file is checked first: a bad line is named and
-    nothing is sent."""
+    nothing is sent. An outbox's retention is its producer's (--keep): batches older than it
+    go, read or not."""
     from msglab.config import ClientConfig
     from msglab.exchange import folder
     from msglab.exchange.send import records
@@ -72,6 +77,11 @@ def send(
 
     if (to is None) == (outbox is None):
         raise UsageError("give one of --to INBOX (push) and --outbox DIR (pull)")
+    if keep is not None and to is not None:
+        raise UsageError(
+            "--keep with --to: an inbox's retention is its consumer's (receive --keep)"
+        )
+    keep_s = None if keep is None else duration(keep)
     root = (to or outbox or Path()).absolute()
     name = "<stdin>" if source == "-" else source
     try:
@@ -85,6 +95,8 @@ def send(
         folder.claim(root, folder.OUTBOX)
     sent = write(root, topic, lines, batch)
     print(f"sent {sent.records} record(s) in {sent.batches} batch(es) to {sent.folder}")
+    if keep_s is not None:
+        print(f"deleted {folder.expire_outbox(root / topic, keep_s)} batch(es) older than {keep}")
 
 
 @app.command()
@@ -110,7 +122,7 @@ def receive(
     ] = 1.0,
     keep: Annotated[
         str | None,
-        typer.Option(help="Delete processed batches older than this (30m, 12h, 7d)."),
+        typer.Option(help="An inbox: delete processed batches older than this (30m, 12h, 7d)."),
     ] = None,
     grace: Annotated[
         float, typer.Option(min=0, help="--app: seconds the handlers get after a stop.")
@@ -119,7 +131,8 @@ def receive(
 ) -> None:
     """Hand every batch of DIR/TOPIC to a command (--exec: exit 0 processes the batch; another
     exit runs it again, up to --attempts, then sets it aside with its stderr's tail) or to an
-    App (--app, as msglab worker). Processed batches move to DIR/TOPIC/processed/. SIGTERM or
+    App (--app, as msglab worker). In an inbox, processed batches move to DIR/TOPIC/processed/;
+    an outbox is left as it is. SIGTERM or
     Ctrl-C: the batch in hand finishes, then it exits; a second one exits at once."""
     from msglab.app.loader import load_app
     from msglab.exchange import folder
@@ -135,6 +148,11 @@ def receive(
         folder.claim(root, folder.INBOX)
     elif folder.mode_of(root) is None:
         raise UsageError(f"{root} has no {folder.MARKER}: not an exchange folder")
+    elif keep is not None and folder.mode_of(root) == folder.OUTBOX:
+        raise UsageError(
+            f"--keep: {root} is an outbox, its producer's; it sets the retention "
+            f"(msglab batch send --outbox {root} --keep {keep})"
+        )
     logging.basicConfig(
         level=log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

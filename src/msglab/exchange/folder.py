@@ -5,15 +5,18 @@ consumer's folder, producers write into it) or ``{"mode": "outbox"}`` (pull: the
 folder, consumers take from it). Topic T is ``<root>/T/`` exactly as the files transport lays
 it out (batches, ``.groups/``, ``.quarantine/``); this module adds:
 
-* ``<root>/T/processed/``: a batch done for every group that reads T is moved there (manifest
-  first, then data; its groups' state files are removed), and deleted once older than the
-  retention (``sweep``). Its age counts from the move.
+* in an inbox, ``<root>/T/processed/``: a batch done for the inbox's group is moved there
+  (manifest first, then data; the group's state files of it removed) and deleted once older
+  than the consumer's retention (``sweep``; its age counts from the move).
+* in an outbox, batches stay where they are (each group's progress is its own, a group that
+  starts later reads every batch still there) until the producer's retention deletes them by
+  age (``expire_outbox``), read or not.
 * ``<root>/T/.groups/G/.quarantine/``: in an outbox, a copy of a batch group G gave up on
   (``give_up``), with ``<name>.reason``; the batch stays for the other groups. In an inbox a
   batch given up on goes to the transport's ``<root>/T/.quarantine/`` (it has one reader).
 
 An inbox has one reader per topic (``check_reader``): a second group would find batches moved
-to ``processed/`` by the first before it read them.
+to ``processed/`` by the first before it read them; several groups read from an outbox.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,8 +118,8 @@ def _forget(tdir: Path, name: str) -> None:
 
 
 def sweep(tdir: Path, keep_s: float | None) -> list[str]:
-    """Move the batches done for every group of ``tdir`` to ``processed/``; delete processed
-    batches moved more than ``keep_s`` ago (None: keep them). The names moved."""
+    """An inbox's housekeeping: move the batches done for its group to ``processed/``; delete
+    processed batches moved more than ``keep_s`` ago (None: keep them). The names moved."""
     if not tdir.is_dir():
         return []
     groups = _groups(tdir)
@@ -134,13 +138,29 @@ def sweep(tdir: Path, keep_s: float | None) -> list[str]:
             _forget(tdir, name)
             moved.append(name)
     if keep_s is not None and processed.is_dir():
-        cutoff = time.time() - keep_s
-        for m in processed.glob(f"*{MANIFEST}"):
-            with contextlib.suppress(FileNotFoundError):
-                if m.stat().st_mtime < cutoff:
-                    (processed / f"{m.name[: -len(MANIFEST)]}{DATA}").unlink(missing_ok=True)
-                    m.unlink()
+        _expire(processed, keep_s, lambda name: None)
     return moved
+
+
+def expire_outbox(tdir: Path, keep_s: float) -> int:
+    """An outbox's retention, the producer's: delete the batches written more than ``keep_s``
+    ago, whether every group read them or not (as a Kafka topic's retention), with the groups'
+    state of them. How many were deleted."""
+    return _expire(tdir, keep_s, lambda name: _forget(tdir, name)) if tdir.is_dir() else 0
+
+
+def _expire(d: Path, keep_s: float, forget: Callable[[str], None]) -> int:
+    """Delete the batches of ``d`` whose manifest is older than ``keep_s``, manifest first."""
+    cutoff, deleted = time.time() - keep_s, 0
+    for m in d.glob(f"*{MANIFEST}"):
+        with contextlib.suppress(FileNotFoundError):
+            if m.stat().st_mtime < cutoff and not m.name.startswith("."):
+                name = m.name[: -len(MANIFEST)]
+                m.unlink()
+                (d / f"{name}{DATA}").unlink(missing_ok=True)
+                forget(name)
+                deleted += 1
+    return deleted
 
 
 def give_up(root: Path, topic: str, group: str, name: str, reason: str) -> Path:
@@ -176,8 +196,9 @@ class Quarantined:
 @dataclass
 class TopicStatus:
     """A topic's batches: ``pending`` (no group began it), ``in_progress`` (a group began it,
-    not every group is done), ``processed`` (done for every group: moved to ``processed/`` or
-    about to be), ``quarantined`` (the transport's and the groups' quarantines)."""
+    not every group is done), ``processed`` (done for every group: in an inbox, moved to
+    ``processed/`` or about to be; in an outbox, still in place), ``quarantined`` (the
+    transport's and the groups' quarantines)."""
 
     topic: str
     pending: int = 0

@@ -4,7 +4,7 @@
 batch file, and runs ``command`` (a shell command line) with the batch's records on stdin, one
 a line as they were sent, and in its environment ``MSGLAB_TOPIC``, ``MSGLAB_BATCH`` (the batch's
 name) and ``MSGLAB_ATTEMPT`` (1 the first time). Exit 0: the batch is processed (acked, then
-moved to ``processed/`` once every group is done). Another exit: the batch runs again after
+in an inbox, moved to ``processed/``). Another exit: the batch runs again after
 ``retry_delay_s``, up to ``attempts`` runs in all (attempts survive a restart: the transport
 counts hand-outs), then the group gives it up (``folder.give_up``) with the command's exit code
 and the tail of its stderr as the reason. The command's stdout is the worker's; its stderr is
@@ -68,6 +68,7 @@ def run_exec(
     """Hand every batch of ``<root>/<topic>`` to ``handler`` as group ``group`` until ``stop``."""
     folder.check_reader(root, topic, group)
     tdir = root / topic
+    inbox = folder.mode_of(root) == folder.INBOX
     sub = FilesTransport(ClientConfig(url=f"file://{root}")).subscriber(group)
     swept = 0.0
 
@@ -75,7 +76,7 @@ def run_exec(
         nonlocal swept
         if stop.is_set():
             sub.close()
-        elif time.monotonic() - swept >= SWEEP_EVERY_S:
+        elif inbox and time.monotonic() - swept >= SWEEP_EVERY_S:
             _sweep(tdir, keep_s)
             swept = time.monotonic()
 
@@ -84,7 +85,8 @@ def run_exec(
     try:
         for batch in sub.batches(topic, MAX_RECORDS):
             _handle(root, topic, group, batch, handler, stop)
-            _sweep(tdir, keep_s)
+            if inbox:
+                _sweep(tdir, keep_s)
             if stop.is_set():
                 break
     finally:
@@ -137,8 +139,9 @@ def run_app(
 ) -> bool:
     """Run ``app``'s handlers (all on the files transport, here ``root``) with the runtime of
     ``msglab worker`` until ``stop``: its middleware decides retries and dead letters (the
-    folders ``T.retry`` and ``T.dlq`` beside ``T``). Done batches move to ``processed/`` as in
-    ``run_exec``. Whether the handlers in hand finished within ``grace_s`` of the stop."""
+    folders ``T.retry`` and ``T.dlq`` beside ``T``). In an inbox, done batches move to
+    ``processed/`` as in ``run_exec``. Whether the handlers in hand finished within ``grace_s``
+    of the stop."""
     specs = select(app)
     for s in specs:
         if s.transport != NAME:
@@ -155,6 +158,8 @@ def run_app(
     runtime.start()
     topics = sorted({root / s.topic for s in specs})
     LOG.info("app %s: receiving %s", app.name, ", ".join(map(str, topics)))
+    if folder.mode_of(root) != folder.INBOX:
+        topics = []  # an outbox is its producer's: nothing moves
     while not stop.wait(SWEEP_EVERY_S):
         for tdir in topics:
             _sweep(tdir, keep_s)
