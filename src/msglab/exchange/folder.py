@@ -232,3 +232,20 @@ def status(root: Path) -> list[TopicStatus]:
                 s.quarantined.append(Quarantined(tdir.name, r.name[:-7], group, reason))
         out.append(s)
     return out
+
+
+def quarantined_batches(tdir: Path) -> list[tuple[Quarantined, list[str]]]:
+    """The batches of topic folder ``tdir``'s transport quarantine, each with the message ids
+    of its lines that still read (a damaged line's, and those cut off, are gone)."""
+    q = tdir / QUARANTINE
+    out = []
+    for r in sorted(q.glob("*.reason")) if q.is_dir() else []:
+        name = r.name[: -len(".reason")]
+        ids = []
+        with contextlib.suppress(FileNotFoundError):
+            for line in (q / f"{name}{DATA}").read_bytes().split(b"\n"):
+                with contextlib.suppress(ValueError, TypeError, KeyError):
+                    ids.append(str(json.loads(line)["id"]))
+        reason = r.read_text(errors="replace").partition("\n")[0]
+        out.append((Quarantined(tdir.name, name, None, reason), ids))
+    return out
