@@ -479,6 +479,13 @@ class FilesSubscriber(SubscriberBase):
                 self._drop(claim)
 
 
+def batch_name(batch: Batch) -> str:
+    """The name of the batch file a ``FilesSubscriber.batches`` Batch comes from (all of its
+    messages are of one file): ``<root>/<topic>/<name>.jsonl``."""
+    claim: _Claim = batch.token[0]
+    return claim.name
+
+
 def pending_batches(d: Path, gdir: Path) -> Lag:
     """``FilesTransport.lag`` of topic directory ``d`` for the group in ``gdir``."""
     done = {n.name[:-5] for n in gdir.glob("*.done")} if gdir.is_dir() else set()

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from msglab.cli import bench, dlq, infra, lab, messaging, relay, status, worker
+from msglab.cli import batch, bench, dlq, infra, lab, messaging, relay, status, worker
 from msglab.errors import MsglabError
 
 app = typer.Typer(
@@ -28,6 +28,7 @@ app.add_typer(infra.app, name="infra")
 app.add_typer(bench.app, name="bench")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(relay.app, name="relay")
+app.add_typer(batch.app, name="batch")
 for command in messaging.COMMANDS:
     app.command()(command)
 app.command()(status.status)

@@ -28,6 +28,7 @@ FAULTS = "faults"
 REPLAYS = "replays"
 STORED = "stored"  # what the broker still holds after the run (durability faults)
 DEAD_LETTERS = "dead-letters"  # the poison workload: <topic>.dlq as read after the run
+QUARANTINED = "quarantined"  # the files transport: its quarantined batches, read after the run
 OUTPUT = "output"  # exactly-once: <topic>-out's committed copies, read once after the run
 ORDERS = "orders"  # the run's business rows PostgreSQL holds after the run (database patterns)
 

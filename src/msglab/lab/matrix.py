@@ -416,6 +416,25 @@ FILES: tuple[Row, ...] = (
         kill_after=500,  # a batch file holds 30 messages at 1500 msg/s: 500 is inside one
         drain_quiet_s=5.0,
     ),
+    Row(
+        "Batch exchange through files: a damaged batch file (garbled or cut) is quarantined with "
+        "its reason, named, not silently lost; every other batch flows",
+        "lost == quarantined == the damaged batch's messages > 0, one batch quarantined, nothing "
+        "duplicated",
+        lambda r: (
+            0
+            < r["lost"]
+            == r["quarantined"]
+            == sum(b["messages"] for b in r["faults"] if "ids" in b)
+            and len(r["quarantined_batches"]) == 1
+            and r["duplicate_deliveries"] == 0
+        ),
+        "files",
+        "at-least-once",
+        "corrupt",
+        kill_after=500,
+        drain_quiet_s=5.0,  # the damaged batch never comes
+    ),
 )
 
 

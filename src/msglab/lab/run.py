@@ -19,6 +19,7 @@ from dataclasses import asdict
 from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from msglab.app.records import dlq_topic, retry_group, retry_topic
 from msglab.app.runner import DLQ_GROUP
@@ -34,8 +35,10 @@ from msglab.lab.evidence import (
     DEAD_LETTERS,
     DELIVERIES,
     EFFECTS,
+    FAULTS,
     ORDERS,
     OUTPUT,
+    QUARANTINED,
     REPLAYS,
     SENDS,
     STORED,
@@ -175,6 +178,29 @@ class Run:
         """The poison workload's message: a third into producer p0's share."""
         share, extra = divmod(self.s.messages, self.s.producers)
         return f"{message_id_prefix(self.s.run_id, 'p0')}{(share + bool(extra)) // 3}"
+
+    def _read_quarantine(self) -> None:
+        """The files transport: each batch the run's topic's quarantine holds once the
+        consumers stopped, a line per batch (``batch``, ``reason``, ``ids``) in
+        ``quarantined-orchestrator.jsonl``; ``ids``: those its lines still hold, and those the
+        corrupt fault recorded for it before the damage."""
+        from msglab.exchange.folder import quarantined_batches
+
+        damaged = {
+            r["target"]: r.get("ids", [])
+            for r in read(self.dir, FAULTS)
+            if r["action"] == "corrupt"
+        }
+        tdir = Path(unquote(urlsplit(self.url).path)) / topic_of(self.s.run_id)
+        ledger = Ledger(self.dir, QUARANTINED, "orchestrator", sync=True)
+        try:
+            for q, ids in quarantined_batches(tdir):
+                known = sorted({*ids, *damaged.get(q.batch, [])})
+                ledger.write(
+                    {"ts": time.time(), "batch": q.batch, "reason": q.reason, "ids": known}
+                )
+        finally:
+            ledger.close()
 
     def _read_dead_letters(self) -> None:
         """The poison workload: what ``<topic>.dlq`` holds once the consumers stopped, a line
@@ -348,6 +374,8 @@ class Run:
         self._stop([w for w in (*consumers, *relays) if w in self.workers])
         if workload.poison:
             self._read_dead_letters()
+        if s.transport == "files":
+            self._read_quarantine()
         if workload.second_group == "after":
             self._start_second_group(log)
         if workload.second_group:
@@ -538,9 +566,22 @@ class Run:
             "interrupted": self.interrupted,
             "worker_exits": {name: proc.returncode for name, proc in self.workers.items()},
             **(self._poison_report(deliveries) if self.s.workload_kind.poison else {}),
+            **(self._quarantine_report() if self.s.transport == "files" else {}),
             "scenario": self.s.to_json(),
         }
         return report
+
+    def _quarantine_report(self) -> dict[str, Any]:
+        """The files transport: ``quarantined``, the distinct messages of the quarantined
+        batches (counted in ``lost`` too: named, not silently lost), and each batch's reason."""
+        batches = list(read(self.dir, QUARANTINED))
+        return {
+            "quarantined": len({i for b in batches for i in b["ids"]}),
+            "quarantined_batches": [
+                {"batch": b["batch"], "messages": len(b["ids"]), "reason": b["reason"]}
+                for b in batches
+            ],
+        }
 
     def _poison_report(self, deliveries: Iterable[dict[str, Any]]) -> dict[str, Any]:
         """The poison workload: its message, how often it was delivered, what the

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 
 from msglab.errors import UsageError
-from msglab.lab.faults import cluster, network, power, process, server
+from msglab.lab.faults import cluster, corrupt, network, power, process, server
 from msglab.lab.faults.base import Context, Fault, FaultLog
 
 FAULTS: dict[str, Fault] = {
@@ -21,6 +21,7 @@ FAULTS: dict[str, Fault] = {
         *process.FAULTS,
         *network.FAULTS,
         *cluster.FAULTS,
+        *corrupt.FAULTS,
     )
 }
 """Every fault by name, in the order ``--help`` lists them."""
