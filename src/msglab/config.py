@@ -29,6 +29,10 @@ SECRET_PARAM = re.compile(r"(?i)((?:password|passwd|pwd|secret|token)=)[^&;\s]*"
 URL_LIST = re.compile(r",(?=[A-Za-z][A-Za-z0-9+.-]*://)")  # the comma before each next URL
 
 
+RELAY_ORDERINGS = ("keys", "skip-locked")
+"""How several outbox relays share the rows (``msglab.outbox.Relay``): ``keys``, each owns a
+share of the keys (order per key); ``skip-locked``, each takes the next unlocked rows."""
+
 DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 

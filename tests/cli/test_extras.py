@@ -132,4 +132,5 @@ def test_importing_the_outbox_without_sqlalchemy_names_the_extra(venv: tuple[str
         assert result.returncode == 0, result.stderr
     else:
         assert result.returncode != 0
-        assert "pip install 'msglab[postgres]'" in result.stderr.splitlines()[-1]
+        # sqlalchemy alone runs the outbox on SQLite; PostgreSQL adds psycopg (msglab[postgres])
+        assert "pip install 'msglab[sqlite]'" in result.stderr.splitlines()[-1]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import signal
 import sys
 import threading
@@ -24,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from msglab.cli.worker import EXIT_AT_ONCE, LEVELS
+from msglab.config import parse_duration
 from msglab.errors import UsageError
 
 app = typer.Typer(
@@ -33,17 +33,8 @@ app = typer.Typer(
 )
 console = Console()
 LOG = logging.getLogger("msglab.batch")
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 TopicOpt = Annotated[str, typer.Option("--topic", help="The topic: a folder in DIR.")]
-
-
-def duration(text: str) -> float:
-    """Seconds of ``30m``, ``12h``, ``7d``, ``45s``; UsageError for anything else."""
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text.strip())
-    if m is None:
-        raise UsageError(f"--keep {text!r}: use a number and a unit, one of s, m, h, d (7d, 30m)")
-    return float(m.group(1)) * UNITS[m.group(2)]
 
 
 @app.command()
@@ -81,7 +72,7 @@ def send(
         raise UsageError(
             "--keep with --to: an inbox's retention is its consumer's (receive --keep)"
         )
-    keep_s = None if keep is None else duration(keep)
+    keep_s = None if keep is None else parse_duration(keep)
     root = (to or outbox or Path()).absolute()
     name = "<stdin>" if source == "-" else source
     try:
@@ -142,7 +133,7 @@ def receive(
         raise UsageError("give one of --exec CMD and --app MODULE:APP")
     if log_level.upper() not in LEVELS:
         raise UsageError(f"--log-level {log_level!r}: use one of {', '.join(LEVELS)}")
-    keep_s = None if keep is None else duration(keep)
+    keep_s = None if keep is None else parse_duration(keep)
     root = source.absolute()
     if not root.exists():
         folder.claim(root, folder.INBOX)

@@ -8,12 +8,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from msglab.brokers import EXTRA_OF, TRANSPORTS, service_of
+from msglab.config import RELAY_ORDERINGS
 from msglab.errors import UsageError
 from msglab.lab.faults import FAULTS, Fault, fault
 from msglab.lab.faults.cluster import CUTS, PARTITIONS
 from msglab.lab.knobs import parse
 from msglab.lab.workloads import WORKLOADS, Workload
-from msglab.outbox import ORDERINGS
 from msglab.profiles import DeliveryProfile
 
 PATTERNS: dict[str, str] = {
@@ -105,7 +105,7 @@ class Scenario:
     partition: str = "leader"  # what --fault partition cuts (faults.cluster.PARTITIONS)
     cut: str = "leader"  # whose power --fault power-cut --cluster cuts (faults.cluster.CUTS)
     relays: int = 1  # outbox: relay processes at once (relay-kill kills the first)
-    relay_ordering: str = "keys"  # outbox: key shares, or the naive SKIP LOCKED (outbox.ORDERINGS)
+    relay_ordering: str = "keys"  # outbox: config.RELAY_ORDERINGS
     run_id: str = field(default_factory=new_run_id)
 
     def __post_init__(self) -> None:
@@ -155,9 +155,10 @@ class Scenario:
         if refused:
             usable = [f.name for f in FAULTS.values() if not f.refusal(self)]
             raise UsageError(f"{refused}; the faults that apply: {', '.join(usable)}")
-        if self.relay_ordering not in ORDERINGS:
+        if self.relay_ordering not in RELAY_ORDERINGS:
             raise UsageError(
-                f"unknown relay ordering {self.relay_ordering!r}; valid: {', '.join(ORDERINGS)}"
+                f"unknown relay ordering {self.relay_ordering!r}; "
+                f"valid: {', '.join(RELAY_ORDERINGS)}"
             )
         if (self.relays != 1 or self.relay_ordering != "keys") and self.pattern != "outbox":
             raise UsageError("--relays and --relay-ordering go with --pattern outbox")

@@ -42,7 +42,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from msglab.config import Backoff
+from msglab.config import RELAY_ORDERINGS, Backoff
 from msglab.errors import PublishError, TransportError
 from msglab.extras import driver_import
 from msglab.message import Message
@@ -59,7 +59,7 @@ with driver_import("sqlite", __name__):
 log = logging.getLogger(__name__)
 
 Ordering = Literal["keys", "skip-locked"]
-ORDERINGS: tuple[Ordering, ...] = ("keys", "skip-locked")
+ORDERINGS = RELAY_ORDERINGS
 PURGE_EVERY_S = 60.0
 """How often a relay with ``keep_s`` deletes sent rows older than that."""
 PURGE_BATCH = 1000
