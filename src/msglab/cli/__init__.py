@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from msglab.cli import bench, dlq, infra, lab, messaging, status, worker
+from msglab.cli import bench, cdc, dlq, infra, lab, messaging, status, worker
 from msglab.errors import MsglabError
 
 app = typer.Typer(
@@ -27,6 +27,7 @@ app = typer.Typer(
 app.add_typer(infra.app, name="infra")
 app.add_typer(bench.app, name="bench")
 app.add_typer(dlq.app, name="dlq")
+app.add_typer(cdc.app, name="cdc")
 for command in messaging.COMMANDS:
     app.command()(command)
 app.command()(status.status)
