@@ -6,6 +6,7 @@ ids let the idempotent consumer skip a redelivered change. One connector for the
 from __future__ import annotations
 
 import json
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -171,3 +172,80 @@ def _state(name: str, want: str, timeout_s: float = 30.0) -> bool:
             return True
         time.sleep(0.3)
     return False
+
+
+def error_of(cli: Any, *args: str) -> tuple[int, str]:
+    """Exit code and stderr of ``msglab cdc ARGS`` run as a user runs it; one line."""
+    result = cli("cdc", *args, check=False)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return result.returncode, lines[0]
+
+
+def test_bad_input_is_one_line_and_exit_2_before_anything_is_created(
+    posts: tuple[str, str, Engine], postgres_server: Any, connect_server: Any, cli: Any
+) -> None:
+    name, topic, db = posts
+    code, error = error_of(cli, "register", "table", "--table", "no_such_table")
+    assert code == 2 and "table public.no_such_table does not exist" in error
+    assert topic.rsplit(".", 1)[1] in error  # the tables there are named
+    # a second connector on the slot the first one reads
+    code, error = error_of(
+        cli, "register", "table", "--table", topic.rsplit(".", 1)[1], "--name", "second",
+        "--slot", slot_name(name),
+    )  # fmt: skip
+    assert code == 2 and f"replication slot {slot_name(name)} is in use" in error
+    # a user without the REPLICATION attribute
+    role = f"norepl_{uuid.uuid4().hex[:8]}"
+    with db.begin() as conn:
+        conn.execute(text(f"CREATE ROLE {role} LOGIN PASSWORD 'pw'"))
+    try:
+        port = postgres_server.url.rsplit(":", 1)[1].split("/")[0]
+        url = f"postgresql://{role}:pw@127.0.0.1:{port}/msglab"
+        code, error = error_of(cli, "register", "table", "--table", "x", "--db", url)
+        assert code == 2 and f"user {role}" in error and "REPLICATION" in error
+        assert ":pw@" not in error
+    finally:
+        with db.begin() as conn:
+            conn.execute(text(f"DROP ROLE {role}"))
+    with ConnectClient(connect_server.url) as client:
+        assert "second" not in client.connectors()
+
+
+def test_unreachable_servers_are_named_with_the_password_hidden(cli: Any) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, not listening: connections are refused
+        code, error = error_of(
+            cli, "register", "table", "--table", "t", "--db",
+            f"postgresql://u:s3cret@127.0.0.1:{port}/db", "--connect", f"http://127.0.0.1:{port}",
+        )  # fmt: skip
+        assert code == 1 and f"postgresql: cannot connect to 127.0.0.1:{port}" in error
+        assert "s3cret" not in error
+        code, error = error_of(cli, "status", "--connect", f"http://u:s3cret@127.0.0.1:{port}")
+        assert code == 1 and f"cannot connect to http://u:***@127.0.0.1:{port}" in error
+
+
+def test_a_failed_task_is_one_line_with_the_workers_error(
+    posts: tuple[str, str, Engine], postgres_server: Any, connect_server: Any, cli: Any
+) -> None:
+    """msglab's replication role may read the WAL but does not own the table, so Debezium
+    cannot create the connector's publication: its task FAILS, and the error says why."""
+    _name, topic, db = posts
+    port = postgres_server.url.rsplit(":", 1)[1].split("/")[0]
+    url = f"postgresql://msglab_replicator:msglab@127.0.0.1:{port}/msglab"
+    name = f"fails-{uuid.uuid4().hex[:8]}"
+    try:
+        code, error = error_of(
+            cli, "register", "table", "--table", topic.rsplit(".", 1)[1], "--name", name,
+            "--db", url, "--timeout", "30",
+        )  # fmt: skip
+        assert code == 1 and f"connector {name} task 0 FAILED" in error
+        assert "Unable to create filtered publication" in error and "\tat " not in error
+        assert f"msglab cdc delete {name}" in error
+    finally:
+        with ConnectClient(connect_server.url) as client:
+            client.delete(name)
+        if slot_name(name) in slots(db):
+            with db.begin() as conn:
+                conn.execute(text(drop_slot_sql(slot_name(name))))

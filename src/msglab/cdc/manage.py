@@ -81,7 +81,12 @@ def register(
     if secrets_dir is not None:
         write_password_file(secrets_dir, name, database_url)
     client.put_config(name, config)
-    return client.wait_running(name, timeout_s)
+    try:
+        return client.wait_running(name, timeout_s)
+    except ConnectorError as exc:
+        raise ConnectorError(
+            f"{exc}; fix it, then `msglab cdc restart {name}`, or `msglab cdc delete {name}`"
+        ) from exc
 
 
 @dataclass(frozen=True)
