@@ -39,7 +39,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from msglab.cdc.outbox import SNAPSHOT_MODES, check_slot, database_settings, slot_name
+from msglab.cdc.connect import ConnectClient, ConnectorStatus
+from msglab.cdc.outbox import (
+    SNAPSHOT_MODES,
+    check_slot,
+    database_settings,
+    slot_name,
+    write_password_file,
+)
 from msglab.errors import ConfigError
 from msglab.message import Message
 from msglab.ports import Handler, Middleware
@@ -124,6 +131,27 @@ def table_connector(
         config["transforms.route.replacement"] = topic
     config.update(extra or {})
     return config
+
+
+def start_table_connector(
+    client: ConnectClient,
+    name: str,
+    database_url: str,
+    table: str,
+    *,
+    timeout_s: float = 60.0,
+    secrets_dir: Path | None = None,
+    **options: Any,
+) -> ConnectorStatus:
+    """Create (or update) table connector ``name`` (``table_connector``'s ``options``) and
+    wait until its task runs: from then on every committed change of ``table`` is streamed.
+    ``secrets_dir`` as ``start_outbox_connector``'s; ``stop_outbox_connector`` stops either
+    kind (and drops the slot). No check of the database first: ``msglab.cdc.manage.register``
+    makes them."""
+    if secrets_dir is not None:
+        options["password_file"] = write_password_file(secrets_dir, name, database_url)
+    client.put_config(name, table_connector(name, database_url, table, **options))
+    return client.wait_running(name, timeout_s)
 
 
 @dataclass(frozen=True)

@@ -139,7 +139,7 @@ def _commit(db: Any, spec: WorkerSpec, topic: str) -> Attempt:
     """dual-write, outbox, cdc: a send is the business transaction (a ``lab_orders`` row per
     message, and under outbox and cdc the messages in the outbox table), ``ok`` once
     committed; a retry stores each id once."""
-    outbox = spec.pattern != "dual-write"
+    outbox = spec.pattern not in ("dual-write", "table-cdc")  # table-cdc: the row only
 
     def attempt(messages: list[Message]) -> dict[str, str]:
         outcome = effects.commit_orders(db, spec.run_id, topic, messages, outbox)
@@ -156,7 +156,9 @@ def _after_commit(
     publishes the outbox's)."""
     progress.committed += len(committed)
     if spec.die_after_commits and progress.committed >= spec.die_after_commits:
-        step = "before publishing" if spec.pattern == "dual-write" else "the relay publishes"
+        step = {"dual-write": "before publishing", "table-cdc": "Debezium publishes"}.get(
+            spec.pattern, "the relay publishes"
+        )
         die(spec, "producer-kill", f"after commit {progress.committed}, {step}")
     if spec.pattern == "dual-write" and committed:
         _publish_after_commit(pub, topic, committed, spec.profile != "at-most-once")
