@@ -153,4 +153,4 @@ def test_importing_a_module_without_its_driver_names_the_extra() -> None:
     result = _without_drivers(code)
     assert result.returncode == 0, result.stderr
     assert "msglab.outbox" in result.stdout
-    assert "pip install 'msglab[postgres]'" in result.stdout
+    assert "pip install 'msglab[sqlite]'" in result.stdout

@@ -72,10 +72,10 @@ class ConnectorStatus:
     def failure(self) -> str | None:
         """The first FAILED connector or task with its trace, or None."""
         if self.state == "FAILED":
-            return f"connector {self.name} FAILED: {self.trace or 'no trace'}"
+            return f"connector {self.name} FAILED: {trace_summary(self.trace)}"
         for t in self.tasks:
             if t.state == "FAILED":
-                return f"connector {self.name} task {t.id} FAILED: {t.trace or 'no trace'}"
+                return f"connector {self.name} task {t.id} FAILED: {trace_summary(t.trace)}"
         return None
 
     @classmethod
@@ -93,6 +93,20 @@ class ConnectorStatus:
                 for t in body.get("tasks", [])
             ),
         )
+
+
+def trace_summary(trace: str | None, limit: int = 600) -> str:
+    """A worker's Java stack trace on one line: its first line (the exception and its message)
+    and each ``Caused by:`` line, joined by `` <- ``, at most ``limit`` characters; the
+    ``at ...`` frames are left out (``msglab cdc status NAME --json`` shows the whole trace)."""
+    if not trace:
+        return "no trace"
+    lines = [line.strip() for line in trace.strip().splitlines()]
+    causes = [
+        line.removeprefix("Caused by: ") for line in lines[1:] if line.startswith("Caused by:")
+    ]
+    text = " <- ".join(dict.fromkeys([lines[0], *causes]))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class ConnectClient:
@@ -196,6 +210,13 @@ class ConnectClient:
     def delete(self, name: str) -> bool:
         """Delete the connector; False if there was none."""
         return self._request("DELETE", _path(name), allow=(404,)).status_code != 404
+
+    def offsets(self, name: str) -> list[dict[str, Any]]:
+        """The source offsets the connector committed (``GET .../offsets``, KIP-875, Kafka
+        Connect >= 3.6): one ``{"partition": {...}, "offset": {...}}`` per source partition;
+        Debezium's PostgreSQL connector has one, its offset holds the ``lsn`` it published up
+        to (empty before its first flush)."""
+        return list(self._request("GET", _path(name, "offsets")).json().get("offsets", []))
 
     def wait_running(self, name: str, timeout_s: float = 60.0) -> ConnectorStatus:
         """Wait until the connector and all its tasks are RUNNING; raise ConnectorError at once

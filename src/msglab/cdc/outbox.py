@@ -79,7 +79,7 @@ def slot_name(name: str) -> str:
     return f"msglab_{slot}"[:_SLOT_MAX]
 
 
-def _check_slot(slot: str) -> str:
+def check_slot(slot: str) -> str:
     if not re.fullmatch(r"[a-z0-9_]{1,63}", slot):
         raise ConfigError(
             f"replication slot name {slot!r}: use 1-63 lowercase letters, digits or '_'"
@@ -139,7 +139,7 @@ def outbox_connector(
         ``${file:<path>:password}``, so Connect's REST API and config topic never hold the
         password (``write_password_file``). None: the password is in the config itself.
     """
-    slot = _check_slot(slot if slot is not None else slot_name(name))
+    slot = check_slot(slot if slot is not None else slot_name(name))
     if snapshot_mode not in SNAPSHOT_MODES:
         raise ConfigError(f"snapshot mode {snapshot_mode!r}; valid: {', '.join(SNAPSHOT_MODES)}")
     placement = f"id:header:{ID_HEADER}"
@@ -299,7 +299,7 @@ def _wait_tasks_reconfigured(client: ConnectClient, name: str, timeout_s: float)
 
 def drop_slot_sql(slot: str) -> str:
     """SQL that drops replication slot ``slot`` if it exists and no connector uses it."""
-    _check_slot(slot)
+    check_slot(slot)
     return (
         "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
         f"WHERE slot_name = '{slot}' AND NOT active"

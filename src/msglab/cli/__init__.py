@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from msglab.cli import batch, bench, dlq, infra, lab, messaging, relay, status, worker
+from msglab.cli import batch, bench, cdc, dlq, infra, lab, messaging, relay, status, worker
 from msglab.errors import MsglabError
 
 app = typer.Typer(
@@ -29,6 +29,7 @@ app.add_typer(bench.app, name="bench")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(relay.app, name="relay")
 app.add_typer(batch.app, name="batch")
+app.add_typer(cdc.app, name="cdc")
 for command in messaging.COMMANDS:
     app.command()(command)
 app.command()(status.status)

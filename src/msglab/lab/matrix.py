@@ -384,6 +384,17 @@ PATTERNS: tuple[Row, ...] = (
         rate=500.0,  # Debezium + Connect kept up with ~950 msg/s here; beyond, a lag builds
     ),
     Row(
+        "Table CDC (Debezium): the business table's own changes, no outbox, reach the consumer "
+        "in commit order, decoded into the messages sent",
+        "every committed row delivered once, reordered == 0",
+        lambda r: r["lost"] == 0 and r["reordered"] == 0 and r["duplicate_deliveries"] == 0,
+        "kafka",
+        "at-least-once",
+        "none",
+        pattern="table-cdc",
+        rate=500.0,  # the cdc row's workload
+    ),
+    Row(
         "Consumer: an idempotent consumer (dedup row in the effect's transaction) applies a "
         "redelivered message once",
         "duplicate deliveries > 0 after a consumer kill, duplicate effects == 0, lost == 0",

@@ -299,7 +299,7 @@ class Run:
                     proc.kill()
                 proc.wait()
             log.close()
-            if self.s.pattern == "cdc":  # also when the run failed: a stale slot holds WAL
+            if self.s.uses_connect:  # also when the run failed: a stale slot holds WAL
                 self._stop_connector()
         effects.dump(db, self.s.run_id, self.dir / f"{EFFECTS}-db.jsonl")
         if self.s.fault_kind.storage(self.s) == DATABASE:
@@ -424,18 +424,28 @@ class Run:
         self._read_until_quiet("s0", STORED)
 
     def _start_connector(self, connect: Endpoint) -> None:
-        """cdc: a Debezium connector for this run's outbox rows, running before the first
+        """cdc: a Debezium connector for this run's outbox rows; table-cdc: for the changes of
+        the business table ``lab_orders``, routed to the run's topic. Running before the first
         commit (rows committed before it are not published: no snapshot)."""
         from msglab.cdc import ConnectClient, start_outbox_connector  # httpx: only for cdc
 
         self.connector = f"msglab-lab-{self.s.run_id}"
+        topic, secrets = topic_of(self.s.run_id), self.servers.connect_secrets
         with ConnectClient(connect.url) as client:
+            if self.s.pattern == "table-cdc":
+                from msglab.cdc.table import start_table_connector
+
+                # keyed by run_id, not by the primary key (message_id, which would spread one
+                # business key's rows over the topic's partitions): one partition, commit order
+                table = f"public.{effects.ORDERS.name}"
+                key = {"message.key.columns": f"{table}:run_id"}
+                start_table_connector(
+                    client, self.connector, self.db_url, table, topic=topic, extra=key,
+                    secrets_dir=secrets,
+                )  # fmt: skip
+                return
             start_outbox_connector(
-                client,
-                self.connector,
-                self.db_url,
-                topics=[topic_of(self.s.run_id)],
-                secrets_dir=self.servers.connect_secrets,
+                client, self.connector, self.db_url, topics=[topic], secrets_dir=secrets
             )
 
     def _stop_connector(self) -> None:
@@ -443,7 +453,7 @@ class Run:
         password file."""
         from msglab.cdc import ConnectClient, stop_outbox_connector
 
-        assert self.servers.connect is not None  # a cdc run's
+        assert self.servers.connect is not None  # a cdc or table-cdc run's
         with ConnectClient(self.servers.connect.url) as client:
             secrets = self.servers.connect_secrets
             stop_outbox_connector(client, self.connector, secrets_dir=secrets)

@@ -25,8 +25,13 @@ PATTERNS: dict[str, str] = {
     "one transaction; a relay publishes the outbox; sent = committed",
     "cdc": "as outbox, but Debezium (Kafka Connect) reads the committed rows from PostgreSQL's "
     "log and publishes them to Kafka instead of msglab's relay; sent = committed",
+    "table-cdc": "the producer commits its business row only (no outbox); Debezium streams the "
+    "table's changes to Kafka and the consumer decodes each into the message; sent = committed",
 }
 """How a producer's message reaches the broker (``--pattern``)."""
+
+CONNECT_PATTERNS = ("cdc", "table-cdc")
+"""The patterns whose messages Debezium publishes, through Kafka Connect."""
 
 RELAY_BATCH = 500
 """Outbox rows per relay pass (outbox pattern): the most one relay crash can duplicate."""
@@ -139,8 +144,10 @@ class Scenario:
                 "acknowledgement; run it with --profile at-most-once"
             )
         service_of(self.transport, self.cluster)  # no cluster: refused, naming those with one
-        if self.cluster and self.pattern == "cdc":
-            raise UsageError("--cluster: the cdc pattern's Kafka Connect uses the single Kafka")
+        if self.cluster and self.uses_connect:
+            raise UsageError(
+                f"--cluster: the {self.pattern} pattern's Kafka Connect uses the single Kafka"
+            )
         if self.partition not in PARTITIONS:
             raise UsageError(
                 f"unknown partition {self.partition!r}; valid: {', '.join(PARTITIONS)}"
@@ -164,8 +171,10 @@ class Scenario:
             raise UsageError("--relays and --relay-ordering go with --pattern outbox")
         if self.relays < 1:
             raise UsageError("--relays must be at least 1")
-        if self.pattern == "cdc" and self.transport != "kafka":
-            raise UsageError("the cdc pattern publishes through Kafka Connect: use -t kafka")
+        if self.uses_connect and self.transport != "kafka":
+            raise UsageError(
+                f"the {self.pattern} pattern publishes through Kafka Connect: use -t kafka"
+            )
         if self.messages < 1 or self.producers < 1 or self.consumers < 1 or self.keys < 1:
             raise UsageError("messages, producers, consumers and keys must be at least 1")
         if self.rate < 0 or self.size < 0 or self.batch < 0:
@@ -195,6 +204,11 @@ class Scenario:
         return self.pattern != "direct"
 
     @property
+    def uses_connect(self) -> bool:
+        """True when Debezium publishes the run's messages (cdc, table-cdc)."""
+        return self.pattern in CONNECT_PATTERNS
+
+    @property
     def fault_service(self) -> str | None:
         """The server the fault acts on: PostgreSQL, Kafka Connect, the broker, or None."""
         return self.fault_kind.service(self)
@@ -213,12 +227,12 @@ class Scenario:
     @property
     def extras(self) -> tuple[str, ...]:
         """The pip extras the run needs: its transport's driver, PostgreSQL's (every consumer's
-        effect is a row there) and, for the cdc pattern, Kafka Connect's client."""
+        effect is a row there) and, for cdc and table-cdc, Kafka Connect's client."""
         transport = EXTRA_OF[self.transport]
         return (
             *([transport] if transport else []),
             "postgres",
-            *(["cdc"] if self.pattern == "cdc" else []),
+            *(["cdc"] if self.uses_connect else []),
         )
 
     @property

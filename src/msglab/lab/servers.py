@@ -119,7 +119,7 @@ def plan(scenario: Scenario, settings: Settings) -> Servers:
             broker = replace(broker, via="toxiproxy")
     else:
         url = serverless_url(scenario.transport, settings.home)
-    connect = _endpoint(settings, "connect", "connect") if scenario.pattern == "cdc" else None
+    connect = _endpoint(settings, "connect", "connect") if scenario.uses_connect else None
     secrets = None
     if connect and connect.owner == "msglab" and settings.backend == "native":
         secrets = Connect(settings).secrets_dir

@@ -160,9 +160,16 @@ class LabHandler:
         self._applied = 0
         self._kill_at = spec.die_after_effects  # consumer-kill: after exactly this many effects
         self._poison = frozenset(spec.poison)
+        self._decode: Any = None
+        if spec.pattern == "table-cdc":  # records are lab_orders changes: the row's message id
+            from msglab.cdc.table import decode_change  # the cdc extra: only for table-cdc
+
+            self._decode = lambda m: decode_change(m, "message_id")
 
     def __call__(self, ctx: Context) -> None:
         messages = list(ctx.messages)
+        if self._decode is not None:  # no tombstones: the table connector writes none
+            messages = [d for d in map(self._decode, messages) if d is not None]
         if self._kill_at and self._applied + len(messages) >= self._kill_at:
             messages = messages[: self._kill_at - self._applied]
         attempts = list(ctx.deliveries) or [ctx.attempt] * len(messages)

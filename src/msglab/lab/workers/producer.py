@@ -145,9 +145,10 @@ def _publish(pub: Publisher, topic: str) -> Attempt:
 
 
 def _commit(db: Any, spec: WorkerSpec, topic: str) -> Attempt:
-    """dual-write, publish-then-commit, outbox, cdc: a send is the business transaction (a
-    ``lab_orders`` row per message, and under outbox and cdc the messages in the outbox table),
-    ``ok`` once committed; a retry stores each id once."""
+    """dual-write, publish-then-commit, outbox, cdc, table-cdc: a send is the business
+    transaction (a ``lab_orders`` row per message, and under outbox and cdc the messages in the
+    outbox table; table-cdc: the row alone), ``ok`` once committed; a retry stores each id
+    once."""
     outbox = spec.pattern in ("outbox", "cdc")
 
     def attempt(messages: list[Message]) -> dict[str, str]:
@@ -187,7 +188,9 @@ def _after_commit(
     publishes the outbox's)."""
     progress.committed += len(committed)
     if spec.die_after_commits and progress.committed >= spec.die_after_commits:
-        step = "before publishing" if spec.pattern == "dual-write" else "the relay publishes"
+        step = {"dual-write": "before publishing", "table-cdc": "Debezium publishes"}.get(
+            spec.pattern, "the relay publishes"
+        )
         die(spec, "producer-kill", f"after commit {progress.committed}, {step}")
     if spec.pattern == "dual-write" and committed:
         _publish_after_commit(pub, topic, committed, spec.profile != "at-most-once")

@@ -30,7 +30,7 @@ class WorkerSpec:
     transport: str
     url: str = field(repr=False)  # with its password: never logged
     profile: str
-    pattern: str = "direct"  # direct | dual-write | outbox | cdc | publish-then-commit
+    pattern: str = "direct"  # lab.scenario.PATTERNS
     db_url: str = field(default="", repr=False)  # PostgreSQL: effects, business rows, the outbox
     # producer
     first: int = 0  # this producer's messages: seq first .. first + count - 1
