@@ -2,8 +2,9 @@
 
 Every method runs on the connection (and inside the transaction) the caller gives it. Rows
 come back in position order. ``claim`` takes the unsent rows of the given key shares (all
-shares: None); with ``skip_locked`` (PostgreSQL) it locks them and skips rows another
-transaction holds: what several relays without key shares do, and why they reorder a key.
+shares: None), past ``after`` when given (the pipelined relay's next batch, claimed while the
+one before is still unmarked); with ``skip_locked`` (PostgreSQL) it locks them and skips rows
+another transaction holds: what several relays without key shares do, and why they reorder a key.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ with driver_import("sqlite", __name__):
     from sqlalchemy.engine import Connection, Engine, Row
 
 _COLUMNS = "position, id, topic, key, headers, payload"
+_PG_COLUMNS = "position, id, topic, key, CAST(headers AS text) AS headers, payload"
+"""PostgreSQL's: the headers as JSON text, parsed only when not empty (psycopg's jsonb loader
+parses every row's, ~7 us each, a fifth of a pass when most rows have none)."""
 
 
 @dataclass(frozen=True)
@@ -37,10 +41,13 @@ class PostgresStore:
     def __init__(self, topics: Sequence[str] | None, skip_locked: bool = False) -> None:
         self._topics = list(topics) if topics is not None else None
         where = "sent_at IS NULL AND (CAST(:topics AS text[]) IS NULL OR topic = ANY(:topics))"
-        shards = " AND (CAST(:shards AS smallint[]) IS NULL OR shard = ANY(:shards))"
+        shards = (
+            " AND (CAST(:shards AS smallint[]) IS NULL OR shard = ANY(:shards))"
+            " AND (CAST(:after AS bigint) IS NULL OR position > :after)"
+        )
         lock = " FOR UPDATE SKIP LOCKED" if skip_locked else ""
         self._claim = text(
-            f"SELECT {_COLUMNS} FROM msglab_outbox WHERE {where}{shards} "
+            f"SELECT {_PG_COLUMNS} FROM msglab_outbox WHERE {where}{shards} "
             f"ORDER BY position LIMIT :limit{lock}"
         )
         self._backlog = text(
@@ -48,8 +55,14 @@ class PostgresStore:
             f"FROM msglab_outbox WHERE {where}"
         )
 
-    def claim(self, conn: Connection, shards: Sequence[int] | None, limit: int) -> list[Row[Any]]:
-        params = {"topics": self._topics, "shards": shards, "limit": limit}
+    def claim(
+        self,
+        conn: Connection,
+        shards: Sequence[int] | None,
+        limit: int,
+        after: int | None = None,
+    ) -> list[Row[Any]]:
+        params = {"topics": self._topics, "shards": shards, "limit": limit, "after": after}
         return list(conn.execute(self._claim, params).all())
 
     @staticmethod
@@ -99,8 +112,15 @@ class SqliteStore:
         ).bindparams(*expand)
         self._params: dict[str, Any] = {"topics": self._topics} if topics is not None else {}
 
-    def claim(self, conn: Connection, shards: Sequence[int] | None, limit: int) -> list[Row[Any]]:
-        """Every share's rows (SQLite has one writer: ``shards`` does not narrow the claim)."""
+    def claim(
+        self,
+        conn: Connection,
+        shards: Sequence[int] | None,
+        limit: int,
+        after: int | None = None,
+    ) -> list[Row[Any]]:
+        """Every share's rows (SQLite has one writer: ``shards`` does not narrow the claim, and
+        its relay does not pipeline: ``after`` is never given)."""
         return list(conn.execute(self._claim, {**self._params, "limit": limit}).all())
 
     @staticmethod
