@@ -141,6 +141,32 @@ def test_push_exec_processes_moves_and_expires(tmp_path: Path, receivers: list[R
     assert r.text().count(": processed") == 3 and "moved to" in r.text()
 
 
+def test_a_command_past_its_timeout_is_killed_and_its_batch_set_aside(
+    tmp_path: Path, receivers: list[Receiver]
+) -> None:
+    inbox, pid = tmp_path / "inbox", tmp_path / "sleeper.pid"
+    hang = f"sleep 60 & echo $! > {pid}; wait"  # what it starts is killed with it
+    args = ("--exec", hang, "--timeout", "0.5", "--attempts", "1")
+    receivers.append(Receiver(tmp_path, "--from", str(inbox), *args))
+    wait_until(lambda: (inbox / "batches" / ".groups" / "batch").is_dir())
+    sent = msglab("batch", "send", str(records(tmp_path / "in.jsonl", 2)), "--to", str(inbox))
+    assert sent.returncode == 0, sent.stderr
+    wait_until(lambda: len(status(inbox)["quarantined"]) == 1)
+    (aside,) = status(inbox)["quarantined"]
+    assert "timed out after 0.5s, killed" in aside["reason"]
+    sleeper = int(pid.read_text())
+    wait_until(lambda: not Path(f"/proc/{sleeper}").exists() or _zombie(sleeper), 5)
+    assert receivers[0].stop() == 0
+
+
+def _zombie(pid: int) -> bool:
+    """True when ``pid`` is dead and not yet reaped (this machine's init reaps late)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
+
+
 def test_pull_two_groups_and_a_failing_command(tmp_path: Path, receivers: list[Receiver]) -> None:
     """The producer's outbox is read by two groups: each gets every batch, the one sent before
     they started too; group bad's command fails, so after 2 attempts it sets its copy aside

@@ -189,7 +189,7 @@ def test_the_relay_loop_waits_out_a_broker_outage(db: Engine, topic: str) -> Non
 
 def test_retention_deletes_sent_rows_and_the_backlog_counts_unsent(db: Engine, topic: str) -> None:
     write(db, topic, messages(2))
-    with Relay(db, Recording(), batch_size=10, topics=[topic]) as relay:
+    with Relay(db, Recording(), batch_size=10, topics=[topic], keep_s=None) as relay:  # marks
         first = relay.backlog()
         assert first.unsent == 2 and first.oldest_s >= 0
         relay.run_once()
@@ -199,8 +199,8 @@ def test_retention_deletes_sent_rows_and_the_backlog_counts_unsent(db: Engine, t
         assert relay.purge(keep_s=0) == 2  # the two sent rows
     with db.connect() as conn:
         assert conn.execute(select(func.count()).where(OUTBOX.c.topic == topic)).scalar() == 2
-    with Relay(db, Recording(), topics=[topic], keep_s=0) as deleting:
-        deleting.run_once()  # keep_s=0: published rows are deleted, not marked
+    with Relay(db, Recording(), topics=[topic]) as deleting:
+        deleting.run_once()  # the default, keep_s=0: published rows are deleted, not marked
     with db.connect() as conn:
         assert conn.execute(select(func.count()).where(OUTBOX.c.topic == topic)).scalar() == 0
 

@@ -146,10 +146,15 @@ def check_slot_free(url: str, slot: str) -> None:
         )
 
 
+IN_USE = "55006"
+"""SQLSTATE object_in_use: a replication slot another connection reads."""
+
+
 def drop_slot(url: str, slot: str, wait_s: float = 15.0) -> bool:
     """Drop ``slot`` once nobody reads it (a deleted connector's task lets go within
     seconds); False when it does not exist. UsageError when it is still read after
-    ``wait_s``."""
+    ``wait_s``, or at once when PostgreSQL refuses the drop for another reason (a user who
+    may not drop it), with that reason."""
     deadline = time.monotonic() + wait_s
     with connected(url) as conn:
         while True:
@@ -164,8 +169,12 @@ def drop_slot(url: str, slot: str, wait_s: float = 15.0) -> bool:
                     conn.execute(text("SELECT pg_drop_replication_slot(:s)"), {"s": slot})
                     conn.commit()
                     return True
-                except DBAPIError:  # a reader took it between the look and the drop
+                except DBAPIError as exc:
                     conn.rollback()
+                    if getattr(exc.orig, "sqlstate", None) != IN_USE:  # e.g. no privilege
+                        reason = str(exc.orig).strip().splitlines()[0]
+                        raise UsageError(f"cannot drop replication slot {slot}: {reason}") from exc
+                    # a reader took it between the look and the drop: look again
             if time.monotonic() > deadline:
                 raise UsageError(
                     f"replication slot {slot} is still in use after {wait_s:.0f}s: drop it "

@@ -111,6 +111,12 @@ def receive(
     retry_delay: Annotated[
         float, typer.Option(min=0, help="--exec: seconds between two runs of a batch.")
     ] = 1.0,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.001, help="--exec: seconds a run may take; then it is killed (a failed run)."
+        ),
+    ] = 600.0,
     keep: Annotated[
         str | None,
         typer.Option(help="An inbox: delete processed batches older than this (30m, 12h, 7d)."),
@@ -151,7 +157,7 @@ def receive(
     )
     stop = _stop_on_signals()
     if exec_ is not None:
-        run_exec(root, topic, group, Exec(exec_, attempts, retry_delay), keep_s, stop)
+        run_exec(root, topic, group, Exec(exec_, attempts, retry_delay, timeout), keep_s, stop)
     elif not run_app(root, load_app(app_ or ""), keep_s, stop, grace):
         raise typer.Exit(1)
 

@@ -1,4 +1,5 @@
-"""``msglab bench publish|consume``: msglab beside the raw client, same job, same process."""
+"""``msglab bench publish|consume|relay``: msglab beside the raw client, same job, same process
+(the relay: beside a drain without a broker)."""
 
 from __future__ import annotations
 
@@ -137,3 +138,67 @@ def consume(
             workers=workers,
         )
     show(result, as_json)
+
+
+@app.command()
+def relay(
+    transport: TransportOpt,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            help="The outbox's database (default: msglab's PostgreSQL; sqlite:///file.db for "
+            "SQLite's figures).",
+        ),
+    ] = None,
+    messages: MessagesOpt = 100_000,
+    batch: Annotated[int, typer.Option(min=1, help="Rows per relay pass.")] = 1000,
+    instances: Annotated[
+        list[int] | None,
+        typer.Option("--instances", min=1, help="Relays at once (repeatable; default 1 and 2)."),
+    ] = None,
+    rounds: Annotated[int, typer.Option(min=1)] = 2,
+    rate: Annotated[
+        float, typer.Option(min=1, help="Commits per second for the latency measurement.")
+    ] = 1000.0,
+    seconds: Annotated[float, typer.Option(min=1, help="How long the latency runs.")] = 5.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """The outbox relay: rows/s draining a filled outbox (raw: no broker; then into
+    TRANSPORT; deleting or marking sent rows; 1 and 2 relays), and commit-to-publish latency
+    at RATE commits/s, woken by each commit (LISTEN/NOTIFY) and polling every 50 ms."""
+    from msglab.bench_relay import RelayBench, bench_relay_drain, bench_relay_latency, prepare
+    from msglab.config import redact_url
+
+    url = db or service_url(Settings.from_env(), "postgres")
+    t = build(transport, "at-least-once")
+    counts = instances or [1, 2]
+    if url.startswith("sqlite") and counts != [1]:
+        counts = [1]  # one writer: more relays take turns
+    result = RelayBench(transport, redact_url(url), messages, batch, rate=rate)
+    prepare(url)
+    with console.status("benchmarking") as status:
+        note = lambda what: status.update(f"relay: {what}")  # noqa: E731
+        # the latency first: the drains leave the table with dead rows for autovacuum to clear
+        result.latency_ms = bench_relay_latency(t, url, rate, seconds, progress=note)
+        result.drains = bench_relay_drain(t, url, messages, batch, counts, rounds, progress=note)
+    if as_json:
+        print(json.dumps(result.to_json()))
+        return
+    out = Console()
+    table = Table(title=f"outbox relay into {transport} ({messages} rows, batch {batch})")
+    table.add_column("drain")
+    table.add_column("rows/s", justify="right")
+    table.add_column("vs raw", justify="right")
+    for name, per_s in result.drains.items():
+        label, _, rest = name.partition(" ")
+        raw = result.drains.get(f"raw {rest}")
+        ratio = f"{per_s / raw:.2f}x" if raw and label != "raw" else ""
+        table.add_row(name, f"{per_s:,.0f}", ratio)
+    out.print(table)
+    lat = Table(title=f"commit to publish at {rate:.0f} commits/s (ms)")
+    for column in ("wake", "p50", "p99", "max", "missing"):
+        lat.add_column(column, justify="left" if column == "wake" else "right")
+    for mode, figures in result.latency_ms.items():
+        lat.add_row(mode, *(f"{figures[k]:g}" for k in ("p50", "p99", "max", "missing")))
+    out.print(lat)

@@ -85,12 +85,12 @@ def relay(
         int, typer.Option(min=1, help="Relays in this process (each its share of the keys).")
     ] = 1,
     keep: Annotated[
-        str | None,
+        str,
         typer.Option(
-            help="Keep sent rows this long (7d, 12h, 30m), then delete them in small batches; "
-            "0 deletes each row once published. Default: keep them."
+            help="Keep sent rows (marked sent) this long (7d, 12h, 30m), then delete them in "
+            "small batches; 0 deletes each row once published; 'forever' keeps them."
         ),
-    ] = None,
+    ] = "0",
     poll: Annotated[
         float | None,
         typer.Option(help="Seconds between polls (default 1 with wake on commit, else 0.05)."),
@@ -130,7 +130,7 @@ def relay(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    keep_s = parse_duration(keep) if keep is not None else None
+    keep_s = None if keep == "forever" else parse_duration(keep)
     broker = build(transport, profile)  # an unknown name fails here, before the database
     engine = _open(db, create_table)
     if instances > 1 and engine.dialect.name == "sqlite":

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -44,17 +45,21 @@ TAIL = 300  # characters of the command's stderr kept as the reason
 @dataclass(frozen=True)
 class Exec:
     """The ``--exec`` handler: ``command`` run by ``/bin/sh -c``; ``attempts`` runs per batch at
-    most; ``retry_delay_s`` between them."""
+    most; ``retry_delay_s`` between them; a run past ``timeout_s`` is killed (its whole process
+    group) and counts as a failed attempt."""
 
     command: str
     attempts: int = 3
     retry_delay_s: float = 1.0
+    timeout_s: float = 600.0
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
             raise UsageError(f"--attempts {self.attempts}: use 1 or more")
         if self.retry_delay_s < 0:
             raise UsageError(f"--retry-delay {self.retry_delay_s}: use 0 or more")
+        if self.timeout_s <= 0:
+            raise UsageError(f"--timeout {self.timeout_s}: use more than 0")
 
 
 def run_exec(
@@ -102,27 +107,46 @@ def _handle(
     env = {**os.environ, "MSGLAB_TOPIC": topic, "MSGLAB_BATCH": name}
     env["MSGLAB_ATTEMPT"] = str(attempt)
     began = time.monotonic()
-    done = subprocess.run(
-        handler.command, shell=True, input=data, stderr=subprocess.PIPE, env=env, check=False
-    )
-    sys.stderr.buffer.write(done.stderr)
+    code, stderr = _run(handler, data, env)
+    sys.stderr.buffer.write(stderr)
     sys.stderr.flush()
     took = time.monotonic() - began
-    what = f"batch {name}: {len(batch)} record(s), attempt {attempt}, exit {done.returncode}"
-    if done.returncode == 0:
+    what = f"batch {name}: {len(batch)} record(s), attempt {attempt}, exit {code}"
+    if code == 0:
         batch.ack()
         LOG.info("%s in %.2fs: processed", what, took)
         return
-    tail = done.stderr.decode("utf-8", "replace").strip()[-TAIL:].replace("\n", " | ")
+    tail = stderr.decode("utf-8", "replace").strip()[-TAIL:].replace("\n", " | ")
+    if code is None:
+        tail = f"timed out after {handler.timeout_s:g}s, killed; {tail}"
     if attempt < handler.attempts:
         LOG.warning("%s in %.2fs: again in %gs (%s)", what, took, handler.retry_delay_s, tail)
         stop.wait(handler.retry_delay_s)
         batch.nack(requeue=True)
         return
     batch.nack(requeue=False)  # settled for the group: done, not acked
-    reason = f"group {group}: command exited {done.returncode} on attempt {attempt}: {tail}"
+    reason = f"group {group}: command exited {code} on attempt {attempt}: {tail}"
     where = folder.give_up(root, topic, group, name, reason)
     LOG.error("%s in %.2fs: gave up after %d attempt(s), now in %s", what, took, attempt, where)
+
+
+def _run(handler: Exec, data: bytes, env: dict[str, str]) -> tuple[int | None, bytes]:
+    """The command's exit code (None: killed after ``timeout_s``) and its stderr."""
+    proc = subprocess.Popen(
+        handler.command,
+        shell=True,
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,  # its own process group: a timeout kills what it started too
+    )
+    try:
+        _, stderr = proc.communicate(data, timeout=handler.timeout_s)
+        return proc.returncode, stderr
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, stderr = proc.communicate()
+        return None, stderr
 
 
 def _sweep(tdir: Path, keep_s: float | None) -> None:

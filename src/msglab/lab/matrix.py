@@ -395,6 +395,17 @@ PATTERNS: tuple[Row, ...] = (
         rate=500.0,  # the cdc row's workload
     ),
     Row(
+        "Outbox relay (msglab's, woken on commit): the same committed rows as the two CDC rows "
+        "above, published without Kafka Connect",
+        "every committed outbox row delivered once, reordered == 0",
+        lambda r: r["lost"] == 0 and r["reordered"] == 0 and r["duplicate_deliveries"] == 0,
+        "kafka",
+        "at-least-once",
+        "none",
+        pattern="outbox",
+        rate=500.0,  # the cdc rows' workload: their latency and throughput side by side
+    ),
+    Row(
         "Consumer: an idempotent consumer (dedup row in the effect's transaction) applies a "
         "redelivered message once",
         "duplicate deliveries > 0 after a consumer kill, duplicate effects == 0, lost == 0",

@@ -1,8 +1,14 @@
 """The relay: claim the oldest unsent outbox rows, publish them, mark them sent.
 
-One pass (``run_once``) is one transaction on the relay's own connection: claim up to
-``batch_size`` unsent rows in position order, publish them (grouped by topic, in position
-order), mark what the publisher confirmed (or delete it, ``keep_s=0``), commit.
+A pass (``run_once``) on the relay's own connection: claim up to ``batch_size`` unsent rows in
+position order, publish them (grouped by topic, in position order), delete what the publisher
+confirmed (or mark it sent, to keep it: ``keep_s``), commit. Under SKIP LOCKED, on SQLite and
+under ``mark_first`` a pass is one transaction; with key shares (PostgreSQL) the claim and the
+mark are short transactions of their own, and while a full batch is being published the next
+is claimed (``_step``; measured here into Kafka: 55,600 rows/s, 51,300 without it).
+Deleting is the default: a third of the database's work of marking (measured: 1,000 rows
+deleted in 2.7 ms, marked in 10 ms: an update writes a new row version into every index),
+and the table keeps only what is still to send.
 
 **Order per key, with several relays** (``ordering="keys"``, the default): on PostgreSQL each
 relay claims only the rows of the key shares it owns (``shares.KeyShares``: advisory locks,
@@ -94,8 +100,9 @@ class Relay:
     mark_first: mark before publishing (at-most-once) instead of after the confirm.
     topics: relay only these topics' rows (None: every row of the table).
     ordering: ``keys`` (order per key, with any number of relays) or ``skip-locked``.
-    keep_s: None keeps sent rows; 0 deletes each row once published instead of marking it;
-        more keeps sent rows that long (deleted every ``PURGE_EVERY_S`` in small batches).
+    keep_s: 0 (the default) deletes each row once published; None marks sent rows and keeps
+        them; more marks them and keeps them that long (deleted every ``PURGE_EVERY_S`` in
+        small batches).
     listen: wake on commit (PostgreSQL's LISTEN); False polls only.
     midway: called between a pass's two steps with the batch's ids (after the publish, with
         the confirmed ids, and before the mark; with ``mark_first``, after the mark and before
@@ -111,7 +118,7 @@ class Relay:
         mark_first: bool = False,
         topics: Sequence[str] | None = None,
         ordering: Ordering = "keys",
-        keep_s: float | None = None,
+        keep_s: float | None = 0,
         listen: bool = True,
         backoff: Backoff | None = None,
         midway: Callable[[list[str]], None] | None = None,

@@ -98,10 +98,10 @@ class ConnectKill(ServerKill):
     name: ClassVar[str] = "connect-kill"
     does: ClassVar[str] = (
         "SIGKILL the Kafka Connect worker running the run's Debezium connector "
-        "after `kill_after` sends, restart after `down_s` (pattern cdc)"
+        "after `kill_after` sends, restart after `down_s` (patterns cdc, table-cdc)"
     )
     needs_server: ClassVar[bool] = False
-    patterns: ClassVar[tuple[str, ...] | None] = ("cdc",)
+    patterns: ClassVar[tuple[str, ...] | None] = ("cdc", "table-cdc")
     target: ClassVar[str | None] = "connect"
 
 
