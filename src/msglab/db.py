@@ -6,7 +6,7 @@ from typing import Any
 
 from msglab.config import redact_url
 from msglab.errors import ConnectError
-from msglab.extras import driver_import
+from msglab.extras import driver_import, require
 
 with driver_import("sqlite", __name__):
     from sqlalchemy import create_engine, event, inspect
@@ -28,6 +28,8 @@ def engine(url: str) -> Engine:
     write inside it is never refused halfway: two relays or writers take turns), waiting up to
     ``SQLITE_BUSY_S`` for it; ``synchronous`` stays FULL (a commit is on disk when it returns).
     """
+    if url.startswith("postgresql"):
+        require("postgres", what="a PostgreSQL database")
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     if not url.startswith("sqlite"):

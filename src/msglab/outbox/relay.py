@@ -47,7 +47,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from msglab.config import RELAY_ORDERINGS, Backoff
 from msglab.errors import PublishError, TransportError
@@ -56,8 +56,10 @@ from msglab.message import Message
 from msglab.outbox.shares import KeyShares
 from msglab.outbox.store import Backlog, store_for
 from msglab.outbox.table import dialect_of
-from msglab.outbox.wake import Listener
 from msglab.ports import Publisher
+
+if TYPE_CHECKING:
+    from msglab.outbox.wake import Listener
 
 with driver_import("sqlite", __name__):
     from sqlalchemy.engine import Connection, Engine, Row
@@ -137,7 +139,11 @@ class Relay:
         self._store = store_for(engine, topics, skip_locked=ordering == "skip-locked")
         self.shares = KeyShares(topics) if postgres and ordering == "keys" else None
         self._keep_s = keep_s
-        self._listener = Listener(engine) if postgres and listen else None
+        self._listener: Listener | None = None
+        if postgres and listen:
+            from msglab.outbox.wake import Listener  # psycopg's: SQLite users need not have it
+
+            self._listener = Listener(engine)
         self._poll_s = poll_s or (1.0 if self._listener is not None else 0.05)
         self._backoff = backoff or Backoff(attempts=8, first_s=0.2, max_s=2.0)
         self._midway = midway
