@@ -47,7 +47,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from msglab.config import RELAY_ORDERINGS, Backoff
 from msglab.errors import PublishError, TransportError
@@ -67,7 +67,6 @@ with driver_import("sqlite", __name__):
 
 log = logging.getLogger(__name__)
 
-Ordering = Literal["keys", "skip-locked"]
 ORDERINGS = RELAY_ORDERINGS
 PURGE_EVERY_S = 60.0
 """How often a relay with ``keep_s`` deletes sent rows older than that."""
@@ -119,7 +118,7 @@ class Relay:
         poll_s: float | None = None,
         mark_first: bool = False,
         topics: Sequence[str] | None = None,
-        ordering: Ordering = "keys",
+        ordering: str = "keys",
         keep_s: float | None = 0,
         listen: bool = True,
         backoff: Backoff | None = None,

@@ -36,7 +36,7 @@ def relay(spec: WorkerSpec) -> None:
         batch_size=RELAY_BATCH,
         mark_first=first,
         topics=[topic_of(spec.run_id)],
-        ordering=spec.relay_ordering,  # type: ignore[arg-type]
+        ordering=spec.relay_ordering,
         midway=midway,
     ).run(stop)
     pub.close()
