@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterable
 
@@ -19,6 +20,7 @@ from msglab.brokers import open_transport
 from msglab.config import Backoff, ClientConfig
 from msglab.errors import PublishError, TransportError
 from msglab.message import Message
+from msglab.metrics.exporter import export_relays
 from msglab.outbox import OUTBOX, SHARDS, Outbox, Relay
 from msglab.ports import Publisher
 
@@ -296,3 +298,31 @@ def test_a_commit_wakes_the_relay(db: Engine, topic: str) -> None:
         thread.join(5)
         sub.close()
     assert not thread.is_alive()
+
+
+def test_the_metrics_show_the_relays_counters_and_the_backlog(db: Engine, topic: str) -> None:
+    write(db, topic, messages(3))
+    with Relay(db, Recording(), batch_size=2, topics=[topic]) as relay:
+        served = export_relays(0, [relay], relay.backlog)
+        try:
+            before = scrape(served.port)
+            assert before["msglab_outbox_unsent"] == 3
+            assert before["msglab_outbox_oldest_unsent_seconds"] >= 0
+            while relay.run_once():
+                pass
+            after = scrape(served.port)
+        finally:
+            served.close()
+    assert after['msglab_relay_published_total{relay="0"}'] == 3
+    assert after["msglab_outbox_unsent"] == 0
+
+
+def scrape(port: int) -> dict[str, float]:
+    """A scrape of ``/metrics`` as {series: value}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        lines = response.read().decode().splitlines()
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in lines
+        if line and not line.startswith("#")
+    }

@@ -238,13 +238,14 @@ def status(
     with engine.begin() as conn:
         backlog = store_for(engine, topics).backlog(conn)
         rows = conn.execute(select(func.count()).select_from(OUTBOX)).scalar_one()
-    result = {
+    result: dict[str, Any] = {
         "database": engine.url.render_as_string(),
-        "topics": topics or "all",
+        "topics": ", ".join(topics) if topics else "all",
         "unsent": backlog.unsent,
         "oldest_unsent_s": round(backlog.oldest_s, 3),
-        "sent_kept": rows - backlog.unsent if not topics else None,
     }
+    if not topics:  # the table's rows: unsent, or sent and kept (--keep)
+        result["sent_kept"] = rows - backlog.unsent
     if as_json:
         print(json.dumps(result))
         return
