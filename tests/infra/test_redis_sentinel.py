@@ -275,6 +275,9 @@ def test_the_primarys_node_killed_a_replica_is_promoted_and_the_old_one_rejoins_
 
         began = time.monotonic()
         run_cli("infra", "restart", f"redis-sentinel/{old}")
+        # a primary's node that comes back is made a replica by the Sentinels, asynchronously
+        # (they see it at their next ping): under load that took longer than the restart itself
+        wait_for(lambda: cluster.roles()[old] == "replica", 15, cluster.roles)
         print(f"redis-sentinel: {old} back as a replica in {time.monotonic() - began:.1f}s")
         roles = cluster.roles()
         assert roles[old] == "replica" and roles[new] == "primary", roles
@@ -298,8 +301,9 @@ def test_the_primary_cut_off_from_the_other_nodes_keeps_acknowledging_writes_tha
     a replica of the new one and those acknowledged writes are gone. How many is printed."""
     import redis
 
+    wait_for(lambda: settled(cluster), 20, cluster.roles)  # after the test before it
     old = cluster.primary()
-    assert old is not None and settled(cluster)
+    assert old is not None
     hosts = cluster.hosts()
     others = [hosts[n] for n in hosts if n != old]
     direct = redis.Redis(cluster.nodes[old].host, cluster.nodes[old].port, socket_timeout=2)
