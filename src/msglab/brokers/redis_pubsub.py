@@ -82,6 +82,14 @@ class PubSubSubscriber(SubscriberBase):
                 elif raw["type"] == "message":
                     yield Delivery(decode(raw["data"]), topic, 1, False, _noop)
 
+    def _more_coming(self, began: float) -> bool:
+        """A batch takes what has arrived: it ends when redis-py holds no further message (its
+        buffer or the socket), never by waiting. Pub/sub is for latency: waiting for a batch to
+        fill added up to ``BATCH_WAIT_S`` to every message (measured: p50 41 ms, p99 222 ms at
+        1,500 msg/s; without the wait, see the matrix's pub/sub latency row)."""
+        conn = self._pubsub.connection
+        return conn is not None and bool(conn.can_read(timeout=0))
+
     def _release(self) -> None:
         self._pubsub.close()
         self._client.close()

@@ -476,7 +476,7 @@ def finished_line(i: int, n: int, result: dict[str, Any]) -> str:
     else:
         what = (
             f"{transport_label(r)} {r['profile']} {fault_label(r)}: lost {r['lost']}, "
-            f"{_stored(r)}duplicate effects {r['duplicate_effects']}, {r['verdict']}"
+            f"{_stored(r)}duplicate effects {r['duplicate_effects']}{_other(r)}, {r['verdict']}"
             f"{_price(result)}{_repeated(r)}"
         )
     return f"[{i + 1:>{len(str(n))}}/{n}] {what}; claim {observed}"
@@ -489,6 +489,13 @@ def _dash(value: Any) -> Any:
 def _stored(report: dict[str, Any]) -> str:
     stored = report.get("lost_from_storage")
     return "" if stored is None else f"lost from storage {stored}, "
+
+
+def _other(report: dict[str, Any]) -> str:
+    """The figures a row may be about beside loss and duplicates, when not 0: reordered,
+    phantom, quarantined."""
+    shown = [(k, report.get(k)) for k in ("reordered", "phantom", "quarantined")]
+    return "".join(f", {k} {v}" for k, v in shown if v)
 
 
 def _repeated(report: dict[str, Any]) -> str:
