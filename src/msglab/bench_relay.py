@@ -1,12 +1,14 @@
 """``msglab bench relay``: the outbox relay's throughput and its commit-to-publish latency.
 
 Throughput: the outbox is filled with ``messages`` rows (keys spread over 64 key shares), then
-drained by ``instances`` relays at once, each a ``Relay`` on its own thread and connection, until
-every row is marked: first into a publisher that confirms at once without a broker (**the raw
-drain**: claim, build the messages, mark, what the database allows), then into the transport.
-The best of ``rounds`` each. Rows/s = rows / (first claim to last mark). Each drain starts
-after a ``VACUUM`` of the outbox (where the user may): the drain before it left as many dead
-rows as it moved, and whether autovacuum had come by would decide the next figure.
+drained by ``instances`` relays at once, each a ``Relay`` in a process of its own (its own
+connection and interpreter lock, as relays are deployed), until every row is published: first
+into a publisher that confirms at once without a broker (**the raw drain**: claim, build the
+messages, delete or mark, what the database allows), then into the transport. The best of
+``rounds`` each; rows/s = rows / (the relays' start, their imports and connections done, to
+the last row published). Each drain starts after a ``VACUUM`` of the outbox (where the user
+may): the drain before it left as many dead rows as it moved, and whether autovacuum had come
+by would decide the next figure.
 
 Latency: one writer commits one message per transaction at ``rate`` commits/s for ``seconds``
 while one relay runs; a commit's latency is from its ``COMMIT`` returning to the broker's
@@ -17,6 +19,7 @@ poll_s=0.05)``, msglab's relay before LISTEN).
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import statistics
 import threading
 import time
@@ -25,6 +28,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from msglab.brokers import open_transport
+from msglab.config import ClientConfig
 from msglab.db import engine
 from msglab.extras import driver_import
 from msglab.message import Message
@@ -115,31 +120,74 @@ def _fill(db_url: str, topic: str, n: int, size: int) -> None:
         db.dispose()
 
 
-def _drain(
-    db_url: str, publishers: Sequence[Any], topic: str, n: int, batch: int, keep_s: float | None
-) -> float:
-    """Rows/s of ``len(publishers)`` relays draining ``n`` rows of ``topic``."""
-    db = engine(db_url)
+@dataclass(frozen=True)
+class DrainJob:
+    """What one relay process of a drain does (picklable: it crosses to a spawned process)."""
+
+    db_url: str
+    topic: str
+    batch: int
+    keep_s: float | None
+    transport: str | None  # None: the raw drain (a publisher that confirms at once)
+    config: ClientConfig | None
+
+
+def _relay_process(job: DrainJob, ready: Any, go: Any, stop: Any, published: Any) -> None:
+    """One relay in its own process (its own interpreter lock), counting into ``published``."""
+    if job.transport is None or job.config is None:
+        publisher: Any = Confirming()
+    else:
+        publisher = open_transport(job.transport, job.config).publisher()
+        publisher.publish(job.topic + "-warm", [Message(b"warm")])  # connected, producer id
+    db = engine(job.db_url)
+    relay = Relay(
+        db, publisher, job.batch, topics=[job.topic], listen=False, poll_s=0.01, keep_s=job.keep_s
+    )
+    if relay.shares is not None:
+        relay.shares.rebalance_s = 0.05  # share out at once: the bench times the drain
     done = threading.Event()
-    relays = [
-        Relay(db, p, batch_size=batch, topics=[topic], listen=False, poll_s=0.01, keep_s=keep_s)
-        for p in publishers
-    ]
-    for r in relays:
-        if r.shares is not None:
-            r.shares.rebalance_s = 0.05  # share out at once: the bench times the drain
-    threads = [threading.Thread(target=r.run, args=(done,)) for r in relays]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    while sum(r.stats.published for r in relays) < n:
-        time.sleep(0.002)
-    elapsed = time.perf_counter() - start
+    ready.set()
+    go.wait()
+    thread = threading.Thread(target=relay.run, args=(done,))
+    thread.start()
+    while not stop.wait(0.002):
+        published.value = relay.stats.published
     done.set()
-    for t in threads:
-        t.join()
+    thread.join()
+    published.value = relay.stats.published
+    publisher.close()
     db.dispose()
-    return n / elapsed
+
+
+def _drain(jobs: Sequence[DrainJob], n: int) -> float:
+    """Rows/s of one relay process per job draining ``n`` rows: from the moment they all
+    start (their imports and connections done) to the last row published."""
+    ctx = mp.get_context("spawn")
+    go, stop = ctx.Event(), ctx.Event()
+    ready = [ctx.Event() for _ in jobs]
+    counts = [ctx.Value("q", 0, lock=False) for _ in jobs]
+    procs = [
+        ctx.Process(target=_relay_process, args=(job, r, go, stop, c), daemon=True)
+        for job, r, c in zip(jobs, ready, counts, strict=True)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        for r, p in zip(ready, procs, strict=True):
+            while not r.wait(0.1):
+                if not p.is_alive():
+                    raise RuntimeError(f"a relay process exited with {p.exitcode}")
+        start = time.perf_counter()
+        go.set()
+        while sum(c.value for c in counts) < n:
+            if not all(p.is_alive() for p in procs):
+                raise RuntimeError("a relay process died during the drain")
+            time.sleep(0.002)
+        return n / (time.perf_counter() - start)
+    finally:
+        stop.set()
+        for p in procs:
+            p.join(30)
 
 
 KEEPS: dict[str, float | None] = {"delete": 0, "mark": None}
@@ -169,14 +217,15 @@ def bench_relay_drain(
                     progress(f"{name}, round {r + 1}: filling {messages} rows")
                     _fill(db_url, topic, messages, size)
                     progress(f"{name}, round {r + 1}: draining")
-                    pubs = [
-                        Confirming() if label == "raw" else transport.publisher() for _ in range(k)
-                    ]
-                    try:
-                        best = max(best, _drain(db_url, pubs, topic, messages, batch, keep_s))
-                    finally:
-                        for p in pubs:
-                            p.close()
+                    job = DrainJob(
+                        db_url,
+                        topic,
+                        batch,
+                        keep_s,
+                        None if label == "raw" else transport.name,
+                        None if label == "raw" else transport.config,
+                    )
+                    best = max(best, _drain([job] * k, messages))
                 results[name] = best
     return results
 

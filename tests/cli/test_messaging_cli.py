@@ -204,3 +204,19 @@ def test_bench_consume_worker_drains_every_message_through_the_runtime(redis_ser
     assert out["delivered"]["msglab worker"] == 2000
     refused = run_cli(*argv, "--effectively-once", check=False)
     assert refused.returncode == 2 and "add --worker" in refused.stderr
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+def test_bench_relay_measures_drains_and_latency(redis_server: Any, postgres_server: Any) -> None:
+    argv = ("bench", "relay", "-t", "redis-streams", "-n", "1000", "--rounds", "1")
+    quick = ("--instances", "1", "--rate", "200", "--seconds", "1", "--json")
+    out = json.loads(run_cli(*argv, *quick).stdout)
+    assert set(out["rows_per_s"]) == {
+        f"{d} x1 {mode}" for d in ("raw", "redis-streams") for mode in ("delete", "mark")
+    }
+    assert all(v > 0 for v in out["rows_per_s"].values())
+    latency = out["commit_to_publish_ms"]
+    assert set(latency) == {"listen", "poll 50 ms"}
+    assert all(m["missing"] == 0 and 0 < m["p50"] <= m["p99"] <= m["max"] for m in latency.values())
+    assert "***" in out["database"]  # the password hidden

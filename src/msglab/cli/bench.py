@@ -155,7 +155,9 @@ def relay(
     batch: Annotated[int, typer.Option(min=1, help="Rows per relay pass.")] = 1000,
     instances: Annotated[
         list[int] | None,
-        typer.Option("--instances", min=1, help="Relays at once (repeatable; default 1 and 2)."),
+        typer.Option(
+            "--instances", min=1, help="Relays at once, a process each (repeatable; default 1, 2)."
+        ),
     ] = None,
     rounds: Annotated[int, typer.Option(min=1)] = 2,
     rate: Annotated[

@@ -82,7 +82,12 @@ def relay(
     topics: TopicsOption = None,
     batch: Annotated[int, typer.Option(min=1, help="Rows per pass.")] = 1000,
     instances: Annotated[
-        int, typer.Option(min=1, help="Relays in this process (each its share of the keys).")
+        int,
+        typer.Option(
+            min=1,
+            help="Relays in this process, each its share of the keys (threads: order and "
+            "failover; for throughput run more processes).",
+        ),
     ] = 1,
     keep: Annotated[
         str,
