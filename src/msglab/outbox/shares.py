@@ -11,7 +11,9 @@ its shares at their next rebalance (``rebalance_s``) and publish its unmarked ro
 order, before anything newer of those keys.
 
 Relays with different ``topics`` filters are different groups (the lock keys include the
-filter), so they never wait for each other's shares.
+filter), so they never wait for each other's shares: give the relays of one table the same
+filter or disjoint ones. Overlapping filters (one relay for every topic, another for
+``orders``) would both publish ``orders``, each in order, the two interleaved.
 
 The fence is PostgreSQL's view of the connection: a relay cut off from PostgreSQL but not from
 the broker keeps publishing what it claimed until its pass ends, while PostgreSQL (after TCP
