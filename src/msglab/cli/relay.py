@@ -23,13 +23,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from msglab.cli.worker import EXIT_AT_ONCE, LEVELS
 from msglab.config import parse_duration
 from msglab.errors import UsageError
 
 LOG = logging.getLogger("msglab.relay")
 DB_ENV = "MSGLAB_DB_URL"
 DEFAULT_DB = "sqlite:///msglab.db"
-EXIT_AT_ONCE = 130
 PROGRESS_S = 10.0
 """How often the running relay logs a line of what it did."""
 
@@ -128,8 +128,8 @@ def relay(
 
     if transport is None:
         raise UsageError("-t/--transport: where to publish (kafka, rabbitmq, redis-streams, ...)")
-    if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise UsageError(f"--log-level {log_level!r}: use DEBUG, INFO, WARNING or ERROR")
+    if log_level.upper() not in LEVELS:
+        raise UsageError(f"--log-level {log_level!r}: use one of {', '.join(LEVELS)}")
     logging.basicConfig(
         level=log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
