@@ -227,10 +227,11 @@ def test_two_relays_and_one_key(db: Engine, topic: str, ordering: str) -> None:
     write(db, topic, first)
     write(db, topic, later)
     b = Recording()
+    b_passed: list[int] = []
 
     def b_passes(_: list[str]) -> None:
         with Relay(db, b, batch_size=2, topics=[topic], ordering=ordering) as other:
-            other.run_once()
+            b_passed.append(other.run_once())
 
     with Relay(
         db, Recording(), batch_size=2, topics=[topic], ordering=ordering, midway=b_passes
@@ -238,6 +239,7 @@ def test_two_relays_and_one_key(db: Engine, topic: str, ordering: str) -> None:
         while a.run_once():  # B passes while each of A's batches is published and unmarked
             pass
     seen = [m.id for m in b.published]
+    assert b_passed  # B did pass while A's rows were out
     if ordering == "keys":
         assert seen == []
     else:

@@ -51,8 +51,9 @@ import json
 import os
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from msglab.cdc.connect import ConnectClient, ConnectorError, ConnectorStatus
@@ -108,6 +109,49 @@ def database_settings(database_url: str) -> dict[str, str]:
     }
 
 
+def postgres_connector(
+    name: str,
+    database_url: str,
+    table: str,
+    prefix: str,
+    slot: str | None,
+    publication: str | None,
+    snapshot_mode: str,
+    password_file: Path | None,
+) -> dict[str, str]:
+    """What every msglab connector of Debezium's PostgreSQL connector says (the outbox's and a
+    table's): the database, its slot (default ``msglab_<name>``) and filtered publication
+    (default ``<slot>_pub``) for ``table`` only, ``topic.prefix``, the snapshot mode, the
+    password as a file reference when ``password_file`` is given."""
+    slot = check_slot(slot if slot is not None else slot_name(name))
+    if snapshot_mode not in SNAPSHOT_MODES:
+        raise ConfigError(f"snapshot mode {snapshot_mode!r}; valid: {', '.join(SNAPSHOT_MODES)}")
+    return {
+        "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
+        "tasks.max": "1",
+        **database_settings(database_url),
+        **({"database.password": f"${{file:{password_file}:password}}"} if password_file else {}),
+        "plugin.name": "pgoutput",
+        "slot.name": slot,
+        "publication.name": publication or f"{slot}_pub",
+        "publication.autocreate.mode": "filtered",
+        "table.include.list": table,
+        "topic.prefix": prefix,
+        "snapshot.mode": snapshot_mode,
+        # no "__debezium.context.*" headers on each record: msglab's format has none
+        "extended.headers.enabled": "false",
+        # Debezium hands a batch to Connect at the latest after this (default 500 ms)
+        "poll.interval.ms": "100",
+        # the slot is dropped on purpose only (stop_outbox_connector, msglab cdc delete):
+        # dropping it on every stop would lose what is committed while the connector is
+        # stopped or restarted
+        "slot.drop.on.stop": "false",
+        # topics the connector names are created with the broker's defaults
+        "topic.creation.default.replication.factor": "-1",
+        "topic.creation.default.partitions": "-1",
+    }
+
+
 def outbox_connector(
     name: str,
     database_url: str,
@@ -139,38 +183,17 @@ def outbox_connector(
         ``${file:<path>:password}``, so Connect's REST API and config topic never hold the
         password (``write_password_file``). None: the password is in the config itself.
     """
-    slot = check_slot(slot if slot is not None else slot_name(name))
-    if snapshot_mode not in SNAPSHOT_MODES:
-        raise ConfigError(f"snapshot mode {snapshot_mode!r}; valid: {', '.join(SNAPSHOT_MODES)}")
     placement = f"id:header:{ID_HEADER}"
     if headers_header:
         placement += f",headers:header:{headers_header}"
     prefix = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
-    config: dict[str, str] = {
-        "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
-        "tasks.max": "1",
-        **database_settings(database_url),
-        **({"database.password": f"${{file:{password_file}:password}}"} if password_file else {}),
-        "plugin.name": "pgoutput",
-        "slot.name": slot,
-        "publication.name": publication or f"{slot}_pub",
-        "publication.autocreate.mode": "filtered",
-        "table.include.list": OUTBOX_TABLE,
-        "topic.prefix": prefix,
-        "snapshot.mode": snapshot_mode,
+    config = postgres_connector(
+        name, database_url, OUTBOX_TABLE, prefix, slot, publication, snapshot_mode, password_file
+    )
+    config |= {
         "skipped.operations": "u,d,t",
         "tombstones.on.delete": "false",
         "binary.handling.mode": "bytes",
-        # no "__debezium.context.*" headers on each record: msglab's format has none
-        "extended.headers.enabled": "false",
-        # Debezium hands a batch to Connect at the latest after this (default 500 ms)
-        "poll.interval.ms": "100",
-        # the slot is dropped on purpose only (stop_outbox_connector): dropping it on every
-        # stop would lose what is committed while the connector is stopped or restarted
-        "slot.drop.on.stop": "false",
-        # topics the router names are created with the broker's defaults
-        "topic.creation.default.replication.factor": "-1",
-        "topic.creation.default.partitions": "-1",
         "key.converter": "org.apache.kafka.connect.storage.StringConverter",
         "value.converter": "org.apache.kafka.connect.converters.ByteArrayConverter",
         "header.converter": "org.apache.kafka.connect.storage.SimpleHeaderConverter",
@@ -232,7 +255,7 @@ def start_outbox_connector(
     *,
     timeout_s: float = 60.0,
     secrets_dir: Path | None = None,
-    **options: object,
+    **options: Any,
 ) -> ConnectorStatus:
     """Create (or update) the outbox connector ``name`` and wait until it and its task run.
 
@@ -243,10 +266,25 @@ def start_outbox_connector(
     every outbox row committed from then on is published (at-least-once, see the module).
     Raises ConnectorError with the task's trace when it fails, ConnectError when Connect is
     unreachable."""
+    return start_connector(
+        client, name, database_url, outbox_connector, timeout_s, secrets_dir, options
+    )
+
+
+def start_connector(
+    client: ConnectClient,
+    name: str,
+    database_url: str,
+    config_of: Callable[..., dict[str, str]],
+    timeout_s: float,
+    secrets_dir: Path | None,
+    options: dict[str, Any],
+) -> ConnectorStatus:
+    """Put connector ``name``'s config (``config_of(name, database_url, **options)``, the
+    password in a file of ``secrets_dir`` when given) and wait until its task runs."""
     if secrets_dir is not None:
         options["password_file"] = write_password_file(secrets_dir, name, database_url)
-    config = outbox_connector(name, database_url, **options)  # type: ignore[arg-type]
-    client.put_config(name, config)
+    client.put_config(name, config_of(name, database_url, **options))
     return client.wait_running(name, timeout_s)
 
 

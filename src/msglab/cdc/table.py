@@ -36,16 +36,14 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from msglab.cdc.connect import ConnectClient, ConnectorStatus
 from msglab.cdc.outbox import (
-    SNAPSHOT_MODES,
-    check_slot,
-    database_settings,
-    slot_name,
-    write_password_file,
+    postgres_connector,
+    start_connector,
 )
 from msglab.errors import ConfigError
 from msglab.message import Message
@@ -91,34 +89,24 @@ def table_connector(
     topic: route every change to this topic instead (a RegexRouter SMT).
     slot, publication, snapshot_mode, extra, password_file: as ``outbox_connector``'s.
     """
-    full = qualified(table)
-    slot = check_slot(slot if slot is not None else slot_name(name))
-    if snapshot_mode not in SNAPSHOT_MODES:
-        raise ConfigError(f"snapshot mode {snapshot_mode!r}; valid: {', '.join(SNAPSHOT_MODES)}")
     prefix = topic_prefix or re.sub(r"[^A-Za-z0-9._-]+", "_", name)
     if not re.fullmatch(r"[A-Za-z0-9._-]+", prefix):
         raise ConfigError(f"topic prefix {prefix!r}: use letters, digits, '.', '_' or '-'")
-    config: dict[str, str] = {
-        "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
-        "tasks.max": "1",
-        **database_settings(database_url),
-        **({"database.password": f"${{file:{password_file}:password}}"} if password_file else {}),
-        "plugin.name": "pgoutput",
-        "slot.name": slot,
-        "publication.name": publication or f"{slot}_pub",
-        "publication.autocreate.mode": "filtered",
-        "table.include.list": full,
-        "topic.prefix": prefix,
-        "snapshot.mode": snapshot_mode,
+    config = postgres_connector(
+        name,
+        database_url,
+        qualified(table),
+        prefix,
+        slot,
+        publication,
+        snapshot_mode,
+        password_file,
+    )
+    config |= {
         "skipped.operations": "t",  # TRUNCATE has no row, so no message id
         "tombstones.on.delete": "false",  # a delete is one record, never a null value after it
         "binary.handling.mode": "base64",
         "decimal.handling.mode": "string",  # exact, unlike a JSON double
-        "extended.headers.enabled": "false",
-        "poll.interval.ms": "100",
-        "slot.drop.on.stop": "false",  # dropped on purpose only (`msglab cdc delete`)
-        "topic.creation.default.replication.factor": "-1",
-        "topic.creation.default.partitions": "-1",
         "key.converter": "org.apache.kafka.connect.json.JsonConverter",
         "key.converter.schemas.enable": "false",
         "value.converter": "org.apache.kafka.connect.json.JsonConverter",
@@ -148,10 +136,15 @@ def start_table_connector(
     ``secrets_dir`` as ``start_outbox_connector``'s; ``stop_outbox_connector`` stops either
     kind (and drops the slot). No check of the database first: ``msglab.cdc.manage.register``
     makes them."""
-    if secrets_dir is not None:
-        options["password_file"] = write_password_file(secrets_dir, name, database_url)
-    client.put_config(name, table_connector(name, database_url, table, **options))
-    return client.wait_running(name, timeout_s)
+    return start_connector(
+        client,
+        name,
+        database_url,
+        partial(table_connector, table=table),
+        timeout_s,
+        secrets_dir,
+        options,
+    )
 
 
 @dataclass(frozen=True)

@@ -9,20 +9,16 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
 import sys
-import threading
 from dataclasses import asdict
 from pathlib import Path
-from types import FrameType
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from msglab.cli.worker import EXIT_AT_ONCE, LEVELS
+from msglab.cli.service import log_to_stderr, stop_on_signals
 from msglab.config import parse_duration
 from msglab.errors import UsageError
 
@@ -137,8 +133,7 @@ def receive(
 
     if (exec_ is None) == (app_ is None):
         raise UsageError("give one of --exec CMD and --app MODULE:APP")
-    if log_level.upper() not in LEVELS:
-        raise UsageError(f"--log-level {log_level!r}: use one of {', '.join(LEVELS)}")
+    log_to_stderr(log_level)
     keep_s = None if keep is None else parse_duration(keep)
     root = source.absolute()
     if not root.exists():
@@ -150,33 +145,11 @@ def receive(
             f"--keep: {root} is an outbox, its producer's; it sets the retention "
             f"(msglab batch send --outbox {root} --keep {keep})"
         )
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    stop = _stop_on_signals()
+    stop = stop_on_signals(LOG, "finishing the batch in hand, then stopping")
     if exec_ is not None:
         run_exec(root, topic, group, Exec(exec_, attempts, retry_delay, timeout), keep_s, stop)
     elif not run_app(root, load_app(app_ or ""), keep_s, stop, grace):
         raise typer.Exit(1)
-
-
-def _stop_on_signals() -> threading.Event:
-    """An event the first SIGTERM or SIGINT sets; a second one exits at once."""
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        if stop.is_set():
-            LOG.warning("second signal: stopping at once")
-            logging.shutdown()
-            os._exit(EXIT_AT_ONCE)
-        LOG.info("%s: finishing the batch in hand, then stopping", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    return stop
 
 
 @app.command()

@@ -12,18 +12,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
-import sys
 import threading
 import time
-from types import FrameType
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from msglab.cli.worker import EXIT_AT_ONCE, LEVELS
+from msglab.cli.service import log_to_stderr, stop_on_signals
 from msglab.config import parse_duration
 from msglab.errors import UsageError
 
@@ -128,13 +125,7 @@ def relay(
 
     if transport is None:
         raise UsageError("-t/--transport: where to publish (kafka, rabbitmq, redis-streams, ...)")
-    if log_level.upper() not in LEVELS:
-        raise UsageError(f"--log-level {log_level!r}: use one of {', '.join(LEVELS)}")
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    log_to_stderr(log_level)
     keep_s = None if keep == "forever" else parse_duration(keep)
     broker = build(transport, profile)  # an unknown name fails here, before the database
     engine = _open(db, create_table)
@@ -160,23 +151,7 @@ def relay(
 
         exporting = export_relays(metrics_port, relays, relays[0].backlog)
         LOG.info("metrics on http://127.0.0.1:%d/metrics", exporting.port)
-    stop = threading.Event()
-    signals = {"count": 0}
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        signals["count"] += 1
-        if signals["count"] > 1:
-            LOG.warning("second signal: exiting at once (unmarked rows go again)")
-            logging.shutdown()
-            os._exit(EXIT_AT_ONCE)
-        LOG.info(
-            "%s: finishing the pass in hand (signal again to exit at once)",
-            signal.Signals(signum).name,
-        )
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals(LOG, "finishing the batch in hand (unmarked rows would go again)")
     threads = [
         threading.Thread(target=r.run, args=(stop,), name=f"relay-{i}")
         for i, r in enumerate(relays)

@@ -10,21 +10,16 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import sys
 import time
-from types import FrameType
 from typing import Annotated
 
 import typer
 
-from msglab.errors import UsageError
+from msglab.cli.service import log_to_stderr, stop_on_signals
 from msglab.ports import Transport
 from msglab.profiles import DeliveryProfile
 
 LOG = logging.getLogger("msglab.worker")
-LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-EXIT_AT_ONCE = 130  # a second signal: the shell's code for an interrupted command
 
 
 def worker(
@@ -72,13 +67,7 @@ def worker(
     from msglab.app.runtime import Runtime, select
     from msglab.cli.messaging import build
 
-    if log_level.upper() not in LEVELS:
-        raise UsageError(f"--log-level {log_level!r}: use one of {', '.join(LEVELS)}")
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    log_to_stderr(log_level)
     app = load_app(target)
 
     def connect(name: str, profile: DeliveryProfile) -> Transport:
@@ -101,24 +90,13 @@ def worker(
         instance=instance,
         observer_for=None if exporting is None else lambda spec: exporting.observer(spec.transport),
     )
-    signals = {"count": 0, "at": 0.0}
+    stopped_at: list[float] = []  # when the first signal came
 
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        signals["count"] += 1
-        if signals["count"] > 1:
-            LOG.warning("second signal: stopping at once")
-            logging.shutdown()
-            os._exit(EXIT_AT_ONCE)
-        signals["at"] = time.monotonic()
-        LOG.info(
-            "%s: stopping; handlers in hand get %.0fs (signal again to stop at once)",
-            signal.Signals(signum).name,
-            grace,
-        )
+    def stop() -> None:
+        stopped_at.append(time.monotonic())
         runtime.request_stop()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop_on_signals(LOG, f"stopping; handlers in hand get {grace:.0f}s", stop)
     runtime.start()
     names = ", ".join(
         f"{s.name} ({s.transport}:{s.topic} as {s.group}, {s.concurrency} thread(s))"
@@ -126,7 +104,7 @@ def worker(
     )
     LOG.info("app %s: running %s", app.name, names)
     while not runtime.wait(0.2):
-        if signals["count"] and time.monotonic() - signals["at"] > grace:
+        if stopped_at and time.monotonic() - stopped_at[0] > grace:
             LOG.warning("grace of %.0fs over: exiting with handlers still running", grace)
             logging.shutdown()
             os._exit(1)

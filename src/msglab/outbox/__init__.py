@@ -4,8 +4,8 @@ Publisher and marks them sent (``Relay``). Nothing is published for a transactio
 back, and nothing committed is lost while the table lives. PostgreSQL (several relays, in order
 per key; wake on commit) or SQLite (one writer; the relay polls)."""
 
-from msglab.outbox.relay import ORDERINGS, Relay, RelayStats
+from msglab.outbox.relay import Relay, RelayStats
 from msglab.outbox.store import Backlog
 from msglab.outbox.table import OUTBOX, SHARDS, Outbox, shard_of
 
-__all__ = ["ORDERINGS", "OUTBOX", "SHARDS", "Backlog", "Outbox", "Relay", "RelayStats", "shard_of"]
+__all__ = ["OUTBOX", "SHARDS", "Backlog", "Outbox", "Relay", "RelayStats", "shard_of"]

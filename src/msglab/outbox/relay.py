@@ -67,7 +67,6 @@ with driver_import("sqlite", __name__):
 
 log = logging.getLogger(__name__)
 
-ORDERINGS = RELAY_ORDERINGS
 PURGE_EVERY_S = 60.0
 """How often a relay with ``keep_s`` deletes sent rows older than that."""
 PURGE_BATCH = 1000
@@ -126,8 +125,8 @@ class Relay:
     ) -> None:
         if batch_size < 1 or (poll_s is not None and poll_s <= 0):
             raise ValueError("batch_size must be at least 1 and poll_s positive")
-        if ordering not in ORDERINGS:
-            raise ValueError(f"ordering {ordering!r}: one of {', '.join(ORDERINGS)}")
+        if ordering not in RELAY_ORDERINGS:
+            raise ValueError(f"ordering {ordering!r}: one of {', '.join(RELAY_ORDERINGS)}")
         postgres = dialect_of(engine) == "postgresql"
         if ordering == "skip-locked" and not postgres:
             raise ValueError("ordering 'skip-locked' is PostgreSQL's (SQLite has one writer)")

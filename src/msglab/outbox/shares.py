@@ -61,7 +61,6 @@ class KeyShares:
         self._members = _lock_space(f"msglab_outbox members {scope}")
         self.rebalance_s = rebalance_s
         self.owned: set[int] = set()
-        self.members = 0
         self._joined = False
         self._first = os.getpid() % SHARDS  # where this relay starts looking for free shares
 
@@ -78,8 +77,8 @@ class KeyShares:
                 text("SELECT pg_advisory_lock(:ns, pg_backend_pid())"), {"ns": self._members}
             )
             self._joined = True
-        self.members = max(int(conn.execute(_MEMBERS, {"ns": self._members}).scalar_one()), 1)
-        fair = math.ceil(SHARDS / self.members)
+        members = max(int(conn.execute(_MEMBERS, {"ns": self._members}).scalar_one()), 1)
+        fair = math.ceil(SHARDS / members)
         if len(self.owned) > fair:
             extra = sorted(self.owned)[fair:]
             conn.execute(_GIVE, {"ns": self._shares, "shares": extra})

@@ -44,7 +44,7 @@ class WorkerSpec:
     # many messages committed, before publishing them (publish-then-commit: after this many
     # published, before committing them)
     # relay
-    relay_ordering: str = "keys"  # outbox.ORDERINGS
+    relay_ordering: str = "keys"  # config.RELAY_ORDERINGS
     die_after_relayed: int = 0  # relay-kill: SIGKILL self when this many were relayed, midway
     # consumer
     die_after_effects: int = 0  # consumer-kill: SIGKILL self after this many effects
